@@ -1,0 +1,8 @@
+//! Subcommands of the `fanout` binary. Each module owns its `Args` and a
+//! `main` that returns the process exit code: 0 success, 1 runtime failure,
+//! 2 bad configuration or bad arguments.
+
+pub mod check;
+pub mod generate;
+pub mod run;
+pub mod sink;
