@@ -4,8 +4,22 @@
 //! every interface name against the running system (index, MTU, MAC and
 //! addresses). Engines never look at the configuration file; they consume a
 //! plan. A plan is plain data: it holds no sockets and no file descriptors.
+//!
+//! [`Plan::resolve`] reads the system once (interface index through
+//! `if_nametoindex`, MTU and MAC from `/sys/class/net/NAME/`, addresses
+//! through `getifaddrs`) and fails, naming the file, line, field and value,
+//! when an interface does not exist. It changes nothing on the system.
+//! [`Plan::resolve_with`] takes the interface lookup as a parameter, so the
+//! mapping is testable without the interfaces. `Display` renders the plan for
+//! `fanout check` and the engine's start-up log.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use crate::config::{self, Config, Located, Location};
 
 /// How the engine should move packets (`[engine] mode` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,4 +92,255 @@ pub struct OutputPlan {
     pub source_port: Option<u16>,
     /// IPv4 TTL or IPv6 hop limit of the replicas.
     pub ttl: u8,
+}
+
+impl Plan {
+    /// Reads, validates and resolves the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Plan, config::Error> {
+        Plan::resolve(&Config::load(path)?)
+    }
+
+    /// Resolves every interface of `config` on the running system.
+    pub fn resolve(config: &Config) -> Result<Plan, config::Error> {
+        let mut system = SystemInterfaces::default();
+        Plan::resolve_with(config, |name| system.lookup(name))
+    }
+
+    /// Resolves `config` with `lookup`, which returns `Ok(None)` for an
+    /// interface that does not exist. Each name is looked up once.
+    pub fn resolve_with<F>(config: &Config, mut lookup: F) -> Result<Plan, config::Error>
+    where
+        F: FnMut(&str) -> io::Result<Option<Interface>>,
+    {
+        let mut cache: HashMap<String, Interface> = HashMap::new();
+        let mut interface = |located: &Located<String>, field: String| {
+            if let Some(found) = cache.get(&located.value) {
+                return Ok(found.clone());
+            }
+            let at = Location {
+                path: config.path.clone(),
+                line: Some(located.line),
+                column: None,
+            };
+            let value = format!("{:?}", located.value);
+            match lookup(&located.value) {
+                Ok(Some(found)) => {
+                    cache.insert(located.value.clone(), found.clone());
+                    Ok(found)
+                }
+                Ok(None) => Err(config::Error::InvalidValue {
+                    at,
+                    field,
+                    value,
+                    reason: "no such interface".into(),
+                }),
+                Err(source) => Err(config::Error::System {
+                    at,
+                    field,
+                    value,
+                    what: "cannot query the interface".into(),
+                    source,
+                }),
+            }
+        };
+
+        let mut flows = Vec::with_capacity(config.flows.len());
+        for (i, flow) in config.flows.iter().enumerate() {
+            let ingress = interface(&flow.interface, format!("flow[{i}].interface"))?;
+            let mut outputs = Vec::with_capacity(flow.outputs.len());
+            for (j, output) in flow.outputs.iter().enumerate() {
+                let egress = match &output.interface {
+                    Some(name) => {
+                        Some(interface(name, format!("flow[{i}].output[{j}].interface"))?)
+                    }
+                    None => None,
+                };
+                let mut dest = output.dest;
+                // A link-local IPv6 receiver is only reachable through its link.
+                if let (SocketAddr::V6(v6), Some(egress)) = (&mut dest, &egress)
+                    && v6.ip().is_unicast_link_local()
+                {
+                    v6.set_scope_id(egress.index);
+                }
+                outputs.push(OutputPlan {
+                    name: output.name.clone(),
+                    kind: output.kind,
+                    dest,
+                    interface: egress,
+                    source_port: output.source_port,
+                    ttl: output.ttl,
+                });
+            }
+            flows.push(FlowPlan {
+                name: flow.name.clone(),
+                ingress,
+                group: flow.group,
+                port: flow.port,
+                vlan: flow.vlan,
+                source: flow.source,
+                outputs,
+            });
+        }
+        Ok(Plan {
+            mode: config.engine.mode,
+            batch_size: config.engine.batch_size,
+            flows,
+        })
+    }
+}
+
+/// Interface lookup on the running system; `getifaddrs` is called once.
+#[derive(Debug, Default)]
+struct SystemInterfaces {
+    /// Addresses of every interface, by name (filled on first use).
+    addresses: Option<HashMap<String, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>>,
+}
+
+impl SystemInterfaces {
+    fn lookup(&mut self, name: &str) -> io::Result<Option<Interface>> {
+        let index = match nix::net::if_::if_nametoindex(name) {
+            Ok(index) => index,
+            Err(nix::errno::Errno::ENODEV | nix::errno::Errno::ENXIO) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        };
+        let sys = Path::new("/sys/class/net").join(name);
+        let mtu_text = std::fs::read_to_string(sys.join("mtu"))?;
+        let mtu = mtu_text.trim().parse::<u32>().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}/mtu: not a number: {:?}", sys.display(), mtu_text.trim()),
+            )
+        })?;
+        // Interfaces without a link-layer address (tun) have an empty file;
+        // lo has all zeroes. Both mean "no MAC".
+        let mac = match std::fs::read_to_string(sys.join("address")) {
+            Ok(text) => parse_mac(text.trim()).filter(|mac| *mac != [0; 6]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if self.addresses.is_none() {
+            let mut all: HashMap<String, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = HashMap::new();
+            for ifa in nix::ifaddrs::getifaddrs()? {
+                let Some(addr) = ifa.address else { continue };
+                let entry = all.entry(ifa.interface_name).or_default();
+                if let Some(v4) = addr.as_sockaddr_in() {
+                    entry.0.push(v4.ip());
+                } else if let Some(v6) = addr.as_sockaddr_in6() {
+                    entry.1.push(v6.ip());
+                }
+            }
+            self.addresses = Some(all);
+        }
+        let (ipv4, ipv6) = self
+            .addresses
+            .as_ref()
+            .and_then(|all| all.get(name))
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some(Interface {
+            name: name.to_owned(),
+            index,
+            mtu,
+            mac,
+            ipv4,
+            ipv6,
+        }))
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as in `/sys/class/net/NAME/address`.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Xdp => "xdp",
+            Mode::Socket => "socket",
+        })
+    }
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputKind::Unicast => "unicast",
+            OutputKind::Multicast => "multicast",
+        })
+    }
+}
+
+/// `name (index 3, mtu 9000, mac 02:00:00:00:00:01, 10.0.0.1, fe80::1)`.
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (index {}, mtu {}", self.name, self.index, self.mtu)?;
+        match self.mac {
+            Some(m) => write!(
+                f,
+                ", mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )?,
+            None => write!(f, ", no mac")?,
+        }
+        for ip in &self.ipv4 {
+            write!(f, ", {ip}")?;
+        }
+        for ip in &self.ipv6 {
+            write!(f, ", {ip}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A readable, multi-line rendering (used by `fanout check`).
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "engine: mode {}, batch size {}",
+            self.mode, self.batch_size
+        )?;
+        for flow in &self.flows {
+            let group = SocketAddr::new(flow.group, flow.port);
+            writeln!(f, "flow {:?}: {group}", flow.name)?;
+            writeln!(f, "  ingress: {}", flow.ingress)?;
+            match flow.vlan {
+                Some(vlan) => writeln!(f, "  vlan:    {vlan}")?,
+                None => writeln!(f, "  vlan:    none (untagged)")?,
+            }
+            match flow.source {
+                Some(source) => writeln!(f, "  source:  {source} (source-specific)")?,
+                None => writeln!(f, "  source:  any")?,
+            }
+            writeln!(f, "  outputs: {}", flow.outputs.len())?;
+            for output in &flow.outputs {
+                write!(f, "  - {} {}", output.kind, output.dest)?;
+                if output.name != format!("{} {}", output.kind, output.dest) {
+                    write!(f, " {:?}", output.name)?;
+                }
+                writeln!(f)?;
+                match &output.interface {
+                    Some(iface) => writeln!(f, "      egress:      {iface}")?,
+                    None => writeln!(f, "      egress:      by route")?,
+                }
+                match output.source_port {
+                    Some(port) => writeln!(f, "      source port: {port}")?,
+                    None => writeln!(f, "      source port: auto")?,
+                }
+                writeln!(f, "      ttl:         {}", output.ttl)?;
+            }
+        }
+        Ok(())
+    }
 }
