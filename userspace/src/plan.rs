@@ -344,3 +344,192 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[engine]
+mode = "socket"
+batch_size = 8
+
+[[flow]]
+name = "f"
+interface = "in0"
+group = "ff3e::1"
+port = 5000
+vlan = 7
+source = "2001:db8::9"
+
+  [[flow.output]]
+  unicast = "[fe80::2]:6000"
+  interface = "out0"
+  source_port = 4000
+
+  [[flow.output]]
+  name = "m"
+  multicast = "[ff3e::2]:7000"
+  interface = "in0"
+  ttl = 3
+
+  [[flow.output]]
+  unicast = "[2001:db8::3]:6000"
+"#;
+
+    fn config() -> Config {
+        Config::parse(TEXT, Path::new("/etc/fanout.toml")).unwrap()
+    }
+
+    fn fake(name: &str, index: u32) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            index,
+            mtu: 9000,
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
+            ipv6: vec![Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, index as u16)],
+        }
+    }
+
+    #[test]
+    fn resolve_maps_every_field_and_looks_each_name_up_once() {
+        let mut asked = Vec::new();
+        let plan = Plan::resolve_with(&config(), |name| {
+            asked.push(name.to_owned());
+            Ok(match name {
+                "in0" => Some(fake("in0", 4)),
+                "out0" => Some(fake("out0", 5)),
+                _ => None,
+            })
+        })
+        .unwrap();
+        assert_eq!(asked, ["in0", "out0"]);
+        assert_eq!((plan.mode, plan.batch_size), (Mode::Socket, 8));
+        let [flow] = &plan.flows[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(flow.name, "f");
+        assert_eq!(flow.ingress, fake("in0", 4));
+        assert_eq!(flow.group, "ff3e::1".parse::<IpAddr>().unwrap());
+        assert_eq!((flow.port, flow.vlan), (5000, Some(7)));
+        assert_eq!(flow.source, Some("2001:db8::9".parse().unwrap()));
+        let [u, m, r] = &flow.outputs[..] else {
+            panic!("{flow:?}")
+        };
+        assert_eq!(u.name, "unicast [fe80::2]:6000");
+        assert_eq!(u.kind, OutputKind::Unicast);
+        // The link-local receiver gets the egress interface as its scope.
+        assert_eq!(u.dest, "[fe80::2%5]:6000".parse::<SocketAddr>().unwrap());
+        assert_eq!(u.interface, Some(fake("out0", 5)));
+        assert_eq!((u.source_port, u.ttl), (Some(4000), 64));
+        assert_eq!(m.name, "m");
+        assert_eq!(m.kind, OutputKind::Multicast);
+        assert_eq!(m.dest, "[ff3e::2]:7000".parse::<SocketAddr>().unwrap());
+        assert_eq!(m.interface, Some(fake("in0", 4)));
+        assert_eq!((m.source_port, m.ttl), (None, 3));
+        assert_eq!(r.dest, "[2001:db8::3]:6000".parse::<SocketAddr>().unwrap());
+        assert_eq!((r.interface.clone(), r.ttl), (None, 64));
+    }
+
+    #[test]
+    fn unknown_interface_names_file_line_field_and_value() {
+        let e = Plan::resolve_with(
+            &config(),
+            |name| Ok((name == "in0").then(|| fake("in0", 4))),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.to_string(),
+            "error: /etc/fanout.toml:16: flow[0].output[0].interface = \"out0\": no such interface"
+        );
+        let e = Plan::resolve_with(&config(), |_| Ok(None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "error: /etc/fanout.toml:8: flow[0].interface = \"in0\": no such interface"
+        );
+    }
+
+    #[test]
+    fn system_failure_is_exit_code_1() {
+        let e = Plan::resolve_with(&config(), |_| {
+            Err(io::Error::from_raw_os_error(libc::EACCES))
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.to_string(),
+            "error: /etc/fanout.toml:8: flow[0].interface = \"in0\": cannot query the interface: \
+             Permission denied (os error 13)"
+        );
+    }
+
+    #[test]
+    fn resolve_on_this_host_finds_lo_and_refuses_a_missing_interface() {
+        let text = "[[flow]]\nname = \"f\"\ninterface = \"lo\"\ngroup = \"239.1.1.1\"\nport = 1\n\
+                    [[flow.output]]\nunicast = \"127.0.0.1:2\"\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let plan = Plan::resolve(&config).unwrap();
+        let lo = &plan.flows[0].ingress;
+        assert_eq!(lo.name, "lo");
+        assert_eq!(lo.index, nix::net::if_::if_nametoindex("lo").unwrap());
+        let mtu: u32 = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(lo.mtu, mtu);
+        assert_eq!(lo.mac, None);
+        assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST), "{lo:?}");
+
+        let missing = text.replace("\"lo\"", "\"fo-missing0\"");
+        let config = Config::parse(&missing, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            Plan::resolve(&config).unwrap_err().to_string(),
+            "error: t.toml:3: flow[0].interface = \"fo-missing0\": no such interface"
+        );
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("02:00:0a:ff:Fe:01"),
+            Some([2, 0, 10, 255, 254, 1])
+        );
+        assert_eq!(parse_mac(""), None);
+        assert_eq!(parse_mac("02:00:0a:ff:fe"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:fe:01:02"), None);
+        assert_eq!(parse_mac("2:00:0a:ff:fe:01"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:fe:zz"), None);
+    }
+
+    #[test]
+    fn display_is_readable() {
+        let plan = Plan::resolve_with(&config(), |name| {
+            Ok(Some(fake(name, if name == "in0" { 4 } else { 5 })))
+        })
+        .unwrap();
+        assert_eq!(
+            plan.to_string(),
+            "engine: mode socket, batch size 8\n\
+             flow \"f\": [ff3e::1]:5000\n  \
+             ingress: in0 (index 4, mtu 9000, mac 02:00:00:00:00:04, 10.0.0.4, fe80::4)\n  \
+             vlan:    7\n  \
+             source:  2001:db8::9 (source-specific)\n  \
+             outputs: 3\n  \
+             - unicast [fe80::2%5]:6000 \"unicast [fe80::2]:6000\"\n      \
+             egress:      out0 (index 5, mtu 9000, mac 02:00:00:00:00:05, 10.0.0.5, fe80::5)\n      \
+             source port: 4000\n      \
+             ttl:         64\n  \
+             - multicast [ff3e::2]:7000 \"m\"\n      \
+             egress:      in0 (index 4, mtu 9000, mac 02:00:00:00:00:04, 10.0.0.4, fe80::4)\n      \
+             source port: auto\n      \
+             ttl:         3\n  \
+             - unicast [2001:db8::3]:6000\n      \
+             egress:      by route\n      \
+             source port: auto\n      \
+             ttl:         64\n"
+        );
+    }
+}
