@@ -68,9 +68,9 @@ const OUTPUT_KEYS: &[&str] = &[
 pub struct Location {
     pub path: PathBuf,
     /// 1-based; `None` when the problem is the file as a whole.
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// 1-based, in characters; only for TOML syntax errors.
-    pub column: Option<usize>,
+    pub column: Option<u32>,
 }
 
 impl fmt::Display for Location {
@@ -158,7 +158,7 @@ impl Error {
 pub struct Located<T> {
     pub value: T,
     /// 1-based line in [`Config::path`].
-    pub line: usize,
+    pub line: u32,
 }
 
 /// A validated configuration.
@@ -206,7 +206,7 @@ pub struct FlowConfig {
     /// At least one.
     pub outputs: Vec<OutputConfig>,
     /// Line of the `[[flow]]` header.
-    pub line: usize,
+    pub line: u32,
 }
 
 /// One `[[flow.output]]`.
@@ -224,7 +224,7 @@ pub struct OutputConfig {
     /// TTL / hop limit, 1..=255.
     pub ttl: u8,
     /// Line of the `[[flow.output]]` header.
-    pub line: usize,
+    pub line: u32,
 }
 
 impl Config {
@@ -685,6 +685,11 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 // ---------------------------------------------------------------------------
 // The spanned-tree reader.
 
+/// Lines and columns are `u32` (keeps [`Error`] small); saturates.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The file being read: turns spans into lines and source excerpts.
 struct Doc<'a> {
     path: &'a Path,
@@ -692,13 +697,15 @@ struct Doc<'a> {
 }
 
 impl Doc<'_> {
-    fn line(&self, span: &Range<usize>) -> usize {
+    fn line(&self, span: &Range<usize>) -> u32 {
         let start = span.start.min(self.src.len());
-        self.src.as_bytes()[..start]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        count(
+            self.src.as_bytes()[..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1,
+        )
     }
 
     fn at(&self, span: &Range<usize>) -> Location {
@@ -736,7 +743,7 @@ impl Doc<'_> {
                     .chars()
                     .count()
                     + 1;
-                (Some(line), Some(column))
+                (Some(count(line)), Some(count(column)))
             }
             None => (None, None),
         };
@@ -750,7 +757,7 @@ impl Doc<'_> {
         }
     }
 
-    fn invalid_at(&self, line: usize, field: String, value: String, reason: String) -> Error {
+    fn invalid_at(&self, line: u32, field: String, value: String, reason: String) -> Error {
         Error::InvalidValue {
             at: Location {
                 path: self.path.to_path_buf(),
@@ -829,7 +836,7 @@ impl<'d, 'i> Table<'d, 'i> {
         }
     }
 
-    fn line(&self) -> usize {
+    fn line(&self) -> u32 {
         self.doc.line(&self.span)
     }
 
@@ -1664,9 +1671,7 @@ source = "2001:db8::1"
             )
         );
         // Differing in any one of group, port, vlan or interface is another flow.
-        for extra in ["vlan = 7"] {
-            assert_eq!(parse(&second("g", extra)).unwrap().flows.len(), 2);
-        }
+        assert_eq!(parse(&second("g", "vlan = 7")).unwrap().flows.len(), 2);
         for (from, to) in [
             ("group = \"239.1.1.1\"\nport", "group = \"239.1.1.2\"\nport"),
             ("port = 5000\n\n", "port = 5001\n\n"),

@@ -189,11 +189,14 @@ impl Plan {
     }
 }
 
+/// IPv4 and IPv6 addresses of one interface.
+type Addresses = (Vec<Ipv4Addr>, Vec<Ipv6Addr>);
+
 /// Interface lookup on the running system; `getifaddrs` is called once.
 #[derive(Debug, Default)]
 struct SystemInterfaces {
     /// Addresses of every interface, by name (filled on first use).
-    addresses: Option<HashMap<String, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)>>,
+    addresses: Option<HashMap<String, Addresses>>,
 }
 
 impl SystemInterfaces {
@@ -219,7 +222,7 @@ impl SystemInterfaces {
             Err(e) => return Err(e),
         };
         if self.addresses.is_none() {
-            let mut all: HashMap<String, (Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = HashMap::new();
+            let mut all: HashMap<String, Addresses> = HashMap::new();
             for ifa in nix::ifaddrs::getifaddrs()? {
                 let Some(addr) = ifa.address else { continue };
                 let entry = all.entry(ifa.interface_name).or_default();
