@@ -1733,4 +1733,33 @@ source = "2001:db8::1"
         );
         assert!(e.location().is_none());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// No input makes the parser panic; every refusal is a one-line message
+        /// naming the file.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Err(e) = parse(&text) {
+                let msg = e.to_string();
+                proptest::prop_assert!(msg.starts_with("error: /etc/fanout.toml"), "{}", msg);
+                proptest::prop_assert!(!msg.contains('\n'), "{}", msg);
+            }
+        }
+
+        /// Small edits of a good configuration: accepted, or refused cleanly.
+        #[test]
+        fn edited_config_never_panics(at in 0usize..GOOD.len(), byte in proptest::prelude::any::<u8>()) {
+            let mut bytes = GOOD.as_bytes().to_vec();
+            bytes[at] = byte;
+            if let Ok(text) = String::from_utf8(bytes)
+                && let Err(e) = parse(&text)
+            {
+                let msg = e.to_string();
+                proptest::prop_assert!(msg.starts_with("error: /etc/fanout.toml"), "{}", msg);
+                proptest::prop_assert!(!msg.contains('\n'), "{}", msg);
+            }
+        }
+    }
 }
