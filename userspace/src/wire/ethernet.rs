@@ -3,7 +3,10 @@
 //! [`Frame`] views the 14-byte Ethernet II header and its payload;
 //! [`VlanTag`] views the 4 bytes that follow a VLAN TPID (the TCI and the
 //! encapsulated ethertype); [`Tags::walk`] walks at most two tags (an outer
-//! 802.1ad or 802.1Q tag, then an 802.1Q tag) and says where layer 3 starts.
+//! 802.1ad or 802.1Q tag, then an 802.1Q tag) and says where layer 3 starts;
+//! [`multicast_mac`] maps a group to its Ethernet address.
+
+use std::net::IpAddr;
 
 use super::ParseError;
 use super::field::{Field, Rest};
@@ -256,6 +259,23 @@ impl Tags {
     }
 }
 
+/// The Ethernet address a multicast group is sent to: `01:00:5e` and the
+/// low 23 bits of an IPv4 group (RFC 1112), `33:33` and the low 32 bits of
+/// an IPv6 group (RFC 2464). `None` for a unicast address.
+pub fn multicast_mac(group: IpAddr) -> Option<[u8; 6]> {
+    match group {
+        IpAddr::V4(g) if g.is_multicast() => {
+            let o = g.octets();
+            Some([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+        }
+        IpAddr::V6(g) if g.is_multicast() => {
+            let o = g.octets();
+            Some([0x33, 0x33, o[12], o[13], o[14], o[15]])
+        }
+        _ => None,
+    }
+}
+
 #[inline]
 fn is_tpid(ethertype: u16) -> bool {
     ethertype == ethertype::VLAN || ethertype == ethertype::QINQ
@@ -270,6 +290,26 @@ mod tests {
         0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0xaa,
         0xbb,
     ];
+
+    #[test]
+    fn multicast_macs() {
+        let mac = |s: &str| multicast_mac(s.parse().unwrap());
+        assert_eq!(
+            mac("224.0.0.251"),
+            Some([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb])
+        );
+        // 32 groups share a MAC: the high bit of the second octet is dropped.
+        assert_eq!(
+            mac("239.129.2.3"),
+            Some([0x01, 0x00, 0x5e, 0x01, 0x02, 0x03])
+        );
+        assert_eq!(
+            mac("ff02::1:ff00:1234"),
+            Some([0x33, 0x33, 0xff, 0x00, 0x12, 0x34])
+        );
+        assert_eq!(mac("192.168.1.1"), None);
+        assert_eq!(mac("fd00::1"), None);
+    }
 
     #[test]
     fn deconstruct() {

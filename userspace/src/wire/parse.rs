@@ -114,8 +114,11 @@ pub fn parse_head(head: &[u8], frame_len: usize) -> Result<Datagram, ParseError>
         other => return Err(ParseError::NotIp(other)),
     };
 
+    if ip_payload_len < udp::HEADER_LEN {
+        return Err(ParseError::BadLength);
+    }
     let l4 = head.get(l4_offset..).ok_or(ParseError::Truncated)?;
-    if l4.len() < udp::HEADER_LEN || ip_payload_len < udp::HEADER_LEN {
+    if l4.len() < udp::HEADER_LEN {
         return Err(ParseError::Truncated);
     }
     let udp = udp::Packet::new_unchecked(l4);
@@ -146,7 +149,7 @@ mod tests {
     use super::*;
     use crate::wire::testutil::{FrameSpec, arb_frame, build_frame, tags_for};
     use proptest::prelude::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
 
     fn v4_spec() -> FrameSpec {
         FrameSpec {
@@ -299,6 +302,9 @@ mod tests {
             parse_edited(&v6, |f, l3| f[l3 + 46..l3 + 48].fill(0)),
             Err(ZeroChecksumV6)
         );
+        // An IP payload too short for a UDP header (IPv6 jumbograms too).
+        assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 3] = 27), Err(BadLength));
+        assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 5] = 0), Err(BadLength));
         // IPv4 header checksum.
         let (mut f, _) = build_frame(&v4, &[1, 2, 3]);
         f[14 + 8] -= 1; // TTL
