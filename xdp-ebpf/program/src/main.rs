@@ -75,7 +75,7 @@ fn handle(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: the value is copied out at once; nothing is held across another
     // map operation, so a concurrent update from userspace cannot alias it.
-    let Some(flow) = (unsafe { FLOWS.get(&datagram.key) }).copied() else {
+    let Some(flow) = (unsafe { FLOWS.get(datagram.key) }).copied() else {
         return pass(Counter::NoFlow);
     };
     if !flow.accepts(&datagram.source) {
