@@ -66,3 +66,5 @@ pub trait TxPort {
     /// per transmitted descriptor, chain members included) and returns how many.
     fn completions(&mut self, out: &mut [u64]) -> usize;
 }
+
+pub mod mem;

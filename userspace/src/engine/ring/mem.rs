@@ -1,0 +1,386 @@
+//! The in-memory implementation of the ring seam: a `Vec<u8>` UMEM and rings
+//! as bounded queues, with the kernel's side played by the test.
+//!
+//! [`MemUmem`], [`MemRx`] and [`MemTx`] implement [`Umem`], [`RxPort`] and
+//! [`TxPort`] with the kernel's observable behaviour: the fill ring, the RX
+//! ring, every TX ring and every completion ring have a fixed capacity (so a
+//! test can make any of them full); the RX and TX rings move whole packets
+//! only. The test plays the kernel: [`MemRx::deliver`] receives a frame into
+//! frames the engine filled (split into buffers of `frame_size - headroom`
+//! bytes, linked with [`XDP_PKT_CONTD`], as `XDP_USE_SG` does),
+//! [`MemTx::take`] takes a transmitted chain off the wire and
+//! [`MemTx::complete`] returns descriptor addresses on the completion ring,
+//! in any order, at any time.
+//!
+//! The fakes check the contract the kernel relies on and panic when the
+//! engine breaks it (a frame filled twice, an address outside the UMEM, a
+//! chain that crosses a frame boundary): they are test doubles, and a panic
+//! is the loudest failure a test can report. Nothing here is on a hot path
+//! of the real engine; [`MemTx::set_auto_complete`] makes a port complete
+//! on flush, for benchmarks.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
+
+/// `XDP_PACKET_HEADROOM`: where the kernel puts received data in a frame.
+pub const DEFAULT_HEADROOM: u32 = 256;
+
+/// A UMEM in a `Vec<u8>`.
+#[derive(Debug, Clone)]
+pub struct MemUmem {
+    bytes: Vec<u8>,
+    frame_size: u32,
+    frame_count: u32,
+}
+
+impl MemUmem {
+    /// `frame_count` zeroed frames of `frame_size` bytes.
+    pub fn new(frame_size: u32, frame_count: u32) -> Self {
+        assert!(frame_size > 0 && frame_count > 0);
+        Self {
+            bytes: vec![0; frame_size as usize * frame_count as usize],
+            frame_size,
+            frame_count,
+        }
+    }
+
+    fn check(&self, addr: u64, len: u32) -> std::ops::Range<usize> {
+        let fs = u64::from(self.frame_size);
+        let end = addr + u64::from(len);
+        assert!(
+            end <= self.bytes.len() as u64 && (len == 0 || addr / fs == (end - 1) / fs),
+            "UMEM access {addr:#x}+{len} crosses a frame or the end of the UMEM"
+        );
+        addr as usize..end as usize
+    }
+}
+
+impl Umem for MemUmem {
+    fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+
+    fn frame_count(&self) -> u32 {
+        self.frame_count
+    }
+
+    fn bytes(&self, addr: u64, len: u32) -> &[u8] {
+        &self.bytes[self.check(addr, len)]
+    }
+
+    fn bytes_mut(&mut self, addr: u64, len: u32) -> &mut [u8] {
+        let range = self.check(addr, len);
+        &mut self.bytes[range]
+    }
+}
+
+/// Why [`MemRx::deliver`] dropped a frame (the kernel counts `rx_dropped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not enough frames on the fill ring.
+    FillEmpty,
+    /// Not enough room on the RX ring.
+    RxFull,
+}
+
+/// The ingress socket: fill ring and RX ring.
+#[derive(Debug)]
+pub struct MemRx {
+    fill: VecDeque<u64>,
+    fill_cap: usize,
+    rx: VecDeque<Desc>,
+    rx_cap: usize,
+    headroom: u32,
+    /// Frames on the fill ring or received and not yet consumed by the
+    /// engine: the engine must not hand any of them back.
+    owned: BTreeSet<u64>,
+    frame_size: u32,
+    wakes: u64,
+    dropped: u64,
+}
+
+impl MemRx {
+    /// A fill ring of `fill_cap` and an RX ring of `rx_cap` entries for a
+    /// UMEM of `frame_size`-byte frames, with [`DEFAULT_HEADROOM`].
+    pub fn new(frame_size: u32, fill_cap: usize, rx_cap: usize) -> Self {
+        Self {
+            fill: VecDeque::with_capacity(fill_cap),
+            fill_cap,
+            rx: VecDeque::with_capacity(rx_cap),
+            rx_cap,
+            headroom: DEFAULT_HEADROOM,
+            owned: BTreeSet::new(),
+            frame_size,
+            wakes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Bytes one received buffer holds: `frame_size - headroom`.
+    pub fn buffer_len(&self) -> u32 {
+        self.frame_size - self.headroom
+    }
+
+    /// Receives `frame` as the kernel would: into frames taken from the fill
+    /// ring, one buffer of [`Self::buffer_len`] bytes per frame, chained.
+    /// Returns the number of descriptors, or why the frame was dropped
+    /// (nothing is consumed then).
+    pub fn deliver(&mut self, umem: &mut MemUmem, frame: &[u8]) -> Result<usize, Refused> {
+        let buf = self.buffer_len() as usize;
+        let n = frame.len().div_ceil(buf).max(1);
+        if self.fill.len() < n {
+            self.dropped += 1;
+            return Err(Refused::FillEmpty);
+        }
+        if self.rx_cap - self.rx.len() < n {
+            self.dropped += 1;
+            return Err(Refused::RxFull);
+        }
+        for i in 0..n {
+            let base = self.fill.pop_front().unwrap();
+            let chunk = &frame[(i * buf).min(frame.len())..((i + 1) * buf).min(frame.len())];
+            let addr = base + u64::from(self.headroom);
+            umem.bytes_mut(addr, chunk.len() as u32)
+                .copy_from_slice(chunk);
+            self.rx.push_back(Desc {
+                addr,
+                len: chunk.len() as u32,
+                options: if i + 1 < n { XDP_PKT_CONTD } else { 0 },
+            });
+        }
+        Ok(n)
+    }
+
+    /// Puts an arbitrary descriptor on the RX ring (a misbehaving kernel).
+    pub fn push_raw(&mut self, desc: Desc) {
+        self.rx.push_back(desc);
+    }
+
+    /// Frames on the fill ring.
+    pub fn fill_len(&self) -> usize {
+        self.fill.len()
+    }
+
+    /// Descriptors waiting on the RX ring.
+    pub fn rx_len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Frames the "kernel" holds: on the fill ring or received and not yet
+    /// consumed.
+    pub fn owned_frames(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// Calls to [`RxPort::wake`].
+    pub fn wakes(&self) -> u64 {
+        self.wakes
+    }
+
+    /// Frames [`Self::deliver`] refused.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl RxPort for MemRx {
+    fn receive(&mut self, out: &mut [Desc]) -> usize {
+        let mut n = 0;
+        // Whole packets only: find the end of each chain before taking it.
+        loop {
+            let Some(len) = self.rx.iter().position(|d| !d.continues()).map(|i| i + 1) else {
+                break;
+            };
+            if n + len > out.len() {
+                break;
+            }
+            for slot in &mut out[n..n + len] {
+                let d = self.rx.pop_front().unwrap();
+                let frame = d.addr / u64::from(self.frame_size);
+                self.owned.remove(&frame);
+                *slot = d;
+            }
+            n += len;
+        }
+        n
+    }
+
+    fn fill(&mut self, frames: &[u64]) -> usize {
+        let n = frames.len().min(self.fill_cap - self.fill.len());
+        for &addr in &frames[..n] {
+            let frame = addr / u64::from(self.frame_size);
+            assert!(
+                self.owned.insert(frame),
+                "frame {frame} filled while the kernel already holds it"
+            );
+            self.fill.push_back(frame * u64::from(self.frame_size));
+        }
+        n
+    }
+
+    fn wake(&mut self) {
+        self.wakes += 1;
+    }
+}
+
+/// One egress socket: TX ring, the wire, completion ring.
+#[derive(Debug)]
+pub struct MemTx {
+    tx: VecDeque<Desc>,
+    tx_cap: usize,
+    /// Flushed descriptors not yet taken by [`Self::take`].
+    wire: VecDeque<Desc>,
+    /// Addresses taken off the wire and not completed yet.
+    in_flight: Vec<u64>,
+    comp: VecDeque<u64>,
+    comp_cap: usize,
+    refuse: bool,
+    auto_complete: bool,
+    flushes: u64,
+    transmitted: u64,
+}
+
+impl MemTx {
+    /// A TX ring of `tx_cap` and a completion ring of `comp_cap` entries.
+    pub fn new(tx_cap: usize, comp_cap: usize) -> Self {
+        Self {
+            tx: VecDeque::with_capacity(tx_cap),
+            tx_cap,
+            wire: VecDeque::new(),
+            in_flight: Vec::new(),
+            comp: VecDeque::with_capacity(comp_cap),
+            comp_cap,
+            refuse: false,
+            auto_complete: false,
+            flushes: 0,
+            transmitted: 0,
+        }
+    }
+
+    /// While set, [`TxPort::transmit`] takes nothing (a link that is gone).
+    pub fn set_refuse(&mut self, refuse: bool) {
+        self.refuse = refuse;
+    }
+
+    /// While set, [`TxPort::flush`] sends and completes at once (completion
+    /// ring room permitting), as a fast NIC would: for benchmarks.
+    pub fn set_auto_complete(&mut self, on: bool) {
+        self.auto_complete = on;
+    }
+
+    /// Takes the next flushed packet off the wire: its chain of descriptors,
+    /// now in flight until [`Self::complete`] returns their addresses.
+    pub fn take(&mut self) -> Option<Vec<Desc>> {
+        let len = self.wire.iter().position(|d| !d.continues())? + 1;
+        let chain: Vec<Desc> = self.wire.drain(..len).collect();
+        self.in_flight.extend(chain.iter().map(|d| d.addr));
+        Some(chain)
+    }
+
+    /// Takes every flushed packet off the wire.
+    pub fn take_all(&mut self) -> Vec<Vec<Desc>> {
+        std::iter::from_fn(|| self.take()).collect()
+    }
+
+    /// Puts the addresses of taken descriptors on the completion ring, in
+    /// the given order; returns how many fit (the rest stay in flight).
+    /// Panics on an address that is not in flight.
+    pub fn complete(&mut self, addrs: &[u64]) -> usize {
+        let n = addrs.len().min(self.comp_cap - self.comp.len());
+        for &addr in &addrs[..n] {
+            let i = self
+                .in_flight
+                .iter()
+                .position(|&a| a == addr)
+                .unwrap_or_else(|| panic!("completing {addr:#x}, which is not in flight"));
+            self.in_flight.swap_remove(i);
+            self.comp.push_back(addr);
+        }
+        n
+    }
+
+    /// Completes every descriptor of `chain` (see [`Self::complete`]).
+    pub fn complete_chain(&mut self, chain: &[Desc]) -> usize {
+        let addrs: Vec<u64> = chain.iter().map(|d| d.addr).collect();
+        self.complete(&addrs)
+    }
+
+    /// Descriptors waiting on the TX ring (not flushed).
+    pub fn tx_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Descriptors flushed and not taken.
+    pub fn wire_len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// Descriptors taken and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Addresses on the completion ring, not yet reaped.
+    pub fn comp_len(&self) -> usize {
+        self.comp.len()
+    }
+
+    /// Calls to [`TxPort::flush`].
+    pub fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Descriptors accepted by [`TxPort::transmit`] since creation.
+    pub fn transmitted(&self) -> u64 {
+        self.transmitted
+    }
+}
+
+impl TxPort for MemTx {
+    fn tx_free(&mut self) -> usize {
+        if self.refuse {
+            0
+        } else {
+            self.tx_cap - self.tx.len()
+        }
+    }
+
+    fn transmit(&mut self, descs: &[Desc]) -> usize {
+        if self.refuse {
+            return 0;
+        }
+        let room = self.tx_cap - self.tx.len();
+        // Whole packets only: stop at the end of the last chain that fits.
+        let mut n = 0;
+        for (i, d) in descs.iter().enumerate().take(room) {
+            if !d.continues() {
+                n = i + 1;
+            }
+        }
+        self.tx.extend(&descs[..n]);
+        self.transmitted += n as u64;
+        n
+    }
+
+    fn flush(&mut self) {
+        self.flushes += 1;
+        self.wire.extend(self.tx.drain(..));
+        if self.auto_complete {
+            while self.comp.len() < self.comp_cap {
+                let Some(d) = self.wire.pop_front() else {
+                    break;
+                };
+                self.comp.push_back(d.addr);
+            }
+        }
+    }
+
+    fn completions(&mut self, out: &mut [u64]) -> usize {
+        let n = out.len().min(self.comp.len());
+        for slot in &mut out[..n] {
+            *slot = self.comp.pop_front().unwrap();
+        }
+        n
+    }
+}

@@ -1,0 +1,771 @@
+//! One ingress queue's worker: receive, classify, replicate by reference,
+//! recycle frames. See the module documentation of [`crate::engine`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use fanout_common::FlowKey;
+
+use super::counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
+use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
+use crate::wire::{self, ReplicaTemplate, replica::MAX_HEADER_LEN};
+
+/// Most descriptors of one received packet (the kernel's `MAX_SKB_FRAGS + 1`).
+pub const MAX_RX_CHAIN: usize = 18;
+/// Most descriptors of one transmitted packet (the kernel's `MAX_SKB_FRAGS + 1`):
+/// a header slot and up to 17 payload pieces.
+pub const MAX_TX_CHAIN: usize = 18;
+/// Default size of a header slot (a replica header is at most
+/// [`MAX_HEADER_LEN`] = 66 bytes).
+pub const DEFAULT_SLOT_SIZE: u32 = 128;
+/// Completions reaped per ring read.
+const COMPLETION_BATCH: usize = 256;
+
+/// How a [`Worker`] divides its UMEM and sizes its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Descriptors taken from the RX ring per poll (one descriptor per
+    /// datagram without multi-buffer). A poll always takes at least one whole
+    /// packet, however long its chain.
+    pub batch_size: usize,
+    /// Bytes per header slot; divides the frame size, at least
+    /// [`MAX_HEADER_LEN`].
+    pub slot_size: u32,
+    /// UMEM frames carved into header slots: frames `0..slot_frames`. The
+    /// others receive.
+    pub slot_frames: u32,
+    /// Descriptors staged per TX port before they are handed to its ring
+    /// (at least [`MAX_TX_CHAIN`]); a poll flushes each port once.
+    pub tx_batch: usize,
+}
+
+impl WorkerConfig {
+    /// `batch_size` from the plan, 128-byte slots in `slot_frames` frames,
+    /// `tx_batch` of four RX batches.
+    pub fn new(batch_size: usize, slot_frames: u32) -> Self {
+        Self {
+            batch_size,
+            slot_size: DEFAULT_SLOT_SIZE,
+            slot_frames,
+            tx_batch: (batch_size * 4).max(MAX_TX_CHAIN),
+        }
+    }
+}
+
+/// A flow as one worker runs it.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    /// The multicast group (destination address of the datagrams).
+    pub group: IpAddr,
+    /// UDP destination port.
+    pub port: u16,
+    /// VLAN id of the innermost tag; `None` for untagged frames.
+    pub vlan: Option<u16>,
+    /// Source-specific: only datagrams from this sender are replicated.
+    pub source: Option<IpAddr>,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// An output as one worker runs it.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    /// Index of the TX port (egress interface) in the worker's ports.
+    pub tx: usize,
+    /// The replica headers; `None` while the next hop is unresolved (the
+    /// replicas are dropped and counted as [`DropReason::NextHopUnresolved`]).
+    pub template: Option<ReplicaTemplate>,
+}
+
+/// A worker that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerError {
+    #[error("batch size must be at least 1")]
+    ZeroBatch,
+    #[error(
+        "header slot of {slot_size} bytes: must be {MAX_HEADER_LEN}..={frame_size} bytes and divide the frame size {frame_size}"
+    )]
+    BadSlotSize { slot_size: u32, frame_size: u32 },
+    #[error(
+        "UMEM of {frame_count} frames: {slot_frames} header-slot frames must leave at least one receive frame, and there must be at least one"
+    )]
+    BadSlotFrames { slot_frames: u32, frame_count: u32 },
+    #[error("flow {flow} output {output}: TX port {tx} does not exist ({ports} ports)")]
+    NoSuchPort {
+        flow: usize,
+        output: usize,
+        tx: usize,
+        ports: usize,
+    },
+    #[error("flow {flow} ({group} port {port} vlan {vlan:?}) duplicates flow {other}")]
+    DuplicateFlow {
+        flow: usize,
+        other: usize,
+        group: IpAddr,
+        port: u16,
+        vlan: Option<u16>,
+    },
+}
+
+/// What one [`Worker::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollResult {
+    /// Packets taken from the RX ring.
+    pub received: usize,
+    /// Addresses reaped from the completion rings.
+    pub completed: usize,
+}
+
+/// Where every receive frame is, at a quiet moment (see [`Worker::census`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCensus {
+    /// Frames that receive (`frame_count - slot_frames`).
+    pub rx_frames: usize,
+    /// Handed to the kernel through the fill ring and not received back.
+    pub in_kernel: usize,
+    /// Free, waiting for room on the fill ring.
+    pub to_fill: usize,
+    /// Referenced by replicas in flight.
+    pub referenced: usize,
+    /// Frames found in more than one of the three states (a bug: 0).
+    pub conflicts: usize,
+    /// Header slots in all.
+    pub slots: usize,
+    /// Header slots in flight.
+    pub slots_in_flight: usize,
+}
+
+impl FrameCensus {
+    /// Every frame in exactly one state, and nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.conflicts == 0
+            && self.referenced == 0
+            && self.slots_in_flight == 0
+            && self.in_kernel + self.to_fill == self.rx_frames
+    }
+
+    /// Every frame in exactly one state.
+    pub fn is_consistent(&self) -> bool {
+        self.conflicts == 0 && self.in_kernel + self.to_fill + self.referenced == self.rx_frames
+    }
+}
+
+/// The frame and slot accounting of one UMEM.
+#[derive(Debug)]
+struct Frames {
+    frame_size: u32,
+    frame_count: u32,
+    slot_frames: u32,
+    slot_size: u32,
+    /// References per frame: in-flight TX descriptors pointing into it,
+    /// plus the worker's hold while a received packet is processed.
+    refs: Vec<u32>,
+    /// On the fill ring or being received into.
+    in_kernel: Vec<bool>,
+    /// Free receive frames (base addresses) waiting for the fill ring.
+    to_fill: Vec<u64>,
+    /// Free header slots (addresses), a stack.
+    free_slots: Vec<u64>,
+    slot_busy: Vec<bool>,
+}
+
+impl Frames {
+    fn new(frame_size: u32, frame_count: u32, slot_frames: u32, slot_size: u32) -> Self {
+        let per_frame = frame_size / slot_size;
+        let slots = (slot_frames * per_frame) as usize;
+        // Pushed so that the lowest address is popped first.
+        let free_slots = (0..slots as u64)
+            .rev()
+            .map(|i| {
+                let frame = i / u64::from(per_frame);
+                let k = i % u64::from(per_frame);
+                frame * u64::from(frame_size) + k * u64::from(slot_size)
+            })
+            .collect();
+        let to_fill = (slot_frames..frame_count)
+            .map(|f| u64::from(f) * u64::from(frame_size))
+            .collect();
+        Self {
+            frame_size,
+            frame_count,
+            slot_frames,
+            slot_size,
+            refs: vec![0; frame_count as usize],
+            in_kernel: vec![false; frame_count as usize],
+            to_fill,
+            free_slots,
+            slot_busy: vec![false; slots],
+        }
+    }
+
+    #[inline]
+    fn frame_of(&self, addr: u64) -> usize {
+        (addr / u64::from(self.frame_size)) as usize
+    }
+
+    /// Takes the worker's hold on a received descriptor's frame, after
+    /// checking that it is a receive frame the kernel held and that the
+    /// descriptor stays inside it.
+    #[inline]
+    fn hold_rx(&mut self, d: &Desc) -> bool {
+        let frame = self.frame_of(d.addr);
+        let end = (frame as u64 + 1) * u64::from(self.frame_size);
+        if frame < self.slot_frames as usize
+            || frame >= self.frame_count as usize
+            || d.addr + u64::from(d.len) > end
+            || !self.in_kernel[frame]
+        {
+            return false;
+        }
+        self.in_kernel[frame] = false;
+        self.refs[frame] += 1;
+        true
+    }
+
+    /// One more in-flight descriptor in the frame of `addr` (held already).
+    #[inline]
+    fn take_ref(&mut self, addr: u64) {
+        let frame = self.frame_of(addr);
+        self.refs[frame] += 1;
+    }
+
+    #[inline]
+    fn alloc_slot(&mut self) -> Option<u64> {
+        let addr = self.free_slots.pop()?;
+        let i = self.slot_index(addr);
+        self.slot_busy[i] = true;
+        Some(addr)
+    }
+
+    #[inline]
+    fn slot_index(&self, addr: u64) -> usize {
+        let frame = addr / u64::from(self.frame_size);
+        let k = (addr % u64::from(self.frame_size)) / u64::from(self.slot_size);
+        (frame * u64::from(self.frame_size / self.slot_size) + k) as usize
+    }
+
+    /// Drops one reference through `addr` (a completion, a refused
+    /// descriptor or the end of a hold): a slot goes back to the pool, a
+    /// frame whose last reference this was to the fill queue. `false` when
+    /// nothing held that reference.
+    #[inline]
+    fn release(&mut self, addr: u64) -> bool {
+        let frame = self.frame_of(addr);
+        if frame >= self.frame_count as usize {
+            return false;
+        }
+        if frame < self.slot_frames as usize {
+            if addr % u64::from(self.slot_size) != 0 {
+                return false;
+            }
+            let i = self.slot_index(addr);
+            if !self.slot_busy[i] {
+                return false;
+            }
+            self.slot_busy[i] = false;
+            self.free_slots.push(addr);
+            return true;
+        }
+        match self.refs[frame] {
+            0 => false,
+            1 => {
+                self.refs[frame] = 0;
+                self.to_fill.push(frame as u64 * u64::from(self.frame_size));
+                true
+            }
+            _ => {
+                self.refs[frame] -= 1;
+                true
+            }
+        }
+    }
+}
+
+/// One output as the loop sees it.
+#[derive(Debug)]
+struct Output {
+    tx: usize,
+    template: Option<ReplicaTemplate>,
+}
+
+#[derive(Debug)]
+struct Flow {
+    source: Option<IpAddr>,
+    outputs: Vec<Output>,
+}
+
+/// A replica staged for a TX port: `descs[start..end]` of its stage.
+#[derive(Debug, Clone, Copy)]
+struct Staged {
+    flow: u32,
+    output: u32,
+    start: u32,
+    end: u32,
+    bytes: u32,
+}
+
+/// Descriptors waiting to be handed to one TX port.
+#[derive(Debug)]
+struct Stage {
+    descs: Vec<Desc>,
+    staged: Vec<Staged>,
+    /// Something was transmitted since the last flush.
+    dirty: bool,
+}
+
+/// The fan-out loop of one ingress queue, generic over the ring seam.
+///
+/// Owns the UMEM, the ingress [`RxPort`], one [`TxPort`] per egress
+/// interface, the frame and header-slot accounting and the counters. Not
+/// `Sync`: one thread polls it.
+#[derive(Debug)]
+pub struct Worker<U, R, T> {
+    umem: U,
+    rx: R,
+    tx: Vec<T>,
+    cfg: WorkerConfig,
+    frames: Frames,
+    flows: Vec<Flow>,
+    index: HashMap<FlowKey, u32>,
+    counters: Vec<FlowCounters>,
+    worker_counters: WorkerCounters,
+    // Per-poll scratch, allocated once.
+    rx_descs: Vec<Desc>,
+    held: Vec<u64>,
+    payload: Vec<Desc>,
+    completions: Vec<u64>,
+    stages: Vec<Stage>,
+}
+
+impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
+    /// Builds the worker and hands every receive frame to the fill ring
+    /// (those that do not fit wait for the next poll).
+    pub fn new(
+        umem: U,
+        rx: R,
+        tx: Vec<T>,
+        flows: Vec<FlowSpec>,
+        cfg: WorkerConfig,
+    ) -> Result<Self, WorkerError> {
+        let frame_size = umem.frame_size();
+        let frame_count = umem.frame_count();
+        if cfg.batch_size == 0 {
+            return Err(WorkerError::ZeroBatch);
+        }
+        if (cfg.slot_size as usize) < MAX_HEADER_LEN
+            || cfg.slot_size > frame_size
+            || frame_size % cfg.slot_size != 0
+        {
+            return Err(WorkerError::BadSlotSize {
+                slot_size: cfg.slot_size,
+                frame_size,
+            });
+        }
+        if cfg.slot_frames == 0 || cfg.slot_frames >= frame_count {
+            return Err(WorkerError::BadSlotFrames {
+                slot_frames: cfg.slot_frames,
+                frame_count,
+            });
+        }
+        let mut index = HashMap::with_capacity(flows.len());
+        let mut counters = Vec::with_capacity(flows.len());
+        let mut runs = Vec::with_capacity(flows.len());
+        for (f, flow) in flows.into_iter().enumerate() {
+            let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
+            if let Some(&other) = index.get(&key) {
+                return Err(WorkerError::DuplicateFlow {
+                    flow: f,
+                    other: other as usize,
+                    group: flow.group,
+                    port: flow.port,
+                    vlan: flow.vlan,
+                });
+            }
+            index.insert(key, f as u32);
+            let mut outputs = Vec::with_capacity(flow.outputs.len());
+            for (o, out) in flow.outputs.into_iter().enumerate() {
+                if out.tx >= tx.len() {
+                    return Err(WorkerError::NoSuchPort {
+                        flow: f,
+                        output: o,
+                        tx: out.tx,
+                        ports: tx.len(),
+                    });
+                }
+                outputs.push(Output {
+                    tx: out.tx,
+                    template: out.template,
+                });
+            }
+            counters.push(FlowCounters {
+                outputs: vec![OutputCounters::default(); outputs.len()],
+                ..FlowCounters::default()
+            });
+            runs.push(Flow {
+                source: flow.source,
+                outputs,
+            });
+        }
+        let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
+        let stages = (0..tx.len())
+            .map(|_| Stage {
+                descs: Vec::with_capacity(tx_batch),
+                staged: Vec::with_capacity(tx_batch),
+                dirty: false,
+            })
+            .collect();
+        let rx_len = cfg.batch_size.max(MAX_RX_CHAIN);
+        let mut worker = Self {
+            umem,
+            rx,
+            tx,
+            cfg,
+            frames: Frames::new(frame_size, frame_count, cfg.slot_frames, cfg.slot_size),
+            flows: runs,
+            index,
+            counters,
+            worker_counters: WorkerCounters::default(),
+            rx_descs: vec![Desc::default(); rx_len],
+            held: Vec::with_capacity(rx_len),
+            payload: Vec::with_capacity(rx_len),
+            completions: vec![0; COMPLETION_BATCH],
+            stages,
+        };
+        worker.refill();
+        Ok(worker)
+    }
+
+    /// One turn of the loop: reap completions, receive a batch, replicate
+    /// it, transmit and flush each TX port once, refill. Never blocks, never
+    /// allocates.
+    pub fn poll(&mut self) -> PollResult {
+        let completed = self.reap();
+        let received = self.receive();
+        for p in 0..self.tx.len() {
+            submit(
+                &mut self.tx[p],
+                &mut self.stages[p],
+                &mut self.frames,
+                &mut self.counters,
+            );
+            if self.stages[p].dirty {
+                self.stages[p].dirty = false;
+                self.tx[p].flush();
+            }
+        }
+        self.refill();
+        self.rx.wake();
+        PollResult {
+            received,
+            completed,
+        }
+    }
+
+    /// Replaces the template of an output (a next hop resolved or changed;
+    /// `None`: unresolved). Out-of-range indices are ignored.
+    pub fn set_template(&mut self, flow: usize, output: usize, template: Option<ReplicaTemplate>) {
+        if let Some(out) = self
+            .flows
+            .get_mut(flow)
+            .and_then(|f| f.outputs.get_mut(output))
+        {
+            out.template = template;
+        }
+    }
+
+    /// Counters of every flow, in the order the flows were given.
+    pub fn flow_counters(&self) -> &[FlowCounters] {
+        &self.counters
+    }
+
+    /// Counters of frames that belong to no flow, and ring anomalies.
+    pub fn counters(&self) -> &WorkerCounters {
+        &self.worker_counters
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    pub fn umem(&self) -> &U {
+        &self.umem
+    }
+
+    pub fn rx(&self) -> &R {
+        &self.rx
+    }
+
+    pub fn tx(&self) -> &[T] {
+        &self.tx
+    }
+
+    /// The UMEM, the RX port and the TX ports, for whoever plays the kernel
+    /// (tests) or must reach the sockets (wakeups, statistics).
+    pub fn parts_mut(&mut self) -> (&mut U, &mut R, &mut [T]) {
+        (&mut self.umem, &mut self.rx, &mut self.tx)
+    }
+
+    /// Counts where every receive frame and header slot is. O(frames): for
+    /// tests and diagnostics, not for the loop.
+    pub fn census(&self) -> FrameCensus {
+        let f = &self.frames;
+        let mut conflicts = 0;
+        let mut in_kernel = 0;
+        let mut referenced = 0;
+        let mut queued = vec![0u32; f.frame_count as usize];
+        for &addr in &f.to_fill {
+            queued[f.frame_of(addr)] += 1;
+        }
+        for frame in f.slot_frames as usize..f.frame_count as usize {
+            let states = usize::from(f.in_kernel[frame])
+                + usize::from(f.refs[frame] > 0)
+                + queued[frame] as usize;
+            in_kernel += usize::from(f.in_kernel[frame]);
+            referenced += usize::from(f.refs[frame] > 0);
+            if states > 1 {
+                conflicts += 1;
+            }
+        }
+        conflicts += queued[..f.slot_frames as usize]
+            .iter()
+            .filter(|&&q| q > 0)
+            .count();
+        let slots = f.slot_busy.len();
+        FrameCensus {
+            rx_frames: (f.frame_count - f.slot_frames) as usize,
+            in_kernel,
+            to_fill: f.to_fill.len(),
+            referenced,
+            conflicts,
+            slots,
+            slots_in_flight: f.slot_busy.iter().filter(|&&b| b).count(),
+        }
+    }
+
+    /// References held on the frame that contains `addr` (tests).
+    pub fn frame_refs(&self, addr: u64) -> u32 {
+        self.frames
+            .refs
+            .get(self.frames.frame_of(addr))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn reap(&mut self) -> usize {
+        let mut total = 0;
+        for tx in &mut self.tx {
+            loop {
+                let n = tx.completions(&mut self.completions);
+                for &addr in &self.completions[..n] {
+                    if !self.frames.release(addr) {
+                        self.worker_counters.bad_completion += 1;
+                    }
+                }
+                total += n;
+                if n < self.completions.len() {
+                    break;
+                }
+            }
+        }
+        total
+    }
+
+    fn refill(&mut self) {
+        if self.frames.to_fill.is_empty() {
+            return;
+        }
+        let n = self.rx.fill(&self.frames.to_fill);
+        for i in 0..n {
+            let frame = self.frames.frame_of(self.frames.to_fill[i]);
+            self.frames.in_kernel[frame] = true;
+        }
+        self.frames.to_fill.drain(..n);
+        if !self.frames.to_fill.is_empty() {
+            self.worker_counters.fill_short += 1;
+        }
+    }
+
+    /// Takes a batch from the RX ring and replicates it; returns the number
+    /// of packets.
+    fn receive(&mut self) -> usize {
+        let batch = self.cfg.batch_size.min(self.rx_descs.len());
+        let mut n = self.rx.receive(&mut self.rx_descs[..batch]);
+        if n == 0 && batch < self.rx_descs.len() {
+            // A chain longer than the batch would never fit: take it whole.
+            n = self.rx.receive(&mut self.rx_descs);
+        }
+        let n = n.min(self.rx_descs.len());
+        let mut packets = 0;
+        let mut start = 0;
+        while start < n {
+            let end = match self.rx_descs[start..n].iter().position(|d| !d.continues()) {
+                Some(i) => start + i + 1,
+                None => n, // a chain without its end: broken, dropped below
+            };
+            self.packet(start, end);
+            packets += 1;
+            start = end;
+        }
+        self.worker_counters.rx_packets += packets as u64;
+        packets
+    }
+
+    /// Replicates the packet `rx_descs[lo..hi]` to every output of its flow.
+    fn packet(&mut self, lo: usize, hi: usize) {
+        self.held.clear();
+        let mut bad = self.rx_descs[hi - 1].continues() || hi - lo > MAX_RX_CHAIN;
+        let mut total = 0usize;
+        for d in &self.rx_descs[lo..hi] {
+            if self.frames.hold_rx(d) {
+                self.held.push(d.addr);
+                total += d.len as usize;
+            } else {
+                bad = true;
+            }
+        }
+        if bad {
+            self.worker_counters.bad_rx_desc += 1;
+        } else {
+            self.replicate(lo, hi, total);
+        }
+        for &addr in &self.held {
+            self.frames.release(addr);
+        }
+    }
+
+    fn replicate(&mut self, lo: usize, hi: usize, total: usize) {
+        let first = self.rx_descs[lo];
+        let head = self.umem.bytes(first.addr, first.len);
+        let dg = match wire::parse_head(head, total) {
+            Ok(dg) => dg,
+            Err(_) => {
+                self.worker_counters.malformed += 1;
+                return;
+            }
+        };
+        let vlan = dg.inner_vlan.or(dg.outer_vlan).unwrap_or(0);
+        let key = FlowKey::new(dg.addrs.dst(), dg.dst_port, vlan);
+        let Some(&f) = self.index.get(&key) else {
+            self.worker_counters.no_flow += 1;
+            return;
+        };
+        let flow = &self.flows[f as usize];
+        let fc = &mut self.counters[f as usize];
+        if flow.source.is_some_and(|s| s != dg.addrs.src()) {
+            fc.source_rejected += 1;
+            return;
+        }
+        fc.received += 1;
+        fc.received_bytes += dg.payload_len as u64;
+
+        // The payload's pieces: the first buffer from the payload offset,
+        // the following ones whole, nothing past the UDP length (padding).
+        self.payload.clear();
+        let (start, end) = (dg.payload_offset, dg.payload_offset + dg.payload_len);
+        let mut pos = 0usize;
+        for d in &self.rx_descs[lo..hi] {
+            let (a, b) = (pos, pos + d.len as usize);
+            pos = b;
+            let (s, e) = (a.max(start), b.min(end));
+            if s < e {
+                self.payload.push(Desc {
+                    addr: d.addr + (s - a) as u64,
+                    len: (e - s) as u32,
+                    options: XDP_PKT_CONTD,
+                });
+            }
+        }
+        if let Some(last) = self.payload.last_mut() {
+            last.options = 0;
+        }
+
+        for (o, out) in flow.outputs.iter().enumerate() {
+            let drop = |counters: &mut [FlowCounters], reason: DropReason| {
+                counters[f as usize].outputs[o].dropped[reason as usize] += 1;
+            };
+            let Some(template) = &out.template else {
+                drop(&mut self.counters, DropReason::NextHopUnresolved);
+                continue;
+            };
+            if self.payload.len() + 1 > MAX_TX_CHAIN {
+                drop(&mut self.counters, DropReason::ChainTooLong);
+                continue;
+            }
+            let Some(slot) = self.frames.alloc_slot() else {
+                drop(&mut self.counters, DropReason::NoSlot);
+                continue;
+            };
+            let buf = self.umem.bytes_mut(slot, self.frames.slot_size);
+            let header_len = match template.write(&dg, buf) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.frames.release(slot);
+                    drop(&mut self.counters, DropReason::HeaderError);
+                    continue;
+                }
+            };
+            let stage = &mut self.stages[out.tx];
+            if stage.descs.len() + 1 + self.payload.len() > stage.descs.capacity() {
+                submit(
+                    &mut self.tx[out.tx],
+                    stage,
+                    &mut self.frames,
+                    &mut self.counters,
+                );
+            }
+            let start = stage.descs.len() as u32;
+            stage.descs.push(Desc {
+                addr: slot,
+                len: header_len as u32,
+                options: if self.payload.is_empty() {
+                    0
+                } else {
+                    XDP_PKT_CONTD
+                },
+            });
+            for piece in &self.payload {
+                self.frames.take_ref(piece.addr);
+                stage.descs.push(*piece);
+            }
+            stage.staged.push(Staged {
+                flow: f,
+                output: o as u32,
+                start,
+                end: stage.descs.len() as u32,
+                bytes: (header_len + dg.payload_len) as u32,
+            });
+        }
+    }
+}
+
+/// Hands a port's staged chains to its TX ring. A chain the ring did not
+/// take whole is a replica dropped as [`DropReason::RingFull`]; its
+/// untaken descriptors are released at once (taken ones come back as
+/// completions).
+fn submit<T: TxPort>(
+    tx: &mut T,
+    stage: &mut Stage,
+    frames: &mut Frames,
+    counters: &mut [FlowCounters],
+) {
+    if stage.descs.is_empty() {
+        return;
+    }
+    let taken = tx.transmit(&stage.descs).min(stage.descs.len());
+    if taken > 0 {
+        stage.dirty = true;
+    }
+    for s in &stage.staged {
+        let oc = &mut counters[s.flow as usize].outputs[s.output as usize];
+        if s.end as usize <= taken {
+            oc.sent += 1;
+            oc.sent_bytes += u64::from(s.bytes);
+        } else {
+            for d in &stage.descs[(s.start as usize).max(taken)..s.end as usize] {
+                frames.release(d.addr);
+            }
+            oc.dropped[DropReason::RingFull as usize] += 1;
+        }
+    }
+    stage.descs.clear();
+    stage.staged.clear();
+}
