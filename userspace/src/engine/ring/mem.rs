@@ -128,7 +128,25 @@ impl MemRx {
     /// (nothing is consumed then).
     pub fn deliver(&mut self, umem: &mut MemUmem, frame: &[u8]) -> Result<usize, Refused> {
         let buf = self.buffer_len() as usize;
-        let n = frame.len().div_ceil(buf).max(1);
+        let mut lens = [0usize; 64];
+        let n = frame.len().div_ceil(buf).clamp(1, lens.len());
+        for (i, len) in lens[..n].iter_mut().enumerate() {
+            *len = frame.len().min((i + 1) * buf) - (i * buf).min(frame.len());
+        }
+        self.deliver_split(umem, frame, &lens[..n])
+    }
+
+    /// Receives `frame` split into buffers of the given lengths (which sum
+    /// to `frame.len()`, each at most [`Self::buffer_len`]).
+    pub fn deliver_split(
+        &mut self,
+        umem: &mut MemUmem,
+        frame: &[u8],
+        lens: &[usize],
+    ) -> Result<usize, Refused> {
+        assert_eq!(lens.iter().sum::<usize>(), frame.len(), "split {lens:?}");
+        assert!(lens.iter().all(|&l| l <= self.buffer_len() as usize));
+        let n = lens.len();
         if self.fill.len() < n {
             self.dropped += 1;
             return Err(Refused::FillEmpty);
@@ -137,19 +155,26 @@ impl MemRx {
             self.dropped += 1;
             return Err(Refused::RxFull);
         }
-        for i in 0..n {
+        let mut at = 0;
+        for (i, &len) in lens.iter().enumerate() {
             let base = self.fill.pop_front().unwrap();
-            let chunk = &frame[(i * buf).min(frame.len())..((i + 1) * buf).min(frame.len())];
             let addr = base + u64::from(self.headroom);
-            umem.bytes_mut(addr, chunk.len() as u32)
-                .copy_from_slice(chunk);
+            umem.bytes_mut(addr, len as u32)
+                .copy_from_slice(&frame[at..at + len]);
+            at += len;
             self.rx.push_back(Desc {
                 addr,
-                len: chunk.len() as u32,
+                len: len as u32,
                 options: if i + 1 < n { XDP_PKT_CONTD } else { 0 },
             });
         }
         Ok(n)
+    }
+
+    /// Whether the "kernel" holds the frame containing `addr` (on the fill
+    /// ring, or received and not yet consumed).
+    pub fn holds(&self, addr: u64) -> bool {
+        self.owned.contains(&(addr / u64::from(self.frame_size)))
     }
 
     /// Puts an arbitrary descriptor on the RX ring (a misbehaving kernel).
@@ -298,6 +323,11 @@ impl MemTx {
             self.comp.push_back(addr);
         }
         n
+    }
+
+    /// Puts any address on the completion ring (a misbehaving kernel).
+    pub fn push_raw_completion(&mut self, addr: u64) {
+        self.comp.push_back(addr);
     }
 
     /// Completes every descriptor of `chain` (see [`Self::complete`]).
