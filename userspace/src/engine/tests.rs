@@ -1162,9 +1162,9 @@ proptest! {
         }
 
         // Let the kernel finish everything it holds.
-        for p in 0..2 {
+        for (p, taken) in taken.iter_mut().enumerate() {
             w.parts_mut().2[p].set_refuse(false);
-            for t in std::mem::take(&mut taken[p]) {
+            for t in std::mem::take(taken) {
                 let mut order: Vec<u64> = t.descs.iter().map(|d| d.addr).collect();
                 if t.reverse {
                     order.reverse();

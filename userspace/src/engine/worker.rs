@@ -254,7 +254,7 @@ impl Frames {
             return false;
         }
         if frame < self.slot_frames as usize {
-            if addr % u64::from(self.slot_size) != 0 {
+            if !addr.is_multiple_of(u64::from(self.slot_size)) {
                 return false;
             }
             let i = self.slot_index(addr);
@@ -353,7 +353,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         }
         if (cfg.slot_size as usize) < MAX_HEADER_LEN
             || cfg.slot_size > frame_size
-            || frame_size % cfg.slot_size != 0
+            || !frame_size.is_multiple_of(cfg.slot_size)
         {
             return Err(WorkerError::BadSlotSize {
                 slot_size: cfg.slot_size,
@@ -515,13 +515,15 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         for &addr in &f.to_fill {
             queued[f.frame_of(addr)] += 1;
         }
-        for frame in f.slot_frames as usize..f.frame_count as usize {
-            let states = usize::from(f.in_kernel[frame])
-                + usize::from(f.refs[frame] > 0)
-                + queued[frame] as usize;
-            in_kernel += usize::from(f.in_kernel[frame]);
-            referenced += usize::from(f.refs[frame] > 0);
-            if states > 1 {
+        let first = f.slot_frames as usize;
+        let states = f.in_kernel[first..]
+            .iter()
+            .zip(&f.refs[first..])
+            .zip(&queued[first..]);
+        for ((&kernel, &refs), &queued) in states {
+            in_kernel += usize::from(kernel);
+            referenced += usize::from(refs > 0);
+            if usize::from(kernel) + usize::from(refs > 0) + queued as usize > 1 {
                 conflicts += 1;
             }
         }

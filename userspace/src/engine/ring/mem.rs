@@ -213,10 +213,7 @@ impl RxPort for MemRx {
     fn receive(&mut self, out: &mut [Desc]) -> usize {
         let mut n = 0;
         // Whole packets only: find the end of each chain before taking it.
-        loop {
-            let Some(len) = self.rx.iter().position(|d| !d.continues()).map(|i| i + 1) else {
-                break;
-            };
+        while let Some(len) = self.rx.iter().position(|d| !d.continues()).map(|i| i + 1) {
             if n + len > out.len() {
                 break;
             }
