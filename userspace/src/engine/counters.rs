@@ -27,7 +27,7 @@ pub enum DropReason {
     /// datagram for an IPv4 output.
     HeaderError,
     /// The chain would have more descriptors than the kernel sends per
-    /// packet ([`super::MAX_TX_CHAIN`]).
+    /// packet ([`super::WorkerConfig::max_tx_chain`]).
     ChainTooLong,
 }
 

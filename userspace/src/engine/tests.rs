@@ -125,6 +125,7 @@ struct Setup {
     /// (TX ring, completion ring) capacity per port.
     ports: Vec<(usize, usize)>,
     flows: Vec<FlowSpec>,
+    max_tx_chain: usize,
 }
 
 impl Default for Setup {
@@ -137,6 +138,7 @@ impl Default for Setup {
             rx_cap: 64,
             ports: vec![(256, 256), (256, 256)],
             flows: flows(),
+            max_tx_chain: MAX_TX_CHAIN,
         }
     }
 }
@@ -148,6 +150,7 @@ impl Setup {
             slot_size: DEFAULT_SLOT_SIZE,
             slot_frames: self.slot_frames,
             tx_batch: 256,
+            max_tx_chain: self.max_tx_chain,
         };
         let tx = self.ports.iter().map(|&(t, c)| MemTx::new(t, c)).collect();
         Worker::new(
@@ -911,6 +914,33 @@ fn unresolved_next_hop_and_header_errors_are_counted_per_replica() {
 }
 
 #[test]
+fn chains_longer_than_the_device_takes_are_dropped_and_counted() {
+    // A zero-copy device taking 3 descriptors per packet: a slot and two
+    // payload pieces.
+    let mut w = Setup {
+        max_tx_chain: 3,
+        ..Setup::default()
+    }
+    .build();
+    let jumbo = frame_v4(&pattern(8972, 1)); // 3 payload pieces
+    let two = frame_v4(&pattern(4000, 2)); // 2 payload pieces
+    deliver(&mut w, &jumbo).unwrap();
+    deliver(&mut w, &two).unwrap();
+    w.poll();
+    for o in 0..2 {
+        assert_eq!(dropped(&w, 0, o, DropReason::ChainTooLong), 1);
+        assert_eq!(sent(&w, 0, o), 1);
+    }
+    let chains = take_all(&mut w, 0);
+    assert_eq!(chains.len(), 1);
+    assert_eq!(chains[0].len(), 3);
+    let t = flows()[0].outputs[0].template.clone().unwrap();
+    assert_eq!(chain_bytes(&w, &chains[0]), expected(&t, &two));
+    complete_chain(&mut w, 0, &chains[0]);
+    settle(&mut w);
+}
+
+#[test]
 fn bad_descriptors_and_completions_are_counted_not_trusted() {
     let mut w = Setup::default().build();
     let before = w.census();
@@ -995,6 +1025,12 @@ fn worker_refuses_bad_configurations() {
                 slot_size,
                 frame_size: FS
             })
+        );
+    }
+    for max_tx_chain in [0, MAX_TX_CHAIN + 1] {
+        assert_eq!(
+            build(WorkerConfig { max_tx_chain, ..ok }, vec![]),
+            Err(WorkerError::BadMaxTxChain(max_tx_chain))
         );
     }
     for slot_frames in [0, 8] {

@@ -12,8 +12,10 @@ use crate::wire::{self, ReplicaTemplate, replica::MAX_HEADER_LEN};
 
 /// Most descriptors of one received packet (the kernel's `MAX_SKB_FRAGS + 1`).
 pub const MAX_RX_CHAIN: usize = 18;
-/// Most descriptors of one transmitted packet (the kernel's `MAX_SKB_FRAGS + 1`):
-/// a header slot and up to 17 payload pieces.
+/// Most descriptors of one transmitted packet in copy mode (the kernel's
+/// `MAX_SKB_FRAGS + 1`): a header slot and up to 17 payload pieces. Zero-copy
+/// drivers may take fewer (`xdp_zc_max_segs`): see
+/// [`WorkerConfig::max_tx_chain`].
 pub const MAX_TX_CHAIN: usize = 18;
 /// Default size of a header slot (a replica header is at most
 /// [`MAX_HEADER_LEN`] = 66 bytes).
@@ -37,6 +39,11 @@ pub struct WorkerConfig {
     /// Descriptors staged per TX port before they are handed to its ring
     /// (at least [`MAX_TX_CHAIN`]); a poll flushes each port once.
     pub tx_batch: usize,
+    /// Most descriptors per transmitted chain (1..=[`MAX_TX_CHAIN`]); a
+    /// replica that would need more is dropped as
+    /// [`DropReason::ChainTooLong`]. [`MAX_TX_CHAIN`] in copy mode; the
+    /// device's `xdp_zc_max_segs` in zero-copy mode.
+    pub max_tx_chain: usize,
 }
 
 impl WorkerConfig {
@@ -48,6 +55,7 @@ impl WorkerConfig {
             slot_size: DEFAULT_SLOT_SIZE,
             slot_frames,
             tx_batch: (batch_size * 4).max(MAX_TX_CHAIN),
+            max_tx_chain: MAX_TX_CHAIN,
         }
     }
 }
@@ -89,6 +97,8 @@ pub enum WorkerError {
         "UMEM of {frame_count} frames: {slot_frames} header-slot frames must leave at least one receive frame, and there must be at least one"
     )]
     BadSlotFrames { slot_frames: u32, frame_count: u32 },
+    #[error("at most {0} descriptors per TX chain: must be 1..={MAX_TX_CHAIN}")]
+    BadMaxTxChain(usize),
     #[error("flow {flow} output {output}: TX port {tx} does not exist ({ports} ports)")]
     NoSuchPort {
         flow: usize,
@@ -359,6 +369,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 slot_size: cfg.slot_size,
                 frame_size,
             });
+        }
+        if !(1..=MAX_TX_CHAIN).contains(&cfg.max_tx_chain) {
+            return Err(WorkerError::BadMaxTxChain(cfg.max_tx_chain));
         }
         if cfg.slot_frames == 0 || cfg.slot_frames >= frame_count {
             return Err(WorkerError::BadSlotFrames {
@@ -688,7 +701,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 drop(&mut self.counters, DropReason::NextHopUnresolved);
                 continue;
             };
-            if self.payload.len() + 1 > MAX_TX_CHAIN {
+            if self.payload.len() + 1 > self.cfg.max_tx_chain {
                 drop(&mut self.counters, DropReason::ChainTooLong);
                 continue;
             }
