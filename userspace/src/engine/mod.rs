@@ -34,6 +34,7 @@
 
 pub mod counters;
 pub mod ring;
+pub mod setup;
 mod worker;
 
 pub use counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
