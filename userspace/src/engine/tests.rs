@@ -244,8 +244,7 @@ fn assert_balanced(w: &W) {
 fn settle(w: &mut W) {
     let mut backlog: Vec<Vec<u64>> = vec![Vec::new(); w.tx().len()];
     for _ in 0..10_000 {
-        w.poll();
-        let mut busy = false;
+        let mut busy = w.poll().received > 0 || w.rx().rx_len() > 0;
         for (p, backlog) in backlog.iter_mut().enumerate() {
             for chain in take_all(w, p) {
                 backlog.extend(chain.iter().map(|d| d.addr));
@@ -255,7 +254,7 @@ fn settle(w: &mut W) {
             busy |= !backlog.is_empty() || w.tx()[p].comp_len() > 0 || w.tx()[p].tx_len() > 0;
         }
         if !busy && w.census().referenced == 0 && w.census().slots_in_flight == 0 {
-            w.poll();
+            assert_eq!(w.poll(), PollResult::default());
             let census = w.census();
             assert!(census.is_idle(), "{census:?}");
             assert_balanced(w);
@@ -938,6 +937,47 @@ fn chains_longer_than_the_device_takes_are_dropped_and_counted() {
     assert_eq!(chain_bytes(&w, &chains[0]), expected(&t, &two));
     complete_chain(&mut w, 0, &chains[0]);
     settle(&mut w);
+}
+
+#[test]
+fn the_loop_keeps_its_preallocated_buffers() {
+    // Every buffer the loop writes to keeps the capacity Worker::new gave
+    // it, through full rings, drops, jumbo chains and malformed frames: the
+    // loop does not allocate (the fakes do, they are not the loop).
+    let mut w = Setup {
+        batch: 16,
+        ports: vec![(256, 256), (6, 256)],
+        ..Setup::default()
+    }
+    .build();
+    w.set_template(0, 1, None);
+    let caps = w.buffer_capacities();
+    for round in 0..20u8 {
+        for i in 0..10u8 {
+            let frame = match i % 4 {
+                0 => frame_v4(&pattern(8972, round)),
+                1 => pattern(70, i),
+                2 => frame_from(src6(), group6(), PORT, vec![], &pattern(900, i)),
+                _ => frame_v4(&pattern(usize::from(i) * 100, round)),
+            };
+            let _ = deliver(&mut w, &frame);
+        }
+        if round == 10 {
+            w.set_template(0, 1, Some(template("239.9.9.9", 7000, Some(7))));
+        }
+        for _ in 0..4 {
+            w.poll();
+        }
+        for p in 0..2 {
+            for c in take_all(&mut w, p) {
+                complete_chain(&mut w, p, &c);
+            }
+        }
+        assert_eq!(w.buffer_capacities(), caps, "round {round}");
+    }
+    settle(&mut w);
+    assert_eq!(w.buffer_capacities(), caps);
+    assert!(w.flow_counters()[0].outputs[1].dropped(DropReason::RingFull) > 0);
 }
 
 #[test]

@@ -565,6 +565,25 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             .unwrap_or(0)
     }
 
+    /// Capacities of every buffer the loop writes to: they never change
+    /// after [`Self::new`] if the loop never allocates.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> Vec<usize> {
+        let mut caps = vec![
+            self.rx_descs.capacity(),
+            self.held.capacity(),
+            self.payload.capacity(),
+            self.completions.capacity(),
+            self.frames.to_fill.capacity(),
+            self.frames.free_slots.capacity(),
+            self.index.capacity(),
+        ];
+        for stage in &self.stages {
+            caps.extend([stage.descs.capacity(), stage.staged.capacity()]);
+        }
+        caps
+    }
+
     fn reap(&mut self) -> usize {
         let mut total = 0;
         for tx in &mut self.tx {
