@@ -15,7 +15,9 @@
 //!    of the first `slot_frames` UMEM frames) and stages the chain
 //!    `[slot] + payload pieces` pointing into the received frames, taking one
 //!    reference per piece;
-//! 3. hands each TX port its chains and flushes it once;
+//! 3. hands each TX port its chains and flushes every port once (also those
+//!    with nothing new: copy mode sends a bounded number of descriptors per
+//!    kick, so a port may still hold descriptors from an earlier poll);
 //! 4. gives the free frames to the fill ring and wakes the kernel.
 //!
 //! Promises: payload bytes are never copied or read; a frame goes back to

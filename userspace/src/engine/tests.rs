@@ -570,6 +570,7 @@ fn batch_sizes_bound_each_poll() {
             left -= r.received;
             polls += 1;
             assert_eq!(w.tx()[0].flushes(), polls, "one flush per poll");
+            assert_eq!(w.tx()[1].flushes(), polls, "one flush per poll");
         }
         assert_eq!(polls, 100usize.div_ceil(batch) as u64);
         let fc = &w.flow_counters()[0];
@@ -669,16 +670,50 @@ fn full_tx_ring_costs_only_its_own_replicas() {
     }
     settle(&mut w);
 
-    // A port that refuses everything: only its output drops, it is not flushed.
+    // A port that refuses everything: only its output drops.
     w.parts_mut().2[0].set_refuse(true);
-    let flushes = (w.tx()[0].flushes(), w.tx()[1].flushes());
     deliver(&mut w, &frame_v4(b"x")).unwrap();
     w.poll();
     assert_eq!(dropped(&w, 0, 0, DropReason::RingFull), 1);
     assert_eq!(sent(&w, 0, 1), 3);
-    assert_eq!(w.tx()[0].flushes(), flushes.0);
-    assert_eq!(w.tx()[1].flushes(), flushes.1 + 1);
+    assert_eq!(w.tx()[1].tx_len() + w.tx()[1].wire_len(), 2);
     w.parts_mut().2[0].set_refuse(false);
+    settle(&mut w);
+}
+
+#[test]
+fn tx_rings_are_kicked_until_drained_without_new_traffic() {
+    // Copy mode sends 32 descriptors per kick: what is left goes out on
+    // the following polls, with no new datagram to trigger them.
+    let mut w = Setup {
+        slot_frames: 4,
+        ..Setup::default()
+    }
+    .build();
+    for p in 0..2 {
+        w.parts_mut().2[p].set_flush_budget(Some(32));
+    }
+    for i in 0..40 {
+        deliver(&mut w, &frame_v4(&pattern(100, i))).unwrap();
+    }
+    assert_eq!(w.poll().received, 40);
+    assert_eq!(w.replicas_in_flight(), 80);
+    assert_eq!((w.tx()[0].wire_len(), w.tx()[0].tx_len()), (32, 48));
+    w.poll();
+    assert_eq!((w.tx()[0].wire_len(), w.tx()[0].tx_len()), (64, 16));
+    w.poll();
+    assert_eq!((w.tx()[0].wire_len(), w.tx()[0].tx_len()), (80, 0));
+    for p in 0..2 {
+        let chains = take_all(&mut w, p);
+        assert_eq!(chains.len(), 40);
+        for c in &chains {
+            complete_chain(&mut w, p, c);
+        }
+    }
+    assert_eq!(w.replicas_in_flight(), 80, "completions not reaped yet");
+    w.poll();
+    assert_eq!(w.replicas_in_flight(), 0);
+    assert_eq!((sent(&w, 0, 0), sent(&w, 0, 1)), (40, 40));
     settle(&mut w);
 }
 
@@ -1117,6 +1152,8 @@ enum Op {
     /// in reverse descriptor order when set.
     Complete(usize, usize, bool),
     Refuse(usize, bool),
+    /// Descriptors sent per kick on a port (copy mode: 32).
+    Budget(usize, Option<usize>),
     Resolve(bool),
 }
 
@@ -1127,6 +1164,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..2).prop_map(Op::Take),
         4 => (0usize..2, any::<usize>(), any::<bool>()).prop_map(|(p, i, r)| Op::Complete(p, i, r)),
         1 => (0usize..2, any::<bool>()).prop_map(|(p, r)| Op::Refuse(p, r)),
+        1 => (0usize..2, proptest::option::of(1usize..8)).prop_map(|(p, b)| Op::Budget(p, b)),
         1 => any::<bool>().prop_map(Op::Resolve),
     ]
 }
@@ -1206,6 +1244,7 @@ proptest! {
                     }
                 }
                 Op::Refuse(p, on) => w.parts_mut().2[p].set_refuse(on),
+                Op::Budget(p, budget) => w.parts_mut().2[p].set_flush_budget(budget),
                 Op::Resolve(yes) => w.set_template(0, 1, yes.then(|| t1.clone())),
             }
 

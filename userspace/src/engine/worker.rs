@@ -37,7 +37,7 @@ pub struct WorkerConfig {
     /// others receive.
     pub slot_frames: u32,
     /// Descriptors staged per TX port before they are handed to its ring
-    /// (at least [`MAX_TX_CHAIN`]); a poll flushes each port once.
+    /// (at least [`MAX_TX_CHAIN`]); a poll flushes every port once.
     pub tx_batch: usize,
     /// Most descriptors per transmitted chain (1..=[`MAX_TX_CHAIN`]); a
     /// replica that would need more is dropped as
@@ -318,8 +318,6 @@ struct Staged {
 struct Stage {
     descs: Vec<Desc>,
     staged: Vec<Staged>,
-    /// Something was transmitted since the last flush.
-    dirty: bool,
 }
 
 /// The fan-out loop of one ingress queue, generic over the ring seam.
@@ -423,7 +421,6 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             .map(|_| Stage {
                 descs: Vec::with_capacity(tx_batch),
                 staged: Vec::with_capacity(tx_batch),
-                dirty: false,
             })
             .collect();
         let rx_len = cfg.batch_size.max(MAX_RX_CHAIN);
@@ -448,7 +445,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     }
 
     /// One turn of the loop: reap completions, receive a batch, replicate
-    /// it, transmit and flush each TX port once, refill. Never blocks, never
+    /// it, transmit, flush every TX port once, refill, wake the RX side. Never blocks, never
     /// allocates.
     pub fn poll(&mut self) -> PollResult {
         let completed = self.reap();
@@ -460,10 +457,11 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 &mut self.frames,
                 &mut self.counters,
             );
-            if self.stages[p].dirty {
-                self.stages[p].dirty = false;
-                self.tx[p].flush();
-            }
+            // Every port, every poll: what a port took on an earlier poll
+            // may still wait for a kick (copy mode sends a bounded number
+            // of descriptors per system call); the port decides whether
+            // the kernel needs one.
+            self.tx[p].flush();
         }
         self.refill();
         self.rx.wake();
@@ -471,6 +469,13 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             received,
             completed,
         }
+    }
+
+    /// Replicas handed to TX rings whose completion has not come back
+    /// (O(1)): while non-zero, the loop must keep polling (completions to
+    /// reap, TX rings to kick) rather than sleep.
+    pub fn replicas_in_flight(&self) -> usize {
+        self.frames.slot_busy.len() - self.frames.free_slots.len()
     }
 
     /// Replaces the template of an output (a next hop resolved or changed;
@@ -785,9 +790,6 @@ fn submit<T: TxPort>(
         return;
     }
     let taken = tx.transmit(&stage.descs).min(stage.descs.len());
-    if taken > 0 {
-        stage.dirty = true;
-    }
     for s in &stage.staged {
         let oc = &mut counters[s.flow as usize].outputs[s.output as usize];
         if s.end as usize <= taken {

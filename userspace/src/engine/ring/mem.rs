@@ -283,6 +283,7 @@ pub struct MemTx {
     comp_cap: usize,
     refuse: bool,
     auto_complete: bool,
+    flush_budget: Option<usize>,
     flushes: u64,
     transmitted: u64,
 }
@@ -299,6 +300,7 @@ impl MemTx {
             comp_cap,
             refuse: false,
             auto_complete: false,
+            flush_budget: None,
             flushes: 0,
             transmitted: 0,
         }
@@ -313,6 +315,12 @@ impl MemTx {
     /// ring room permitting), as a fast NIC would: for benchmarks.
     pub fn set_auto_complete(&mut self, on: bool) {
         self.auto_complete = on;
+    }
+
+    /// At most this many descriptors leave the TX ring per flush, as in
+    /// copy mode (32 per system call); `None`: all of them.
+    pub fn set_flush_budget(&mut self, budget: Option<usize>) {
+        self.flush_budget = budget;
     }
 
     /// Takes the next flushed packet off the wire: its chain of descriptors,
@@ -416,7 +424,8 @@ impl TxPort for MemTx {
 
     fn flush(&mut self) {
         self.flushes += 1;
-        self.wire.extend(self.tx.drain(..));
+        let n = self.flush_budget.unwrap_or(usize::MAX).min(self.tx.len());
+        self.wire.extend(self.tx.drain(..n));
         if self.auto_complete {
             while self.comp.len() < self.comp_cap {
                 let Some(d) = self.wire.pop_front() else {
