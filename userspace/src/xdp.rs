@@ -72,6 +72,8 @@ pub enum Error {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("{path} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -293,7 +295,8 @@ impl XdpProgram {
         Ok(out)
     }
 
-    /// Pins the link and the three maps under `dir` (see [`pin_dir`]):
+    /// Pins the link and the three maps under `dir` (see [`pin_dir`]),
+    /// which must be on a BPF filesystem (mounting one is the caller's job):
     /// the program then stays attached after this process exits, until
     /// [`unpin`] removes the pins. Consumes the program's ownership of the
     /// link.
@@ -303,6 +306,16 @@ impl XdpProgram {
             path: dir.to_owned(),
             source,
         })?;
+        let fs = nix::sys::statfs::statfs(dir).map_err(|e| Error::Io {
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
+        if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
+            self.attached = Some((attached, id));
+            return Err(Error::NotBpffs {
+                path: dir.to_owned(),
+            });
+        }
         for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
             let path = dir.join(name);
             let map = self
