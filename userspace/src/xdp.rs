@@ -36,7 +36,7 @@ pub enum Error {
     Load {
         what: String,
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("the XDP object has no {kind} named {name:?}")]
     Missing {
@@ -46,14 +46,14 @@ pub enum Error {
     #[error("cannot load program {PROGRAM_NAME} into the kernel: {source}")]
     Verify {
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("cannot attach {PROGRAM_NAME} to {ifname}: native refused ({native}); generic refused")]
     Attach {
         ifname: String,
         native: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("program {PROGRAM_NAME} is not attached (call attach before pin)")]
     NotAttached,
@@ -64,13 +64,13 @@ pub enum Error {
         map: &'static str,
         op: String,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot pin {path}: {source}")]
     Pin {
         path: PathBuf,
         #[source]
-        source: aya::pin::PinError,
+        source: Box<aya::pin::PinError>,
     },
     #[error("{path} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)")]
     NotBpffs { path: PathBuf },
@@ -124,7 +124,7 @@ impl XdpProgram {
     pub fn load_file(path: &Path) -> Result<XdpProgram, Error> {
         let ebpf = Ebpf::load_file(path).map_err(|source| Error::Load {
             what: path.display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
         Self::from_ebpf(ebpf)
     }
@@ -133,14 +133,16 @@ impl XdpProgram {
     pub fn load_bytes(object: &[u8]) -> Result<XdpProgram, Error> {
         let ebpf = Ebpf::load(object).map_err(|source| Error::Load {
             what: format!("({} bytes in memory)", object.len()),
-            source,
+            source: Box::new(source),
         })?;
         Self::from_ebpf(ebpf)
     }
 
     fn from_ebpf(mut ebpf: Ebpf) -> Result<XdpProgram, Error> {
         let prog = Self::program(&mut ebpf)?;
-        prog.load().map_err(|source| Error::Verify { source })?;
+        prog.load().map_err(|source| Error::Verify {
+            source: Box::new(source),
+        })?;
         for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
             if ebpf.map(name).is_none() {
                 return Err(Error::Missing { kind: "map", name });
@@ -180,7 +182,7 @@ impl XdpProgram {
                     .map_err(|source| Error::Attach {
                         ifname: ifname.to_owned(),
                         native: native.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 (id, AttachMode::Generic, Some(native))
             }
@@ -212,7 +214,7 @@ impl XdpProgram {
         HashMap::try_from(map).map_err(|source| Error::Map {
             map: FLOWS_MAP,
             op: "open".into(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -225,7 +227,7 @@ impl XdpProgram {
             .map_err(|source| Error::Map {
                 map: FLOWS_MAP,
                 op: format!("insert flow {:?} (id {flow_id})", flow.name),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -235,7 +237,7 @@ impl XdpProgram {
         self.flows()?.remove(&key).map_err(|source| Error::Map {
             map: FLOWS_MAP,
             op: format!("remove flow {:?}", flow.name),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -247,7 +249,7 @@ impl XdpProgram {
         XskMap::try_from(map).map_err(|source| Error::Map {
             map: XSKS_MAP,
             op: "open".into(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -258,7 +260,7 @@ impl XdpProgram {
             .map_err(|source| Error::Map {
                 map: XSKS_MAP,
                 op: format!("set queue {queue}"),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -268,7 +270,7 @@ impl XdpProgram {
         self.xsks()?.unset(queue).map_err(|source| Error::Map {
             map: XSKS_MAP,
             op: format!("unset queue {queue}"),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -281,14 +283,14 @@ impl XdpProgram {
         let array = PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| Error::Map {
             map: COUNTERS_MAP,
             op: "open".into(),
-            source,
+            source: Box::new(source),
         })?;
         let mut out = Counters::default();
         for c in Counter::ALL {
             let values = array.get(&c.index(), 0).map_err(|source| Error::Map {
                 map: COUNTERS_MAP,
                 op: format!("read {}", c.name()),
-                source,
+                source: Box::new(source),
             })?;
             out.0[c.index() as usize] = values.iter().sum();
         }
@@ -322,19 +324,23 @@ impl XdpProgram {
                 .ebpf
                 .map(name)
                 .ok_or(Error::Missing { kind: "map", name })?;
-            map.pin(&path)
-                .map_err(|source| Error::Pin { path, source })?;
+            map.pin(&path).map_err(|source| Error::Pin {
+                path,
+                source: Box::new(source),
+            })?;
         }
         let prog = Self::program(&mut self.ebpf)?;
-        let link = prog
-            .take_link(id)
-            .map_err(|source| Error::Verify { source })?;
+        let link = prog.take_link(id).map_err(|source| Error::Verify {
+            source: Box::new(source),
+        })?;
         let link = FdLink::try_from(link).map_err(|_| Error::NotALink {
             ifname: attached.ifname.clone(),
         })?;
         let path = dir.join(LINK_PIN);
-        link.pin(&path)
-            .map_err(|source| Error::Pin { path, source })?;
+        link.pin(&path).map_err(|source| Error::Pin {
+            path,
+            source: Box::new(source),
+        })?;
         Ok(())
     }
 }

@@ -362,10 +362,11 @@ mod tests {
             b.commit(5);
             next += 5;
             // An abandoned reservation is invisible to the consumer.
-            let mut dropped = p.reserve(3);
-            assert_eq!(dropped.len(), 3);
-            dropped.set(0, 999);
-            drop(dropped);
+            {
+                let mut abandoned = p.reserve(3);
+                assert_eq!(abandoned.len(), 3);
+                abandoned.set(0, 999);
+            }
             assert_eq!(p.pending(), 5);
             let r = c.peek(8);
             assert_eq!(r.len(), 5);

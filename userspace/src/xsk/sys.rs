@@ -99,6 +99,10 @@ pub struct Mmap {
 // another thread moves that ownership.
 unsafe impl Send for Mmap {}
 
+// SAFETY: `&Mmap` only yields the address and length; every access through
+// the address is `unsafe` and justified where it is made.
+unsafe impl Sync for Mmap {}
+
 impl Mmap {
     /// Maps `len` bytes of anonymous private memory (the UMEM), populated.
     pub fn anonymous(len: usize) -> io::Result<Mmap> {
@@ -148,6 +152,10 @@ impl Mmap {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
