@@ -9,7 +9,9 @@
 //! detaches the program, unless [`XdpProgram::pin`] pinned it on purpose
 //! under `/sys/fs/bpf/fanout/IFNAME`. Flows are written into `FLOWS`,
 //! sockets into `XSKS` at their queue index, and `COUNTERS` is read summed
-//! over the CPUs. Nothing here touches packets.
+//! over the CPUs. One `XdpProgram` serves one ingress interface: `XSKS` is
+//! keyed by rx queue only, so two interfaces need two loads (two sets of
+//! maps). Nothing here touches packets.
 
 use std::io;
 use std::net::IpAddr;
@@ -57,6 +59,11 @@ pub enum Error {
     },
     #[error("program {PROGRAM_NAME} is not attached (call attach before pin)")]
     NotAttached,
+    #[error(
+        "program {PROGRAM_NAME} is already attached to {ifname}: load one program per ingress \
+         interface (XSKS is keyed by queue only)"
+    )]
+    AlreadyAttached { ifname: String },
     #[error("cannot pin the XDP link of {ifname}: it is a netlink attachment, not a bpf_link")]
     NotALink { ifname: String },
     #[error("map {map}: {op}: {source}")]
@@ -168,6 +175,11 @@ impl XdpProgram {
     /// Attaches the program to `ifname`: native mode first, generic when
     /// native is refused. Logs the rung (and the refusal) once.
     pub fn attach(&mut self, ifname: &str) -> Result<Attached, Error> {
+        if let Some((a, _)) = &self.attached {
+            return Err(Error::AlreadyAttached {
+                ifname: a.ifname.clone(),
+            });
+        }
         let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| Error::Io {
             path: PathBuf::from(format!("/sys/class/net/{ifname}")),
             source: e.into(),

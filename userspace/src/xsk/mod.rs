@@ -449,6 +449,18 @@ pub struct RxSocket {
 }
 
 impl RxSocket {
+    /// Descriptors ready in the RX ring (chain members counted).
+    pub fn available(&mut self) -> usize {
+        self.rx.available() as usize
+    }
+
+    /// Blocks until the RX ring has descriptors or `timeout` passes (an
+    /// idle worker's wait); returns whether it became readable.
+    pub fn wait(&self, timeout: std::time::Duration) -> io::Result<bool> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        sys::poll_in(self.fd.as_fd(), ms)
+    }
+
     /// Counters of this side.
     pub fn stats(&self) -> RxStats {
         self.stats
@@ -475,6 +487,9 @@ impl AsRawFd for RxSocket {
 }
 
 impl RxPort for RxSocket {
+    /// Whole packets only: a chain longer than what is left of `out` stays
+    /// in the ring for the next call, so `out` must hold at least the
+    /// longest chain (the kernel caps one at 18: `MAX_SKB_FRAGS` + 1).
     fn receive(&mut self, out: &mut [Desc]) -> usize {
         let max = out.len().min(u32::MAX as usize) as u32;
         let batch = self.rx.peek(max);
@@ -548,6 +563,8 @@ impl AsFd for TxSocket {
 }
 
 impl TxPort for TxSocket {
+    /// Every descriptor must have `len > 0` and stay inside its frame: the
+    /// kernel skips others and counts them in `tx_invalid_descs`.
     fn tx_free(&mut self) -> usize {
         self.tx.free() as usize
     }
