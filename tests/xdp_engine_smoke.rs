@@ -280,9 +280,10 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
 
     // UMEM, the rx socket on ia/0, a TX-only socket on oa/0.
     let mut umem = XskUmem::new(FRAMES).unwrap();
-    let (mut rx, _) = umem
-        .bind_rx(ia_index, 0, RingSizes::default(), false)
+    let (mut rx, tx_in) = umem
+        .bind_rx(ia_index, 0, RingSizes::default(), true)
         .unwrap();
+    let mut tx_in = tx_in.expect("TX ring on the rx socket");
     assert_eq!(umem.mode(), Some(BindMode::Copy), "veth has no zero-copy");
     let mut tx = umem.bind_tx(oa_index, 0, RingSizes::default()).unwrap();
     prog.insert_socket(0, &rx).unwrap();
@@ -295,7 +296,7 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
     // Kernel sockets: the non-flow port in ns a, the sink in ns b.
     let kernel = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, OTHER_PORT)).unwrap();
     kernel.join_multicast_v4(&GROUP, &IA).unwrap();
-    let (source, sink) = in_ns(&lab.b, || {
+    let (source, sink, back) = in_ns(&lab.b, || {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         s.bind(&SocketAddr::from((IB, 4000)).into()).unwrap();
         s.set_multicast_if_v4(&IB).unwrap();
@@ -303,7 +304,8 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
         s.set_multicast_loop_v4(false).unwrap();
         let source: UdpSocket = s.into();
         let sink = UdpSocket::bind(SocketAddrV4::new(OB, SINK_PORT)).unwrap();
-        (source, sink)
+        let back = UdpSocket::bind(SocketAddrV4::new(IB, SINK_PORT)).unwrap();
+        (source, sink, back)
     });
 
     // 1. Flow traffic reaches the AF_XDP socket byte-exact.
@@ -480,6 +482,43 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
     let sent: Vec<u64> = replica.iter().map(|d| d.addr).collect();
     assert_eq!(done, sent);
     eprintln!("completions {done:?} for descriptors {sent:?}");
+
+    // 7. The rx socket's own TX ring (the UMEM's completion ring): one
+    // single-descriptor frame back out of ia, header and payload in one
+    // frame at an offset.
+    let small = payload(300, 5);
+    let at = u64::from(HEADER_FRAME + 1) * u64::from(umem.frame_size()) + 64;
+    let ia_mac = lab.mac(&lab.a, "ia");
+    let header = udp_header(ia_mac, ib_mac, IA, IB, 7001, SINK_PORT, 300);
+    umem.bytes_mut(at, 42).copy_from_slice(&header);
+    umem.bytes_mut(at + 42, 300).copy_from_slice(&small);
+    let one = Desc {
+        addr: at,
+        len: 342,
+        options: 0,
+    };
+    assert_eq!(tx_in.transmit(&[one]), 1);
+    tx_in.flush();
+    assert_eq!(
+        recv_within(&back, "frame sent on the ingress socket"),
+        small
+    );
+    let start = Instant::now();
+    let mut out = [0u64; 4];
+    loop {
+        match tx_in.completions(&mut out) {
+            0 => {
+                assert!(start.elapsed() < DEADLINE, "no completion on ia");
+                tx_in.flush();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            n => {
+                assert_eq!(&out[..n], &[at]);
+                break;
+            }
+        }
+    }
+
     let st = tx.kernel_stats().unwrap();
     assert_eq!(st.tx_invalid_descs, 0);
     let st = rx.kernel_stats().unwrap();

@@ -414,3 +414,61 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Interface;
+    use fanout_common::{FAMILY_IPV4, FAMILY_IPV6, FLOW_HAS_SOURCE};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn flow(group: IpAddr, vlan: Option<u16>, source: Option<IpAddr>) -> FlowPlan {
+        FlowPlan {
+            name: "f".into(),
+            ingress: Interface {
+                name: "eth0".into(),
+                index: 1,
+                mtu: 9000,
+                mac: None,
+                ipv4: vec![],
+                ipv6: vec![],
+            },
+            group,
+            port: 5000,
+            vlan,
+            source,
+            outputs: vec![],
+        }
+    }
+
+    #[test]
+    fn flow_entries_carry_group_port_vlan_and_source() {
+        let g = IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3));
+        let (k, v) = flow_entry(7, &flow(g, None, None));
+        assert_eq!(k, FlowKey::new(g, 5000, 0));
+        assert_eq!(k.family, FAMILY_IPV4);
+        assert_eq!(v, FlowValue::any_source(7));
+
+        let g6 = IpAddr::V6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 1));
+        let s6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9));
+        let (k, v) = flow_entry(2, &flow(g6, Some(100), Some(s6)));
+        assert_eq!((k.family, k.vlan, k.port), (FAMILY_IPV6, 100, 5000));
+        assert_eq!(v.flags, FLOW_HAS_SOURCE);
+        assert_eq!(
+            v.source,
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9).octets()
+        );
+        assert_eq!(flow_key(g6, 5000, Some(100)), k);
+    }
+
+    #[test]
+    fn pin_dir_is_per_interface() {
+        assert_eq!(pin_dir("eth0"), Path::new("/sys/fs/bpf/fanout/eth0"));
+    }
+
+    #[test]
+    fn a_missing_object_names_its_path() {
+        let e = XdpProgram::load_file(Path::new("/nonexistent/fanout.o")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/fanout.o"), "{e}");
+    }
+}

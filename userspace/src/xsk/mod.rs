@@ -604,3 +604,27 @@ impl TxPort for TxSocket {
         n as usize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_and_umem_move_to_worker_threads() {
+        fn send<T: Send>() {}
+        send::<XskUmem>();
+        send::<RxSocket>();
+        send::<TxSocket>();
+    }
+
+    #[test]
+    fn ring_sizes_must_be_powers_of_two() {
+        let bad = RingSizes {
+            tx: 1000,
+            ..RingSizes::default()
+        };
+        let e = bad.check().unwrap_err();
+        assert!(e.to_string().contains("tx ring size: 1000"), "{e}");
+        RingSizes::default().check().unwrap();
+    }
+}
