@@ -25,6 +25,7 @@
 //! `FANOUT_REQUIRE_PRIVILEGED=1`.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -65,7 +66,9 @@ fn skip(reason: &str) {
     if std::env::var("FANOUT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
         panic!("privileged test cannot run: {reason}");
     }
-    eprintln!("SKIPPED: {reason}");
+    // Straight to the stderr file descriptor: the harness captures
+    // `eprintln!` of passing tests, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
 }
 
 fn object_path() -> PathBuf {
