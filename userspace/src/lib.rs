@@ -2,6 +2,8 @@
 //!
 //! The library behind the `fanout` binary. One module per concept:
 //!
+//! - [`xdp`]: the XDP loader (attach, flows, sockets, counters, pins);
+//! - [`xsk`]: AF_XDP sockets, rings and the shared UMEM (the only `unsafe` ring code);
 //! - [`wire`]: zero-copy typed views over Ethernet/802.1Q/IPv4/IPv6/UDP headers,
 //!   the replica header builder and the RFC 1624 incremental checksum;
 //! - [`config`]: the TOML configuration and its validation;
@@ -20,3 +22,5 @@ pub mod socket;
 pub mod stats;
 pub mod tools;
 pub mod wire;
+pub mod xdp;
+pub mod xsk;

@@ -1,0 +1,474 @@
+//! The XDP loader: loads the `fanout_xdp` program (from a file or from
+//! bytes), attaches it to an interface and manages its maps.
+//!
+//! Contract: [`XdpProgram::attach`] climbs the mode ladder once, native
+//! first and generic when the driver refuses, logs the rung and the reason
+//! native was refused, and returns them as [`Attached`]. The attachment is a
+//! bpf_link owned by this value (aya falls back to a netlink attachment on
+//! kernels without XDP links): dropping the value, or the process exiting,
+//! detaches the program, unless [`XdpProgram::pin`] pinned it on purpose
+//! under `/sys/fs/bpf/fanout/IFNAME`. Flows are written into `FLOWS`,
+//! sockets into `XSKS` at their queue index, and `COUNTERS` is read summed
+//! over the CPUs. One `XdpProgram` serves one ingress interface: `XSKS` is
+//! keyed by rx queue only, so two interfaces need two loads (two sets of
+//! maps). Nothing here touches packets.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, XskMap};
+use aya::programs::links::FdLink;
+use aya::programs::{ProgramError, Xdp, XdpMode};
+use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME, XSKS_MAP};
+
+use crate::plan::FlowPlan;
+
+/// Root of the pins made by [`XdpProgram::pin`] (`cargo xtask load`).
+pub const PIN_ROOT: &str = "/sys/fs/bpf/fanout";
+/// File name of the pinned link inside an interface's pin directory.
+pub const LINK_PIN: &str = "link";
+
+/// Errors of the loader, naming the object, interface, map or path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot load the XDP object {what}: {source}")]
+    Load {
+        what: String,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("the XDP object has no {kind} named {name:?}")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("cannot load program {PROGRAM_NAME} into the kernel: {source}")]
+    Verify {
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("cannot attach {PROGRAM_NAME} to {ifname}: native refused ({native}); generic refused")]
+    Attach {
+        ifname: String,
+        native: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("program {PROGRAM_NAME} is not attached (call attach before pin)")]
+    NotAttached,
+    #[error(
+        "program {PROGRAM_NAME} is already attached to {ifname}: load one program per ingress \
+         interface (XSKS is keyed by queue only)"
+    )]
+    AlreadyAttached { ifname: String },
+    #[error("cannot pin the XDP link of {ifname}: it is a netlink attachment, not a bpf_link")]
+    NotALink { ifname: String },
+    #[error("map {map}: {op}: {source}")]
+    Map {
+        map: &'static str,
+        op: String,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("cannot pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
+    #[error("{path} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The rung of the XDP mode ladder reached on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) XDP.
+    Native,
+    /// Generic (skb) XDP: the driver refused native mode.
+    Generic,
+}
+
+/// Where and how the program was attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    /// Why native mode was refused (for [`AttachMode::Generic`]).
+    pub native_refused: Option<String>,
+}
+
+/// The per-CPU `COUNTERS`, summed over the CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters(pub [u64; Counter::COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c.index() as usize]
+    }
+}
+
+/// The loaded program and its maps.
+#[derive(Debug)]
+pub struct XdpProgram {
+    ebpf: Ebpf,
+    attached: Option<(Attached, aya::programs::xdp::XdpLinkId)>,
+}
+
+impl XdpProgram {
+    /// Loads the object file at `path` (see `FANOUT_EBPF_OBJ` and
+    /// `cargo xtask build-ebpf`) and the program into the kernel.
+    pub fn load_file(path: &Path) -> Result<XdpProgram, Error> {
+        let ebpf = Ebpf::load_file(path).map_err(|source| Error::Load {
+            what: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        Self::from_ebpf(ebpf)
+    }
+
+    /// Loads an object held in memory (an embedded copy).
+    pub fn load_bytes(object: &[u8]) -> Result<XdpProgram, Error> {
+        let ebpf = Ebpf::load(object).map_err(|source| Error::Load {
+            what: format!("({} bytes in memory)", object.len()),
+            source: Box::new(source),
+        })?;
+        Self::from_ebpf(ebpf)
+    }
+
+    fn from_ebpf(mut ebpf: Ebpf) -> Result<XdpProgram, Error> {
+        let prog = Self::program(&mut ebpf)?;
+        prog.load().map_err(|source| Error::Verify {
+            source: Box::new(source),
+        })?;
+        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
+            if ebpf.map(name).is_none() {
+                return Err(Error::Missing { kind: "map", name });
+            }
+        }
+        Ok(XdpProgram {
+            ebpf,
+            attached: None,
+        })
+    }
+
+    fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+        let missing = Error::Missing {
+            kind: "XDP program",
+            name: PROGRAM_NAME,
+        };
+        match ebpf.program_mut(PROGRAM_NAME) {
+            Some(p) => p.try_into().map_err(|_| missing),
+            None => Err(missing),
+        }
+    }
+
+    /// Attaches the program to `ifname`: native mode first, generic when
+    /// native is refused. Logs the rung (and the refusal) once.
+    pub fn attach(&mut self, ifname: &str) -> Result<Attached, Error> {
+        if let Some((a, _)) = &self.attached {
+            return Err(Error::AlreadyAttached {
+                ifname: a.ifname.clone(),
+            });
+        }
+        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| Error::Io {
+            path: PathBuf::from(format!("/sys/class/net/{ifname}")),
+            source: e.into(),
+        })?;
+        let prog = Self::program(&mut self.ebpf)?;
+        let (id, mode, native_refused) = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native, None),
+            Err(native) => {
+                let native = error_chain(&native);
+                let id = prog
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|source| Error::Attach {
+                        ifname: ifname.to_owned(),
+                        native: native.clone(),
+                        source: Box::new(source),
+                    })?;
+                (id, AttachMode::Generic, Some(native))
+            }
+        };
+        match &native_refused {
+            None => log::info!("XDP on {ifname}: native mode"),
+            Some(why) => log::warn!("XDP on {ifname}: generic mode (native refused: {why})"),
+        }
+        let attached = Attached {
+            ifname: ifname.to_owned(),
+            ifindex,
+            mode,
+            native_refused,
+        };
+        self.attached = Some((attached.clone(), id));
+        Ok(attached)
+    }
+
+    /// Where and how the program is attached, if it is.
+    pub fn attached(&self) -> Option<&Attached> {
+        self.attached.as_ref().map(|(a, _)| a)
+    }
+
+    fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowValue>, Error> {
+        let map = self.ebpf.map_mut(FLOWS_MAP).ok_or(Error::Missing {
+            kind: "map",
+            name: FLOWS_MAP,
+        })?;
+        HashMap::try_from(map).map_err(|source| Error::Map {
+            map: FLOWS_MAP,
+            op: "open".into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Writes the `FLOWS` entry of `flow` with id `flow_id` (its index in
+    /// the plan): group, port, VLAN (0 when untagged) and source.
+    pub fn insert_flow(&mut self, flow_id: u32, flow: &FlowPlan) -> Result<(), Error> {
+        let (key, value) = flow_entry(flow_id, flow);
+        self.flows()?
+            .insert(key, value, 0)
+            .map_err(|source| Error::Map {
+                map: FLOWS_MAP,
+                op: format!("insert flow {:?} (id {flow_id})", flow.name),
+                source: Box::new(source),
+            })
+    }
+
+    /// Removes the `FLOWS` entry of `flow`.
+    pub fn remove_flow(&mut self, flow: &FlowPlan) -> Result<(), Error> {
+        let (key, _) = flow_entry(0, flow);
+        self.flows()?.remove(&key).map_err(|source| Error::Map {
+            map: FLOWS_MAP,
+            op: format!("remove flow {:?}", flow.name),
+            source: Box::new(source),
+        })
+    }
+
+    fn xsks(&mut self) -> Result<XskMap<&mut MapData>, Error> {
+        let map = self.ebpf.map_mut(XSKS_MAP).ok_or(Error::Missing {
+            kind: "map",
+            name: XSKS_MAP,
+        })?;
+        XskMap::try_from(map).map_err(|source| Error::Map {
+            map: XSKS_MAP,
+            op: "open".into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Puts the AF_XDP socket `socket` in `XSKS` at rx queue `queue`.
+    pub fn insert_socket(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), Error> {
+        self.xsks()?
+            .set(queue, socket.as_raw_fd(), 0)
+            .map_err(|source| Error::Map {
+                map: XSKS_MAP,
+                op: format!("set queue {queue}"),
+                source: Box::new(source),
+            })
+    }
+
+    /// Removes the socket of rx queue `queue` (its traffic goes back to
+    /// the kernel: fail-open).
+    pub fn remove_socket(&mut self, queue: u32) -> Result<(), Error> {
+        self.xsks()?.unset(queue).map_err(|source| Error::Map {
+            map: XSKS_MAP,
+            op: format!("unset queue {queue}"),
+            source: Box::new(source),
+        })
+    }
+
+    /// `COUNTERS`, summed over the CPUs.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or(Error::Missing {
+            kind: "map",
+            name: COUNTERS_MAP,
+        })?;
+        let array = PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| Error::Map {
+            map: COUNTERS_MAP,
+            op: "open".into(),
+            source: Box::new(source),
+        })?;
+        let mut out = Counters::default();
+        for c in Counter::ALL {
+            let values = array.get(&c.index(), 0).map_err(|source| Error::Map {
+                map: COUNTERS_MAP,
+                op: format!("read {}", c.name()),
+                source: Box::new(source),
+            })?;
+            out.0[c.index() as usize] = values.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Pins the link and the three maps under `dir` (see [`pin_dir`]),
+    /// which must be on a BPF filesystem (mounting one is the caller's job):
+    /// the program then stays attached after this process exits, until
+    /// [`unpin`] removes the pins. Consumes the program's ownership of the
+    /// link.
+    pub fn pin(&mut self, dir: &Path) -> Result<(), Error> {
+        let (attached, id) = self.attached.take().ok_or(Error::NotAttached)?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let fs = nix::sys::statfs::statfs(dir).map_err(|e| Error::Io {
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
+        if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
+            self.attached = Some((attached, id));
+            return Err(Error::NotBpffs {
+                path: dir.to_owned(),
+            });
+        }
+        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
+            let path = dir.join(name);
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or(Error::Missing { kind: "map", name })?;
+            map.pin(&path).map_err(|source| Error::Pin {
+                path,
+                source: Box::new(source),
+            })?;
+        }
+        let prog = Self::program(&mut self.ebpf)?;
+        let link = prog.take_link(id).map_err(|source| Error::Verify {
+            source: Box::new(source),
+        })?;
+        let link = FdLink::try_from(link).map_err(|_| Error::NotALink {
+            ifname: attached.ifname.clone(),
+        })?;
+        let path = dir.join(LINK_PIN);
+        link.pin(&path).map_err(|source| Error::Pin {
+            path,
+            source: Box::new(source),
+        })?;
+        Ok(())
+    }
+}
+
+/// The pin directory of interface `ifname`: `/sys/fs/bpf/fanout/IFNAME`.
+pub fn pin_dir(ifname: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(ifname)
+}
+
+/// Removes the pins made by [`XdpProgram::pin`] under `dir` (the link
+/// first: removing its last reference detaches the program). Returns
+/// whether anything was pinned there.
+pub fn unpin(dir: &Path) -> Result<bool, Error> {
+    let mut found = false;
+    for name in [LINK_PIN, FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => found = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { path, source }),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The `FLOWS` key and value of `flow`.
+pub fn flow_entry(flow_id: u32, flow: &FlowPlan) -> (FlowKey, FlowValue) {
+    let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
+    let value = match flow.source {
+        Some(src) => FlowValue::with_source(flow_id, src),
+        None => FlowValue::any_source(flow_id),
+    };
+    (key, value)
+}
+
+/// Also used by tests that build a key by hand.
+pub fn flow_key(group: IpAddr, port: u16, vlan: Option<u16>) -> FlowKey {
+    FlowKey::new(group, port, vlan.unwrap_or(0))
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Interface;
+    use fanout_common::{FAMILY_IPV4, FAMILY_IPV6, FLOW_HAS_SOURCE};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn flow(group: IpAddr, vlan: Option<u16>, source: Option<IpAddr>) -> FlowPlan {
+        FlowPlan {
+            name: "f".into(),
+            ingress: Interface {
+                name: "eth0".into(),
+                index: 1,
+                mtu: 9000,
+                mac: None,
+                ipv4: vec![],
+                ipv6: vec![],
+            },
+            group,
+            port: 5000,
+            vlan,
+            source,
+            outputs: vec![],
+        }
+    }
+
+    #[test]
+    fn flow_entries_carry_group_port_vlan_and_source() {
+        let g = IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3));
+        let (k, v) = flow_entry(7, &flow(g, None, None));
+        assert_eq!(k, FlowKey::new(g, 5000, 0));
+        assert_eq!(k.family, FAMILY_IPV4);
+        assert_eq!(v, FlowValue::any_source(7));
+
+        let g6 = IpAddr::V6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 1));
+        let s6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9));
+        let (k, v) = flow_entry(2, &flow(g6, Some(100), Some(s6)));
+        assert_eq!((k.family, k.vlan, k.port), (FAMILY_IPV6, 100, 5000));
+        assert_eq!(v.flags, FLOW_HAS_SOURCE);
+        assert_eq!(
+            v.source,
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9).octets()
+        );
+        assert_eq!(flow_key(g6, 5000, Some(100)), k);
+    }
+
+    #[test]
+    fn pin_dir_is_per_interface() {
+        assert_eq!(pin_dir("eth0"), Path::new("/sys/fs/bpf/fanout/eth0"));
+    }
+
+    #[test]
+    fn a_missing_object_names_its_path() {
+        let e = XdpProgram::load_file(Path::new("/nonexistent/fanout.o")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/fanout.o"), "{e}");
+    }
+}
