@@ -1299,3 +1299,24 @@ proptest! {
         prop_assert_eq!(w.counters().bad_rx_desc, 0);
     }
 }
+
+#[test]
+fn the_worker_fits_the_real_sockets_and_moves_to_a_thread() {
+    // Type-level: the AF_XDP sockets implement the seam the worker needs,
+    // and the worker can move to its queue's thread. (Running them needs
+    // root and the XDP program: tests/.)
+    use crate::xsk::{RxSocket, TxSocket, XskUmem};
+    type Real = Worker<XskUmem, RxSocket, TxSocket>;
+    fn build(
+        umem: XskUmem,
+        rx: RxSocket,
+        tx: Vec<TxSocket>,
+        flows: Vec<FlowSpec>,
+    ) -> Result<Real, WorkerError> {
+        Worker::new(umem, rx, tx, flows, WorkerConfig::new(64, 8))
+    }
+    fn send<T: Send>() {}
+    send::<Real>();
+    send::<W>();
+    let _ = build;
+}
