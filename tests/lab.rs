@@ -216,44 +216,59 @@ fn lab_tools_gen_to_sink() {
     std::fs::create_dir_all(&dir).unwrap();
     let count = 300u64;
 
-    // (sender ns, receiver ns, destination, --iface, --join, sizes)
-    let cases: [(&lab::Netns, &lab::Netns, String, &str, Option<String>, &str); 3] = [
-        (
-            &lab.src,
-            &lab.edge,
-            "239.10.0.1:5000".into(),
-            iface::SRC0,
-            Some(format!("239.10.0.1@{}", iface::IN0)),
-            "64,1472,8972",
-        ),
-        (
-            &lab.src,
-            &lab.edge,
-            "[ff3e::10:1]:5000".into(),
-            iface::SRC0,
-            Some(format!("ff3e::10:1@{}", iface::IN0)),
-            "64,1452,8952",
-        ),
-        (
-            &lab.edge,
-            &lab.sink,
-            format!("{}:6001", addr::SNK0_V4),
-            iface::OUT0,
-            None,
-            "24,8972",
-        ),
+    struct Case<'a> {
+        tx_ns: &'a lab::Netns,
+        rx_ns: &'a lab::Netns,
+        dest: String,
+        tx_if: &'static str,
+        join: Option<String>,
+        sizes: &'static str,
+    }
+    let cases = [
+        Case {
+            tx_ns: &lab.src,
+            rx_ns: &lab.edge,
+            dest: "239.10.0.1:5000".into(),
+            tx_if: iface::SRC0,
+            join: Some(format!("239.10.0.1@{}", iface::IN0)),
+            sizes: "64,1472,8972",
+        },
+        Case {
+            tx_ns: &lab.src,
+            rx_ns: &lab.edge,
+            dest: "[ff3e::10:1]:5000".into(),
+            tx_if: iface::SRC0,
+            join: Some(format!("ff3e::10:1@{}", iface::IN0)),
+            sizes: "64,1452,8952",
+        },
+        Case {
+            tx_ns: &lab.edge,
+            rx_ns: &lab.sink,
+            dest: format!("{}:6001", addr::SNK0_V4),
+            tx_if: iface::OUT0,
+            join: None,
+            sizes: "24,8972",
+        },
     ];
-    for (i, (tx_ns, rx_ns, dest, tx_if, join, sizes)) in cases.into_iter().enumerate() {
+    for (i, case) in cases.iter().enumerate() {
+        let Case {
+            tx_ns,
+            rx_ns,
+            dest,
+            tx_if,
+            join,
+            sizes,
+        } = case;
         let report = dir.join(format!("report{i}.json"));
         let ready = dir.join(format!("ready{i}"));
         let mut cmd = rx_ns.command(bin);
-        cmd.args(["sink", "--listen", &dest, "--expect", &count.to_string()])
+        cmd.args(["sink", "--listen", dest, "--expect", &count.to_string()])
             .args(["--timeout", "5", "--max-seconds", "30"])
             .arg("--report")
             .arg(&report)
             .arg("--ready-file")
             .arg(&ready);
-        if let Some(join) = &join {
+        if let Some(join) = join {
             cmd.args(["--join", join]);
         }
         let mut sink = Process::spawn("sink", &mut cmd).unwrap();
@@ -261,7 +276,7 @@ fn lab_tools_gen_to_sink() {
             .expect("sink ready within 10 s");
         let mut gen_cmd = tx_ns.command(bin);
         gen_cmd
-            .args(["gen", "--dest", &dest, "--iface", tx_if, "--sizes", sizes])
+            .args(["gen", "--dest", dest, "--iface", tx_if, "--sizes", sizes])
             .args([
                 "--count",
                 &count.to_string(),
