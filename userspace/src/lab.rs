@@ -410,6 +410,14 @@ impl Lab {
         })
     }
 
+    /// Gives up the guard: the namespaces stay until [`Lab::down`] (for
+    /// `cargo xtask lab up`, which leaves a lab running for manual work).
+    pub fn persist(self) -> String {
+        let prefix = self.prefix.clone();
+        std::mem::forget(self);
+        prefix
+    }
+
     /// The prefix this lab was brought up with.
     pub fn prefix(&self) -> &str {
         &self.prefix
