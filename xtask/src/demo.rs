@@ -37,6 +37,10 @@ pub struct Args {
     /// Datagrams per second.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
+    /// Run this program as the engine instead of the fanout just built (to
+    /// try the demo against another build); it gets the same arguments.
+    #[arg(long)]
+    engine: Option<std::path::PathBuf>,
     /// Skip `cargo xtask setup`.
     #[arg(long)]
     skip_setup: bool,
@@ -184,7 +188,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         config_path.display(),
         iface::IN0
     );
-    let mut engine_cmd = lab.edge.command(bin);
+    let mut engine_cmd = lab.edge.command(args.engine.as_deref().unwrap_or(bin));
     engine_cmd
         .arg("run")
         .arg("--config")
