@@ -318,3 +318,59 @@ fn lab_tools_gen_to_sink() {
     drop(lab);
     assert!(namespaces_with(&prefix).is_empty());
 }
+
+/// The sink reports loss honestly: 10 datagrams fewer than expected end in an
+/// idle timeout, exit code 1, and a report naming the missing sequence numbers.
+#[test]
+fn lab_tools_sink_reports_loss() {
+    use fanout::lab::Process;
+    use fanout::tools::SinkReport;
+
+    if !lab::privileged("lab_tools_sink_reports_loss") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_fanout");
+    let prefix = lab::unique_prefix("t");
+    let lab = Lab::up(&prefix).expect("lab up");
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (report, ready) = (dir.join("report.json"), dir.join("ready"));
+    let dest = format!("{}:6001", addr::SNK1_V4);
+    let mut cmd = lab.sink.command(bin);
+    cmd.args([
+        "sink",
+        "--listen",
+        &dest,
+        "--expect",
+        "110",
+        "--timeout",
+        "1",
+    ])
+    .arg("--report")
+    .arg(&report)
+    .arg("--ready-file")
+    .arg(&ready);
+    let mut sink = Process::spawn("sink", &mut cmd).unwrap();
+    lab::wait_until(Duration::from_secs(10), || ready.exists().then_some(()))
+        .expect("sink ready within 10 s");
+    let mut gen_cmd = lab.edge.command(bin);
+    gen_cmd.args(["gen", "--dest", &dest, "--count", "100", "--rate", "5000"]);
+    let sent = Process::spawn("gen", &mut gen_cmd)
+        .unwrap()
+        .finish(Duration::from_secs(30))
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    let done = sink.finish(Duration::from_secs(30)).unwrap();
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(done.stdout.contains("LOSS"), "{}", done.stdout);
+    let report: SinkReport =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report.stopped, "idle-timeout");
+    let out = &report.outputs[0];
+    assert_eq!(out.name, dest);
+    assert_eq!((out.expected, out.received, out.missing), (110, 100, 10));
+    assert_eq!((out.duplicated, out.corrupted, out.unexpected), (0, 0, 0));
+    assert_eq!(out.bytes, 100 * 1472);
+    assert_eq!(out.first_missing, (100..110).collect::<Vec<u64>>());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

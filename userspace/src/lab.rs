@@ -251,9 +251,10 @@ impl Netns {
     /// Runs `ip netns exec NAME ARGS...` to completion and returns its stdout;
     /// the error carries the command line and stderr.
     pub fn exec(&self, args: &[&str]) -> Result<String, LabError> {
-        let (program, rest) = args.split_first().ok_or_else(|| LabError::Name {
-            name: String::new(),
-            reason: "Netns::exec needs a program",
+        let (program, rest) = args.split_first().ok_or_else(|| LabError::Command {
+            command: format!("ip netns exec {}", self.name),
+            status: "not run".to_owned(),
+            stderr: "no program given".to_owned(),
         })?;
         run(self.command(program).args(rest))
     }
