@@ -62,14 +62,14 @@ fn config() -> String {
     );
     for port in UNICAST_PORTS {
         toml += &format!(
-            "\n[[flow.output]]\nname = \"rx{n}\"\ndest = \"{ip}:{port}\"\ninterface = \"{out0}\"\n",
+            "\n  [[flow.output]]\n  name = \"rx{n}\"\n  unicast = \"{ip}:{port}\"\n  interface = \"{out0}\"\n",
             n = port - UNICAST_PORTS.start() + 1,
             ip = addr::SNK0_V4,
             out0 = iface::OUT0
         );
     }
     toml += &format!(
-        "\n[[flow.output]]\nname = \"site-b\"\ndest = \"{MCAST_OUT}:{MCAST_OUT_PORT}\"\ninterface = \"{out1}\"\nttl = 16\n",
+        "\n  [[flow.output]]\n  name = \"site-b\"\n  multicast = \"{MCAST_OUT}:{MCAST_OUT_PORT}\"\n  interface = \"{out1}\"\n  ttl = 16\n",
         out1 = iface::OUT1
     );
     toml
