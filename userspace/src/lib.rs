@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod lab;
 pub mod plan;
 pub mod socket;
