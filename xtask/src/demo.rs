@@ -188,6 +188,19 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         config_path.display(),
         iface::IN0
     );
+    let mut check_cmd = lab.edge.command(bin);
+    check_cmd.arg("check").arg("--config").arg(&config_path);
+    let checked =
+        Process::spawn("fanout check", &mut check_cmd)?.finish(Duration::from_secs(30))?;
+    if !checked.status.success() {
+        bail!(
+            "fanout check refused the demo configuration ({}):\n{}{}",
+            checked.status,
+            checked.stdout,
+            checked.stderr
+        );
+    }
+    println!("      fanout check: configuration valid");
     let mut engine_cmd = lab.edge.command(args.engine.as_deref().unwrap_or(bin));
     engine_cmd
         .arg("run")

@@ -12,8 +12,7 @@ use anyhow::{Result, bail};
 use crate::{cargo, ebpf, is_root, run_status, setup};
 
 /// Environment variable through which tests find the built XDP object.
-// HOOK(lead): the xdp helper names the variable its tests read; set it here.
-pub const EBPF_OBJECT_ENV: &str = "FANOUT_EBPF_OBJECT";
+const EBPF_OBJECT_ENV: &str = ebpf::OBJECT_ENV;
 
 /// The outcome of the steps so far.
 #[derive(Debug, Default)]
