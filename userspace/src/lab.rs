@@ -200,6 +200,14 @@ fn ip(args: &[&str]) -> Result<String, LabError> {
     run(Command::new("ip").args(args))
 }
 
+/// Deletes the named namespace; gone already (a concurrent delete) is fine.
+fn delete(name: &str) -> Result<(), LabError> {
+    match ip(&["netns", "delete", name]) {
+        Err(_) if !PathBuf::from(NETNS_DIR).join(name).exists() => Ok(()),
+        result => result.map(drop),
+    }
+}
+
 /// Checks that `name` is safe to use as (part of) a lab namespace name.
 fn check_name(name: &str) -> Result<(), LabError> {
     let reason = if !name.starts_with(NAME_PREFIX) || name.len() <= NAME_PREFIX.len() {
@@ -323,8 +331,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Never panic in drop (we may be unwinding already); say it loudly.
-        if let Err(err) = ip(&["netns", "delete", &self.name]) {
+        // Never panic in drop (we may be unwinding already); say it loudly,
+        // unless someone else (`Lab::down`) removed it first.
+        if let Err(err) = delete(&self.name) {
             eprintln!(
                 "lab: could not delete network namespace {}: {err}",
                 self.name
@@ -436,7 +445,7 @@ impl Lab {
                 continue;
             };
             if name.starts_with(&start) {
-                ip(&["netns", "delete", name])?;
+                delete(name)?;
                 removed.push(name.to_owned());
             }
         }

@@ -92,6 +92,45 @@ fn outputs() -> Vec<(String, String)> {
     out
 }
 
+/// Pids of the processes the demo started, for the interrupt handler.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Spawns and registers a demo process.
+fn spawn(name: &str, cmd: &mut std::process::Command) -> Result<Process> {
+    let process = Process::spawn(name, cmd)?;
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(process.id());
+    Ok(process)
+}
+
+/// On Ctrl-C or SIGTERM: stop the processes the demo started (by pid), take
+/// the lab down and exit, so an interrupted demo leaves nothing behind.
+fn install_interrupt_handler() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("install the SIGINT/SIGTERM handler")?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("\ninterrupted (signal {signal}): stopping the demo processes and the lab");
+            // The lab first: the main thread's guard then finds nothing to do.
+            match Lab::down(PREFIX) {
+                Ok(removed) => eprintln!("removed {}", removed.join(", ")),
+                Err(err) => eprintln!(
+                    "lab down failed: {err}; run `cargo xtask lab down --prefix {PREFIX}`"
+                ),
+            }
+            for &pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            std::process::exit(130);
+        }
+    });
+    Ok(())
+}
+
 fn stage(n: usize, text: &str) {
     println!("[{n}/7] {text}");
 }
@@ -143,6 +182,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     stage(3, "lab up");
+    install_interrupt_handler()?;
     let removed = Lab::down(PREFIX)?;
     if !removed.is_empty() {
         println!(
@@ -190,8 +230,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
     );
     let mut check_cmd = lab.edge.command(bin);
     check_cmd.arg("check").arg("--config").arg(&config_path);
-    let checked =
-        Process::spawn("fanout check", &mut check_cmd)?.finish(Duration::from_secs(30))?;
+    let checked = spawn("fanout check", &mut check_cmd)?.finish(Duration::from_secs(30))?;
     if !checked.status.success() {
         bail!(
             "fanout check refused the demo configuration ({}):\n{}{}",
@@ -210,7 +249,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         .arg(&stats)
         .arg("--ready-file")
         .arg(&engine_ready);
-    let mut engine = Process::spawn("fanout run", &mut engine_cmd)?;
+    let mut engine = spawn("fanout run", &mut engine_cmd)?;
     wait_ready(&mut engine, &engine_ready, "engine")?;
 
     stage(
@@ -233,7 +272,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         .arg(&report_path)
         .arg("--ready-file")
         .arg(&sink_ready);
-    let mut sink = Process::spawn("fanout sink", &mut sink_cmd)?;
+    let mut sink = spawn("fanout sink", &mut sink_cmd)?;
     wait_ready(&mut sink, &sink_ready, "sink")?;
 
     stage(
@@ -258,7 +297,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         .args(["--sizes", SIZES, "--count", &args.count.to_string()])
         .args(["--rate", &args.rate.to_string(), "--ttl", "1"]);
     let budget = Duration::from_secs(args.count / args.rate.max(1) + 30);
-    let sent = Process::spawn("fanout gen", &mut gen_cmd)?.finish(budget)?;
+    let sent = spawn("fanout gen", &mut gen_cmd)?.finish(budget)?;
     print!("{}", indent(&sent.stdout));
     if !sent.status.success() {
         bail!(
