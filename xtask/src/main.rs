@@ -1,8 +1,181 @@
-//! `cargo xtask`: setup, lab, demo, test. xtask orchestrates; cargo builds.
+//! `cargo xtask`: the project's task runner. xtask orchestrates; cargo builds.
+//!
+//! - `setup`: installs what the build and the lab need (idempotent, fast when done);
+//! - `build-ebpf`: builds the XDP program (see `ebpf.rs`);
+//! - `lab up|down`: leaves a lab running for manual work, or removes one;
+//! - `demo`: the tour: lab, engine, generator, sinks, a table of what arrived;
+//! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests.
 
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod demo;
 mod ebpf;
+mod setup;
+mod test;
 
-fn main() -> anyhow::Result<()> {
-    let _ = ebpf::build;
-    anyhow::bail!("xtask: not implemented yet")
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "fanout's task runner")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install system packages, nightly rust-src and bpf-linker (only what is missing).
+    Setup,
+    /// Build the XDP program and print the path of its object file.
+    BuildEbpf {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Bring the lab up (left running) or take it down.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Run the demo: lab up, engine, generator, sinks, results table, lab down.
+    Demo(demo::Args),
+    /// Run the CI tiers: setup, fmt, clippy, tests (privileged ones when root).
+    Test,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabAction {
+    /// Create the namespaces, links and addresses, and leave them running.
+    Up {
+        #[arg(long, default_value = "fo-lab")]
+        prefix: String,
+    },
+    /// Remove every namespace named PREFIX-*.
+    Down {
+        #[arg(long, default_value = "fo-lab")]
+        prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain on one line: no backtrace noise for users.
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Setup => setup::run().map(drop),
+        Cmd::BuildEbpf { release } => {
+            let object = ebpf::build(release)?;
+            println!("{}", object.display());
+            Ok(())
+        }
+        Cmd::Lab { action } => lab(action),
+        Cmd::Demo(args) => demo::run(args),
+        Cmd::Test => test::run(),
+    }
+}
+
+fn lab(action: LabAction) -> Result<()> {
+    use fanout::lab::{Lab, addr, iface};
+    match action {
+        LabAction::Up { prefix } => {
+            let lab = Lab::up(&prefix).with_context(|| format!("lab up --prefix {prefix}"))?;
+            println!("lab {prefix} is up (MTU 9000, private addresses only):");
+            println!(
+                "  {}: {} {}/24 {}/64",
+                lab.src.name(),
+                iface::SRC0,
+                addr::SRC0_V4,
+                addr::SRC0_V6
+            );
+            println!(
+                "  {}: {} {} | {} {} | {} {}",
+                lab.edge.name(),
+                iface::IN0,
+                addr::IN0_V4,
+                iface::OUT0,
+                addr::OUT0_V4,
+                iface::OUT1,
+                addr::OUT1_V4
+            );
+            println!(
+                "  {}: {} {} | {} {}",
+                lab.sink.name(),
+                iface::SNK0,
+                addr::SNK0_V4,
+                iface::SNK1,
+                addr::SNK1_V4
+            );
+            println!("enter one with `ip netns exec {} bash`;", lab.edge.name());
+            println!("remove it with `cargo xtask lab down --prefix {prefix}`.");
+            lab.persist();
+        }
+        LabAction::Down { prefix } => {
+            let removed =
+                Lab::down(&prefix).with_context(|| format!("lab down --prefix {prefix}"))?;
+            if removed.is_empty() {
+                println!("no namespace named {prefix}-*: nothing to remove");
+            } else {
+                println!("removed {}", removed.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+}
+
+/// The cargo that runs us (so `cargo +toolchain xtask` stays consistent).
+fn cargo() -> Command {
+    let mut cmd =
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The target directory cargo builds into.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs `cmd` with inherited stdio; an error naming it when it fails.
+fn run_status(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, capturing output; `None` when it cannot start or fails.
+fn output_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

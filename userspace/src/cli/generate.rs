@@ -1,11 +1,206 @@
-//! TODO(skeleton): `fanout gen`.
+//! `fanout gen`: sends numbered, self-checking datagrams
+//! ([`fanout::tools::payload`]) to a multicast group or a unicast address.
+//!
+//! Contract: bounded in count (`--count`) and in time (`--max-seconds`), paced
+//! at `--rate` datagrams per second from a fixed schedule (no bursts to catch
+//! up beyond the schedule), sizes cycling by sequence number (`--sizes`).
+//! Exit 0 when every datagram was sent, 1 on a send failure or when the time
+//! bound cut the run short, 2 on bad arguments.
 
-use std::process::ExitCode;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use fanout::tools::payload;
+use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Destination: GROUP:PORT or IP:PORT (IPv6 as [ADDR]:PORT).
+    #[arg(long)]
+    dest: SocketAddr,
+    /// Egress interface (SO_BINDTODEVICE, and the multicast interface).
+    #[arg(long)]
+    iface: Option<String>,
+    /// TTL / hop limit (multicast or unicast, after the destination). Default: 1 for multicast.
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// Payload sizes in bytes, cycled by sequence number (each 24..=65507).
+    #[arg(long, value_delimiter = ',', default_value = "1472")]
+    sizes: Vec<usize>,
+    /// Number of datagrams (sequence numbers 0..COUNT).
+    #[arg(long)]
+    count: u64,
+    /// Datagrams per second (1..=1000000).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Stream id written into every datagram.
+    #[arg(long, default_value_t = 0)]
+    stream: u32,
+    /// Hard time bound of the whole run, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+}
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("fanout gen: not implemented yet");
-    ExitCode::from(1)
+/// Largest UDP payload over IPv4 (IPv6 jumbograms aside).
+const MAX_PAYLOAD: usize = 65507;
+
+pub fn main(args: Args) -> ExitCode {
+    if let Err(err) = validate(&args) {
+        eprintln!("fanout gen: {err:#}");
+        return ExitCode::from(2);
+    }
+    match generate(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("fanout gen: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn validate(args: &Args) -> anyhow::Result<()> {
+    if args.sizes.is_empty() {
+        bail!("--sizes: at least one size is needed");
+    }
+    if let Some(bad) = args
+        .sizes
+        .iter()
+        .find(|&&s| !(payload::HEADER_LEN..=MAX_PAYLOAD).contains(&s))
+    {
+        bail!(
+            "--sizes: {bad} is outside {}..={MAX_PAYLOAD}",
+            payload::HEADER_LEN
+        );
+    }
+    if !(1..=1_000_000).contains(&args.rate) {
+        bail!("--rate: {} is outside 1..=1000000", args.rate);
+    }
+    if !(args.max_seconds > 0.0 && args.max_seconds <= 86_400.0) {
+        bail!("--max-seconds: {} is outside (0, 86400]", args.max_seconds);
+    }
+    if args.dest.port() == 0 {
+        bail!("--dest: port 0");
+    }
+    Ok(())
+}
+
+/// The IPv4 address of `iface` in this namespace, if it has one.
+fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|ifa| ifa.interface_name == iface)
+        .find_map(|ifa| ifa.address?.as_sockaddr_in().map(|sin| sin.ip()))
+}
+
+fn open(args: &Args) -> anyhow::Result<UdpSocket> {
+    let dest = args.dest;
+    let sock = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP))
+        .context("socket(UDP)")?;
+    if let Some(iface) = &args.iface {
+        sock.bind_device(Some(iface.as_bytes()))
+            .with_context(|| format!("SO_BINDTODEVICE {iface}"))?;
+    }
+    match dest.ip() {
+        IpAddr::V4(group) if group.is_multicast() => {
+            sock.set_multicast_ttl_v4(args.ttl.unwrap_or(1))
+                .context("IP_MULTICAST_TTL")?;
+            if let Some(local) = args.iface.as_deref().and_then(ipv4_of) {
+                sock.set_multicast_if_v4(&local)
+                    .with_context(|| format!("IP_MULTICAST_IF {local}"))?;
+            }
+        }
+        IpAddr::V6(group) if group.is_multicast() => {
+            sock.set_multicast_hops_v6(args.ttl.unwrap_or(1))
+                .context("IPV6_MULTICAST_HOPS")?;
+            if let Some(iface) = &args.iface {
+                let index = nix::net::if_::if_nametoindex(iface.as_str())
+                    .with_context(|| format!("--iface {iface}: no such interface"))?;
+                sock.set_multicast_if_v6(index)
+                    .with_context(|| format!("IPV6_MULTICAST_IF {iface}"))?;
+            }
+        }
+        IpAddr::V4(_) => {
+            if let Some(ttl) = args.ttl {
+                sock.set_ttl_v4(ttl).context("IP_TTL")?;
+            }
+        }
+        IpAddr::V6(_) => {
+            if let Some(ttl) = args.ttl {
+                sock.set_unicast_hops_v6(ttl).context("IPV6_UNICAST_HOPS")?;
+            }
+        }
+    }
+    let any: SocketAddr = match dest {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    sock.bind(&any.into()).context("bind")?;
+    sock.connect(&dest.into())
+        .with_context(|| format!("connect {dest}"))?;
+    Ok(sock.into())
+}
+
+/// Sends the datagrams; `Ok(false)` when the time bound stopped the run early.
+fn generate(args: &Args) -> anyhow::Result<bool> {
+    let sock = open(args)?;
+    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    let mut buf = vec![0u8; largest];
+    let start = Instant::now();
+    let hard_stop = start + Duration::from_secs_f64(args.max_seconds);
+    let (mut sent, mut bytes, mut retries) = (0u64, 0u64, 0u64);
+    let mut timed_out = false;
+    'datagrams: for seq in 0..args.count {
+        // The schedule: datagram `seq` leaves no earlier than start + seq/rate.
+        let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
+        let now = Instant::now();
+        if due > hard_stop {
+            timed_out = true;
+            break;
+        }
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let size = args.sizes[(seq % args.sizes.len() as u64) as usize];
+        let datagram = &mut buf[..size];
+        payload::fill(args.stream, seq, datagram);
+        loop {
+            match sock.send(datagram) {
+                Ok(n) if n == size => break,
+                Ok(n) => bail!("datagram {seq}: short send of {n} of {size} bytes"),
+                // The egress queue is full for a moment: retry within the bound.
+                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                    if Instant::now() >= hard_stop {
+                        timed_out = true;
+                        break 'datagrams;
+                    }
+                    retries += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("send datagram {seq} to {}", args.dest));
+                }
+            }
+        }
+        sent += 1;
+        bytes += size as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "fanout gen: sent {sent}/{} datagrams ({bytes} bytes) to {} in {secs:.2} s ({:.0} pps, {retries} ENOBUFS retries){}",
+        args.count,
+        args.dest,
+        sent as f64 / secs.max(1e-9),
+        if timed_out {
+            ", STOPPED by --max-seconds"
+        } else {
+            ""
+        },
+    );
+    Ok(!timed_out)
 }
