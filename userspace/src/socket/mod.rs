@@ -38,7 +38,7 @@ use nix::sys::socket::{
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
 use crate::plan::{FlowPlan, OutputKind, OutputPlan, Plan};
-use crate::stats::{DropReason, FlowStats, OutputCounters, Stats};
+use crate::stats::{DropReason, FlowCounters, FlowStats, OutputCounters, Stats};
 
 pub use batch::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 
@@ -277,7 +277,7 @@ fn open_receive(flow: &FlowPlan) -> Result<ReceiveSocket, Error> {
     };
     let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
     sock.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
-    if let IpAddr::V6(_) = flow.group {
+    if flow.group.is_ipv6() {
         sock.set_only_v6(true).map_err(err("IPV6_V6ONLY"))?;
     }
     sock.bind_device(Some(iface.as_bytes()))
@@ -545,7 +545,12 @@ impl Worker {
                     continue;
                 }
             }
-            self.classify(&mut s);
+            classify(
+                &s.metas,
+                self.source,
+                &self.flow_stats().counters,
+                &mut s.dgrams,
+            );
             if s.dgrams.is_empty() {
                 continue;
             }
@@ -628,41 +633,46 @@ impl Worker {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Turns received slots into the datagrams to replicate, counting the
-    /// rejected ones.
-    fn classify(&self, s: &mut Scratch) {
-        s.dgrams.clear();
-        let flow = &self.flow_stats().counters;
-        let (mut rejected, mut malformed, mut bytes) = (0u64, 0u64, 0u64);
-        for (slot, m) in s.metas.iter().enumerate() {
-            let base = slot * SLOT;
-            if m.truncated || m.len > SLOT {
-                malformed += 1;
-                continue;
-            }
-            if let Some(want) = self.source {
-                if m.src != Some(want) {
-                    let mut tmp = 0;
-                    if let Some(seg) = m.gro_seg.filter(|s| *s > 0) {
-                        tmp = m.len.div_ceil(seg).max(1);
-                    }
-                    rejected += tmp.max(1) as u64;
-                    continue;
-                }
-            }
-            batch::split_gro(base, m.len, m.gro_seg, &mut s.dgrams);
-            bytes += m.len as u64;
+/// Turns received slots (slot `i` at `i * SLOT` in the buffer) into the
+/// ranges of the datagrams to replicate, counting the rejected ones in
+/// `flow`: truncated slots are malformed, and with a configured `source`
+/// every datagram from another sender is source-rejected.
+fn classify(
+    metas: &[RecvMeta],
+    source: Option<IpAddr>,
+    flow: &FlowCounters,
+    dgrams: &mut Vec<std::ops::Range<usize>>,
+) {
+    dgrams.clear();
+    let (mut rejected, mut malformed, mut bytes) = (0u64, 0u64, 0u64);
+    for (slot, m) in metas.iter().enumerate() {
+        let base = slot * SLOT;
+        if m.truncated || m.len > SLOT {
+            malformed += 1;
+            continue;
         }
-        if rejected > 0 {
-            flow.add_source_rejected(rejected);
+        if source.is_some_and(|want| m.src != Some(want)) {
+            // A GRO train comes from one sender: all its datagrams go.
+            let datagrams = m
+                .gro_seg
+                .filter(|s| *s > 0)
+                .map_or(1, |seg| m.len.div_ceil(seg).max(1));
+            rejected += datagrams as u64;
+            continue;
         }
-        if malformed > 0 {
-            flow.add_malformed(malformed);
-        }
-        if !s.dgrams.is_empty() {
-            flow.add_received(s.dgrams.len() as u64, bytes);
-        }
+        batch::split_gro(base, m.len, m.gro_seg, dgrams);
+        bytes += m.len as u64;
+    }
+    if rejected > 0 {
+        flow.add_source_rejected(rejected);
+    }
+    if malformed > 0 {
+        flow.add_malformed(malformed);
+    }
+    if !dgrams.is_empty() {
+        flow.add_received(dgrams.len() as u64, bytes);
     }
 }
 
@@ -885,6 +895,61 @@ mod tests {
             err.contains("ip link add link fo-none0 name fo-none0.4000 type vlan id 4000"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn classify_counts_rejected_malformed_and_splits_gro() {
+        let good: IpAddr = "10.0.0.1".parse().unwrap();
+        let bad: IpAddr = "10.0.0.9".parse().unwrap();
+        let meta = |len, src, gro_seg, truncated| RecvMeta {
+            len,
+            src: Some(src),
+            gro_seg,
+            truncated,
+        };
+        let metas = [
+            meta(100, good, None, false),
+            meta(3000, bad, Some(1000), false), // a GRO train of 3 from the wrong sender
+            meta(65_536, good, None, true),     // truncated
+            meta(2500, good, Some(1000), false), // a GRO train of 3 (1000, 1000, 500)
+            meta(7, bad, None, false),
+        ];
+        let counters = FlowCounters::default();
+        let mut dgrams = Vec::new();
+        classify(&metas, Some(good), &counters, &mut dgrams);
+        assert_eq!(
+            dgrams,
+            vec![
+                0..100,
+                3 * SLOT..3 * SLOT + 1000,
+                3 * SLOT + 1000..3 * SLOT + 2000,
+                3 * SLOT + 2000..3 * SLOT + 2500
+            ]
+        );
+        let mut stats = Stats::for_plan(
+            &Plan {
+                mode: Mode::Socket,
+                batch_size: 1,
+                flows: vec![],
+            },
+            "socket",
+        );
+        stats.flows.push(FlowStats {
+            name: "f".into(),
+            counters,
+            outputs: vec![],
+        });
+        let snap = stats.snapshot();
+        let f = &snap.flows[0];
+        assert_eq!(
+            (f.received, f.received_bytes, f.source_rejected, f.malformed),
+            (4, 2600, 4, 1)
+        );
+
+        // Without a configured source every sender is accepted.
+        let counters = FlowCounters::default();
+        classify(&metas[..2], None, &counters, &mut dgrams);
+        assert_eq!(dgrams.len(), 4);
     }
 
     /// Unprivileged: the send path over loopback, two outputs, one of which
