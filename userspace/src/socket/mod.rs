@@ -198,6 +198,12 @@ impl SocketEngine {
         Ok(SocketEngine { workers })
     }
 
+    /// Whether a worker has ended (normally only after the stop flag; before
+    /// it, a worker ends only by panicking, and the caller should stop).
+    pub fn any_finished(&self) -> bool {
+        self.workers.iter().any(|(_, h)| h.is_finished())
+    }
+
     /// Waits for every worker (they stop when the stop flag is set).
     pub fn join(self) -> Result<(), Error> {
         let mut result = Ok(());
