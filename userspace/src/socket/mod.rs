@@ -534,6 +534,7 @@ impl Worker {
         let mut tx_msgs: Vec<&'static [IoSlice<'static>]> = Vec::new();
         let mut tx_singles: Vec<&'static [IoSlice<'static>]> = Vec::new();
         let mut last_rx_error: Option<Errno> = None;
+        let mut gro_seen = false;
         while !self.stop.load(Ordering::Relaxed) {
             s.metas.clear();
             match self.receive(&mut h.rx, &mut s.metas) {
@@ -550,6 +551,21 @@ impl Worker {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
+            }
+            if !gro_seen
+                && let Some(m) = s
+                    .metas
+                    .iter()
+                    .find(|m| m.gro_seg.is_some_and(|g| m.len > g))
+            {
+                info!(
+                    "socket engine: flow {:?}: the kernel coalesces with UDP GRO \
+                     (first train: {} bytes in {}-byte datagrams); splitting trains back",
+                    self.flow_name,
+                    m.len,
+                    m.gro_seg.unwrap_or(0)
+                );
+                gro_seen = true;
             }
             classify(
                 &s.metas,
