@@ -1,1 +1,1765 @@
-//! TODO(skeleton): config
+//! The TOML configuration: parsing and validation, nothing else.
+//!
+//! [`Config::load`] reads a file and returns a fully validated [`Config`] or
+//! one [`Error`] whose `Display` is the complete message for the operator: it
+//! names the file, the line, the field path (`flow[1].output[0].unicast`,
+//! indices from 0) and the offending value. Every rule that can be checked
+//! without looking at the running system is checked here (types, ranges,
+//! address families, multicast or unicast, duplicates, unknown fields);
+//! interface names are only checked for shape, their existence is the job of
+//! [`crate::plan::Plan::resolve`]. This module never opens a socket and never
+//! touches the network.
+//!
+//! The document is parsed into toml's spanned tree ([`toml::de::DeTable`]) and
+//! walked by hand rather than through `serde(derive)`, so that every error,
+//! including a missing or unknown field, carries its field path and line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub use crate::plan::{Mode, OutputKind};
+
+/// Default `[engine] batch_size`.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+/// Accepted `[engine] batch_size` values.
+pub const BATCH_SIZE_RANGE: RangeInclusive<i64> = 1..=1024;
+/// Default TTL / hop limit of multicast re-emissions.
+pub const DEFAULT_MULTICAST_TTL: u8 = 16;
+/// Default TTL / hop limit of unicast replicas.
+pub const DEFAULT_UNICAST_TTL: u8 = 64;
+/// Longest interface name Linux accepts (`IFNAMSIZ - 1`).
+pub const MAX_INTERFACE_NAME: usize = 15;
+/// Longest flow or output name.
+pub const MAX_NAME: usize = 64;
+
+const PORT_RANGE: RangeInclusive<i64> = 1..=65535;
+const VLAN_RANGE: RangeInclusive<i64> = 1..=4094;
+const TTL_RANGE: RangeInclusive<i64> = 1..=255;
+
+const ROOT_KEYS: &[&str] = &["engine", "flow"];
+const ENGINE_KEYS: &[&str] = &["mode", "batch_size"];
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "interface",
+    "group",
+    "port",
+    "vlan",
+    "source",
+    "output",
+];
+const OUTPUT_KEYS: &[&str] = &[
+    "unicast",
+    "multicast",
+    "interface",
+    "source_port",
+    "ttl",
+    "name",
+];
+
+/// Where something is in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    /// 1-based; `None` when the problem is the file as a whole.
+    pub line: Option<u32>,
+    /// 1-based, in characters; only for TOML syntax errors.
+    pub column: Option<u32>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can be wrong with a configuration (or with resolving it).
+///
+/// `Display` is the complete, one-line message for the operator, starting
+/// with `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("error: {}: cannot read the configuration: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// The file is not valid TOML.
+    #[error("error: {at}: TOML syntax error: {message}")]
+    Syntax { at: Location, message: String },
+    /// A field has a value that is not acceptable.
+    #[error("error: {at}: {field} = {value}: {reason}")]
+    InvalidValue {
+        at: Location,
+        /// Field path, e.g. `flow[1].output[0].unicast`.
+        field: String,
+        /// The value as written in the file.
+        value: String,
+        reason: String,
+    },
+    /// A field (or table) is missing, unknown or inconsistent as a whole.
+    #[error("error: {at}: {field}: {reason}")]
+    InvalidField {
+        at: Location,
+        field: String,
+        reason: String,
+    },
+    /// The system could not be queried while resolving an interface (not the
+    /// configuration's fault).
+    #[error("error: {at}: {field} = {value}: {what}: {source}")]
+    System {
+        at: Location,
+        field: String,
+        value: String,
+        what: String,
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error: 2 when the configuration (or the
+    /// path given for it) is at fault, 1 for a failure of the system.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::System { .. } => 1,
+            Error::Read { .. }
+            | Error::Syntax { .. }
+            | Error::InvalidValue { .. }
+            | Error::InvalidField { .. } => 2,
+        }
+    }
+
+    /// The location the error points at, if any.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Error::Read { .. } => None,
+            Error::Syntax { at, .. }
+            | Error::InvalidValue { at, .. }
+            | Error::InvalidField { at, .. }
+            | Error::System { at, .. } => Some(at),
+        }
+    }
+}
+
+/// A value together with the line it was written on (for errors found later,
+/// e.g. by interface resolution).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    /// 1-based line in [`Config::path`].
+    pub line: u32,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (used in error messages).
+    pub path: PathBuf,
+    pub engine: EngineConfig,
+    /// At least one.
+    pub flows: Vec<FlowConfig>,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub mode: Mode,
+    /// 1..=1024.
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mode: Mode::Auto,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// One `[[flow]]`.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Unique among flows.
+    pub name: String,
+    /// Ingress interface name (existence not checked here).
+    pub interface: Located<String>,
+    /// A multicast group, never in 224.0.0.0/24.
+    pub group: IpAddr,
+    /// 1..=65535.
+    pub port: u16,
+    /// 1..=4094.
+    pub vlan: Option<u16>,
+    /// A unicast address of the same family as `group`.
+    pub source: Option<IpAddr>,
+    /// At least one.
+    pub outputs: Vec<OutputConfig>,
+    /// Line of the `[[flow]]` header.
+    pub line: u32,
+}
+
+/// One `[[flow.output]]`.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    /// Unique within the flow: the configured name, or `unicast <ip:port>` /
+    /// `multicast <group:port>`.
+    pub name: String,
+    pub kind: OutputKind,
+    /// Receiver or group, same family as the flow's group, port 1..=65535.
+    pub dest: SocketAddr,
+    /// Egress interface; always present for multicast outputs.
+    pub interface: Option<Located<String>>,
+    pub source_port: Option<u16>,
+    /// TTL / hop limit, 1..=255.
+    pub ttl: u8,
+    /// Line of the `[[flow.output]]` header.
+    pub line: u32,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates configuration text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let doc = Doc { path, src: text };
+        let root = DeTable::parse(text).map_err(|e| doc.syntax(&e))?;
+        let root_value = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+        let root = Table::new(&doc, String::new(), &root_value, ROOT_KEYS)?;
+
+        let engine = match root.get("engine") {
+            None => EngineConfig::default(),
+            Some(value) => parse_engine(&Table::new(&doc, "engine".into(), value, ENGINE_KEYS)?)?,
+        };
+
+        let flow_tables = root.array_of_tables("flow", "[[flow]]")?;
+        let mut flows = Vec::with_capacity(flow_tables.len());
+        for (i, value) in flow_tables.iter().enumerate() {
+            let table = Table::new(&doc, format!("flow[{i}]"), value, FLOW_KEYS)?;
+            flows.push(parse_flow(&table)?);
+        }
+        check_flows(&doc, &flows)?;
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            engine,
+            flows,
+        })
+    }
+}
+
+fn parse_engine(table: &Table<'_, '_>) -> Result<EngineConfig, Error> {
+    let mut engine = EngineConfig::default();
+    if let Some(mode) = table.string("mode")? {
+        engine.mode = match mode.value {
+            "auto" => Mode::Auto,
+            "xdp" => Mode::Xdp,
+            "socket" => Mode::Socket,
+            _ => return Err(table.invalid("mode", &mode.span, "expected auto, xdp or socket")),
+        };
+    }
+    if let Some(batch) = table.integer("batch_size", BATCH_SIZE_RANGE)? {
+        engine.batch_size = batch.value as usize;
+    }
+    Ok(engine)
+}
+
+fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
+    let name = table.required("name", table.string("name")?)?;
+    check_name(table, "name", &name)?;
+    let interface = table.required("interface", table.string("interface")?)?;
+    check_interface_name(table, "interface", &interface)?;
+
+    let group = table.required("group", table.string("group")?)?;
+    let group_ip: IpAddr = parse_ip(table, "group", &group)?;
+    if let Err(reason) = check_group(group_ip) {
+        return Err(table.invalid("group", &group.span, reason));
+    }
+    let port = table.required("port", table.integer("port", PORT_RANGE)?)?;
+    let vlan = table.integer("vlan", VLAN_RANGE)?;
+
+    let source = match table.string("source")? {
+        None => None,
+        Some(source) => {
+            let ip = parse_ip(table, "source", &source)?;
+            if let Err(reason) = check_unicast(ip, group_ip, "source") {
+                return Err(table.invalid("source", &source.span, reason));
+            }
+            Some(ip)
+        }
+    };
+
+    let mut flow = FlowConfig {
+        name: name.value.to_owned(),
+        interface: Located {
+            value: interface.value.to_owned(),
+            line: table.doc.line(&interface.span),
+        },
+        group: group_ip,
+        port: port.value as u16,
+        vlan: vlan.map(|v| v.value as u16),
+        source,
+        outputs: Vec::new(),
+        line: table.line(),
+    };
+
+    let output_tables = table.array_of_tables("output", "[[flow.output]]")?;
+    // Names and destinations already used in this flow, with their index.
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut dests: HashMap<(SocketAddr, Option<String>), usize> = HashMap::new();
+    for (j, value) in output_tables.iter().enumerate() {
+        let out = Table::new(
+            table.doc,
+            format!("{}.output[{j}]", table.path),
+            value,
+            OUTPUT_KEYS,
+        )?;
+        let output = parse_output(&out, &flow)?;
+
+        let key = match output.kind {
+            // The same receiver twice is a duplicate whatever the interface.
+            OutputKind::Unicast => (output.dest, None),
+            // A group may be re-emitted on several interfaces.
+            OutputKind::Multicast => (
+                output.dest,
+                output.interface.as_ref().map(|i| i.value.clone()),
+            ),
+        };
+        let dest_field = match output.kind {
+            OutputKind::Unicast => "unicast",
+            OutputKind::Multicast => "multicast",
+        };
+        if let Some(&first) = dests.get(&key) {
+            let span = out.get(dest_field).map(|v| v.span()).unwrap_or_default();
+            return Err(out.invalid(
+                dest_field,
+                &span,
+                format!(
+                    "duplicate output: the same destination as {}.output[{first}] (line {})",
+                    table.path, flow.outputs[first].line
+                ),
+            ));
+        }
+        if let Some(&first) = names.get(&output.name) {
+            let (field, span) = match out.get("name") {
+                Some(v) => ("name", v.span()),
+                None => (
+                    dest_field,
+                    out.get(dest_field).map(|v| v.span()).unwrap_or_default(),
+                ),
+            };
+            return Err(out.invalid(
+                field,
+                &span,
+                format!(
+                    "duplicate output name {:?}: already used by {}.output[{first}] (line {})",
+                    output.name, table.path, flow.outputs[first].line
+                ),
+            ));
+        }
+        dests.insert(key, j);
+        names.insert(output.name.clone(), j);
+        flow.outputs.push(output);
+    }
+    Ok(flow)
+}
+
+fn parse_output(table: &Table<'_, '_>, flow: &FlowConfig) -> Result<OutputConfig, Error> {
+    let unicast = table.string("unicast")?;
+    let multicast = table.string("multicast")?;
+    let (kind, dest, field) = match (unicast, multicast) {
+        (Some(dest), None) => (OutputKind::Unicast, dest, "unicast"),
+        (None, Some(dest)) => (OutputKind::Multicast, dest, "multicast"),
+        (Some(_), Some(_)) => {
+            return Err(table
+                .whole("exactly one of `unicast` or `multicast` is allowed per output, not both"));
+        }
+        (None, None) => {
+            return Err(table.whole(
+                "missing destination: set `unicast = \"ip:port\"` or `multicast = \"group:port\"`",
+            ));
+        }
+    };
+    let addr = match parse_socket_addr(dest.value) {
+        Ok(addr) => addr,
+        Err(reason) => return Err(table.invalid(field, &dest.span, reason)),
+    };
+    let family_check = match kind {
+        OutputKind::Unicast => check_unicast(addr.ip(), flow.group, "unicast destination"),
+        OutputKind::Multicast => check_group(addr.ip())
+            .and_then(|()| same_family(addr.ip(), flow.group, "multicast destination")),
+    };
+    if let Err(reason) = family_check {
+        return Err(table.invalid(field, &dest.span, reason));
+    }
+
+    let interface = match table.string("interface")? {
+        None => None,
+        Some(name) => {
+            check_interface_name(table, "interface", &name)?;
+            Some(Located {
+                value: name.value.to_owned(),
+                line: table.doc.line(&name.span),
+            })
+        }
+    };
+    match kind {
+        OutputKind::Multicast if interface.is_none() => {
+            return Err(table.field_error(
+                "interface",
+                "missing (required for multicast outputs: the egress interface)",
+            ));
+        }
+        OutputKind::Multicast => {
+            // Re-emitting a flow's own group and port on its own (untagged)
+            // ingress interface would feed the engine its own output.
+            let iface = interface.as_ref().map(|i| i.value.as_str());
+            if flow.vlan.is_none()
+                && iface == Some(flow.interface.value.as_str())
+                && addr.ip() == flow.group
+                && addr.port() == flow.port
+            {
+                return Err(table.invalid(
+                    field,
+                    &dest.span,
+                    "re-emits the flow's own group and port on its ingress interface (a forwarding loop)",
+                ));
+            }
+        }
+        OutputKind::Unicast => {
+            if let IpAddr::V6(v6) = addr.ip()
+                && v6.is_unicast_link_local()
+                && interface.is_none()
+            {
+                return Err(table.invalid(
+                    field,
+                    &dest.span,
+                    "a link-local destination needs `interface` (the egress link)",
+                ));
+            }
+        }
+    }
+
+    let source_port = table
+        .integer("source_port", PORT_RANGE)?
+        .map(|p| p.value as u16);
+    let ttl = match table.integer("ttl", TTL_RANGE)? {
+        Some(ttl) => ttl.value as u8,
+        None => match kind {
+            OutputKind::Unicast => DEFAULT_UNICAST_TTL,
+            OutputKind::Multicast => DEFAULT_MULTICAST_TTL,
+        },
+    };
+    let name = match table.string("name")? {
+        Some(name) => {
+            check_name(table, "name", &name)?;
+            name.value.to_owned()
+        }
+        None => format!("{field} {addr}"),
+    };
+    Ok(OutputConfig {
+        name,
+        kind,
+        dest: addr,
+        interface,
+        source_port,
+        ttl,
+        line: table.line(),
+    })
+}
+
+/// Rules across flows: unique names, no two flows taking the same stream.
+fn check_flows(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
+    for (i, flow) in flows.iter().enumerate() {
+        for (k, earlier) in flows[..i].iter().enumerate() {
+            if earlier.name == flow.name {
+                return Err(doc.invalid_at(
+                    flow.line,
+                    format!("flow[{i}].name"),
+                    format!("{:?}", flow.name),
+                    format!(
+                        "duplicate flow name: already used by flow[{k}] (line {})",
+                        earlier.line
+                    ),
+                ));
+            }
+            // Two flows overlap when they would match the same datagrams: a
+            // source-specific flow overlaps an any-source one on the same stream.
+            let sources_overlap =
+                earlier.source.is_none() || flow.source.is_none() || earlier.source == flow.source;
+            if earlier.group == flow.group
+                && earlier.port == flow.port
+                && earlier.vlan == flow.vlan
+                && earlier.interface.value == flow.interface.value
+                && sources_overlap
+            {
+                return Err(doc.invalid_at(
+                    flow.line,
+                    format!("flow[{i}]"),
+                    format!("{:?}", flow.name),
+                    format!(
+                        "duplicate flow: same group, port, vlan, interface{} as flow[{k}] {:?} (line {})",
+                        if flow.source.is_some() || earlier.source.is_some() {
+                            " and overlapping source"
+                        } else {
+                            ""
+                        },
+                        earlier.name,
+                        earlier.line
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_name(table: &Table<'_, '_>, key: &str, name: &Str<'_>) -> Result<(), Error> {
+    let reason = if name.value.trim().is_empty() {
+        "must not be empty"
+    } else if name.value.chars().count() > MAX_NAME {
+        "too long (at most 64 characters)"
+    } else if name.value.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(table.invalid(key, &name.span, reason))
+}
+
+fn check_interface_name(table: &Table<'_, '_>, key: &str, name: &Str<'_>) -> Result<(), Error> {
+    let n = name.value;
+    let reason = if n.is_empty() {
+        "must not be empty"
+    } else if n.len() > MAX_INTERFACE_NAME {
+        "not a valid interface name (at most 15 bytes)"
+    } else if n == "."
+        || n == ".."
+        || n.chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        "not a valid interface name"
+    } else {
+        return Ok(());
+    };
+    Err(table.invalid(key, &name.span, reason))
+}
+
+fn parse_ip(table: &Table<'_, '_>, key: &str, s: &Str<'_>) -> Result<IpAddr, Error> {
+    s.value
+        .parse()
+        .map_err(|_| table.invalid(key, &s.span, "not an IP address"))
+}
+
+/// A group a flow can take in or an output can emit to.
+fn check_group(ip: IpAddr) -> Result<(), String> {
+    match ip {
+        IpAddr::V4(v4) => {
+            if !v4.is_multicast() {
+                return Err(format!(
+                    "not a multicast group ({v4} is not in 224.0.0.0/4)"
+                ));
+            }
+            if v4.octets()[..3] == [224, 0, 0] {
+                return Err(format!(
+                    "{v4} is in 224.0.0.0/24, reserved for link-local control traffic \
+                     (IGMP, OSPF, mDNS...) that routers never forward"
+                ));
+            }
+        }
+        IpAddr::V6(v6) => {
+            if !v6.is_multicast() {
+                return Err(format!("not a multicast group ({v6} is not in ff00::/8)"));
+            }
+            match v6.segments()[0] & 0x000f {
+                0 | 0xf => return Err(format!("{v6} has a reserved multicast scope")),
+                1 => {
+                    return Err(format!(
+                        "{v6} is interface-local (scope 1): it never appears on a link"
+                    ));
+                }
+                _ => {}
+            }
+            // ff0X::1 and ff0X::2 (well-known, flags 0) at any scope.
+            let [first, a, b, c, d, e, f, g] = v6.segments();
+            if first & 0xfff0 == 0xff00 && [a, b, c, d, e, f] == [0; 6] && (g == 1 || g == 2) {
+                return Err(format!(
+                    "{v6} is the all-nodes or all-routers group, used for control traffic"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A unicast address (a source or a receiver) of the same family as `group`.
+fn check_unicast(ip: IpAddr, group: IpAddr, what: &str) -> Result<(), String> {
+    if ip.is_multicast() {
+        return Err(match what {
+            "unicast destination" => {
+                format!("{ip} is a multicast group: use `multicast = ...` for a re-emission")
+            }
+            _ => format!("{ip} is a multicast group, not a unicast address"),
+        });
+    }
+    if ip.is_unspecified() {
+        return Err(format!("{ip} is the unspecified address"));
+    }
+    if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err(format!("{ip} is the broadcast address"));
+    }
+    same_family(ip, group, what)
+}
+
+fn same_family(ip: IpAddr, group: IpAddr, what: &str) -> Result<(), String> {
+    if ip.is_ipv4() != group.is_ipv4() {
+        return Err(format!(
+            "{what} is {} but the flow's group {group} is {}",
+            family(ip),
+            family(group)
+        ));
+    }
+    Ok(())
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// `ip:port` or `[v6]:port`, port 1..=65535, with a reason on failure.
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err("port 0 is not allowed (1..=65535)".into());
+        }
+        if let SocketAddr::V6(v6) = addr
+            && v6.scope_id() != 0
+        {
+            return Err("write the address without %scope; set `interface` instead".into());
+        }
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(if s.parse::<IpAddr>().is_ok() {
+            "missing :port (expected ip:port)".into()
+        } else {
+            "not an ip:port address".into()
+        });
+    };
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Err("missing port: write IPv6 as [address]:port".into());
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.parse::<IpAddr>().is_err() {
+        if host.contains(':') && !s.starts_with('[') {
+            return Err("not an ip:port address (write IPv6 as [address]:port)".into());
+        }
+        return Err(format!("{host:?} is not an IP address (expected ip:port)"));
+    }
+    match port.parse::<u64>() {
+        Ok(p) => Err(format!("port {p} is out of range (1..=65535)")),
+        Err(_) => Err(format!("{port:?} is not a port number (expected ip:port)")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The spanned-tree reader.
+
+/// Lines and columns are `u32` (keeps [`Error`] small); saturates.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The file being read: turns spans into lines and source excerpts.
+struct Doc<'a> {
+    path: &'a Path,
+    src: &'a str,
+}
+
+impl Doc<'_> {
+    fn line(&self, span: &Range<usize>) -> u32 {
+        let start = span.start.min(self.src.len());
+        count(
+            self.src.as_bytes()[..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1,
+        )
+    }
+
+    fn at(&self, span: &Range<usize>) -> Location {
+        Location {
+            path: self.path.to_path_buf(),
+            line: Some(self.line(span)),
+            column: None,
+        }
+    }
+
+    /// The value as written, on one line and at most 60 characters.
+    fn excerpt(&self, span: &Range<usize>) -> String {
+        let text = self.src.get(span.clone()).unwrap_or("").trim();
+        let one_line: String = text
+            .chars()
+            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+            .collect();
+        if one_line.chars().count() > 60 {
+            let cut: String = one_line.chars().take(57).collect();
+            format!("{cut}...")
+        } else {
+            one_line
+        }
+    }
+
+    fn syntax(&self, e: &toml::de::Error) -> Error {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let start = span.start.min(self.src.len());
+                let before = self.src.get(..start).unwrap_or(self.src);
+                let line = before.matches('\n').count() + 1;
+                let column = before
+                    .rsplit_once('\n')
+                    .map_or(before, |(_, last)| last)
+                    .chars()
+                    .count()
+                    + 1;
+                (Some(count(line)), Some(count(column)))
+            }
+            None => (None, None),
+        };
+        Error::Syntax {
+            at: Location {
+                path: self.path.to_path_buf(),
+                line,
+                column,
+            },
+            message: {
+                let mut message = e.message().trim().replace('\n', "; ");
+                if message == "duplicate key"
+                    && let Some(span) = e.span()
+                {
+                    message = format!("{message} `{}`", self.excerpt(&span));
+                }
+                message
+            },
+        }
+    }
+
+    fn invalid_at(&self, line: u32, field: String, value: String, reason: String) -> Error {
+        Error::InvalidValue {
+            at: Location {
+                path: self.path.to_path_buf(),
+                line: Some(line),
+                column: None,
+            },
+            field,
+            value,
+            reason,
+        }
+    }
+}
+
+/// A string value and where it is.
+struct Str<'a> {
+    value: &'a str,
+    span: Range<usize>,
+}
+
+/// An integer value (already range-checked) and where it is.
+struct Int {
+    value: i64,
+}
+
+/// A table being read, with its field path. Unknown keys are rejected when it
+/// is opened.
+struct Table<'d, 'i> {
+    doc: &'d Doc<'d>,
+    /// `""` for the root, `engine`, `flow[0]`, `flow[0].output[1]`.
+    path: String,
+    span: Range<usize>,
+    table: &'d DeTable<'i>,
+}
+
+impl<'d, 'i> Table<'d, 'i> {
+    fn new(
+        doc: &'d Doc<'d>,
+        path: String,
+        value: &'d Spanned<DeValue<'i>>,
+        allowed: &[&str],
+    ) -> Result<Self, Error> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(Error::InvalidValue {
+                at: doc.at(&value.span()),
+                value: doc.excerpt(&value.span()),
+                field: path,
+                reason: format!("expected a table, found {}", value.get_ref().type_str()),
+            });
+        };
+        let this = Table {
+            doc,
+            path,
+            span: value.span(),
+            table,
+        };
+        // Report the first unknown key in file order.
+        let unknown = table
+            .iter()
+            .filter(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))
+            .min_by_key(|(k, _)| k.span().start);
+        if let Some((key, _)) = unknown {
+            return Err(Error::InvalidField {
+                at: doc.at(&key.span()),
+                field: this.field(key.get_ref()),
+                reason: format!("unknown field (expected one of: {})", allowed.join(", ")),
+            });
+        }
+        Ok(this)
+    }
+
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn line(&self) -> u32 {
+        self.doc.line(&self.span)
+    }
+
+    fn get(&self, key: &str) -> Option<&'d Spanned<DeValue<'i>>> {
+        self.table.get(key)
+    }
+
+    fn invalid(&self, key: &str, span: &Range<usize>, reason: impl Into<String>) -> Error {
+        Error::InvalidValue {
+            at: self.doc.at(span),
+            field: self.field(key),
+            value: self.doc.excerpt(span),
+            reason: reason.into(),
+        }
+    }
+
+    /// An error about a field of this table, located at the table's header.
+    fn field_error(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::InvalidField {
+            at: self.location(),
+            field: self.field(key),
+            reason: reason.into(),
+        }
+    }
+
+    /// An error about this table as a whole.
+    fn whole(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidField {
+            at: self.location(),
+            field: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn location(&self) -> Location {
+        let mut at = self.doc.at(&self.span);
+        if self.span.is_empty() && self.path.is_empty() {
+            // The root table: the file as a whole.
+            at.line = None;
+        }
+        at
+    }
+
+    fn required<T>(&self, key: &str, value: Option<T>) -> Result<T, Error> {
+        value.ok_or_else(|| self.field_error(key, "missing (required)"))
+    }
+
+    fn string(&self, key: &str) -> Result<Option<Str<'d>>, Error> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        match value.get_ref() {
+            DeValue::String(s) => Ok(Some(Str {
+                value: s.as_ref(),
+                span: value.span(),
+            })),
+            other => Err(self.invalid(
+                key,
+                &value.span(),
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn integer(&self, key: &str, range: RangeInclusive<i64>) -> Result<Option<Int>, Error> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let bounds = format!("{}..={}", range.start(), range.end());
+        let DeValue::Integer(int) = value.get_ref() else {
+            return Err(self.invalid(
+                key,
+                &value.span(),
+                format!(
+                    "expected an integer ({bounds}), found {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+        };
+        match i64::from_str_radix(int.as_str(), int.radix()) {
+            Ok(n) if range.contains(&n) => Ok(Some(Int { value: n })),
+            _ => Err(self.invalid(key, &value.span(), format!("out of range ({bounds})"))),
+        }
+    }
+
+    /// `[[key]]` tables: present, an array, not empty, every element a table.
+    fn array_of_tables(
+        &self,
+        key: &str,
+        header: &str,
+    ) -> Result<&'d [Spanned<DeValue<'i>>], Error> {
+        let Some(value) = self.get(key) else {
+            return Err(self.field_error(
+                key,
+                format!("missing: at least one {header} table is required"),
+            ));
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.invalid(
+                key,
+                &value.span(),
+                format!(
+                    "expected {header} tables, found {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+        };
+        if items.is_empty() {
+            return Err(self.invalid(
+                key,
+                &value.span(),
+                format!("at least one {header} table is required"),
+            ));
+        }
+        Ok(items.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/fanout.toml";
+
+    /// Line 2: `[[flow]]`, 3: name, 4: interface, 5: group, 6: port,
+    /// 8: `[[flow.output]]`, 9: unicast.
+    const GOOD: &str = r#"
+[[flow]]
+name = "f"
+interface = "in0"
+group = "239.1.1.1"
+port = 5000
+
+  [[flow.output]]
+  unicast = "10.0.0.2:6000"
+"#;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new(FILE))
+    }
+
+    /// The complete message for a configuration that must be refused.
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("accepted: {config:#?}\n{text}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{e}");
+                e.to_string()
+            }
+        }
+    }
+
+    /// GOOD with one line replaced (the line must exist).
+    fn with(old: &str, new: &str) -> String {
+        assert!(GOOD.contains(old), "{old}");
+        GOOD.replacen(old, new, 1)
+    }
+
+    fn output(extra: &str) -> String {
+        format!("{GOOD}\n  [[flow.output]]\n{extra}\n")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.path, Path::new(FILE));
+        assert_eq!(
+            c.engine,
+            EngineConfig {
+                mode: Mode::Auto,
+                batch_size: 64
+            }
+        );
+        assert_eq!(c.flows.len(), 1);
+        let f = &c.flows[0];
+        assert_eq!(f.name, "f");
+        assert_eq!(
+            f.interface,
+            Located {
+                value: "in0".to_owned(),
+                line: 4
+            }
+        );
+        assert_eq!(f.group, "239.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!((f.port, f.vlan, f.source, f.line), (5000, None, None, 2));
+        assert_eq!(f.outputs.len(), 1);
+        let o = &f.outputs[0];
+        assert_eq!(o.name, "unicast 10.0.0.2:6000");
+        assert_eq!(o.kind, OutputKind::Unicast);
+        assert_eq!(o.dest, "10.0.0.2:6000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            (o.interface.clone(), o.source_port, o.ttl, o.line),
+            (None, None, 64, 8)
+        );
+    }
+
+    #[test]
+    fn full_config_is_read_field_by_field() {
+        let text = r#"
+[engine]
+mode = "xdp"
+batch_size = 1024
+
+[[flow]]
+name = "v6"
+interface = "in0"
+group = "ff3e::1"
+port = 0xffff
+vlan = 4094
+source = "2001:db8::1"
+
+  [[flow.output]]
+  name = "sub"
+  unicast = "[2001:db8::2]:1"
+  interface = "out0"
+  source_port = 65535
+  ttl = 1
+
+  [[flow.output]]
+  multicast = "[ff3e::2]:7000"
+  interface = "out1"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.engine,
+            EngineConfig {
+                mode: Mode::Xdp,
+                batch_size: 1024
+            }
+        );
+        let f = &c.flows[0];
+        assert_eq!(f.group, "ff3e::1".parse::<IpAddr>().unwrap());
+        assert_eq!((f.port, f.vlan), (65535, Some(4094)));
+        assert_eq!(f.source, Some("2001:db8::1".parse().unwrap()));
+        let [u, m] = &f.outputs[..] else {
+            panic!("{f:?}")
+        };
+        assert_eq!(u.name, "sub");
+        assert_eq!(u.dest, "[2001:db8::2]:1".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            u.interface,
+            Some(Located {
+                value: "out0".to_owned(),
+                line: 17
+            })
+        );
+        assert_eq!((u.source_port, u.ttl, u.line), (Some(65535), 1, 14));
+        assert_eq!(m.name, "multicast [ff3e::2]:7000");
+        assert_eq!(m.kind, OutputKind::Multicast);
+        assert_eq!(
+            m.interface,
+            Some(Located {
+                value: "out1".to_owned(),
+                line: 23
+            })
+        );
+        assert_eq!((m.source_port, m.ttl, m.line), (None, 16, 21));
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let c = parse(include_str!("../fanout.example.toml")).unwrap();
+        assert_eq!(c.flows.len(), 2);
+        assert_eq!(c.flows[0].outputs.len(), 3);
+        assert_eq!(c.flows[1].outputs.len(), 2);
+        assert_eq!(c.flows[1].vlan, Some(100));
+    }
+
+    #[test]
+    fn engine_rules() {
+        let e = |body: &str| err(&format!("[engine]\n{body}\n{GOOD}"));
+        assert_eq!(
+            e("mode = \"fast\""),
+            "error: /etc/fanout.toml:2: engine.mode = \"fast\": expected auto, xdp or socket"
+        );
+        assert_eq!(
+            e("mode = 1"),
+            "error: /etc/fanout.toml:2: engine.mode = 1: expected a string, found integer"
+        );
+        assert_eq!(
+            e("batch_size = 0"),
+            "error: /etc/fanout.toml:2: engine.batch_size = 0: out of range (1..=1024)"
+        );
+        assert_eq!(
+            e("batch_size = 1025"),
+            "error: /etc/fanout.toml:2: engine.batch_size = 1025: out of range (1..=1024)"
+        );
+        assert_eq!(
+            e("batch_size = \"64\""),
+            "error: /etc/fanout.toml:2: engine.batch_size = \"64\": \
+             expected an integer (1..=1024), found string"
+        );
+        assert_eq!(
+            e("threads = 4"),
+            "error: /etc/fanout.toml:2: engine.threads: \
+             unknown field (expected one of: mode, batch_size)"
+        );
+        for (mode, want) in [
+            ("auto", Mode::Auto),
+            ("xdp", Mode::Xdp),
+            ("socket", Mode::Socket),
+        ] {
+            let c = parse(&format!("[engine]\nmode = \"{mode}\"\n{GOOD}")).unwrap();
+            assert_eq!(c.engine.mode, want);
+        }
+        assert_eq!(
+            err(&format!("engine = 3\n{GOOD}")),
+            "error: /etc/fanout.toml:1: engine = 3: expected a table, found integer"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_everywhere() {
+        assert_eq!(
+            err(&format!("verbose = true\n{GOOD}")),
+            "error: /etc/fanout.toml:1: verbose: unknown field (expected one of: engine, flow)"
+        );
+        assert_eq!(
+            err(&with("port = 5000", "port = 5000\nprot = 1")),
+            "error: /etc/fanout.toml:7: flow[0].prot: unknown field \
+             (expected one of: name, interface, group, port, vlan, source, output)"
+        );
+        assert_eq!(
+            err(&output(
+                "  multicast = \"239.2.2.2:1\"\n  interface = \"o\"\n  tll = 3"
+            )),
+            "error: /etc/fanout.toml:14: flow[0].output[1].tll: unknown field \
+             (expected one of: unicast, multicast, interface, source_port, ttl, name)"
+        );
+    }
+
+    #[test]
+    fn flows_and_outputs_are_required() {
+        assert_eq!(
+            err(""),
+            "error: /etc/fanout.toml: flow: missing: at least one [[flow]] table is required"
+        );
+        assert_eq!(
+            err("flow = []"),
+            "error: /etc/fanout.toml:1: flow = []: at least one [[flow]] table is required"
+        );
+        assert_eq!(
+            err("[flow]\nname = \"x\""),
+            "error: /etc/fanout.toml:1: flow = [flow]: expected [[flow]] tables, found table"
+        );
+        let no_output = &GOOD[..GOOD.find("  [[flow.output]]").unwrap()];
+        assert_eq!(
+            err(no_output),
+            "error: /etc/fanout.toml:2: flow[0].output: \
+             missing: at least one [[flow.output]] table is required"
+        );
+        assert_eq!(
+            err("flow = [1]"),
+            "error: /etc/fanout.toml:1: flow[0] = 1: expected a table, found integer"
+        );
+    }
+
+    #[test]
+    fn missing_flow_fields_name_the_flow_header_line() {
+        for (line, field) in [
+            ("name = \"f\"", "name"),
+            ("interface = \"in0\"", "interface"),
+            ("group = \"239.1.1.1\"", "group"),
+            ("port = 5000", "port"),
+        ] {
+            assert_eq!(
+                err(&with(line, "")),
+                format!("error: /etc/fanout.toml:2: flow[0].{field}: missing (required)")
+            );
+        }
+    }
+
+    #[test]
+    fn group_must_be_a_forwardable_multicast_group() {
+        let g = |v: &str| err(&with("group = \"239.1.1.1\"", &format!("group = {v}")));
+        let at = "error: /etc/fanout.toml:5: flow[0].group";
+        assert_eq!(
+            g("\"239.1.1\""),
+            format!("{at} = \"239.1.1\": not an IP address")
+        );
+        assert_eq!(
+            g("239"),
+            format!("{at} = 239: expected a string, found integer")
+        );
+        assert_eq!(
+            g("\"10.1.1.1\""),
+            format!("{at} = \"10.1.1.1\": not a multicast group (10.1.1.1 is not in 224.0.0.0/4)")
+        );
+        assert_eq!(
+            g("\"224.0.0.251\""),
+            format!(
+                "{at} = \"224.0.0.251\": 224.0.0.251 is in 224.0.0.0/24, reserved for \
+                 link-local control traffic (IGMP, OSPF, mDNS...) that routers never forward"
+            )
+        );
+        assert_eq!(
+            g("\"2001:db8::1\""),
+            format!(
+                "{at} = \"2001:db8::1\": not a multicast group (2001:db8::1 is not in ff00::/8)"
+            )
+        );
+        assert_eq!(
+            g("\"ff01::5\""),
+            format!(
+                "{at} = \"ff01::5\": ff01::5 is interface-local (scope 1): it never appears on a link"
+            )
+        );
+        assert_eq!(
+            g("\"ff00::5\""),
+            format!("{at} = \"ff00::5\": ff00::5 has a reserved multicast scope")
+        );
+        assert_eq!(
+            g("\"ff02::1\""),
+            format!(
+                "{at} = \"ff02::1\": ff02::1 is the all-nodes or all-routers group, \
+                 used for control traffic"
+            )
+        );
+        // Edges that are fine.
+        for ok in [
+            "224.0.1.1",
+            "239.255.255.255",
+            "232.1.1.1",
+            "ff02::1234",
+            "ff3e::8000:1",
+        ] {
+            let text = with("group = \"239.1.1.1\"", &format!("group = \"{ok}\""));
+            let text = if ok.contains(':') {
+                text.replace("10.0.0.2:6000", "[2001:db8::2]:6000")
+            } else {
+                text
+            };
+            assert_eq!(
+                parse(&text).unwrap().flows[0].group,
+                ok.parse::<IpAddr>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn port_range() {
+        let p = |v: &str| err(&with("port = 5000", &format!("port = {v}")));
+        let at = "error: /etc/fanout.toml:6: flow[0].port";
+        assert_eq!(p("0"), format!("{at} = 0: out of range (1..=65535)"));
+        assert_eq!(
+            p("70000"),
+            format!("{at} = 70000: out of range (1..=65535)")
+        );
+        assert_eq!(p("-1"), format!("{at} = -1: out of range (1..=65535)"));
+        assert_eq!(
+            p("99999999999999999999"),
+            format!("{at} = 99999999999999999999: out of range (1..=65535)")
+        );
+        assert_eq!(
+            p("\"5000\""),
+            format!("{at} = \"5000\": expected an integer (1..=65535), found string")
+        );
+        assert_eq!(
+            p("5000.0"),
+            format!("{at} = 5000.0: expected an integer (1..=65535), found float")
+        );
+        let c = parse(&with("port = 5000", "port = 65_535")).unwrap();
+        assert_eq!(c.flows[0].port, 65535);
+    }
+
+    #[test]
+    fn vlan_range() {
+        let v = |v: &str| err(&with("port = 5000", &format!("port = 5000\nvlan = {v}")));
+        let at = "error: /etc/fanout.toml:7: flow[0].vlan";
+        assert_eq!(v("0"), format!("{at} = 0: out of range (1..=4094)"));
+        assert_eq!(v("4095"), format!("{at} = 4095: out of range (1..=4094)"));
+        assert_eq!(
+            v("\"100\""),
+            format!("{at} = \"100\": expected an integer (1..=4094), found string")
+        );
+        let c = parse(&with("port = 5000", "port = 5000\nvlan = 1")).unwrap();
+        assert_eq!(c.flows[0].vlan, Some(1));
+    }
+
+    #[test]
+    fn source_must_be_unicast_of_the_group_family() {
+        let s = |v: &str| {
+            err(&with(
+                "port = 5000",
+                &format!("port = 5000\nsource = \"{v}\""),
+            ))
+        };
+        let at = "error: /etc/fanout.toml:7: flow[0].source";
+        assert_eq!(s("10.1"), format!("{at} = \"10.1\": not an IP address"));
+        assert_eq!(
+            s("239.1.1.2"),
+            format!("{at} = \"239.1.1.2\": 239.1.1.2 is a multicast group, not a unicast address")
+        );
+        assert_eq!(
+            s("0.0.0.0"),
+            format!("{at} = \"0.0.0.0\": 0.0.0.0 is the unspecified address")
+        );
+        assert_eq!(
+            s("255.255.255.255"),
+            format!("{at} = \"255.255.255.255\": 255.255.255.255 is the broadcast address")
+        );
+        assert_eq!(
+            s("2001:db8::1"),
+            format!(
+                "{at} = \"2001:db8::1\": source is IPv6 but the flow's group 239.1.1.1 is IPv4"
+            )
+        );
+        let c = parse(&with("port = 5000", "port = 5000\nsource = \"10.9.9.9\"")).unwrap();
+        assert_eq!(c.flows[0].source, Some("10.9.9.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn names_and_interface_names_are_checked_for_shape() {
+        let at = "error: /etc/fanout.toml";
+        assert_eq!(
+            err(&with("name = \"f\"", "name = \"\"")),
+            format!("{at}:3: flow[0].name = \"\": must not be empty")
+        );
+        assert_eq!(
+            err(&with("name = \"f\"", "name = \"a\\tb\"")),
+            format!("{at}:3: flow[0].name = \"a\\tb\": must not contain control characters")
+        );
+        let long = "n".repeat(65);
+        assert_eq!(
+            err(&with("name = \"f\"", &format!("name = \"{long}\""))),
+            format!(
+                "{at}:3: flow[0].name = \"{}...: too long (at most 64 characters)",
+                &long[..56]
+            )
+        );
+        assert_eq!(
+            err(&with(
+                "interface = \"in0\"",
+                "interface = \"a-very-long-ifname\""
+            )),
+            format!(
+                "{at}:4: flow[0].interface = \"a-very-long-ifname\": \
+                 not a valid interface name (at most 15 bytes)"
+            )
+        );
+        assert_eq!(
+            err(&with("interface = \"in0\"", "interface = \"../x\"")),
+            format!("{at}:4: flow[0].interface = \"../x\": not a valid interface name")
+        );
+        assert_eq!(
+            err(&output("  unicast = \"10.0.0.3:1\"\n  interface = \"a b\"")),
+            format!("{at}:13: flow[0].output[1].interface = \"a b\": not a valid interface name")
+        );
+    }
+
+    #[test]
+    fn output_needs_exactly_one_destination() {
+        let at = "error: /etc/fanout.toml:11: flow[0].output[1]";
+        assert_eq!(
+            err(&output(
+                "  unicast = \"10.0.0.3:1\"\n  multicast = \"239.2.2.2:1\""
+            )),
+            format!(
+                "{at}: exactly one of `unicast` or `multicast` is allowed per output, not both"
+            )
+        );
+        assert_eq!(
+            err(&output("  ttl = 3")),
+            format!(
+                "{at}: missing destination: set `unicast = \"ip:port\"` or \
+                 `multicast = \"group:port\"`"
+            )
+        );
+    }
+
+    #[test]
+    fn unicast_destination_rules() {
+        let u = |v: &str| err(&output(&format!("  unicast = {v}")));
+        let at = "error: /etc/fanout.toml:12: flow[0].output[1].unicast";
+        assert_eq!(
+            u("\"10.0.0.3\""),
+            format!("{at} = \"10.0.0.3\": missing :port (expected ip:port)")
+        );
+        assert_eq!(
+            u("\"host:80\""),
+            format!("{at} = \"host:80\": \"host\" is not an IP address (expected ip:port)")
+        );
+        assert_eq!(
+            u("\"nonsense\""),
+            format!("{at} = \"nonsense\": not an ip:port address")
+        );
+        assert_eq!(
+            u("\"10.0.0.3:0\""),
+            format!("{at} = \"10.0.0.3:0\": port 0 is not allowed (1..=65535)")
+        );
+        assert_eq!(
+            u("\"10.0.0.3:70000\""),
+            format!("{at} = \"10.0.0.3:70000\": port 70000 is out of range (1..=65535)")
+        );
+        assert_eq!(
+            u("\"10.0.0.3:http\""),
+            format!("{at} = \"10.0.0.3:http\": \"http\" is not a port number (expected ip:port)")
+        );
+        assert_eq!(
+            u("\"239.2.2.2:1\""),
+            format!(
+                "{at} = \"239.2.2.2:1\": 239.2.2.2 is a multicast group: use `multicast = ...` for a re-emission"
+            )
+        );
+        assert_eq!(
+            u("\"0.0.0.0:1\""),
+            format!("{at} = \"0.0.0.0:1\": 0.0.0.0 is the unspecified address")
+        );
+        assert_eq!(
+            u("\"255.255.255.255:1\""),
+            format!("{at} = \"255.255.255.255:1\": 255.255.255.255 is the broadcast address")
+        );
+        assert_eq!(
+            u("\"[2001:db8::2]:1\""),
+            format!(
+                "{at} = \"[2001:db8::2]:1\": unicast destination is IPv6 but the flow's group \
+                 239.1.1.1 is IPv4"
+            )
+        );
+        assert_eq!(
+            u("6000"),
+            format!("{at} = 6000: expected a string, found integer")
+        );
+    }
+
+    #[test]
+    fn ipv6_destination_syntax() {
+        let v6 = |dest: &str| {
+            let text = with("group = \"239.1.1.1\"", "group = \"ff3e::1\"")
+                .replace("\"10.0.0.2:6000\"", dest);
+            parse(&text)
+        };
+        let at = "error: /etc/fanout.toml:9: flow[0].output[0].unicast";
+        let msg = |dest| v6(dest).unwrap_err().to_string();
+        assert_eq!(
+            msg("\"2001:db8::2\""),
+            format!("{at} = \"2001:db8::2\": missing port: write IPv6 as [address]:port")
+        );
+        assert_eq!(
+            msg("\"2001:db8::2:6000:1\""),
+            format!("{at} = \"2001:db8::2:6000:1\": missing port: write IPv6 as [address]:port")
+        );
+        assert_eq!(
+            msg("\"2001:db8::g:6000\""),
+            format!(
+                "{at} = \"2001:db8::g:6000\": not an ip:port address (write IPv6 as [address]:port)"
+            )
+        );
+        assert_eq!(
+            msg("\"[fe80::1%2]:6000\""),
+            format!(
+                "{at} = \"[fe80::1%2]:6000\": write the address without %scope; set `interface` instead"
+            )
+        );
+        assert_eq!(
+            msg("\"[fe80::1]:6000\""),
+            format!(
+                "{at} = \"[fe80::1]:6000\": a link-local destination needs `interface` (the egress link)"
+            )
+        );
+        assert_eq!(
+            msg("\"[::]:6000\""),
+            format!("{at} = \"[::]:6000\": :: is the unspecified address")
+        );
+        let ok = v6("\"[2001:db8::2]:6000\"").unwrap();
+        assert_eq!(
+            ok.flows[0].outputs[0].dest,
+            "[2001:db8::2]:6000".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn multicast_output_rules() {
+        let m = |body: &str| err(&output(body));
+        let at = "error: /etc/fanout.toml";
+        assert_eq!(
+            m("  multicast = \"239.2.2.2:7000\""),
+            format!(
+                "{at}:11: flow[0].output[1].interface: \
+                 missing (required for multicast outputs: the egress interface)"
+            )
+        );
+        assert_eq!(
+            m("  multicast = \"10.0.0.3:7000\"\n  interface = \"o\""),
+            format!(
+                "{at}:12: flow[0].output[1].multicast = \"10.0.0.3:7000\": \
+                 not a multicast group (10.0.0.3 is not in 224.0.0.0/4)"
+            )
+        );
+        assert_eq!(
+            m("  multicast = \"224.0.0.9:520\"\n  interface = \"o\""),
+            format!(
+                "{at}:12: flow[0].output[1].multicast = \"224.0.0.9:520\": 224.0.0.9 is in \
+                 224.0.0.0/24, reserved for link-local control traffic (IGMP, OSPF, mDNS...) \
+                 that routers never forward"
+            )
+        );
+        assert_eq!(
+            m("  multicast = \"[ff3e::1]:7000\"\n  interface = \"o\""),
+            format!(
+                "{at}:12: flow[0].output[1].multicast = \"[ff3e::1]:7000\": \
+                 multicast destination is IPv6 but the flow's group 239.1.1.1 is IPv4"
+            )
+        );
+        assert_eq!(
+            m("  multicast = \"239.1.1.1:5000\"\n  interface = \"in0\""),
+            format!(
+                "{at}:12: flow[0].output[1].multicast = \"239.1.1.1:5000\": re-emits the flow's \
+                 own group and port on its ingress interface (a forwarding loop)"
+            )
+        );
+        // The same group on another interface, or another port, is fine.
+        for body in [
+            "  multicast = \"239.1.1.1:5000\"\n  interface = \"out1\"",
+            "  multicast = \"239.1.1.1:5001\"\n  interface = \"in0\"",
+        ] {
+            let c = parse(&output(body)).unwrap();
+            let o = &c.flows[0].outputs[1];
+            assert_eq!(
+                (o.kind, o.ttl),
+                (OutputKind::Multicast, DEFAULT_MULTICAST_TTL)
+            );
+        }
+    }
+
+    #[test]
+    fn output_numbers() {
+        let o = |body: &str| err(&output(&format!("  unicast = \"10.0.0.3:1\"\n{body}")));
+        let at = "error: /etc/fanout.toml:13: flow[0].output[1]";
+        assert_eq!(
+            o("  ttl = 0"),
+            format!("{at}.ttl = 0: out of range (1..=255)")
+        );
+        assert_eq!(
+            o("  ttl = 256"),
+            format!("{at}.ttl = 256: out of range (1..=255)")
+        );
+        assert_eq!(
+            o("  source_port = 0"),
+            format!("{at}.source_port = 0: out of range (1..=65535)")
+        );
+        assert_eq!(
+            o("  source_port = 65536"),
+            format!("{at}.source_port = 65536: out of range (1..=65535)")
+        );
+        let c = parse(&output(
+            "  unicast = \"10.0.0.3:1\"\n  ttl = 255\n  source_port = 1",
+        ))
+        .unwrap();
+        let out = &c.flows[0].outputs[1];
+        assert_eq!((out.ttl, out.source_port), (255, Some(1)));
+    }
+
+    #[test]
+    fn duplicate_outputs() {
+        let at = "error: /etc/fanout.toml";
+        assert_eq!(
+            err(&output(
+                "  unicast = \"10.0.0.2:6000\"\n  interface = \"out0\""
+            )),
+            format!(
+                "{at}:12: flow[0].output[1].unicast = \"10.0.0.2:6000\": duplicate output: \
+                 the same destination as flow[0].output[0] (line 8)"
+            )
+        );
+        let two_named = format!(
+            "{}\n  name = \"a\"\n\n  [[flow.output]]\n  unicast = \"10.0.0.3:1\"\n  name = \"a\"\n",
+            GOOD.trim_end()
+        );
+        assert_eq!(
+            err(&two_named),
+            format!(
+                "{at}:14: flow[0].output[1].name = \"a\": duplicate output name \"a\": \
+                 already used by flow[0].output[0] (line 8)"
+            )
+        );
+        // A configured name that equals another output's default name.
+        assert_eq!(
+            err(&output(
+                "  unicast = \"10.0.0.3:1\"\n  name = \"unicast 10.0.0.2:6000\""
+            )),
+            format!(
+                "{at}:13: flow[0].output[1].name = \"unicast 10.0.0.2:6000\": duplicate output \
+                 name \"unicast 10.0.0.2:6000\": already used by flow[0].output[0] (line 8)"
+            )
+        );
+        // One group re-emitted on two interfaces is two outputs.
+        let twice = format!(
+            "{}\n  [[flow.output]]\n  multicast = \"239.9.9.9:1\"\n  interface = \"a\"\n  name = \"a\"\n",
+            output("  multicast = \"239.9.9.9:1\"\n  interface = \"b\"")
+        );
+        assert_eq!(parse(&twice).unwrap().flows[0].outputs.len(), 3);
+        assert_eq!(
+            err(&format!(
+                "{}\n  [[flow.output]]\n  multicast = \"239.9.9.9:1\"\n  interface = \"b\"\n  name = \"x\"\n",
+                output("  multicast = \"239.9.9.9:1\"\n  interface = \"b\"")
+            )),
+            format!(
+                "{at}:16: flow[0].output[2].multicast = \"239.9.9.9:1\": duplicate output: \
+                 the same destination as flow[0].output[1] (line 11)"
+            )
+        );
+    }
+
+    #[test]
+    fn duplicate_flows() {
+        let second = |name: &str, extra: &str| {
+            format!(
+                "{GOOD}\n[[flow]]\nname = \"{name}\"\ninterface = \"in0\"\ngroup = \"239.1.1.1\"\n\
+                 port = 5000\n{extra}\n  [[flow.output]]\n  unicast = \"10.0.0.2:6000\"\n"
+            )
+        };
+        let at = "error: /etc/fanout.toml:11";
+        assert_eq!(
+            err(&second("f", "vlan = 5")),
+            format!(
+                "{at}: flow[1].name = \"f\": duplicate flow name: already used by flow[0] (line 2)"
+            )
+        );
+        assert_eq!(
+            err(&second("g", "")),
+            format!(
+                "{at}: flow[1] = \"g\": duplicate flow: same group, port, vlan, interface \
+                 as flow[0] \"f\" (line 2)"
+            )
+        );
+        assert_eq!(
+            err(&second("g", "source = \"10.1.1.1\"")),
+            format!(
+                "{at}: flow[1] = \"g\": duplicate flow: same group, port, vlan, interface \
+                 and overlapping source as flow[0] \"f\" (line 2)"
+            )
+        );
+        // Differing in any one of group, port, vlan or interface is another flow.
+        assert_eq!(parse(&second("g", "vlan = 7")).unwrap().flows.len(), 2);
+        for (from, to) in [
+            ("group = \"239.1.1.1\"\nport", "group = \"239.1.1.2\"\nport"),
+            ("port = 5000\n\n", "port = 5001\n\n"),
+            ("interface = \"in0\"\ngroup", "interface = \"in1\"\ngroup"),
+        ] {
+            let text = second("g", "");
+            let idx = text.rfind(from).unwrap();
+            let text = format!("{}{}{}", &text[..idx], to, &text[idx + from.len()..]);
+            assert_eq!(parse(&text).unwrap().flows.len(), 2, "{text}");
+        }
+        // Two source-specific flows with different sources share a stream.
+        let ssm = second("g", "source = \"10.1.1.2\"").replacen(
+            "port = 5000\n",
+            "port = 5000\nsource = \"10.1.1.1\"\n",
+            1,
+        );
+        assert_eq!(parse(&ssm).unwrap().flows.len(), 2);
+    }
+
+    #[test]
+    fn toml_syntax_errors_have_line_and_column() {
+        let e = err(&with("port = 5000", "port = = 5000"));
+        assert_eq!(
+            e,
+            "error: /etc/fanout.toml:6:8: TOML syntax error: extra `=`, expected nothing"
+        );
+        let e = err(&with("port = 5000", "port = 5000\nport = 5001"));
+        assert_eq!(
+            e,
+            "error: /etc/fanout.toml:7:1: TOML syntax error: duplicate key `port`"
+        );
+        assert_eq!(
+            err("[[flow]\nname = \"x\""),
+            "error: /etc/fanout.toml:1:8: TOML syntax error: unclosed array table, expected `]`"
+        );
+        assert_eq!(
+            err("[[flow]]\nname = x\n"),
+            "error: /etc/fanout.toml:2:8: TOML syntax error: \
+             string values must be quoted, expected literal string"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_a_configuration_error() {
+        let e = Config::load(Path::new("/nonexistent/fanout.toml")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.to_string(),
+            "error: /nonexistent/fanout.toml: cannot read the configuration: \
+             No such file or directory (os error 2)"
+        );
+        assert!(e.location().is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// No input makes the parser panic; every refusal is a one-line message
+        /// naming the file.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Err(e) = parse(&text) {
+                let msg = e.to_string();
+                proptest::prop_assert!(msg.starts_with("error: /etc/fanout.toml"), "{}", msg);
+                proptest::prop_assert!(!msg.contains('\n'), "{}", msg);
+            }
+        }
+
+        /// Small edits of a good configuration: accepted, or refused cleanly.
+        #[test]
+        fn edited_config_never_panics(at in 0usize..GOOD.len(), byte in proptest::prelude::any::<u8>()) {
+            let mut bytes = GOOD.as_bytes().to_vec();
+            bytes[at] = byte;
+            if let Ok(text) = String::from_utf8(bytes)
+                && let Err(e) = parse(&text)
+            {
+                let msg = e.to_string();
+                proptest::prop_assert!(msg.starts_with("error: /etc/fanout.toml"), "{}", msg);
+                proptest::prop_assert!(!msg.contains('\n'), "{}", msg);
+            }
+        }
+    }
+}

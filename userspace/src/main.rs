@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 #[derive(Debug, Parser)]
-#[command(name = "fanout", version, about = "One multicast stream in, many copies out.")]
+#[command(
+    name = "fanout",
+    version,
+    about = "One multicast stream in, many copies out."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

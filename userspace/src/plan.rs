@@ -4,8 +4,22 @@
 //! every interface name against the running system (index, MTU, MAC and
 //! addresses). Engines never look at the configuration file; they consume a
 //! plan. A plan is plain data: it holds no sockets and no file descriptors.
+//!
+//! [`Plan::resolve`] reads the system once (interface index through
+//! `if_nametoindex`, MTU and MAC from `/sys/class/net/NAME/`, addresses
+//! through `getifaddrs`) and fails, naming the file, line, field and value,
+//! when an interface does not exist. It changes nothing on the system.
+//! [`Plan::resolve_with`] takes the interface lookup as a parameter, so the
+//! mapping is testable without the interfaces. `Display` renders the plan for
+//! `fanout check` and the engine's start-up log.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use crate::config::{self, Config, Located, Location};
 
 /// How the engine should move packets (`[engine] mode` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,4 +92,447 @@ pub struct OutputPlan {
     pub source_port: Option<u16>,
     /// IPv4 TTL or IPv6 hop limit of the replicas.
     pub ttl: u8,
+}
+
+impl Plan {
+    /// Reads, validates and resolves the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Plan, config::Error> {
+        Plan::resolve(&Config::load(path)?)
+    }
+
+    /// Resolves every interface of `config` on the running system.
+    pub fn resolve(config: &Config) -> Result<Plan, config::Error> {
+        let mut system = SystemInterfaces::default();
+        Plan::resolve_with(config, |name| system.lookup(name))
+    }
+
+    /// Resolves `config` with `lookup`, which returns `Ok(None)` for an
+    /// interface that does not exist. Each name is looked up once.
+    pub fn resolve_with<F>(config: &Config, mut lookup: F) -> Result<Plan, config::Error>
+    where
+        F: FnMut(&str) -> io::Result<Option<Interface>>,
+    {
+        let mut cache: HashMap<String, Interface> = HashMap::new();
+        let mut interface = |located: &Located<String>, field: String| {
+            if let Some(found) = cache.get(&located.value) {
+                return Ok(found.clone());
+            }
+            let at = Location {
+                path: config.path.clone(),
+                line: Some(located.line),
+                column: None,
+            };
+            let value = format!("{:?}", located.value);
+            match lookup(&located.value) {
+                Ok(Some(found)) => {
+                    cache.insert(located.value.clone(), found.clone());
+                    Ok(found)
+                }
+                Ok(None) => Err(config::Error::InvalidValue {
+                    at,
+                    field,
+                    value,
+                    reason: "no such interface".into(),
+                }),
+                Err(source) => Err(config::Error::System {
+                    at,
+                    field,
+                    value,
+                    what: "cannot query the interface".into(),
+                    source,
+                }),
+            }
+        };
+
+        let mut flows = Vec::with_capacity(config.flows.len());
+        for (i, flow) in config.flows.iter().enumerate() {
+            let ingress = interface(&flow.interface, format!("flow[{i}].interface"))?;
+            let mut outputs = Vec::with_capacity(flow.outputs.len());
+            for (j, output) in flow.outputs.iter().enumerate() {
+                let egress = match &output.interface {
+                    Some(name) => {
+                        Some(interface(name, format!("flow[{i}].output[{j}].interface"))?)
+                    }
+                    None => None,
+                };
+                let mut dest = output.dest;
+                // A link-local IPv6 receiver is only reachable through its link.
+                if let (SocketAddr::V6(v6), Some(egress)) = (&mut dest, &egress)
+                    && v6.ip().is_unicast_link_local()
+                {
+                    v6.set_scope_id(egress.index);
+                }
+                outputs.push(OutputPlan {
+                    name: output.name.clone(),
+                    kind: output.kind,
+                    dest,
+                    interface: egress,
+                    source_port: output.source_port,
+                    ttl: output.ttl,
+                });
+            }
+            flows.push(FlowPlan {
+                name: flow.name.clone(),
+                ingress,
+                group: flow.group,
+                port: flow.port,
+                vlan: flow.vlan,
+                source: flow.source,
+                outputs,
+            });
+        }
+        Ok(Plan {
+            mode: config.engine.mode,
+            batch_size: config.engine.batch_size,
+            flows,
+        })
+    }
+}
+
+/// IPv4 and IPv6 addresses of one interface.
+type Addresses = (Vec<Ipv4Addr>, Vec<Ipv6Addr>);
+
+/// Interface lookup on the running system; `getifaddrs` is called once.
+#[derive(Debug, Default)]
+struct SystemInterfaces {
+    /// Addresses of every interface, by name (filled on first use).
+    addresses: Option<HashMap<String, Addresses>>,
+}
+
+impl SystemInterfaces {
+    fn lookup(&mut self, name: &str) -> io::Result<Option<Interface>> {
+        let index = match nix::net::if_::if_nametoindex(name) {
+            Ok(index) => index,
+            Err(nix::errno::Errno::ENODEV | nix::errno::Errno::ENXIO) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        };
+        let sys = Path::new("/sys/class/net").join(name);
+        let mtu_text = std::fs::read_to_string(sys.join("mtu"))?;
+        let mtu = mtu_text.trim().parse::<u32>().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}/mtu: not a number: {:?}", sys.display(), mtu_text.trim()),
+            )
+        })?;
+        // Interfaces without a link-layer address (tun) have an empty file;
+        // lo has all zeroes. Both mean "no MAC".
+        let mac = match std::fs::read_to_string(sys.join("address")) {
+            Ok(text) => parse_mac(text.trim()).filter(|mac| *mac != [0; 6]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if self.addresses.is_none() {
+            let mut all: HashMap<String, Addresses> = HashMap::new();
+            for ifa in nix::ifaddrs::getifaddrs()? {
+                let Some(addr) = ifa.address else { continue };
+                let entry = all.entry(ifa.interface_name).or_default();
+                if let Some(v4) = addr.as_sockaddr_in() {
+                    entry.0.push(v4.ip());
+                } else if let Some(v6) = addr.as_sockaddr_in6() {
+                    entry.1.push(v6.ip());
+                }
+            }
+            self.addresses = Some(all);
+        }
+        let (ipv4, ipv6) = self
+            .addresses
+            .as_ref()
+            .and_then(|all| all.get(name))
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some(Interface {
+            name: name.to_owned(),
+            index,
+            mtu,
+            mac,
+            ipv4,
+            ipv6,
+        }))
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as in `/sys/class/net/NAME/address`.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Xdp => "xdp",
+            Mode::Socket => "socket",
+        })
+    }
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputKind::Unicast => "unicast",
+            OutputKind::Multicast => "multicast",
+        })
+    }
+}
+
+/// `name (index 3, mtu 9000, mac 02:00:00:00:00:01, 10.0.0.1, fe80::1)`.
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (index {}, mtu {}", self.name, self.index, self.mtu)?;
+        match self.mac {
+            Some(m) => write!(
+                f,
+                ", mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )?,
+            None => write!(f, ", no mac")?,
+        }
+        for ip in &self.ipv4 {
+            write!(f, ", {ip}")?;
+        }
+        for ip in &self.ipv6 {
+            write!(f, ", {ip}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A readable, multi-line rendering (used by `fanout check`).
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "engine: mode {}, batch size {}",
+            self.mode, self.batch_size
+        )?;
+        for flow in &self.flows {
+            let group = SocketAddr::new(flow.group, flow.port);
+            writeln!(f, "flow {:?}: {group}", flow.name)?;
+            writeln!(f, "  ingress: {}", flow.ingress)?;
+            match flow.vlan {
+                Some(vlan) => writeln!(f, "  vlan:    {vlan}")?,
+                None => writeln!(f, "  vlan:    none (untagged)")?,
+            }
+            match flow.source {
+                Some(source) => writeln!(f, "  source:  {source} (source-specific)")?,
+                None => writeln!(f, "  source:  any")?,
+            }
+            writeln!(f, "  outputs: {}", flow.outputs.len())?;
+            for output in &flow.outputs {
+                write!(f, "  - {} {}", output.kind, output.dest)?;
+                if output.name != format!("{} {}", output.kind, output.dest) {
+                    write!(f, " {:?}", output.name)?;
+                }
+                writeln!(f)?;
+                match &output.interface {
+                    Some(iface) => writeln!(f, "      egress:      {iface}")?,
+                    None => writeln!(f, "      egress:      by route")?,
+                }
+                match output.source_port {
+                    Some(port) => writeln!(f, "      source port: {port}")?,
+                    None => writeln!(f, "      source port: auto")?,
+                }
+                writeln!(f, "      ttl:         {}", output.ttl)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[engine]
+mode = "socket"
+batch_size = 8
+
+[[flow]]
+name = "f"
+interface = "in0"
+group = "ff3e::1"
+port = 5000
+vlan = 7
+source = "2001:db8::9"
+
+  [[flow.output]]
+  unicast = "[fe80::2]:6000"
+  interface = "out0"
+  source_port = 4000
+
+  [[flow.output]]
+  name = "m"
+  multicast = "[ff3e::2]:7000"
+  interface = "in0"
+  ttl = 3
+
+  [[flow.output]]
+  unicast = "[2001:db8::3]:6000"
+"#;
+
+    fn config() -> Config {
+        Config::parse(TEXT, Path::new("/etc/fanout.toml")).unwrap()
+    }
+
+    fn fake(name: &str, index: u32) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            index,
+            mtu: 9000,
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
+            ipv6: vec![Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, index as u16)],
+        }
+    }
+
+    #[test]
+    fn resolve_maps_every_field_and_looks_each_name_up_once() {
+        let mut asked = Vec::new();
+        let plan = Plan::resolve_with(&config(), |name| {
+            asked.push(name.to_owned());
+            Ok(match name {
+                "in0" => Some(fake("in0", 4)),
+                "out0" => Some(fake("out0", 5)),
+                _ => None,
+            })
+        })
+        .unwrap();
+        assert_eq!(asked, ["in0", "out0"]);
+        assert_eq!((plan.mode, plan.batch_size), (Mode::Socket, 8));
+        let [flow] = &plan.flows[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(flow.name, "f");
+        assert_eq!(flow.ingress, fake("in0", 4));
+        assert_eq!(flow.group, "ff3e::1".parse::<IpAddr>().unwrap());
+        assert_eq!((flow.port, flow.vlan), (5000, Some(7)));
+        assert_eq!(flow.source, Some("2001:db8::9".parse().unwrap()));
+        let [u, m, r] = &flow.outputs[..] else {
+            panic!("{flow:?}")
+        };
+        assert_eq!(u.name, "unicast [fe80::2]:6000");
+        assert_eq!(u.kind, OutputKind::Unicast);
+        // The link-local receiver gets the egress interface as its scope.
+        assert_eq!(u.dest, "[fe80::2%5]:6000".parse::<SocketAddr>().unwrap());
+        assert_eq!(u.interface, Some(fake("out0", 5)));
+        assert_eq!((u.source_port, u.ttl), (Some(4000), 64));
+        assert_eq!(m.name, "m");
+        assert_eq!(m.kind, OutputKind::Multicast);
+        assert_eq!(m.dest, "[ff3e::2]:7000".parse::<SocketAddr>().unwrap());
+        assert_eq!(m.interface, Some(fake("in0", 4)));
+        assert_eq!((m.source_port, m.ttl), (None, 3));
+        assert_eq!(r.dest, "[2001:db8::3]:6000".parse::<SocketAddr>().unwrap());
+        assert_eq!((r.interface.clone(), r.ttl), (None, 64));
+    }
+
+    #[test]
+    fn unknown_interface_names_file_line_field_and_value() {
+        let e = Plan::resolve_with(
+            &config(),
+            |name| Ok((name == "in0").then(|| fake("in0", 4))),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.to_string(),
+            "error: /etc/fanout.toml:16: flow[0].output[0].interface = \"out0\": no such interface"
+        );
+        let e = Plan::resolve_with(&config(), |_| Ok(None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "error: /etc/fanout.toml:8: flow[0].interface = \"in0\": no such interface"
+        );
+    }
+
+    #[test]
+    fn system_failure_is_exit_code_1() {
+        let e = Plan::resolve_with(&config(), |_| {
+            Err(io::Error::from_raw_os_error(libc::EACCES))
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.to_string(),
+            "error: /etc/fanout.toml:8: flow[0].interface = \"in0\": cannot query the interface: \
+             Permission denied (os error 13)"
+        );
+    }
+
+    #[test]
+    fn resolve_on_this_host_finds_lo_and_refuses_a_missing_interface() {
+        let text = "[[flow]]\nname = \"f\"\ninterface = \"lo\"\ngroup = \"239.1.1.1\"\nport = 1\n\
+                    [[flow.output]]\nunicast = \"127.0.0.1:2\"\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let plan = Plan::resolve(&config).unwrap();
+        let lo = &plan.flows[0].ingress;
+        assert_eq!(lo.name, "lo");
+        assert_eq!(lo.index, nix::net::if_::if_nametoindex("lo").unwrap());
+        let mtu: u32 = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(lo.mtu, mtu);
+        assert_eq!(lo.mac, None);
+        assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST), "{lo:?}");
+
+        let missing = text.replace("\"lo\"", "\"fo-missing0\"");
+        let config = Config::parse(&missing, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            Plan::resolve(&config).unwrap_err().to_string(),
+            "error: t.toml:3: flow[0].interface = \"fo-missing0\": no such interface"
+        );
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("02:00:0a:ff:Fe:01"),
+            Some([2, 0, 10, 255, 254, 1])
+        );
+        assert_eq!(parse_mac(""), None);
+        assert_eq!(parse_mac("02:00:0a:ff:fe"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:fe:01:02"), None);
+        assert_eq!(parse_mac("2:00:0a:ff:fe:01"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:fe:zz"), None);
+    }
+
+    #[test]
+    fn display_is_readable() {
+        let plan = Plan::resolve_with(&config(), |name| {
+            Ok(Some(fake(name, if name == "in0" { 4 } else { 5 })))
+        })
+        .unwrap();
+        assert_eq!(
+            plan.to_string(),
+            "engine: mode socket, batch size 8\n\
+             flow \"f\": [ff3e::1]:5000\n  \
+             ingress: in0 (index 4, mtu 9000, mac 02:00:00:00:00:04, 10.0.0.4, fe80::4)\n  \
+             vlan:    7\n  \
+             source:  2001:db8::9 (source-specific)\n  \
+             outputs: 3\n  \
+             - unicast [fe80::2%5]:6000 \"unicast [fe80::2]:6000\"\n      \
+             egress:      out0 (index 5, mtu 9000, mac 02:00:00:00:00:05, 10.0.0.5, fe80::5)\n      \
+             source port: 4000\n      \
+             ttl:         64\n  \
+             - multicast [ff3e::2]:7000 \"m\"\n      \
+             egress:      in0 (index 4, mtu 9000, mac 02:00:00:00:00:04, 10.0.0.4, fe80::4)\n      \
+             source port: auto\n      \
+             ttl:         3\n  \
+             - unicast [2001:db8::3]:6000\n      \
+             egress:      by route\n      \
+             source port: auto\n      \
+             ttl:         64\n"
+        );
+    }
 }

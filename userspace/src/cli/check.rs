@@ -1,11 +1,31 @@
-//! TODO(skeleton): `fanout check`.
+//! `fanout check`: validate a configuration, resolve its interfaces on this
+//! host and print the plan an engine would run. Changes nothing on the system.
+//! Exit 0 when the plan is good, 2 when the configuration is at fault (the
+//! message, naming file, line, field and value, goes to stderr), 1 when the
+//! system could not be queried.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use fanout::plan::Plan;
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("fanout check: not implemented yet");
-    ExitCode::from(1)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    match Plan::load(&args.config) {
+        Ok(plan) => {
+            println!("{}: OK", args.config.display());
+            print!("{plan}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -1,4 +1,298 @@
-//! Map key and value types shared by the XDP program (`xdp-ebpf`) and the
-//! userspace loader. Everything here is `#[repr(C)]`, `Copy`, `no_std` and
-//! free of padding surprises, so that both sides agree on the bytes in a map.
-#![no_std]
+//! Map key and value types shared by the XDP program (`xdp-ebpf/program`) and
+//! the userspace loader, and the frame decoder both sides run.
+//!
+//! Contract: everything stored in a map is `#[repr(C)]`, `Copy`, `no_std` and
+//! has its padding spelled out as named zero fields, so both sides agree on
+//! every byte (a hash map compares keys byte by byte: stray padding would make
+//! a configured flow silently miss). Multi-byte fields are in host byte order;
+//! addresses are in network order. [`parse`] turns a frame into a [`FlowKey`]
+//! or the reason it is not one; it never panics and never reads out of bounds.
+//!
+//! The map names and sizes below are the ones the program declares; the
+//! loader and the tests look the maps up by these names.
+#![cfg_attr(not(test), no_std)]
+
+pub mod parse;
+
+use core::net::IpAddr;
+
+/// Name of the XDP program (the function carrying `#[xdp(frags)]`).
+pub const PROGRAM_NAME: &str = "fanout_xdp";
+/// `HashMap<FlowKey, FlowValue>`: the configured flows.
+pub const FLOWS_MAP: &str = "FLOWS";
+/// `XskMap`: AF_XDP socket per rx queue (key = queue index).
+pub const XSKS_MAP: &str = "XSKS";
+/// `PerCpuArray<u64>` indexed by [`Counter`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Capacity of [`FLOWS_MAP`].
+pub const MAX_FLOWS: u32 = 1024;
+/// Capacity of [`XSKS_MAP`]: the highest rx queue index served, plus one.
+pub const MAX_QUEUES: u32 = 256;
+
+/// [`FlowKey::family`] of an IPv4 flow.
+pub const FAMILY_IPV4: u8 = 4;
+/// [`FlowKey::family`] of an IPv6 flow.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// [`FlowValue::flags`]: the flow is source-specific; only datagrams from
+/// [`FlowValue::source`] match it.
+pub const FLOW_HAS_SOURCE: u32 = 1;
+
+/// Key of the flows map: which datagrams belong to a configured flow.
+///
+/// `vlan` is the VLAN id of the innermost 802.1Q/802.1ad tag (the one next to
+/// the IP header), 0 for an untagged frame (a priority tag, VID 0, counts as
+/// untagged). Matching is exact: an entry with `vlan = 0` does not match tagged
+/// frames, because the same group on two VLANs is two different streams and
+/// merging them would corrupt both.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Group address in network order; IPv4 uses the first 4 bytes, the rest
+    /// stays zero.
+    pub group: [u8; 16],
+    /// UDP destination port, host order.
+    pub port: u16,
+    /// VLAN id (12 bits), 0 when untagged.
+    pub vlan: u16,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// Explicit padding: always zero.
+    pub pad: [u8; 3],
+}
+
+/// Size of a [`FlowKey`] in a map.
+pub const FLOW_KEY_LEN: usize = 24;
+const _: () = assert!(core::mem::size_of::<FlowKey>() == FLOW_KEY_LEN);
+
+impl FlowKey {
+    /// The key for `group`, `port` and `vlan` (0 = untagged).
+    pub const fn new(group: IpAddr, port: u16, vlan: u16) -> Self {
+        let (family, group) = ip_bytes(group);
+        Self {
+            group,
+            port,
+            vlan,
+            family,
+            pad: [0; 3],
+        }
+    }
+
+    /// The key's bytes as the map stores them (host byte order for `port`
+    /// and `vlan`), for map APIs that take raw bytes.
+    pub fn to_ne_bytes(&self) -> [u8; FLOW_KEY_LEN] {
+        let mut b = [0u8; FLOW_KEY_LEN];
+        b[..16].copy_from_slice(&self.group);
+        b[16..18].copy_from_slice(&self.port.to_ne_bytes());
+        b[18..20].copy_from_slice(&self.vlan.to_ne_bytes());
+        b[20] = self.family;
+        b[21..24].copy_from_slice(&self.pad);
+        b
+    }
+}
+
+/// Value of the flows map: which flow it is and whom it accepts.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowValue {
+    /// The engine's index of the flow (position in the plan).
+    pub flow_id: u32,
+    /// Bit set of `FLOW_*` flags.
+    pub flags: u32,
+    /// With [`FLOW_HAS_SOURCE`]: the only accepted source address (network
+    /// order, same family and layout as the key's group); zero otherwise.
+    pub source: [u8; 16],
+}
+
+/// Size of a [`FlowValue`] in a map.
+pub const FLOW_VALUE_LEN: usize = 24;
+const _: () = assert!(core::mem::size_of::<FlowValue>() == FLOW_VALUE_LEN);
+
+impl FlowValue {
+    /// A flow accepting every source (any-source multicast).
+    pub const fn any_source(flow_id: u32) -> Self {
+        Self {
+            flow_id,
+            flags: 0,
+            source: [0; 16],
+        }
+    }
+
+    /// A source-specific flow: only datagrams from `source` match.
+    pub const fn with_source(flow_id: u32, source: IpAddr) -> Self {
+        Self {
+            flow_id,
+            flags: FLOW_HAS_SOURCE,
+            source: ip_bytes(source).1,
+        }
+    }
+
+    /// Whether a datagram from `source` (as in [`parse::Datagram::source`])
+    /// belongs to this flow.
+    #[inline(always)]
+    pub fn accepts(&self, source: &[u8; 16]) -> bool {
+        self.flags & FLOW_HAS_SOURCE == 0 || self.source == *source
+    }
+
+    /// The value's bytes as the map stores them (host byte order).
+    pub fn to_ne_bytes(&self) -> [u8; FLOW_VALUE_LEN] {
+        let mut b = [0u8; FLOW_VALUE_LEN];
+        b[..4].copy_from_slice(&self.flow_id.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.flags.to_ne_bytes());
+        b[8..].copy_from_slice(&self.source);
+        b
+    }
+}
+
+/// Family and 16-byte network-order form of an address (IPv4 in the first 4).
+const fn ip_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            let mut b = [0u8; 16];
+            b[0] = o[0];
+            b[1] = o[1];
+            b[2] = o[2];
+            b[3] = o[3];
+            (FAMILY_IPV4, b)
+        }
+        IpAddr::V6(v6) => (FAMILY_IPV6, v6.octets()),
+    }
+}
+
+/// Index of a per-CPU counter in [`COUNTERS_MAP`].
+///
+/// Every frame the program sees lands in exactly one verdict counter, and
+/// leaves by exactly one action:
+///
+/// - `seen = matched + source_rejected + no_flow + malformed + fragment + not_ip + not_udp`
+/// - `matched = redirected + no_socket`
+/// - `seen = redirected + passed`
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Every frame the program ran on.
+    Seen = 0,
+    /// A configured flow (and its source, if any) matched.
+    Matched = 1,
+    /// Handed to the AF_XDP socket of the rx queue (`XDP_REDIRECT`).
+    Redirected = 2,
+    /// Returned `XDP_PASS` (to the kernel, untouched).
+    Passed = 3,
+    /// Broken or truncated headers (bad version, IHL, lengths).
+    Malformed = 4,
+    /// A configured flow from a source other than its configured one.
+    SourceRejected = 5,
+    /// An IPv4 fragment or an IPv6 fragment header: left to the kernel.
+    Fragment = 6,
+    /// Neither IPv4 nor IPv6 (ARP, LLDP, three VLAN tags, ...).
+    NotIp = 7,
+    /// IP but not UDP (or UDP behind IPv6 extension headers).
+    NotUdp = 8,
+    /// A well-formed UDP datagram of no configured flow.
+    NoFlow = 9,
+    /// Matched, but no AF_XDP socket on that queue: passed (fail-open).
+    NoSocket = 10,
+}
+
+impl Counter {
+    /// Number of counters (entries of [`COUNTERS_MAP`]).
+    pub const COUNT: u32 = 11;
+
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Seen,
+        Counter::Matched,
+        Counter::Redirected,
+        Counter::Passed,
+        Counter::Malformed,
+        Counter::SourceRejected,
+        Counter::Fragment,
+        Counter::NotIp,
+        Counter::NotUdp,
+        Counter::NoFlow,
+        Counter::NoSocket,
+    ];
+
+    /// Stable snake_case name, for metrics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Seen => "seen",
+            Counter::Matched => "matched",
+            Counter::Redirected => "redirected",
+            Counter::Passed => "passed",
+            Counter::Malformed => "malformed",
+            Counter::SourceRejected => "source_rejected",
+            Counter::Fragment => "fragment",
+            Counter::NotIp => "not_ip",
+            Counter::NotUdp => "not_udp",
+            Counter::NoFlow => "no_flow",
+            Counter::NoSocket => "no_socket",
+        }
+    }
+
+    /// The map index.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+// SAFETY: both types are `#[repr(C)]`, `Copy`, made only of integers and byte
+// arrays, and have no implicit padding (the sizes are asserted above), so
+// every bit pattern is a valid value and every byte is initialised.
+#[cfg(feature = "user")]
+#[expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+mod pod {
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn key_bytes_are_laid_out_as_documented() {
+        let k = FlowKey::new(IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3)), 5000, 100);
+        let b = k.to_ne_bytes();
+        let mut want = [0u8; 24];
+        want[..4].copy_from_slice(&[239, 1, 2, 3]);
+        want[16..18].copy_from_slice(&5000u16.to_ne_bytes());
+        want[18..20].copy_from_slice(&100u16.to_ne_bytes());
+        want[20] = FAMILY_IPV4;
+        assert_eq!(b, want);
+
+        let g6 = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x1234);
+        let k6 = FlowKey::new(IpAddr::V6(g6), 1, 0);
+        assert_eq!(k6.family, FAMILY_IPV6);
+        assert_eq!(&k6.to_ne_bytes()[..16], &g6.octets());
+    }
+
+    #[test]
+    fn value_bytes_and_source_check() {
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let v = FlowValue::with_source(7, src);
+        let b = v.to_ne_bytes();
+        assert_eq!(&b[..4], &7u32.to_ne_bytes());
+        assert_eq!(&b[4..8], &FLOW_HAS_SOURCE.to_ne_bytes());
+        assert_eq!(&b[8..12], &[10, 0, 0, 1]);
+        assert_eq!(&b[12..], &[0; 12]);
+        let mut ok = [0u8; 16];
+        ok[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut bad = ok;
+        bad[3] = 2;
+        assert!(v.accepts(&ok));
+        assert!(!v.accepts(&bad));
+        assert!(FlowValue::any_source(1).accepts(&bad));
+    }
+
+    #[test]
+    fn counters_are_indexed_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index() as usize, i);
+        }
+        assert_eq!(Counter::ALL.len(), Counter::COUNT as usize);
+    }
+}

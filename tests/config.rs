@@ -1,0 +1,250 @@
+//! `fanout check` end to end: the real binary on configuration files written
+//! to a private temporary directory. Bad configurations exit with status 2 and
+//! one message on stderr naming the file, line, field and value; a good one
+//! (on `lo`, which every network namespace has) exits 0 and prints the plan.
+//! No root needed, no traffic sent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fanout::plan::Plan;
+
+/// A unique directory under the system temp dir, removed on drop (also when
+/// the test panics).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "fanout-test-config-{}-{n}-{test}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Line 1: `[[flow]]`, 2: name, 3: interface, 4: group, 5: port,
+/// 7: `[[flow.output]]`, 8: unicast, 10: `[[flow.output]]`, 11: multicast.
+const GOOD: &str = r#"[[flow]]
+name = "iptv"
+interface = "lo"
+group = "239.10.0.1"
+port = 5000
+
+  [[flow.output]]
+  unicast = "127.0.0.1:6001"
+
+  [[flow.output]]
+  multicast = "239.255.10.1:7000"
+  interface = "lo"
+  ttl = 4
+"#;
+
+fn check(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+/// Writes `text` as `test.toml`, runs `fanout check` on it and asserts exit
+/// status 2, nothing on stdout and exactly `error: <file>:<rest>` on stderr.
+fn refused(test: &str, text: &str, rest: &str) {
+    let dir = TempDir::new(test);
+    let path = dir.0.join("fanout.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(stderr, format!("error: {}:{rest}\n", path.display()));
+}
+
+fn replace(old: &str, new: &str) -> String {
+    assert!(GOOD.contains(old), "{old}");
+    GOOD.replacen(old, new, 1)
+}
+
+#[test]
+fn good_config_on_lo_prints_the_plan() {
+    let dir = TempDir::new("good");
+    let path = dir.0.join("fanout.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    let index = nix::net::if_::if_nametoindex("lo").unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("{}: OK", path.display()));
+    assert_eq!(lines[1], "engine: mode auto, batch size 64");
+    assert_eq!(lines[2], "flow \"iptv\": 239.10.0.1:5000");
+    assert!(
+        lines[3].starts_with(&format!("  ingress: lo (index {index}, mtu ")),
+        "{stdout}"
+    );
+    assert_eq!(lines[4], "  vlan:    none (untagged)");
+    assert_eq!(lines[5], "  source:  any");
+    assert_eq!(lines[6], "  outputs: 2");
+    assert_eq!(lines[7], "  - unicast 127.0.0.1:6001");
+    assert_eq!(lines[8], "      egress:      by route");
+    assert_eq!(lines[9], "      source port: auto");
+    assert_eq!(lines[10], "      ttl:         64");
+    assert_eq!(lines[11], "  - multicast 239.255.10.1:7000");
+    assert!(
+        lines[12].starts_with(&format!("      egress:      lo (index {index}, mtu ")),
+        "{stdout}"
+    );
+    assert_eq!(lines[13], "      source port: auto");
+    assert_eq!(lines[14], "      ttl:         4");
+    assert_eq!(lines.len(), 15, "{stdout}");
+
+    // The whole output is the library's rendering of the same plan.
+    let plan = Plan::load(&path).unwrap();
+    assert_eq!(stdout, format!("{}: OK\n{plan}", path.display()));
+}
+
+#[test]
+fn bad_group() {
+    refused(
+        "bad-group",
+        &replace("group = \"239.10.0.1\"", "group = \"239.10.0\""),
+        "4: flow[0].group = \"239.10.0\": not an IP address",
+    );
+    refused(
+        "control-group",
+        &replace("group = \"239.10.0.1\"", "group = \"224.0.0.5\""),
+        "4: flow[0].group = \"224.0.0.5\": 224.0.0.5 is in 224.0.0.0/24, reserved for \
+         link-local control traffic (IGMP, OSPF, mDNS...) that routers never forward",
+    );
+}
+
+#[test]
+fn unknown_interface() {
+    refused(
+        "unknown-ingress",
+        &replace(
+            "interface = \"lo\"\ngroup",
+            "interface = \"fo-nope0\"\ngroup",
+        ),
+        "3: flow[0].interface = \"fo-nope0\": no such interface",
+    );
+    refused(
+        "unknown-egress",
+        &replace(
+            "  interface = \"lo\"\n  ttl",
+            "  interface = \"fo-nope1\"\n  ttl",
+        ),
+        "12: flow[0].output[1].interface = \"fo-nope1\": no such interface",
+    );
+}
+
+#[test]
+fn port_out_of_range() {
+    refused(
+        "port-70000",
+        &replace("port = 5000", "port = 70000"),
+        "5: flow[0].port = 70000: out of range (1..=65535)",
+    );
+    refused(
+        "port-0",
+        &replace("port = 5000", "port = 0"),
+        "5: flow[0].port = 0: out of range (1..=65535)",
+    );
+    refused(
+        "dest-port-70000",
+        &replace("127.0.0.1:6001", "127.0.0.1:70000"),
+        "8: flow[0].output[0].unicast = \"127.0.0.1:70000\": port 70000 is out of range (1..=65535)",
+    );
+    refused(
+        "dest-port-0",
+        &replace("127.0.0.1:6001", "127.0.0.1:0"),
+        "8: flow[0].output[0].unicast = \"127.0.0.1:0\": port 0 is not allowed (1..=65535)",
+    );
+}
+
+#[test]
+fn missing_field() {
+    refused(
+        "missing-port",
+        &replace("port = 5000\n", ""),
+        "1: flow[0].port: missing (required)",
+    );
+    refused(
+        "missing-mc-interface",
+        &replace("  interface = \"lo\"\n  ttl", "  ttl"),
+        "10: flow[0].output[1].interface: \
+         missing (required for multicast outputs: the egress interface)",
+    );
+}
+
+#[test]
+fn unknown_field() {
+    refused(
+        "unknown-field",
+        &replace("port = 5000", "port = 5000\nttl = 3"),
+        "6: flow[0].ttl: unknown field \
+         (expected one of: name, interface, group, port, vlan, source, output)",
+    );
+}
+
+#[test]
+fn bad_vlan() {
+    refused(
+        "vlan-4095",
+        &replace("port = 5000", "port = 5000\nvlan = 4095"),
+        "6: flow[0].vlan = 4095: out of range (1..=4094)",
+    );
+    refused(
+        "vlan-string",
+        &replace("port = 5000", "port = 5000\nvlan = \"100\""),
+        "6: flow[0].vlan = \"100\": expected an integer (1..=4094), found string",
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let dir = TempDir::new("syntax");
+    let path = dir.0.join("fanout.toml");
+    std::fs::write(&path, replace("port = 5000", "port = = 5000")).unwrap();
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let prefix = format!("error: {}:5:8: TOML syntax error: ", path.display());
+    assert!(stderr.starts_with(&prefix), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn missing_file() {
+    let dir = TempDir::new("missing-file");
+    let path = dir.0.join("absent.toml");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}: cannot read the configuration: No such file or directory (os error 2)\n",
+            path.display()
+        )
+    );
+}

@@ -1,0 +1,800 @@
+//! The real XDP program, loaded into the kernel and fed crafted frames through
+//! `BPF_PROG_TEST_RUN`.
+//!
+//! Contract checked here: for every frame in the corpus, the action the program
+//! returns, the frame it hands on (byte for byte unchanged) and the delta of
+//! every per-CPU counter. No socket is put in `XSKS`, so a matched datagram
+//! falls back to `XDP_PASS` (fail-open) and is told apart from an unmatched one
+//! by the `matched`/`no_socket` counters.
+//!
+//! The object comes from `FANOUT_EBPF_OBJ`, else from the default output of
+//! `cargo xtask build-ebpf`. Without the object or the privileges to load it,
+//! each test fails when `FANOUT_REQUIRE_PRIVILEGED=1` and is skipped loudly
+//! otherwise. A verifier rejection always fails.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use fanout_common::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME};
+use libbpf_rs::{ErrorKind, MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
+
+const XDP_PASS: u32 = 2;
+/// Default output of `cargo xtask build-ebpf` (see xtask/src/ebpf.rs).
+const DEFAULT_OBJECT: &str = "xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf";
+
+const G4: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
+const G4_SSM: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+const G6: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x10);
+const G6_SSM: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x20);
+const S4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const S6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const PORT: u16 = 5000;
+const VLAN: u16 = 100;
+
+// ---------------------------------------------------------------- harness --
+
+fn required() -> bool {
+    std::env::var("FANOUT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+fn skip(test: &str, reason: &str) -> Option<Harness> {
+    assert!(
+        !required(),
+        "{test}: {reason} (FANOUT_REQUIRE_PRIVILEGED=1)"
+    );
+    eprintln!("SKIPPED: {test}: {reason}");
+    None
+}
+
+fn object_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FANOUT_EBPF_OBJ") {
+        return Some(PathBuf::from(p));
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_OBJECT);
+    p.exists().then_some(p)
+}
+
+/// The loaded object with the flows of the corpus configured.
+struct Harness {
+    obj: Object,
+}
+
+impl Harness {
+    fn load(test: &str) -> Option<Self> {
+        let Some(path) = object_path() else {
+            return skip(
+                test,
+                "no XDP object: set FANOUT_EBPF_OBJ or run `cargo xtask build-ebpf`",
+            );
+        };
+        let open = ObjectBuilder::default()
+            .open_file(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        let obj = match open.load() {
+            Ok(obj) => obj,
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return skip(
+                    test,
+                    &format!("loading {} needs CAP_BPF: {e}", path.display()),
+                );
+            }
+            Err(e) => panic!("the kernel refused {}: {e}", path.display()),
+        };
+        let h = Self { obj };
+        for (key, value) in Self::flows() {
+            h.add_flow(key, value);
+        }
+        Some(h)
+    }
+
+    /// The flows of the corpus.
+    fn flows() -> [(FlowKey, FlowValue); 5] {
+        [
+            (FlowKey::new(G4.into(), PORT, 0), FlowValue::any_source(1)),
+            (FlowKey::new(G6.into(), PORT, 0), FlowValue::any_source(2)),
+            (
+                FlowKey::new(G4.into(), PORT, VLAN),
+                FlowValue::any_source(3),
+            ),
+            (
+                FlowKey::new(G4_SSM.into(), PORT, 0),
+                FlowValue::with_source(4, S4.into()),
+            ),
+            (
+                FlowKey::new(G6_SSM.into(), PORT, 0),
+                FlowValue::with_source(5, S6.into()),
+            ),
+        ]
+    }
+
+    fn add_flow(&self, key: FlowKey, value: FlowValue) {
+        let map = self.map(FLOWS_MAP);
+        map.update(&key.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
+            .unwrap_or_else(|e| panic!("adding {key:?}: {e}"));
+    }
+
+    fn map(&self, name: &str) -> libbpf_rs::Map<'_> {
+        self.obj
+            .maps()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("map {name} missing from the object"))
+    }
+
+    /// Every counter, summed over the CPUs.
+    fn counters(&self) -> [u64; Counter::COUNT as usize] {
+        let map = self.map(COUNTERS_MAP);
+        Counter::ALL.map(|c| {
+            let per_cpu = map
+                .lookup_percpu(&c.index().to_ne_bytes(), MapFlags::ANY)
+                .unwrap_or_else(|e| panic!("reading counter {}: {e}", c.name()))
+                .unwrap_or_else(|| panic!("counter {} missing", c.name()));
+            per_cpu
+                .iter()
+                .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+                .sum()
+        })
+    }
+
+    /// Runs the program once on `frame`; returns its action and the frame it
+    /// handed on.
+    fn run(&self, frame: &[u8]) -> libbpf_rs::Result<(u32, Vec<u8>)> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == PROGRAM_NAME)
+            .unwrap_or_else(|| panic!("program {PROGRAM_NAME} missing from the object"));
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let output = prog.test_run(input)?;
+        let action = output.return_value;
+        let data = output.data.map(|d| d.to_vec()).unwrap_or_default();
+        Ok((action, data))
+    }
+
+    /// Runs `frame` and asserts: `XDP_PASS`, the frame unchanged, and the
+    /// counters moved by exactly `seen`, `passed` and those of `outcome`.
+    fn expect(&self, what: &str, frame: &[u8], outcome: Outcome) {
+        let before = self.counters();
+        let (action, out) = self
+            .run(frame)
+            .unwrap_or_else(|e| panic!("{what}: test run failed: {e}"));
+        let after = self.counters();
+        assert_eq!(action, XDP_PASS, "{what}: action");
+        assert_eq!(out.len(), frame.len(), "{what}: output length");
+        assert!(out == frame, "{what}: the program changed the frame");
+        let mut want = [0u64; Counter::COUNT as usize];
+        want[Counter::Seen.index() as usize] = 1;
+        want[Counter::Passed.index() as usize] = 1;
+        for c in outcome.counters() {
+            want[c.index() as usize] += 1;
+        }
+        let got: Vec<(&str, u64)> = Counter::ALL
+            .iter()
+            .map(|c| {
+                (
+                    c.name(),
+                    after[c.index() as usize] - before[c.index() as usize],
+                )
+            })
+            .collect();
+        let want: Vec<(&str, u64)> = Counter::ALL
+            .iter()
+            .map(|c| (c.name(), want[c.index() as usize]))
+            .collect();
+        assert_eq!(got, want, "{what}: counter deltas");
+    }
+}
+
+/// What the program should make of a frame (the action is always `XDP_PASS`
+/// here, since no AF_XDP socket is registered).
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Matched a flow; no socket on queue 0, so passed (fail-open).
+    Matched,
+    /// Passed for this reason.
+    Passed(Counter),
+}
+
+impl Outcome {
+    fn counters(self) -> Vec<Counter> {
+        match self {
+            Outcome::Matched => vec![Counter::Matched, Counter::NoSocket],
+            Outcome::Passed(c) => vec![c],
+        }
+    }
+}
+
+// ---------------------------------------------------------- frame builder --
+
+/// A tiny frame builder: Ethernet, VLAN tags, IPv4 (IHL, flags) or IPv6, UDP.
+#[derive(Debug, Clone)]
+struct Spec {
+    tags: Vec<(u16, u16)>,
+    src: IpAddr,
+    dst: IpAddr,
+    dport: u16,
+    payload: usize,
+    ihl: u8,
+    protocol: u8,
+    frag: u16,
+}
+
+impl Spec {
+    fn v4(dst: Ipv4Addr) -> Self {
+        Self {
+            tags: vec![],
+            src: S4.into(),
+            dst: dst.into(),
+            dport: PORT,
+            payload: 32,
+            ihl: 5,
+            protocol: 17,
+            frag: 0x4000, // don't fragment
+        }
+    }
+
+    fn v6(dst: Ipv6Addr) -> Self {
+        Self {
+            src: S6.into(),
+            dst: dst.into(),
+            frag: 0,
+            ..Self::v4(G4)
+        }
+    }
+
+    fn src(mut self, src: impl Into<IpAddr>) -> Self {
+        self.src = src.into();
+        self
+    }
+    fn tag(mut self, tpid: u16, vid: u16) -> Self {
+        self.tags.push((tpid, vid));
+        self
+    }
+    fn port(mut self, port: u16) -> Self {
+        self.dport = port;
+        self
+    }
+    fn payload(mut self, len: usize) -> Self {
+        self.payload = len;
+        self
+    }
+    fn ihl(mut self, ihl: u8) -> Self {
+        self.ihl = ihl;
+        self
+    }
+    fn protocol(mut self, protocol: u8) -> Self {
+        self.protocol = protocol;
+        self
+    }
+    fn frag(mut self, frag: u16) -> Self {
+        self.frag = frag;
+        self
+    }
+
+    fn build(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(self.payload + 100);
+        f.extend_from_slice(&multicast_mac(self.dst));
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        for &(tpid, vid) in &self.tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        let udp_len = u16::try_from(8 + self.payload).unwrap();
+        let mut udp = Vec::with_capacity(8 + self.payload);
+        udp.extend_from_slice(&4000u16.to_be_bytes());
+        udp.extend_from_slice(&self.dport.to_be_bytes());
+        udp.extend_from_slice(&udp_len.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend((0..self.payload).map(|i| (i * 7) as u8));
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let hlen = usize::from(self.ihl.max(5)) * 4;
+                let mut h = vec![0u8; hlen];
+                h[0] = 0x40 | self.ihl;
+                h[2..4].copy_from_slice(&u16::try_from(hlen + udp.len()).unwrap().to_be_bytes());
+                h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+                h[6..8].copy_from_slice(&self.frag.to_be_bytes());
+                h[8] = 16;
+                h[9] = self.protocol;
+                h[12..16].copy_from_slice(&s.octets());
+                h[16..20].copy_from_slice(&d.octets());
+                h[20..].fill(1); // NOP options
+                let c = !fold(sum(&h));
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                let mut pseudo = Vec::new();
+                pseudo.extend_from_slice(&s.octets());
+                pseudo.extend_from_slice(&d.octets());
+                pseudo.extend_from_slice(&[0, 17]);
+                pseudo.extend_from_slice(&udp_len.to_be_bytes());
+                udp_checksum(&pseudo, &mut udp);
+                f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+                f.extend_from_slice(&h);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut pseudo = Vec::new();
+                pseudo.extend_from_slice(&s.octets());
+                pseudo.extend_from_slice(&d.octets());
+                pseudo.extend_from_slice(&u32::from(udp_len).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, 17]);
+                udp_checksum(&pseudo, &mut udp);
+                f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&udp_len.to_be_bytes());
+                f.extend_from_slice(&[self.protocol, 64]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+            }
+            _ => panic!("mixed address families"),
+        }
+        f.extend_from_slice(&udp);
+        f
+    }
+}
+
+fn multicast_mac(group: IpAddr) -> [u8; 6] {
+    match group {
+        IpAddr::V4(g) => {
+            let o = g.octets();
+            [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+        }
+        IpAddr::V6(g) => {
+            let o = g.octets();
+            [0x33, 0x33, o[12], o[13], o[14], o[15]]
+        }
+    }
+}
+
+fn sum(bytes: &[u8]) -> u32 {
+    bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+fn udp_checksum(pseudo: &[u8], udp: &mut [u8]) {
+    let c = !fold(sum(pseudo) + sum(udp));
+    let c = if c == 0 { 0xffff } else { c };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+}
+
+// ------------------------------------------------------------------ tests --
+
+use Outcome::{Matched, Passed};
+
+#[test]
+fn matches_configured_ipv4_and_ipv6_flows() {
+    let Some(h) = Harness::load("matches_configured_ipv4_and_ipv6_flows") else {
+        return;
+    };
+    h.expect("ipv4", &Spec::v4(G4).build(), Matched);
+    h.expect("ipv6", &Spec::v6(G6).build(), Matched);
+    h.expect(
+        "ipv4 empty payload",
+        &Spec::v4(G4).payload(0).build(),
+        Matched,
+    );
+    // Ethernet minimum-size padding after the datagram does not matter.
+    let mut padded = Spec::v4(G4).payload(1).build();
+    padded.resize(60, 0);
+    h.expect("ipv4 padded to 60 bytes", &padded, Matched);
+}
+
+#[test]
+fn vlan_tags_match_exactly_on_the_innermost_vid() {
+    let Some(h) = Harness::load("vlan_tags_match_exactly_on_the_innermost_vid") else {
+        return;
+    };
+    let one = Spec::v4(G4).tag(ETHERTYPE_VLAN, VLAN);
+    h.expect("802.1Q vid 100", &one.build(), Matched);
+    // Priority bits are not part of the VID.
+    h.expect(
+        "802.1Q pcp 5 vid 100",
+        &Spec::v4(G4).tag(ETHERTYPE_VLAN, 0xa000 | VLAN).build(),
+        Matched,
+    );
+    h.expect(
+        "802.1Q vid 101",
+        &Spec::v4(G4).tag(ETHERTYPE_VLAN, 101).build(),
+        Passed(Counter::NoFlow),
+    );
+    // A priority tag (VID 0) is untagged.
+    h.expect(
+        "802.1Q vid 0",
+        &Spec::v4(G4).tag(ETHERTYPE_VLAN, 0).build(),
+        Matched,
+    );
+    let two = Spec::v4(G4)
+        .tag(ETHERTYPE_QINQ, 7)
+        .tag(ETHERTYPE_VLAN, VLAN);
+    h.expect("QinQ 7/100", &two.build(), Matched);
+    let two = Spec::v4(G4)
+        .tag(ETHERTYPE_VLAN, VLAN)
+        .tag(ETHERTYPE_VLAN, 200);
+    h.expect("QinQ 100/200", &two.build(), Passed(Counter::NoFlow));
+    // No VLAN-0 fallback: the IPv6 flow is configured untagged only.
+    h.expect(
+        "ipv6 vid 100",
+        &Spec::v6(G6).tag(ETHERTYPE_VLAN, VLAN).build(),
+        Passed(Counter::NoFlow),
+    );
+    let three = Spec::v4(G4)
+        .tag(ETHERTYPE_QINQ, 1)
+        .tag(ETHERTYPE_VLAN, 2)
+        .tag(ETHERTYPE_VLAN, VLAN);
+    h.expect("three tags", &three.build(), Passed(Counter::NotIp));
+}
+
+#[test]
+fn source_specific_flows_reject_other_sources() {
+    let Some(h) = Harness::load("source_specific_flows_reject_other_sources") else {
+        return;
+    };
+    h.expect("ipv4 ssm right source", &Spec::v4(G4_SSM).build(), Matched);
+    h.expect(
+        "ipv4 ssm wrong source",
+        &Spec::v4(G4_SSM).src(Ipv4Addr::new(10, 0, 0, 2)).build(),
+        Passed(Counter::SourceRejected),
+    );
+    h.expect("ipv6 ssm right source", &Spec::v6(G6_SSM).build(), Matched);
+    h.expect(
+        "ipv6 ssm wrong source",
+        &Spec::v6(G6_SSM)
+            .src(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2))
+            .build(),
+        Passed(Counter::SourceRejected),
+    );
+    // Any-source flows take every source.
+    h.expect(
+        "asm other source",
+        &Spec::v4(G4).src(Ipv4Addr::new(10, 9, 9, 9)).build(),
+        Matched,
+    );
+}
+
+#[test]
+fn unconfigured_ports_and_groups_pass_even_when_they_share_the_mac() {
+    let Some(h) = Harness::load("unconfigured_ports_and_groups_pass_even_when_they_share_the_mac")
+    else {
+        return;
+    };
+    h.expect(
+        "ipv4 port 5001",
+        &Spec::v4(G4).port(PORT + 1).build(),
+        Passed(Counter::NoFlow),
+    );
+    h.expect(
+        "ipv6 port 5001",
+        &Spec::v6(G6).port(PORT + 1).build(),
+        Passed(Counter::NoFlow),
+    );
+    h.expect(
+        "ipv4 group 239.1.1.2",
+        &Spec::v4(Ipv4Addr::new(239, 1, 1, 2)).build(),
+        Passed(Counter::NoFlow),
+    );
+    h.expect(
+        "ipv6 group ff3e::11",
+        &Spec::v6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x11)).build(),
+        Passed(Counter::NoFlow),
+    );
+    let twin = Ipv4Addr::new(239, 129, 1, 1);
+    let frame = Spec::v4(twin).build();
+    assert_eq!(
+        frame[..6],
+        multicast_mac(G4.into()),
+        "239.129.1.1 and 239.1.1.1 share a MAC"
+    );
+    h.expect(
+        "239.129.1.1 (same MAC as 239.1.1.1)",
+        &frame,
+        Passed(Counter::NoFlow),
+    );
+    // Unicast to a configured port is not a flow either.
+    h.expect(
+        "unicast",
+        &Spec::v4(Ipv4Addr::new(10, 0, 0, 9)).build(),
+        Passed(Counter::NoFlow),
+    );
+}
+
+#[test]
+fn every_truncation_of_a_valid_frame_is_malformed() {
+    let Some(h) = Harness::load("every_truncation_of_a_valid_frame_is_malformed") else {
+        return;
+    };
+    let frames = [
+        ("ipv4", Spec::v4(G4).payload(6).build(), Matched),
+        (
+            "ipv4 ihl 15 vid 100",
+            Spec::v4(G4)
+                .ihl(15)
+                .tag(ETHERTYPE_VLAN, VLAN)
+                .payload(3)
+                .build(),
+            Matched,
+        ),
+        (
+            "ipv6 qinq 1/2",
+            Spec::v6(G6)
+                .tag(ETHERTYPE_QINQ, 1)
+                .tag(ETHERTYPE_VLAN, 2)
+                .payload(5)
+                .build(),
+            Passed(Counter::NoFlow),
+        ),
+    ];
+    for (name, frame, whole) in &frames {
+        h.expect(&format!("{name} whole"), frame, *whole);
+        for len in 0..frame.len() {
+            let what = format!("{name} cut at {len} of {}", frame.len());
+            if len < 14 {
+                // The kernel refuses to run XDP on less than an Ethernet header.
+                let before = h.counters();
+                let err = h.run(&frame[..len]).expect_err(&what);
+                assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+                assert_eq!(h.counters(), before, "{what}: counters moved");
+            } else {
+                h.expect(&what, &frame[..len], Passed(Counter::Malformed));
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_ihl_and_inconsistent_lengths_are_malformed() {
+    let Some(h) = Harness::load("bad_ihl_and_inconsistent_lengths_are_malformed") else {
+        return;
+    };
+    for ihl in 0..5 {
+        h.expect(
+            &format!("ihl {ihl}"),
+            &Spec::v4(G4).ihl(ihl).build(),
+            Passed(Counter::Malformed),
+        );
+    }
+    for ihl in [6, 10, 15] {
+        h.expect(
+            &format!("ihl {ihl}"),
+            &Spec::v4(G4).ihl(ihl).build(),
+            Matched,
+        );
+    }
+    let good = Spec::v4(G4).payload(16).build();
+    let ip = 14;
+    let udp = ip + 20;
+    let with = |at: usize, bytes: &[u8]| {
+        let mut f = good.clone();
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+        f
+    };
+    h.expect(
+        "ip version 6 in an IPv4 ethertype",
+        &with(ip, &[0x65]),
+        Passed(Counter::Malformed),
+    );
+    h.expect(
+        "ip total length < ihl",
+        &with(ip + 2, &19u16.to_be_bytes()),
+        Passed(Counter::Malformed),
+    );
+    h.expect(
+        "ip total length > frame",
+        &with(ip + 2, &61u16.to_be_bytes()),
+        Passed(Counter::Malformed),
+    );
+    h.expect(
+        "udp length 7",
+        &with(udp + 4, &7u16.to_be_bytes()),
+        Passed(Counter::Malformed),
+    );
+    h.expect(
+        "udp length > ip payload",
+        &with(udp + 4, &25u16.to_be_bytes()),
+        Passed(Counter::Malformed),
+    );
+    // A shorter UDP length than the IP payload is legal (trailing bytes).
+    h.expect(
+        "udp length < ip payload",
+        &with(udp + 4, &8u16.to_be_bytes()),
+        Matched,
+    );
+    // ihl 15 but total length covering only 40 bytes of it.
+    let f = Spec::v4(G4).ihl(15).build();
+    let mut cut = f.clone();
+    cut[ip + 2..ip + 4].copy_from_slice(&40u16.to_be_bytes());
+    h.expect("ihl 15, total length 40", &cut, Passed(Counter::Malformed));
+
+    let good6 = Spec::v6(G6).payload(16).build();
+    let mut f = good6.clone();
+    f[ip] = 0x40;
+    h.expect(
+        "ip version 4 in an IPv6 ethertype",
+        &f,
+        Passed(Counter::Malformed),
+    );
+    let mut f = good6.clone();
+    f[ip + 4..ip + 6].copy_from_slice(&25u16.to_be_bytes());
+    h.expect(
+        "ipv6 payload length > frame",
+        &f,
+        Passed(Counter::Malformed),
+    );
+    let mut f = good6.clone();
+    f[ip + 40 + 4..ip + 40 + 6].copy_from_slice(&25u16.to_be_bytes());
+    h.expect("ipv6 udp length > payload", &f, Passed(Counter::Malformed));
+}
+
+#[test]
+fn fragments_pass_untouched() {
+    let Some(h) = Harness::load("fragments_pass_untouched") else {
+        return;
+    };
+    h.expect(
+        "ipv4 first fragment (MF)",
+        &Spec::v4(G4).frag(0x2000).build(),
+        Passed(Counter::Fragment),
+    );
+    h.expect(
+        "ipv4 later fragment",
+        &Spec::v4(G4).frag(0x0010).build(),
+        Passed(Counter::Fragment),
+    );
+    h.expect(
+        "ipv4 last fragment",
+        &Spec::v4(G4).frag(0x0200).protocol(17).build(),
+        Passed(Counter::Fragment),
+    );
+    h.expect("ipv4 DF only", &Spec::v4(G4).frag(0x4000).build(), Matched);
+    h.expect(
+        "ipv6 fragment header",
+        &Spec::v6(G6).protocol(44).build(),
+        Passed(Counter::Fragment),
+    );
+}
+
+#[test]
+fn non_udp_and_non_ip_pass() {
+    let Some(h) = Harness::load("non_udp_and_non_ip_pass") else {
+        return;
+    };
+    h.expect(
+        "ipv4 tcp",
+        &Spec::v4(G4).protocol(6).build(),
+        Passed(Counter::NotUdp),
+    );
+    h.expect(
+        "ipv4 igmp",
+        &Spec::v4(G4).protocol(2).build(),
+        Passed(Counter::NotUdp),
+    );
+    h.expect(
+        "ipv6 hop-by-hop",
+        &Spec::v6(G6).protocol(0).build(),
+        Passed(Counter::NotUdp),
+    );
+    h.expect(
+        "ipv6 icmpv6",
+        &Spec::v6(G6).protocol(58).build(),
+        Passed(Counter::NotUdp),
+    );
+    let mut arp = Spec::v4(G4).build();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    h.expect("arp", &arp, Passed(Counter::NotIp));
+    let mut short = vec![0xffu8; 14];
+    short[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
+    h.expect("lldp header only", &short, Passed(Counter::NotIp));
+}
+
+#[test]
+fn jumbo_multi_buffer_frames_match_whole() {
+    let Some(h) = Harness::load("jumbo_multi_buffer_frames_match_whole") else {
+        return;
+    };
+    // A 9000-byte IP packet (MTU 9000): 8972 bytes of UDP payload, 9014 bytes
+    // of frame, more than a page, so the kernel spreads it over fragments.
+    let jumbo = Spec::v4(G4).payload(8972).build();
+    assert_eq!(jumbo.len(), 9014);
+    h.expect("ipv4 jumbo", &jumbo, Matched);
+    let jumbo6 = Spec::v6(G6).payload(8952).tag(ETHERTYPE_VLAN, 0).build();
+    h.expect("ipv6 jumbo", &jumbo6, Matched);
+    // Lengths are checked against the whole frame, not just the first buffer.
+    h.expect(
+        "jumbo cut to 5000",
+        &jumbo[..5000],
+        Passed(Counter::Malformed),
+    );
+    h.expect(
+        "jumbo cut by one byte",
+        &jumbo[..jumbo.len() - 1],
+        Passed(Counter::Malformed),
+    );
+    let mut long_udp = jumbo.clone();
+    long_udp[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&8981u16.to_be_bytes());
+    h.expect(
+        "jumbo udp length > ip payload",
+        &long_udp,
+        Passed(Counter::Malformed),
+    );
+}
+
+/// The kernel runs the same decoder as userspace: random corruptions of
+/// valid frames get the verdict `fanout_common::parse::classify` and the flow
+/// table give them, frame by frame.
+#[test]
+fn kernel_and_userspace_decoders_agree_on_corrupted_frames() {
+    use fanout_common::parse::{Verdict, classify};
+    let Some(h) = Harness::load("kernel_and_userspace_decoders_agree_on_corrupted_frames") else {
+        return;
+    };
+    let flows = Harness::flows();
+    let seeds = [
+        Spec::v4(G4).build(),
+        Spec::v4(G4_SSM).ihl(7).build(),
+        Spec::v4(G4).tag(ETHERTYPE_VLAN, VLAN).build(),
+        Spec::v6(G6)
+            .tag(ETHERTYPE_QINQ, 3)
+            .tag(ETHERTYPE_VLAN, 4)
+            .build(),
+        Spec::v6(G6_SSM).build(),
+    ];
+    // xorshift64*: deterministic, so a failure names a reproducible case.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for case in 0..400 {
+        let seed = &seeds[case % seeds.len()];
+        let mut f = seed.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % 70) as usize % f.len();
+            f[at] = next() as u8;
+        }
+        if next() % 4 == 0 {
+            let len = 14 + (next() as usize) % (f.len() - 14);
+            f.truncate(len);
+        }
+        let outcome = match classify(&f[..]) {
+            Verdict::Udp(d) => match flows.iter().find(|(k, _)| *k == d.key) {
+                None => Passed(Counter::NoFlow),
+                Some((_, v)) if !v.accepts(&d.source) => Passed(Counter::SourceRejected),
+                Some(_) => Matched,
+            },
+            Verdict::Malformed => Passed(Counter::Malformed),
+            Verdict::Fragment => Passed(Counter::Fragment),
+            Verdict::NotIp => Passed(Counter::NotIp),
+            Verdict::NotUdp => Passed(Counter::NotUdp),
+        };
+        h.expect(&format!("case {case}: {f:02x?}"), &f, outcome);
+        *seen.entry(format!("{outcome:?}")).or_insert(0) += 1;
+    }
+    eprintln!("outcomes: {seen:?}");
+    // The corruptions reach every branch that matters, not just one.
+    for o in [
+        "Matched",
+        "Passed(Malformed)",
+        "Passed(NoFlow)",
+        "Passed(NotIp)",
+        "Passed(NotUdp)",
+    ] {
+        assert!(seen.contains_key(o), "no case ended as {o}: {seen:?}");
+    }
+}

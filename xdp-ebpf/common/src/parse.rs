@@ -1,0 +1,375 @@
+//! The frame decoder shared by the XDP program and userspace.
+//!
+//! [`classify`] reads Ethernet, up to two VLAN tags (802.1Q `0x8100`, 802.1ad
+//! `0x88a8`), IPv4 (any valid IHL) or IPv6, then UDP, and returns a
+//! [`Verdict`]: a [`Datagram`] with its [`FlowKey`] and source, or the reason it
+//! is not one. It reads the frame only through [`Frame::load`], which
+//! bounds-checks every access (the kernel's verifier demands exactly that), and
+//! it checks the IP and UDP length fields against [`Frame::total_len`], so a
+//! truncated frame is `Malformed`, never a datagram. It never panics.
+//!
+//! What it deliberately leaves to the kernel: IPv4 fragments and IPv6 fragment
+//! headers (`Fragment`: the kernel reassembles), IPv6 extension headers in
+//! front of UDP (`NotUdp`), frames with three or more VLAN tags (`NotIp`).
+//! Checksums are not verified here: the kernel or the engine does that.
+
+use crate::{FAMILY_IPV4, FAMILY_IPV6, FlowKey};
+
+/// Ethernet header length (no FCS).
+pub const ETH_HLEN: usize = 14;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType of an 802.1Q VLAN tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherType of an 802.1ad (QinQ service) VLAN tag.
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 next-header value of the fragment header.
+pub const IPV6_FRAGMENT: u8 = 44;
+
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+const VLAN_HLEN: usize = 4;
+
+/// Read access to a frame, bounds-checked on every call.
+pub trait Frame {
+    /// Length of the whole frame in bytes, including the parts of a
+    /// multi-buffer frame that [`Frame::load`] cannot reach.
+    fn total_len(&self) -> usize;
+
+    /// The `N` bytes at `offset`, or `None` when they are not all within the
+    /// directly readable part of the frame.
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl Frame for [u8] {
+    fn total_len(&self) -> usize {
+        self.len()
+    }
+
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        self.get(offset..end)?.try_into().ok()
+    }
+}
+
+/// A well-formed, unfragmented UDP datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    /// Group (destination address), destination port and VLAN.
+    pub key: FlowKey,
+    /// Source address in the same 16-byte layout as [`FlowKey::group`].
+    pub source: [u8; 16],
+    /// UDP source port.
+    pub source_port: u16,
+    /// Offset of the UDP payload from the start of the frame.
+    pub payload_offset: usize,
+    /// Length of the UDP payload (UDP length minus 8).
+    pub payload_len: usize,
+}
+
+/// What a frame is, as far as the flow table is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A UDP datagram: look its key up.
+    Udp(Datagram),
+    /// Broken or truncated headers: pass it and count it.
+    Malformed,
+    /// A fragment: the kernel reassembles it.
+    Fragment,
+    /// Not IPv4 or IPv6.
+    NotIp,
+    /// IP, but not (directly) UDP.
+    NotUdp,
+}
+
+#[inline(always)]
+fn be16(hi: u8, lo: u8) -> u16 {
+    u16::from_be_bytes([hi, lo])
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
+}
+
+/// Classifies a frame. See the module documentation for the rules.
+#[inline(always)]
+pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
+    let Some(eth) = frame.load::<ETH_HLEN>(0) else {
+        return Verdict::Malformed;
+    };
+    let mut ethertype = be16(eth[12], eth[13]);
+    let mut l3 = ETH_HLEN;
+    let mut vlan = 0;
+    // Two tags at most, written out rather than looped so the verifier sees
+    // constant offsets. The innermost tag's VID is the key's VLAN.
+    if is_vlan(ethertype) {
+        let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
+            return Verdict::Malformed;
+        };
+        vlan = be16(tag[0], tag[1]) & 0x0fff;
+        ethertype = be16(tag[2], tag[3]);
+        l3 += VLAN_HLEN;
+        if is_vlan(ethertype) {
+            let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
+                return Verdict::Malformed;
+            };
+            vlan = be16(tag[0], tag[1]) & 0x0fff;
+            ethertype = be16(tag[2], tag[3]);
+            l3 += VLAN_HLEN;
+        }
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 => ipv4(frame, l3, vlan),
+        ETHERTYPE_IPV6 => ipv6(frame, l3, vlan),
+        _ => Verdict::NotIp,
+    }
+}
+
+#[inline(always)]
+fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
+    let Some(h) = frame.load::<IPV4_MIN_HLEN>(l3) else {
+        return Verdict::Malformed;
+    };
+    if h[0] >> 4 != 4 {
+        return Verdict::Malformed;
+    }
+    let hlen = usize::from(h[0] & 0x0f) * 4;
+    if hlen < IPV4_MIN_HLEN {
+        return Verdict::Malformed;
+    }
+    let total = usize::from(be16(h[2], h[3]));
+    if total < hlen || l3 + total > frame.total_len() {
+        return Verdict::Malformed;
+    }
+    // More-fragments flag or a fragment offset: not a whole datagram.
+    if be16(h[6], h[7]) & 0x3fff != 0 {
+        return Verdict::Fragment;
+    }
+    if h[9] != IPPROTO_UDP {
+        return Verdict::NotUdp;
+    }
+    let mut group = [0u8; 16];
+    group[..4].copy_from_slice(&h[16..20]);
+    let mut source = [0u8; 16];
+    source[..4].copy_from_slice(&h[12..16]);
+    udp(
+        frame,
+        l3 + hlen,
+        total - hlen,
+        FAMILY_IPV4,
+        group,
+        source,
+        vlan,
+    )
+}
+
+#[inline(always)]
+fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
+    let Some(h) = frame.load::<IPV6_HLEN>(l3) else {
+        return Verdict::Malformed;
+    };
+    if h[0] >> 4 != 6 {
+        return Verdict::Malformed;
+    }
+    let payload = usize::from(be16(h[4], h[5]));
+    if l3 + IPV6_HLEN + payload > frame.total_len() {
+        return Verdict::Malformed;
+    }
+    match h[6] {
+        IPPROTO_UDP => {}
+        IPV6_FRAGMENT => return Verdict::Fragment,
+        _ => return Verdict::NotUdp,
+    }
+    let mut source = [0u8; 16];
+    source.copy_from_slice(&h[8..24]);
+    let mut group = [0u8; 16];
+    group.copy_from_slice(&h[24..40]);
+    udp(
+        frame,
+        l3 + IPV6_HLEN,
+        payload,
+        FAMILY_IPV6,
+        group,
+        source,
+        vlan,
+    )
+}
+
+/// `l4`: offset of the UDP header; `ip_payload`: bytes the IP header says
+/// follow it (already checked against the frame length).
+#[inline(always)]
+fn udp<F: Frame + ?Sized>(
+    frame: &F,
+    l4: usize,
+    ip_payload: usize,
+    family: u8,
+    group: [u8; 16],
+    source: [u8; 16],
+    vlan: u16,
+) -> Verdict {
+    let Some(u) = frame.load::<UDP_HLEN>(l4) else {
+        return Verdict::Malformed;
+    };
+    let udp_len = usize::from(be16(u[4], u[5]));
+    if udp_len < UDP_HLEN || udp_len > ip_payload {
+        return Verdict::Malformed;
+    }
+    Verdict::Udp(Datagram {
+        key: FlowKey {
+            group,
+            port: be16(u[2], u[3]),
+            vlan,
+            family,
+            pad: [0; 3],
+        },
+        source,
+        source_port: be16(u[0], u[1]),
+        payload_offset: l4 + UDP_HLEN,
+        payload_len: udp_len - UDP_HLEN,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::vec::Vec;
+
+    /// Ethernet (+ tags) + IPv4/IPv6 + UDP with `payload` bytes.
+    fn frame(tags: &[(u16, u16)], v6: bool, ihl: u8, payload: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&[0x01, 0x00, 0x5e, 0x01, 0x01, 0x01]);
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+        for &(tpid, vid) in tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        let udp_len = (8 + payload) as u16;
+        if v6 {
+            f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&udp_len.to_be_bytes());
+            f.extend_from_slice(&[IPPROTO_UDP, 8]);
+            f.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
+            f.extend_from_slice(&Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x10).octets());
+        } else {
+            let hlen = usize::from(ihl) * 4;
+            f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+            f.push(0x40 | ihl);
+            f.push(0);
+            f.extend_from_slice(&((hlen as u16) + udp_len).to_be_bytes());
+            f.extend_from_slice(&[0, 1, 0x40, 0, 64, IPPROTO_UDP, 0, 0]);
+            f.extend_from_slice(&[10, 0, 0, 1, 239, 1, 1, 1]);
+            f.resize(f.len() + hlen.saturating_sub(20), 1); // options (NOPs)
+        }
+        f.extend_from_slice(&4000u16.to_be_bytes());
+        f.extend_from_slice(&5000u16.to_be_bytes());
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend((0..payload).map(|i| i as u8));
+        f
+    }
+
+    fn datagram(v: Verdict) -> Datagram {
+        match v {
+            Verdict::Udp(d) => d,
+            other => panic!("expected a datagram, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv4_with_options_and_two_tags() {
+        let f = frame(
+            &[(ETHERTYPE_QINQ, 0x2064), (ETHERTYPE_VLAN, 0x0007)],
+            false,
+            7,
+            10,
+        );
+        let d = datagram(classify(&f[..]));
+        let key = FlowKey::new(IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)), 5000, 7);
+        assert_eq!(d.key, key);
+        assert_eq!(&d.source[..4], &[10, 0, 0, 1]);
+        assert_eq!(d.source[4..], [0; 12]);
+        assert_eq!(d.source_port, 4000);
+        assert_eq!(d.payload_offset, 14 + 8 + 28 + 8);
+        assert_eq!(d.payload_len, 10);
+    }
+
+    #[test]
+    fn ipv6_untagged() {
+        let f = frame(&[], true, 0, 3);
+        let d = datagram(classify(&f[..]));
+        let g = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x10);
+        assert_eq!(d.key, FlowKey::new(IpAddr::V6(g), 5000, 0));
+        assert_eq!(d.payload_offset, 14 + 40 + 8);
+        assert_eq!(d.payload_len, 3);
+    }
+
+    #[test]
+    fn every_truncation_is_malformed() {
+        for f in [
+            frame(&[], false, 5, 5),
+            frame(&[(ETHERTYPE_VLAN, 5)], false, 15, 0),
+            frame(&[(ETHERTYPE_VLAN, 5), (ETHERTYPE_VLAN, 6)], true, 0, 5),
+        ] {
+            assert!(matches!(classify(&f[..]), Verdict::Udp(_)));
+            for len in 0..f.len() {
+                assert_eq!(classify(&f[..len]), Verdict::Malformed, "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_ihl_fragments_and_others() {
+        for ihl in 0..5 {
+            assert_eq!(classify(&frame(&[], false, ihl, 8)[..]), Verdict::Malformed);
+        }
+        let mut f = frame(&[], false, 5, 8);
+        f[14 + 6] = 0x20; // more fragments
+        assert_eq!(classify(&f[..]), Verdict::Fragment);
+        f[14 + 6] = 0x00;
+        f[14 + 7] = 0x01; // offset 8
+        assert_eq!(classify(&f[..]), Verdict::Fragment);
+        let mut f = frame(&[], false, 5, 8);
+        f[14 + 9] = 6; // TCP
+        assert_eq!(classify(&f[..]), Verdict::NotUdp);
+        let mut f = frame(&[], true, 0, 8);
+        f[14 + 6] = IPV6_FRAGMENT;
+        assert_eq!(classify(&f[..]), Verdict::Fragment);
+        let mut f = frame(&[], false, 5, 8);
+        f[12..14].copy_from_slice(&0x0806u16.to_be_bytes()); // ARP
+        assert_eq!(classify(&f[..]), Verdict::NotIp);
+        let mut f = frame(&[], false, 5, 8);
+        f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&7u16.to_be_bytes()); // UDP len < 8
+        assert_eq!(classify(&f[..]), Verdict::Malformed);
+        // Three tags: left to the kernel.
+        let three = [
+            (ETHERTYPE_QINQ, 1),
+            (ETHERTYPE_VLAN, 2),
+            (ETHERTYPE_VLAN, 3),
+        ];
+        assert_eq!(classify(&frame(&three, false, 5, 8)[..]), Verdict::NotIp);
+    }
+
+    #[test]
+    fn trailing_ethernet_padding_is_fine() {
+        let mut f = frame(&[], false, 5, 1);
+        f.resize(60, 0);
+        assert_eq!(datagram(classify(&f[..])).payload_len, 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Verdict::Udp(d) = classify(&bytes[..]) {
+                proptest::prop_assert!(d.payload_offset + d.payload_len <= bytes.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! fanout's XDP program: hand the datagrams of configured multicast flows to
+//! the AF_XDP socket of their rx queue, and everything else to the kernel.
+//!
+//! Contract, per frame:
+//! - it is classified by `fanout_common::parse::classify` (Ethernet, up to two
+//!   VLAN tags, IPv4 with any valid IHL or IPv6, UDP; every read bounds-checked
+//!   against `data_end`, lengths checked against the whole multi-buffer frame);
+//! - a datagram whose (family, group, port, VLAN) is in `FLOWS` and whose
+//!   source is accepted by the flow (source-specific flows accept only their
+//!   source) is redirected with `bpf_redirect_map(XSKS, rx_queue, XDP_PASS)`:
+//!   without a socket on that queue it goes to the kernel (fail-open);
+//! - everything else returns `XDP_PASS`, untouched: malformed frames,
+//!   fragments, non-UDP, unknown flows, rejected sources;
+//! - the program never drops, never rewrites, never aborts;
+//! - each frame bumps `Seen`, one verdict counter and one action counter in
+//!   the per-CPU `COUNTERS` (see `fanout_common::Counter` for the equations).
+//!
+//! The VLAN of the key is the innermost tag's VID, 0 for untagged frames, and
+//! matching is exact (no fall-back from a tagged frame to a VLAN-0 entry):
+//! the same group on two VLANs is two streams. NICs that strip the VLAN tag in
+//! hardware show the program an untagged frame; the loader must account for it.
+//!
+//! Frags-aware (`#[xdp(frags)]`): headers are read from the first buffer, and
+//! the total length (`bpf_xdp_get_buff_len`) is what the IP and UDP lengths are
+//! checked against, so jumbo frames on multi-buffer drivers are matched whole.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{HashMap, PerCpuArray, XskMap},
+    helpers::generated::bpf_xdp_get_buff_len,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use fanout_common::{
+    Counter, FlowKey, FlowValue, MAX_FLOWS, MAX_QUEUES,
+    parse::{Frame, Verdict, classify},
+};
+
+/// Configured flows (written by userspace).
+#[btf_map]
+static FLOWS: HashMap<FlowKey, FlowValue, { MAX_FLOWS as usize }> = HashMap::new();
+
+/// AF_XDP socket per rx queue (written by userspace).
+#[btf_map]
+static XSKS: XskMap<{ MAX_QUEUES as usize }> = XskMap::new();
+
+/// Per-CPU counters, indexed by `fanout_common::Counter`.
+#[btf_map]
+static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+
+#[xdp(frags)]
+pub fn fanout_xdp(ctx: XdpContext) -> u32 {
+    count(Counter::Seen);
+    let action = handle(&ctx);
+    count(if action == xdp_action::XDP_REDIRECT {
+        Counter::Redirected
+    } else {
+        Counter::Passed
+    });
+    action
+}
+
+#[inline(always)]
+fn handle(ctx: &XdpContext) -> u32 {
+    let frame = XdpFrame::new(ctx);
+    let datagram = match classify(&frame) {
+        Verdict::Udp(d) => d,
+        Verdict::Malformed => return pass(Counter::Malformed),
+        Verdict::Fragment => return pass(Counter::Fragment),
+        Verdict::NotIp => return pass(Counter::NotIp),
+        Verdict::NotUdp => return pass(Counter::NotUdp),
+    };
+    // SAFETY: the value is copied out at once; nothing is held across another
+    // map operation, so a concurrent update from userspace cannot alias it.
+    let Some(flow) = (unsafe { FLOWS.get(datagram.key) }).copied() else {
+        return pass(Counter::NoFlow);
+    };
+    if !flow.accepts(&datagram.source) {
+        return pass(Counter::SourceRejected);
+    }
+    count(Counter::Matched);
+    match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => action,
+        Err(_) => pass(Counter::NoSocket),
+    }
+}
+
+#[inline(always)]
+fn pass(reason: Counter) -> u32 {
+    count(reason);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter.index()) {
+        // SAFETY: the pointer comes from a successful per-CPU array lookup and
+        // is this CPU's slot; XDP programs do not nest on one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The frame behind an `XdpContext`: `[data, data_end)` is the first buffer,
+/// `len` the whole (multi-buffer) frame.
+struct XdpFrame {
+    start: usize,
+    end: usize,
+    len: usize,
+}
+
+impl XdpFrame {
+    #[inline(always)]
+    fn new(ctx: &XdpContext) -> Self {
+        // SAFETY: `ctx.ctx` is the program's context pointer, which is what
+        // the helper takes.
+        let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx.cast()) };
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len: len as usize,
+        }
+    }
+}
+
+impl Frame for XdpFrame {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let at = self.start + offset;
+        // The comparison the verifier needs: packet pointer + N <= data_end.
+        if at + N > self.end {
+            return None;
+        }
+        // SAFETY: `[at, at + N)` lies within `[data, data_end)`, checked just
+        // above; the read is unaligned-safe.
+        Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier rejects any reachable panic path (it cannot call into
+    // one), so this is dead code in a loaded program.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
