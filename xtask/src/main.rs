@@ -2,6 +2,8 @@
 //!
 //! - `setup`: installs what the build and the lab need (idempotent, fast when done);
 //! - `build-ebpf`: builds the XDP program (see `ebpf.rs`);
+//! - `load` / `unload`: attach the XDP program to an interface and pin it,
+//!   or remove the pins (see `load.rs`);
 //! - `lab up|down`: leaves a lab running for manual work, or removes one;
 //! - `demo`: the tour: lab, engine, generator, sinks, a table of what arrived;
 //! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests.
@@ -17,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod ebpf;
+mod load;
 mod setup;
 mod test;
 
@@ -37,6 +40,10 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
+    /// Build the XDP program, attach it to an interface with the config's flows, pin it and exit.
+    Load(load::LoadArgs),
+    /// Remove the pins made by `load` (the program detaches).
+    Unload(load::UnloadArgs),
     /// Bring the lab up (left running) or take it down.
     Lab {
         #[command(subcommand)]
@@ -68,7 +75,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // The whole chain on one line: no backtrace noise for users.
             eprintln!("xtask: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(load::exit_code(&err))
         }
     }
 }
@@ -81,6 +88,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("{}", object.display());
             Ok(())
         }
+        Cmd::Load(args) => load::load(args),
+        Cmd::Unload(args) => load::unload(args),
         Cmd::Lab { action } => lab(action),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test => test::run(),

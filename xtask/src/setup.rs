@@ -1,10 +1,14 @@
 //! `cargo xtask setup`: makes a fresh Debian 12 ready to build, test and
 //! demo fanout. Idempotent and fast when done: it checks first (dpkg-query,
-//! rustup, `bpf-linker --version`) and installs only what is missing.
+//! rustup, `bpf-linker --version`) and installs only what is missing, and
+//! mounts a BPF filesystem on `/sys/fs/bpf` when none is there (as root), so
+//! that `cargo xtask load` can pin.
 
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
 
 use crate::{is_root, output_of, run_status};
 
@@ -101,6 +105,10 @@ pub fn run() -> Result<Vec<String>> {
         did.push(format!("cargo install bpf-linker@{BPF_LINKER_VERSION}"));
     }
 
+    if is_root() && mount_bpffs()? {
+        did.push(format!("mount -t bpf bpf {BPFFS}"));
+    }
+
     if did.is_empty() {
         println!(
             "setup: everything present ({} packages, nightly + rust-src, bpf-linker {BPF_LINKER_VERSION})",
@@ -110,4 +118,32 @@ pub fn run() -> Result<Vec<String>> {
         println!("setup: done: {}", did.join("; "));
     }
     Ok(did)
+}
+
+/// Where the BPF filesystem is expected (pins of `cargo xtask load`).
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Whether `dir` is the root or inside of a mounted BPF filesystem.
+fn is_bpffs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+}
+
+/// Mounts a BPF filesystem on [`BPFFS`] unless one is there already;
+/// returns whether it mounted one. Idempotent; needs root to mount.
+pub fn mount_bpffs() -> Result<bool> {
+    let dir = Path::new(BPFFS);
+    if is_bpffs(dir) {
+        return Ok(false);
+    }
+    if !is_root() {
+        bail!("{BPFFS} is not a BPF filesystem and mounting one needs root");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {BPFFS}"))?;
+    run_status(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
+    if !is_bpffs(dir) {
+        bail!("mounted a BPF filesystem on {BPFFS} but statfs does not see it");
+    }
+    println!("setup: mounted a BPF filesystem on {BPFFS}");
+    Ok(true)
 }
