@@ -338,7 +338,10 @@ fn killed_engine_fails_open_within_a_second() {
         let out = child.finish(Duration::from_secs(1));
         panic!("the helper never became ready: {out:?}");
     }
-    assert!(xdp_attached(&lab.edge, iface::IN0), "helper attached nothing");
+    assert!(
+        xdp_attached(&lab.edge, iface::IN0),
+        "helper attached nothing"
+    );
 
     // The stream flows into the helper's AF_XDP socket, not the kernel.
     let stream = Stream::start(source_socket(&lab.src, SOURCE_PORT));
@@ -346,7 +349,10 @@ fn killed_engine_fails_open_within_a_second() {
         .unwrap_or_else(|| panic!("the helper received {:?}", read_status()));
     assert_eq!(corrupt, 0, "the helper saw corrupt datagrams");
     assert!(received <= stream.sent());
-    assert_empty(&kernel, "kernel socket while the AF_XDP socket holds the flow");
+    assert_empty(
+        &kernel,
+        "kernel socket while the AF_XDP socket holds the flow",
+    );
 
     // SIGKILL: no clean-up code runs in the child.
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -369,7 +375,9 @@ fn killed_engine_fails_open_within_a_second() {
     assert_eq!(done.status.signal(), Some(libc::SIGKILL), "{done:?}");
     // The link was the child's (not pinned): gone with it.
     assert!(
-        wait_until(DEADLINE, || (!xdp_attached(&lab.edge, iface::IN0)).then_some(())).is_some(),
+        wait_until(DEADLINE, || (!xdp_attached(&lab.edge, iface::IN0))
+            .then_some(()))
+        .is_some(),
         "an XDP program is still attached to in0 after the engine died"
     );
     drop(stream);
@@ -419,10 +427,15 @@ fn pinned_program_outlives_its_loader_until_unloaded() {
     assert!(fanout::xdp::unpin(&dir).unwrap(), "nothing was pinned");
     assert!(!dir.exists());
     assert!(
-        wait_until(DEADLINE, || (!xdp_attached(&lab.edge, iface::IN0)).then_some(())).is_some(),
+        wait_until(DEADLINE, || (!xdp_attached(&lab.edge, iface::IN0))
+            .then_some(()))
+        .is_some(),
         "still attached after unpin"
     );
-    assert!(!fanout::xdp::unpin(&dir).unwrap(), "second unpin found pins");
+    assert!(
+        !fanout::xdp::unpin(&dir).unwrap(),
+        "second unpin found pins"
+    );
     for seq in 5..10 {
         source
             .send_to(&datagram(FLOW_STREAM, seq, 512), (GROUP, PORT))
@@ -500,7 +513,8 @@ fn unconfigured_traffic_is_untouched() {
     // (permanent neighbours both ways).
     for ns in [&lab.src, &lab.edge] {
         ns.sysctl("net/ipv6/conf/all/disable_ipv6", "1").unwrap();
-        ns.sysctl("net/ipv6/conf/default/disable_ipv6", "1").unwrap();
+        ns.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+            .unwrap();
     }
     let (src_mac, in_mac) = (mac(&lab.src, iface::SRC0), mac(&lab.edge, iface::IN0));
     lab.src
@@ -567,7 +581,11 @@ fn unconfigured_traffic_is_untouched() {
         for seq in 0..PINGS {
             let data = datagram(9, u64::from(seq), 56);
             let reply = ping(&icmp, addr::IN0_V4, 0x464f, seq, &data);
-            assert_eq!(fanout::wire::checksum::data(&reply), 0xffff, "reply checksum");
+            assert_eq!(
+                fanout::wire::checksum::data(&reply),
+                0xffff,
+                "reply checksum"
+            );
             assert_eq!(&reply[..2], &[0, 0], "echo reply");
             assert_eq!(&reply[4..8], &[0x46, 0x4f, 0, seq as u8]);
             assert_eq!(&reply[8..], &data[..], "echo data");
@@ -577,9 +595,7 @@ fn unconfigured_traffic_is_untouched() {
         const UNICAST: u64 = 3;
         for seq in 0..UNICAST {
             let data = datagram(UNICAST_STREAM, seq, 300 + seq as usize);
-            source
-                .send_to(&data, (addr::IN0_V4, UNICAST_PORT))
-                .unwrap();
+            source.send_to(&data, (addr::IN0_V4, UNICAST_PORT)).unwrap();
             assert_eq!(recv_within(&unicast_kernel, DEADLINE, "unicast UDP"), data);
         }
 

@@ -4,7 +4,8 @@
 //! `load` builds the program ([`crate::ebpf::build`]), loads it, attaches it
 //! to `--iface` (native XDP, generic when the driver refuses, and says which),
 //! writes the configuration's flows of that interface into `FLOWS` (flow id =
-//! the flow's index in the plan, as the engine numbers them) and pins the link
+//! the flow's index in the configuration, as the engine numbers them; the
+//! interfaces are resolved by index only, see [`flow_plan`]) and pins the link
 //! and the maps under [`pin_dir`], mounting a BPF filesystem on `/sys/fs/bpf`
 //! when none is there. It then exits and the program stays attached: with no
 //! AF_XDP socket in `XSKS`, matched traffic is passed to the kernel
@@ -12,7 +13,9 @@
 //! (the link's last reference: the program detaches) and says what it
 //! removed; nothing pinned is not an error.
 //!
-//! With `--netns NS` the work runs on a thread that entered the named network
+//! Run it in the host's mount namespace: under `ip netns exec` (which mounts
+//! a private `/sys`) the BPF filesystem it mounts, and the pins with it, die
+//! with that mount namespace. With `--netns NS` the work runs on a thread that entered the named network
 //! namespace (`setns`), and the pins live under
 //! `/sys/fs/bpf/fanout/netns/NS/IFNAME` so that the same interface name in two
 //! namespaces never collides. Exit codes: 0 done, 2 bad arguments or
@@ -24,7 +27,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use fanout::plan::Plan;
+use fanout::config::Config;
+use fanout::plan::{Interface, Plan};
 use fanout::xdp::{self, AttachMode, PIN_ROOT, XdpProgram};
 use nix::sched::{CloneFlags, setns};
 
@@ -58,28 +62,39 @@ pub struct UnloadArgs {
     netns: Option<String>,
 }
 
-/// A mistake in the arguments or the configuration: exit code 2.
+/// A complete message for the operator and the exit code that goes with it
+/// (2: the arguments or the configuration are at fault).
 #[derive(Debug)]
-pub struct BadInput(pub String);
+pub struct Fatal {
+    pub code: u8,
+    pub message: String,
+}
 
-impl fmt::Display for BadInput {
+impl fmt::Display for Fatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for BadInput {}
+impl std::error::Error for Fatal {}
 
-/// The exit code of a failed xtask command: 2 when the arguments or the
-/// configuration are at fault, 1 otherwise.
+/// A mistake in the arguments or the configuration: exit code 2.
+fn bad_input(message: String) -> Fatal {
+    Fatal { code: 2, message }
+}
+
+/// A configuration error, its message complete (the `io::Error` is already
+/// in it) and its exit code (2 unless the system failed).
+fn config_error(e: fanout::config::Error) -> Fatal {
+    Fatal {
+        code: e.exit_code(),
+        message: e.to_string(),
+    }
+}
+
+/// The exit code of a failed xtask command: [`Fatal::code`], 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<BadInput>().is_some() {
-        return 2;
-    }
-    match err.downcast_ref::<fanout::config::Error>() {
-        Some(e) => e.exit_code(),
-        None => 1,
-    }
+    err.downcast_ref::<Fatal>().map_or(1, |f| f.code)
 }
 
 /// The pin directory of `iface`: [`xdp::pin_dir`] in the caller's network
@@ -97,7 +112,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
     let ns = args.netns.as_deref().map(open_netns).transpose()?;
     let dir = pin_dir(args.netns.as_deref(), &args.iface);
     if dir.join(xdp::LINK_PIN).exists() {
-        return Err(BadInput(format!(
+        return Err(bad_input(format!(
             "a program is already pinned on {} ({}): run `cargo xtask unload --iface {}{}` first",
             where_(&args.iface, args.netns.as_deref()),
             dir.display(),
@@ -109,18 +124,20 @@ pub fn load(args: LoadArgs) -> Result<()> {
         ))
         .into());
     }
+    // Configuration mistakes first: they need no build.
+    let config = Config::load(&args.config).map_err(config_error)?;
     let object = ebpf::build(true)?;
     setup::mount_bpffs()?;
-    in_netns(ns, || load_here(&args, &object, &dir))
+    in_netns(ns, || load_here(&args, &config, &object, &dir))
 }
 
 /// The part of `load` that runs inside the target namespace.
-fn load_here(args: &LoadArgs, object: &Path, dir: &Path) -> Result<()> {
+fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Result<()> {
     let place = where_(&args.iface, args.netns.as_deref());
     if nix::net::if_::if_nametoindex(args.iface.as_str()).is_err() {
-        return Err(BadInput(format!("no such interface {place}")).into());
+        return Err(bad_input(format!("no such interface {place}")).into());
     }
-    let plan = Plan::load(&args.config)?;
+    let plan = flow_plan(config)?;
     let flows: Vec<(u32, &fanout::plan::FlowPlan)> = plan
         .flows
         .iter()
@@ -132,7 +149,7 @@ fn load_here(args: &LoadArgs, object: &Path, dir: &Path) -> Result<()> {
         let mut others: Vec<&str> = plan.flows.iter().map(|f| f.ingress.name.as_str()).collect();
         others.sort_unstable();
         others.dedup();
-        return Err(BadInput(format!(
+        return Err(bad_input(format!(
             "{}: no flow arrives on {} (flows arrive on: {})",
             args.config.display(),
             args.iface,
@@ -154,7 +171,8 @@ fn load_here(args: &LoadArgs, object: &Path, dir: &Path) -> Result<()> {
     }
     for (id, flow) in &flows {
         prog.insert_flow(*id, flow)?;
-        let mut line = format!("  flow {id} {:?}: {}:{}", flow.name, flow.group, flow.port);
+        let dest = std::net::SocketAddr::new(flow.group, flow.port);
+        let mut line = format!("  flow {id} {:?}: {dest}", flow.name);
         if let Some(vlan) = flow.vlan {
             line.push_str(&format!(" vlan {vlan}"));
         }
@@ -182,6 +200,27 @@ fn load_here(args: &LoadArgs, object: &Path, dir: &Path) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// Reads and validates the configuration and resolves its interfaces by
+/// `if_nametoindex` only: that is all the flow keys need, and unlike the
+/// MTU and MAC in `/sys/class/net` (which shows the namespace of whoever
+/// mounted sysfs) it answers for the namespace this thread entered.
+fn flow_plan(config: &Config) -> Result<Plan> {
+    let plan = Plan::resolve_with(config, |name| match nix::net::if_::if_nametoindex(name) {
+        Ok(index) => Ok(Some(Interface {
+            name: name.to_owned(),
+            index,
+            mtu: 0,
+            mac: None,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+        })),
+        Err(nix::errno::Errno::ENODEV) => Ok(None),
+        Err(e) => Err(e.into()),
+    })
+    .map_err(config_error)?;
+    Ok(plan)
 }
 
 /// `cargo xtask unload`.
@@ -233,7 +272,7 @@ fn check_iface_name(iface: &str) -> Result<()> {
         || iface.contains(['/', ':'])
         || iface.chars().any(char::is_whitespace);
     if bad {
-        return Err(BadInput(format!("invalid interface name {iface:?}")).into());
+        return Err(bad_input(format!("invalid interface name {iface:?}")).into());
     }
     Ok(())
 }
@@ -241,11 +280,11 @@ fn check_iface_name(iface: &str) -> Result<()> {
 /// Opens `/run/netns/NS`.
 fn open_netns(ns: &str) -> Result<File> {
     if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
-        return Err(BadInput(format!("invalid network namespace name {ns:?}")).into());
+        return Err(bad_input(format!("invalid network namespace name {ns:?}")).into());
     }
     let path = Path::new(NETNS_DIR).join(ns);
     File::open(&path).map_err(|e| {
-        BadInput(format!(
+        bad_input(format!(
             "no such network namespace {ns} ({}: {e}; see `ip netns list`)",
             path.display()
         ))
