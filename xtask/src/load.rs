@@ -229,6 +229,10 @@ fn flow_plan(config: &Config) -> Result<Plan> {
 /// `cargo xtask unload`.
 pub fn unload(args: UnloadArgs) -> Result<()> {
     check_iface_name(&args.iface)?;
+    if let Some(ns) = &args.netns {
+        // The namespace may be gone already: its pins still need removing.
+        check_netns_name(ns)?;
+    }
     let dir = pin_dir(args.netns.as_deref(), &args.iface);
     let place = where_(&args.iface, args.netns.as_deref());
     let pinned: Vec<&str> = [xdp::LINK_PIN, "FLOWS", "XSKS", "COUNTERS"]
@@ -280,11 +284,18 @@ fn check_iface_name(iface: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens `/run/netns/NS`.
-fn open_netns(ns: &str) -> Result<File> {
+/// Rejects namespace names that `ip netns` would refuse (and that would
+/// escape the pin directory).
+fn check_netns_name(ns: &str) -> Result<()> {
     if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
         return Err(bad_input(format!("invalid network namespace name {ns:?}")).into());
     }
+    Ok(())
+}
+
+/// Opens `/run/netns/NS`.
+fn open_netns(ns: &str) -> Result<File> {
+    check_netns_name(ns)?;
     let path = Path::new(NETNS_DIR).join(ns);
     File::open(&path).map_err(|e| {
         bad_input(format!(
@@ -331,6 +342,7 @@ mod tests {
             assert_eq!(exit_code(&err), 2, "{bad:?}");
         }
         assert!(check_iface_name("in0").is_ok());
+        assert_eq!(exit_code(&check_netns_name("../x").unwrap_err()), 2);
         let err = open_netns("fo-does-not-exist-xyz").unwrap_err();
         assert_eq!(exit_code(&err), 2);
         assert!(err.to_string().contains("fo-does-not-exist-xyz"), "{err}");
