@@ -9,6 +9,9 @@
 //! it on drop, also while a test panics. [`Lab::down`] removes what a crashed
 //! run left behind. The lab never touches the host's own interfaces, routes or
 //! sysctls. It drives `ip(8)` (iproute2) and `setns(2)`; it needs root.
+//! [`Process`] runs the lab's programs (engine, `fanout gen`, `fanout sink`)
+//! inside it and kills them if dropped while running; [`privileged`] decides
+//! whether a privileged test runs, fails or skips loudly.
 //!
 //! Topology of [`Lab::up`] (MTU 9000 on every link, `lo` up everywhere):
 //!

@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use fanout::{
     lab::{self, Lab, Process, addr, iface},
+    stats::Snapshot,
     tools::SinkReport,
 };
 
@@ -376,12 +377,17 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
             stopped.stderr.trim()
         );
     }
-    if stats.exists() {
-        println!("      machine-readable: {}", stats.display());
+    // The engine's side of the books: every received datagram is accounted
+    // for at every output (sent + dropped = received), and it received them all.
+    let accounting = engine_accounting(&stats, args.count);
+    match &accounting {
+        Ok(line) => println!("      {line}"),
+        Err(err) => println!("      ACCOUNTING: {err:#}"),
     }
+    println!("      machine-readable: {}", stats.display());
 
     println!();
-    if report.is_clean() && stopped.status.success() {
+    if report.is_clean() && stopped.status.success() && accounting.is_ok() {
         println!(
             "PASS: all {} outputs received all {} datagrams, byte-exact, no duplicates",
             labels.len(),
@@ -407,7 +413,8 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         bail!(
             "FAIL: {}{}",
             if bad.is_empty() {
-                "all outputs clean but the engine did not exit cleanly".to_owned()
+                "all outputs clean but the engine did not exit cleanly or its accounting is off"
+                    .to_owned()
             } else {
                 bad.join("; ")
             },
@@ -418,6 +425,34 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
             }
         )
     }
+}
+
+/// Reads the engine's `--stats-json` and checks its books: one flow that
+/// received `count` datagrams, and `sent + dropped = received` at every output.
+fn engine_accounting(path: &Path, count: u64) -> Result<String> {
+    let json = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let snapshot: Snapshot =
+        serde_json::from_str(&json).with_context(|| format!("parse {}", path.display()))?;
+    snapshot
+        .check_accounting()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let [flow] = snapshot.flows.as_slice() else {
+        bail!(
+            "expected 1 flow in {}, found {}",
+            path.display(),
+            snapshot.flows.len()
+        );
+    };
+    if flow.received != count {
+        bail!("the engine received {} of {count} datagrams", flow.received);
+    }
+    let sent: u64 = flow.outputs.iter().map(|o| o.sent).sum();
+    let dropped: u64 = flow.outputs.iter().map(|o| o.dropped_total()).sum();
+    Ok(format!(
+        "accounting ({} engine): received {count} of {count}; sent {sent} + dropped {dropped} = {count} x {} outputs",
+        snapshot.engine,
+        flow.outputs.len()
+    ))
 }
 
 /// Waits (with a deadline) for `process` to create `ready`; fails early, with

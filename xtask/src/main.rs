@@ -10,7 +10,7 @@
 
 use std::{
     ffi::OsString,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, ExitCode},
 };
 
@@ -144,18 +144,11 @@ fn lab(action: LabAction) -> Result<()> {
     Ok(())
 }
 
-/// The workspace root (xtask lives one level below it).
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-}
-
 /// The cargo that runs us (so `cargo +toolchain xtask` stays consistent).
 fn cargo() -> Command {
     let mut cmd =
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
-    cmd.current_dir(workspace_root());
+    cmd.current_dir(ebpf::repo_root());
     cmd
 }
 
@@ -163,7 +156,7 @@ fn cargo() -> Command {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+        .unwrap_or_else(|| ebpf::repo_root().join("target"))
 }
 
 fn is_root() -> bool {

@@ -44,6 +44,19 @@ pub fn run() -> Result<()> {
     let t = Instant::now();
     summary.step("setup", t, false, setup::run().map(|did| did.join("; ")));
 
+    // The eBPF object comes first: clippy and the test build embed it. As
+    // root, where setup has installed the toolchain, it is required; without
+    // root, tests that need it skip loudly.
+    let t = Instant::now();
+    let object = ebpf::build(true);
+    let note = match &object {
+        Ok(path) => Ok(format!("{EBPF_OBJECT_ENV}={}", path.display())),
+        Err(err) => Err(anyhow::anyhow!(
+            "{err:#}; tests run without {EBPF_OBJECT_ENV}"
+        )),
+    };
+    summary.step("build-ebpf", t, !is_root(), note);
+
     let t = Instant::now();
     let fmt = run_status(cargo().args(["fmt", "--all", "--check"]));
     summary.step("fmt", t, false, fmt.map(|()| String::new()));
@@ -58,18 +71,6 @@ pub fn run() -> Result<()> {
         "warnings",
     ]));
     summary.step("clippy", t, false, clippy.map(|()| String::new()));
-
-    // The eBPF object is optional here: tests that need it skip (or fail
-    // under FANOUT_REQUIRE_PRIVILEGED=1) when the variable is absent.
-    let t = Instant::now();
-    let object = ebpf::build(true);
-    let note = match &object {
-        Ok(path) => Ok(format!("{EBPF_OBJECT_ENV}={}", path.display())),
-        Err(err) => Err(anyhow::anyhow!(
-            "{err:#}; tests run without {EBPF_OBJECT_ENV}"
-        )),
-    };
-    summary.step("build-ebpf", t, true, note);
 
     let t = Instant::now();
     let mut tests = cargo();
