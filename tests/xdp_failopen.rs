@@ -85,6 +85,12 @@ fn object_path() -> PathBuf {
 /// `FANOUT_REQUIRE_PRIVILEGED=1`).
 fn ready(test: &str) -> Option<PathBuf> {
     if !lab::privileged(test) {
+        // `privileged` says why with eprintln!, which the harness captures
+        // for a passing test: say it where it is seen too.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs root and a usable `ip netns`"
+        );
         return None;
     }
     let obj = object_path();
