@@ -746,8 +746,11 @@ fn vlan_flow_is_received_on_the_subinterface() {
         ]) {
             // Not a privilege problem: this kernel has no 802.1Q (8021q) support.
             if e.to_string().contains("Unknown device type") {
-                eprintln!(
-                    "SKIPPED vlan_flow_is_received_on_the_subinterface: the kernel cannot create VLAN devices ({e})"
+                fanout::lab::skip_loudly(
+                    "vlan_flow_is_received_on_the_subinterface",
+                    &format!(
+                        "the kernel cannot create VLAN devices (CONFIG_VLAN_8021Q unset): {e}"
+                    ),
                 );
                 return;
             }

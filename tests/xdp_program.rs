@@ -43,7 +43,7 @@ fn skip(test: &str, reason: &str) -> Option<Harness> {
         !required(),
         "{test}: {reason} (FANOUT_REQUIRE_PRIVILEGED=1)"
     );
-    eprintln!("SKIPPED: {test}: {reason}");
+    fanout::lab::skip_loudly(test, reason);
     None
 }
 

@@ -7,7 +7,9 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
 
 use crate::{cargo, ebpf, is_root, run_status, setup};
 
@@ -86,21 +88,105 @@ pub fn run() -> Result<()> {
     } else {
         "not root: privileged tests skipped"
     };
-    summary.step(
-        "test",
-        t,
-        false,
-        run_status(&mut tests).map(|()| tier.to_owned()),
-    );
+    let mut totals = Totals::default();
+    let result = run_counting(&mut tests, &mut totals).map(|()| {
+        format!(
+            "{tier}; {} passed, {} failed, {} ignored",
+            totals.passed, totals.failed, totals.ignored
+        )
+    });
+    summary.step("test", t, false, result);
 
     println!();
     println!("xtask test summary:");
     for (name, line, secs) in &summary.lines {
         println!("  {name:<11} {secs:>7.1} s  {line}");
     }
+    // The plain closing line CI reads: the tests of every binary added up.
+    println!();
+    println!(
+        "tests: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
     if summary.failed {
         bail!("some steps failed");
     }
     println!("all steps passed");
     Ok(())
+}
+
+/// Tests counted over every `test result:` line of a `cargo test` run.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds one libtest summary line (`test result: ok. 9 passed; 0 failed; 1 ignored; ...`).
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd` with its stdout passed through line by line and counted.
+fn run_counting(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the test output")?;
+        totals.add_line(&line);
+        let _ = writeln!(out, "{line}");
+    }
+    drop(out);
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_add_up_libtest_summaries() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 132 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.60s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 3 tests");
+        t.add_line("test lab::x ... ok");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 135,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
 }
