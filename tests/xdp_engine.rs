@@ -1,0 +1,409 @@
+//! Privileged end-to-end tests of the XDP datapath: the real `fanout run`
+//! with `mode = "xdp"` in the lab's edge namespace.
+//!
+//! Per case (IPv4 / IPv6, native / generic attach): a flow on `in0` with 8
+//! unicast outputs to the sink on `out0` (ports 6001..6008) and 1 multicast
+//! re-emission on `out1`. The source sends numbered datagrams of 64, 1472
+//! and jumbo size (8972 for IPv4, 8952 for IPv6: the largest unfragmented
+//! at MTU 9000), and every output must receive every one of them,
+//! byte-exact, in order, once. Then the engine is stopped and its JSON
+//! stats are checked: the rung (`xdp native copy` / `xdp generic copy`),
+//! per output `sent == received == datagrams` with nothing dropped,
+//! `check_accounting`, and the XDP section: the program redirected exactly
+//! the datagrams sent (so AF_XDP carried them) and the AF_XDP sockets
+//! dropped nothing.
+//!
+//! The source's veth has TX checksum offload turned off: with it on, a
+//! datagram a local socket sends over veth carries only the pseudo-header
+//! sum in its UDP checksum field (CHECKSUM_PARTIAL), and an incremental
+//! update of that field cannot produce a valid checksum (see the report of
+//! `source_checksum_offload_is_off`). A real NIC delivers complete checksums.
+//!
+//! Needs root and the XDP object (`FANOUT_EBPF_OBJ`, or the release build
+//! in `xdp-ebpf/target`); skips loudly otherwise, fails under
+//! `FANOUT_REQUIRE_PRIVILEGED=1`.
+
+use std::fs;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fanout::lab::{self, Lab, Process, addr, iface};
+use fanout::stats::Snapshot;
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+
+const PORT: u16 = 5000;
+const UNICAST_PORTS: std::ops::RangeInclusive<u16> = 6001..=6008;
+const MCAST_PORT: u16 = 7000;
+/// Datagrams per size.
+const PER_SIZE: u64 = 20;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn object_path() -> PathBuf {
+    match std::env::var_os("FANOUT_EBPF_OBJ") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
+    }
+}
+
+/// Root, netns and the XDP object; otherwise skip loudly (or fail).
+fn ready_to_run(test: &str) -> Option<PathBuf> {
+    if !lab::privileged(test) {
+        return None;
+    }
+    let obj = object_path();
+    if !obj.exists() {
+        let reason = format!(
+            "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf --release)",
+            obj.display()
+        );
+        if std::env::var("FANOUT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{test}: {reason}");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+        return None;
+    }
+    Some(obj)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn group(self) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::new(239, 10, 0, 1).into(),
+            Family::V6 => Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x10, 1).into(),
+        }
+    }
+    fn mcast_out(self) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::new(239, 255, 10, 1).into(),
+            Family::V6 => Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x20, 1).into(),
+        }
+    }
+    fn sink(self) -> IpAddr {
+        match self {
+            Family::V4 => addr::SNK0_V4.into(),
+            Family::V6 => addr::SNK0_V6.into(),
+        }
+    }
+    fn source(self) -> IpAddr {
+        match self {
+            Family::V4 => addr::SRC0_V4.into(),
+            Family::V6 => addr::SRC0_V6.into(),
+        }
+    }
+    fn sizes(self) -> [usize; 3] {
+        match self {
+            Family::V4 => [64, 1472, 8972],
+            Family::V6 => [64, 1452, 8952],
+        }
+    }
+}
+
+fn config(family: Family) -> String {
+    let mut toml = format!(
+        "[engine]\nmode = \"xdp\"\n\n[[flow]]\nname = \"f\"\ninterface = \"{}\"\ngroup = \"{}\"\nport = {PORT}\n",
+        iface::IN0,
+        family.group()
+    );
+    for port in UNICAST_PORTS {
+        toml += &format!(
+            "\n  [[flow.output]]\n  name = \"u{port}\"\n  unicast = \"{}\"\n  interface = \"{}\"\n  source_port = 4000\n",
+            SocketAddr::new(family.sink(), port),
+            iface::OUT0
+        );
+    }
+    toml += &format!(
+        "\n  [[flow.output]]\n  name = \"m\"\n  multicast = \"{}\"\n  interface = \"{}\"\n  ttl = 4\n",
+        SocketAddr::new(family.mcast_out(), MCAST_PORT),
+        iface::OUT1
+    );
+    toml
+}
+
+/// The payload of datagram `seq`: the sequence number, the size, then a
+/// pattern that differs at every offset.
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (seq as u8).wrapping_mul(7) ^ ((i >> 8) as u8))
+        .collect();
+    p[..8].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+fn big_rcvbuf(s: &Socket) {
+    setsockopt(s, sockopt::RcvBufForce, &(16 << 20)).expect("SO_RCVBUFFORCE");
+}
+
+fn unicast_sink(ip: IpAddr, port: u16) -> UdpSocket {
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    big_rcvbuf(&s);
+    s.bind(&SocketAddr::new(ip, port).into()).unwrap();
+    s.into()
+}
+
+fn multicast_sink(group: IpAddr, port: u16, ifname: &str) -> UdpSocket {
+    let index = nix::net::if_::if_nametoindex(ifname).unwrap();
+    let domain = if group.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    big_rcvbuf(&s);
+    s.set_reuse_address(true).unwrap();
+    match group {
+        IpAddr::V4(g) => s
+            .join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(index))
+            .unwrap(),
+        IpAddr::V6(g) => {
+            s.set_only_v6(true).unwrap();
+            s.join_multicast_v6(&g, index).unwrap();
+        }
+    }
+    s.bind(&SocketAddr::new(group, port).into()).unwrap();
+    s.into()
+}
+
+fn source_socket(family: Family) -> UdpSocket {
+    let index = nix::net::if_::if_nametoindex(iface::SRC0).unwrap();
+    let domain = match family {
+        Family::V4 => Domain::IPV4,
+        Family::V6 => Domain::IPV6,
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    match family {
+        Family::V4 => {
+            s.set_multicast_if_v4(&addr::SRC0_V4).unwrap();
+            s.set_multicast_ttl_v4(1).unwrap();
+            s.set_multicast_loop_v4(false).unwrap();
+        }
+        Family::V6 => {
+            s.set_only_v6(true).unwrap();
+            s.set_multicast_if_v6(index).unwrap();
+            s.set_multicast_hops_v6(1).unwrap();
+            s.set_multicast_loop_v6(false).unwrap();
+        }
+    }
+    s.bind(&SocketAddr::new(family.source(), 0).into()).unwrap();
+    s.into()
+}
+
+/// Receives `expected` datagrams in order, byte-exact, then checks that
+/// nothing more comes.
+fn expect_stream(sock: &UdpSocket, what: &str, expected: &[(u64, usize)]) {
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    for &(seq, len) in expected {
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: datagram {seq} ({len} bytes) missing: {e}"));
+        let got_seq = u64::from_be_bytes(buf[..8.min(n)].try_into().unwrap_or([0xff; 8]));
+        assert_eq!(
+            (got_seq, n),
+            (seq, len),
+            "{what}: expected datagram {seq} of {len} bytes"
+        );
+        assert!(
+            buf[..n] == payload(seq, len)[..],
+            "{what}: datagram {seq} corrupted"
+        );
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+        panic!("{what}: an unexpected extra datagram of {n} bytes");
+    }
+}
+
+fn wait_for_file(engine: &mut Process, path: &Path) {
+    let ok = lab::wait_until(DEADLINE, || {
+        if path.exists() {
+            Some(true)
+        } else if !engine.is_running() {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    if ok != Some(true) {
+        let done = engine.finish(Duration::from_secs(2));
+        panic!("fanout run never became ready: {done:?}");
+    }
+}
+
+/// Runs one case; returns the final snapshot.
+fn run_case(test: &str, family: Family, generic: bool) {
+    let Some(obj) = ready_to_run(test) else {
+        return;
+    };
+    let lab = Lab::up(&lab::unique_prefix("x")).expect("lab up");
+    // See the module documentation: complete checksums from the source.
+    lab.src
+        .exec(&["ethtool", "-K", iface::SRC0, "tx", "off"])
+        .expect("ethtool -K src0 tx off");
+    let dir = std::env::temp_dir().join(format!("{}-{test}", lab.prefix()));
+    fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("config.toml");
+    fs::write(&config_path, config(family)).unwrap();
+    let stats_path = dir.join("stats.json");
+    let ready = dir.join("ready");
+
+    // Sinks first (the multicast one joins on snk1).
+    let sinks: Vec<(String, UdpSocket)> = lab.sink.run_in(|| {
+        let mut v: Vec<(String, UdpSocket)> = UNICAST_PORTS
+            .map(|p| (format!("u{p}"), unicast_sink(family.sink(), p)))
+            .collect();
+        v.push((
+            "m".into(),
+            multicast_sink(family.mcast_out(), MCAST_PORT, iface::SNK1),
+        ));
+        v
+    });
+
+    let mut cmd = lab.edge.command(env!("CARGO_BIN_EXE_fanout"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--stats-json")
+        .arg(&stats_path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("FANOUT_EBPF_OBJ", &obj)
+        .env("FANOUT_XDP_MODE", if generic { "generic" } else { "auto" })
+        .env("RUST_LOG", "info");
+    let mut engine = Process::spawn("fanout run", &mut cmd).expect("spawn fanout run");
+    wait_for_file(&mut engine, &ready);
+
+    // Numbered datagrams, sizes interleaved, paced so that no socket
+    // buffer on the way overflows.
+    let sizes = family.sizes();
+    let mut sent = Vec::new();
+    let src = lab.src.run_in(|| source_socket(family));
+    for seq in 0..PER_SIZE * sizes.len() as u64 {
+        let len = sizes[(seq % sizes.len() as u64) as usize];
+        let p = payload(seq, len);
+        assert_eq!(src.send_to(&p, (family.group(), PORT)).unwrap(), len);
+        sent.push((seq, len));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (name, sock) in &sinks {
+        expect_stream(sock, &format!("{test} output {name}"), &sent);
+    }
+
+    engine.terminate().unwrap();
+    let done = engine
+        .finish(DEADLINE)
+        .expect("fanout run stops on SIGTERM");
+    eprintln!("fanout run stderr:\n{}", done.stderr);
+    assert!(done.status.success(), "fanout run: {:?}", done);
+    let want_rung = if generic {
+        "xdp generic copy"
+    } else {
+        "xdp native copy"
+    };
+    assert!(
+        done.stderr.contains(&format!("fanout: engine {want_rung}")),
+        "rung not said aloud: {}",
+        done.stderr
+    );
+    assert!(
+        done.stdout.contains(&format!("engine: {want_rung}")),
+        "{}",
+        done.stdout
+    );
+
+    let snap: Snapshot = serde_json::from_str(&fs::read_to_string(&stats_path).unwrap()).unwrap();
+    let _ = fs::remove_dir_all(&dir);
+    assert_eq!(snap.engine, want_rung);
+    let n = sent.len() as u64;
+    let bytes: u64 = sent.iter().map(|&(_, l)| l as u64).sum();
+    let flow = snap.flow("f").expect("flow f in the stats");
+    assert_eq!(
+        (
+            flow.received,
+            flow.received_bytes,
+            flow.source_rejected,
+            flow.malformed
+        ),
+        (n, bytes, 0, 0)
+    );
+    assert_eq!(flow.outputs.len(), 9);
+    let header = match family {
+        Family::V4 => 14 + 20 + 8,
+        Family::V6 => 14 + 40 + 8,
+    };
+    for o in &flow.outputs {
+        assert_eq!(
+            (o.sent, o.dropped_total()),
+            (n, 0),
+            "output {}: {:?}",
+            o.name,
+            o.dropped
+        );
+        assert_eq!(o.sent_bytes, bytes + n * header, "output {} bytes", o.name);
+    }
+    snap.check_accounting().unwrap();
+
+    let xdp = snap.xdp.as_ref().expect("the XDP section of the stats");
+    assert_eq!(xdp.interfaces.len(), 1);
+    let i = &xdp.interfaces[0];
+    assert_eq!(i.interface, iface::IN0);
+    assert_eq!(i.attach, if generic { "generic" } else { "native" });
+    assert_eq!(i.bind, "copy", "veth has no zero-copy");
+    let c = |k: &str| {
+        *i.program
+            .get(k)
+            .unwrap_or_else(|| panic!("counter {k}: {i:?}"))
+    };
+    assert_eq!(c("matched"), n, "{i:?}");
+    assert_eq!(c("redirected"), n, "AF_XDP carried every datagram: {i:?}");
+    assert_eq!(c("no_socket"), 0);
+    assert_eq!(c("malformed"), 0);
+    assert_eq!(i.queues.len(), 1);
+    let q = &i.queues[0];
+    assert_eq!(q.worker["rx_packets"], n, "{q:?}");
+    for k in ["malformed", "no_flow", "bad_rx_desc", "bad_completion"] {
+        assert_eq!(q.worker[k], 0, "{k}: {q:?}");
+    }
+    for k in ["rx_dropped", "rx_invalid_descs"] {
+        assert_eq!(q.rx_socket[k], 0, "{k}: {q:?}");
+    }
+    assert_eq!(q.tx_sockets.len(), 2, "{q:?}");
+    for (dev, st) in &q.tx_sockets {
+        assert_eq!(st["tx_invalid_descs"], 0, "{dev}: {st:?}");
+    }
+}
+
+#[test]
+fn xdp_native_ipv4() {
+    run_case("xdp_native_ipv4", Family::V4, false);
+}
+
+#[test]
+fn xdp_native_ipv6() {
+    run_case("xdp_native_ipv6", Family::V6, false);
+}
+
+#[test]
+fn xdp_generic_ipv4() {
+    run_case("xdp_generic_ipv4", Family::V4, true);
+}
+
+#[test]
+fn xdp_generic_ipv6() {
+    run_case("xdp_generic_ipv6", Family::V6, true);
+}
