@@ -202,13 +202,19 @@ fn source_socket(family: Family) -> UdpSocket {
     s.into()
 }
 
-/// Receives `expected` datagrams in order, byte-exact, then checks that
-/// nothing more comes.
-fn expect_stream(sock: &UdpSocket, what: &str, expected: &[(u64, usize)]) {
+/// Receives `expected` datagrams in order, byte-exact, from `from_ip`
+/// (and `from_port` when given), then checks that nothing more comes.
+fn expect_stream(
+    sock: &UdpSocket,
+    what: &str,
+    expected: &[(u64, usize)],
+    from_ip: IpAddr,
+    from_port: Option<u16>,
+) {
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut buf = vec![0u8; 65536];
     for &(seq, len) in expected {
-        let (n, _) = sock
+        let (n, from) = sock
             .recv_from(&mut buf)
             .unwrap_or_else(|e| panic!("{what}: datagram {seq} ({len} bytes) missing: {e}"));
         let got_seq = u64::from_be_bytes(buf[..8.min(n)].try_into().unwrap_or([0xff; 8]));
@@ -221,6 +227,10 @@ fn expect_stream(sock: &UdpSocket, what: &str, expected: &[(u64, usize)]) {
             buf[..n] == payload(seq, len)[..],
             "{what}: datagram {seq} corrupted"
         );
+        assert_eq!(from.ip(), from_ip, "{what}: source address");
+        if let Some(port) = from_port {
+            assert_eq!(from.port(), port, "{what}: source port");
+        }
     }
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -300,9 +310,26 @@ fn run_case(test: &str, family: Family, generic: bool) {
         sent.push((seq, len));
         std::thread::sleep(Duration::from_millis(2));
     }
+    let (out0, out1): (IpAddr, IpAddr) = match family {
+        Family::V4 => (addr::OUT0_V4.into(), addr::OUT1_V4.into()),
+        Family::V6 => (addr::OUT0_V6.into(), addr::OUT1_V6.into()),
+    };
     for (name, sock) in &sinks {
-        expect_stream(sock, &format!("{test} output {name}"), &sent);
+        let (ip, port) = if name == "m" {
+            (out1, None)
+        } else {
+            (out0, Some(4000))
+        };
+        expect_stream(sock, &format!("{test} output {name}"), &sent, ip, port);
     }
+
+    // Every replica's UDP checksum was valid: the sink's kernel counted
+    // no checksum error (it would have dropped the datagram).
+    let snmp = lab
+        .sink
+        .exec(&["cat", "/proc/net/snmp", "/proc/net/snmp6"])
+        .unwrap();
+    assert_eq!(csum_errors(&snmp), 0, "{snmp}");
 
     engine.terminate().unwrap();
     let done = engine
@@ -388,6 +415,31 @@ fn run_case(test: &str, family: Family, generic: bool) {
     }
 }
 
+/// UDP checksum errors in `/proc/net/snmp` + `/proc/net/snmp6` text
+/// (`Udp: ... InCsumErrors` table and `Udp6InCsumErrors`).
+fn csum_errors(text: &str) -> u64 {
+    let mut total = 0;
+    let lines: Vec<&str> = text.lines().collect();
+    for w in lines.windows(2) {
+        if w[0].starts_with("Udp: ") && w[1].starts_with("Udp: ") {
+            let keys = w[0].split_whitespace();
+            let values = w[1].split_whitespace();
+            for (k, v) in keys.zip(values) {
+                if k == "InCsumErrors" {
+                    total += v.parse::<u64>().unwrap();
+                }
+            }
+        }
+    }
+    for l in &lines {
+        let mut f = l.split_whitespace();
+        if f.next() == Some("Udp6InCsumErrors") {
+            total += f.next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
 #[test]
 fn xdp_native_ipv4() {
     run_case("xdp_native_ipv4", Family::V4, false);
@@ -406,4 +458,80 @@ fn xdp_generic_ipv4() {
 #[test]
 fn xdp_generic_ipv6() {
     run_case("xdp_generic_ipv6", Family::V6, true);
+}
+
+/// Without a loadable XDP object, `mode = "xdp"` refuses to start (exit 1,
+/// the reason on stderr) and `mode = "auto"` says why and runs the socket
+/// engine.
+#[test]
+fn xdp_refuses_and_auto_falls_back_without_the_program() {
+    let test = "xdp_refuses_and_auto_falls_back_without_the_program";
+    if !lab::privileged(test) {
+        return;
+    }
+    let lab = Lab::up(&lab::unique_prefix("x")).expect("lab up");
+    let dir = std::env::temp_dir().join(format!("{}-{test}", lab.prefix()));
+    fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("no-such-object");
+    let run = |mode: &str| {
+        let path = dir.join(format!("{mode}.toml"));
+        fs::write(
+            &path,
+            config(Family::V4).replace("mode = \"xdp\"", &format!("mode = \"{mode}\"")),
+        )
+        .unwrap();
+        let ready = dir.join(format!("{mode}.ready"));
+        let stats = dir.join(format!("{mode}.json"));
+        let mut cmd = lab.edge.command(env!("CARGO_BIN_EXE_fanout"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--stats-json")
+            .arg(&stats)
+            .env("FANOUT_EBPF_OBJ", &missing);
+        let mut p = Process::spawn("fanout run", &mut cmd).unwrap();
+        let ok = lab::wait_until(DEADLINE, || {
+            if ready.exists() {
+                Some(true)
+            } else if !p.is_running() {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        if ok == Some(true) {
+            p.terminate().unwrap();
+        }
+        let done = p.finish(DEADLINE).unwrap();
+        let snap = fs::read_to_string(&stats).ok();
+        (done, snap)
+    };
+
+    let (done, snap) = run("xdp");
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(
+        done.stderr
+            .contains("mode = \"xdp\", but the XDP datapath cannot start: loading the XDP program")
+            && done.stderr.contains("no-such-object"),
+        "{}",
+        done.stderr
+    );
+    assert!(snap.is_none(), "a refused engine wrote stats");
+
+    let (done, snap) = run("auto");
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stderr.contains(
+            "fanout: engine socket (mode = \"auto\"; XDP refused: loading the XDP program"
+        ) && done.stderr.contains("no-such-object"),
+        "{}",
+        done.stderr
+    );
+    let snap: Snapshot = serde_json::from_str(&snap.expect("stats of the socket engine")).unwrap();
+    assert_eq!(snap.engine, "socket");
+    assert!(snap.xdp.is_none());
+    snap.check_accounting().unwrap();
+    let _ = fs::remove_dir_all(&dir);
 }
