@@ -403,7 +403,14 @@ fn run_case(test: &str, family: Family, generic: bool) {
     assert_eq!(i.queues.len(), 1);
     let q = &i.queues[0];
     assert_eq!(q.worker["rx_packets"], n, "{q:?}");
-    for k in ["malformed", "no_flow", "bad_rx_desc", "bad_completion"] {
+    for k in [
+        "malformed",
+        "no_flow",
+        "bad_rx_desc",
+        "bad_completion",
+        "fill_short",
+        "replicas_in_flight",
+    ] {
         assert_eq!(q.worker[k], 0, "{k}: {q:?}");
     }
     for k in ["rx_dropped", "rx_invalid_descs"] {

@@ -18,9 +18,13 @@ fn main() {
     println!("cargo::rerun-if-env-changed={ENV}");
     println!("cargo::rerun-if-changed=build.rs");
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let object = match std::env::var_os(ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => manifest.join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
+    let default_dir = manifest.join("../xdp-ebpf");
+    let (object, from_env) = match std::env::var_os(ENV) {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (
+            default_dir.join("target/bpfel-unknown-none/release/fanout-ebpf"),
+            false,
+        ),
     };
     let out =
         PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("fanout-ebpf.o");
@@ -35,10 +39,12 @@ fn main() {
         }
         println!("cargo::rustc-cfg={CFG}");
     } else {
-        // Watch the nearest existing ancestor, so that building the object
-        // later makes cargo embed it.
+        // Watch the nearest existing ancestor inside `xdp-ebpf/` (never
+        // higher: cargo scans a watched directory recursively), so that
+        // building the object later makes cargo embed it. A path given in
+        // the environment is watched through the variable only.
         let _ = std::fs::remove_file(&out);
-        if let Some(dir) = nearest_existing(&object) {
+        if !from_env && let Some(dir) = nearest_existing(&object, &default_dir) {
             println!("cargo::rerun-if-changed={}", dir.display());
         }
         println!(
@@ -48,6 +54,10 @@ fn main() {
     }
 }
 
-fn nearest_existing(path: &Path) -> Option<&Path> {
-    path.ancestors().skip(1).find(|p| p.is_dir())
+/// The nearest existing ancestor of `path` that is `root` or inside it.
+fn nearest_existing<'a>(path: &'a Path, root: &Path) -> Option<&'a Path> {
+    path.ancestors()
+        .skip(1)
+        .take_while(|p| p.starts_with(root))
+        .find(|p| p.is_dir())
 }

@@ -73,8 +73,10 @@ pub const STOP_POLL: Duration = Duration::from_millis(100);
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 /// How often a worker reads its sockets' kernel statistics.
 const KERNEL_STATS_EVERY: Duration = Duration::from_millis(200);
-/// UMEM frames per rx queue (4096 bytes each: 32 MiB).
-const UMEM_FRAMES: u32 = 8192;
+/// Receive frames per rx queue (4096 bytes each: 16 MiB), and the fill
+/// ring's size: every free receive frame fits in it. The UMEM adds the
+/// header-slot frames.
+const RX_FRAMES: u32 = 4096;
 
 /// A rung of the ladder that could not be climbed, and why.
 #[derive(Debug, thiserror::Error)]
@@ -605,13 +607,16 @@ fn build_worker(
         }
     };
     let egress = egress_list(plan, flows);
-    let sizes = RingSizes::default();
+    let mut sizes = RingSizes::default();
     let ports = egress.len() as u32;
     // Header slots for every descriptor that can be in a TX ring or its
     // completion ring at once, per port (a slot per replica at most).
     let per_frame = xsk::FRAME_SIZE / engine::DEFAULT_SLOT_SIZE;
     let slot_frames = (ports.max(1) * (sizes.tx + sizes.completion)).div_ceil(per_frame);
-    let mut umem = XskUmem::new(UMEM_FRAMES).map_err(xsk_err(&iface.name, queue))?;
+    // Room in the fill ring for every receive frame, so that a frame never
+    // waits in userspace for a slot there (`fill_short` stays a signal).
+    sizes.fill = RX_FRAMES;
+    let mut umem = XskUmem::new(slot_frames + RX_FRAMES).map_err(xsk_err(&iface.name, queue))?;
     let ingress_is_egress = egress.iter().any(|e| e.index == iface.index);
     let (rx, own_tx) = umem
         .bind_rx(iface.index, queue, sizes, ingress_is_egress)
@@ -654,6 +659,10 @@ fn build_worker(
     Ok((worker, mode))
 }
 
+/// Longest a stopping worker keeps polling for the completions of the
+/// replicas it already handed to TX rings.
+const DRAIN: Duration = Duration::from_millis(500);
+
 /// What a worker thread needs besides its worker.
 struct WorkerCtx {
     /// Plan index of each of the worker's flows.
@@ -692,6 +701,17 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
             last_publish = Instant::now();
         }
         if stopping {
+            // Replicas counted as sent are in TX rings: let the kernel
+            // send them (copy mode sends from the wakeup) before the
+            // sockets close.
+            let deadline = Instant::now() + DRAIN;
+            while w.replicas_in_flight() > 0 && Instant::now() < deadline {
+                if w.poll().completed == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            publish(&w, &ctx, &mut published);
+            kernel_snapshot(&w, &ctx);
             break;
         }
         if !busy {
