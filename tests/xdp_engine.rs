@@ -542,3 +542,128 @@ fn xdp_refuses_and_auto_falls_back_without_the_program() {
     snap.check_accounting().unwrap();
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A unicast receiver whose next hop does not answer yet: its replicas are
+/// counted as `next_hop_unresolved` (the accounting balances), the engine
+/// keeps asking the kernel to resolve it, and once the address appears on
+/// the sink the replicas flow, without a restart.
+#[test]
+fn unresolved_next_hop_is_counted_then_followed() {
+    let test = "unresolved_next_hop_is_counted_then_followed";
+    let Some(obj) = ready_to_run(test) else {
+        return;
+    };
+    let lab = Lab::up(&lab::unique_prefix("x")).expect("lab up");
+    lab.src
+        .exec(&["ethtool", "-K", iface::SRC0, "tx", "off"])
+        .expect("ethtool -K src0 tx off");
+    let late = Ipv4Addr::new(10, 202, 0, 99);
+    let dir = std::env::temp_dir().join(format!("{}-{test}", lab.prefix()));
+    fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("config.toml");
+    fs::write(
+        &config_path,
+        format!(
+            "[engine]\nmode = \"xdp\"\n\n[[flow]]\nname = \"f\"\ninterface = \"{}\"\ngroup = \"{}\"\nport = {PORT}\n\
+             \n  [[flow.output]]\n  name = \"late\"\n  unicast = \"{late}:6001\"\n  interface = \"{}\"\n",
+            iface::IN0,
+            Family::V4.group(),
+            iface::OUT0
+        ),
+    )
+    .unwrap();
+    let stats_path = dir.join("stats.json");
+    let ready = dir.join("ready");
+    let mut cmd = lab.edge.command(env!("CARGO_BIN_EXE_fanout"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--stats-json")
+        .arg(&stats_path)
+        .arg("--stats-interval")
+        .arg("1")
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("FANOUT_EBPF_OBJ", &obj);
+    let mut engine = Process::spawn("fanout run", &mut cmd).expect("spawn fanout run");
+    wait_for_file(&mut engine, &ready);
+    let src = lab.src.run_in(|| source_socket(Family::V4));
+    let send = |seq: u64| {
+        let p = payload(seq, 100);
+        src.send_to(&p, (Family::V4.group(), PORT)).unwrap();
+    };
+    let read_stats = || -> Option<Snapshot> {
+        serde_json::from_str(&fs::read_to_string(&stats_path).ok()?).ok()
+    };
+
+    // 1. Nobody owns the address: counted, not sent.
+    for seq in 0..5 {
+        send(seq);
+    }
+    let unresolved = lab::wait_until(DEADLINE, || {
+        let s = read_stats()?;
+        let f = s.flow("f")?;
+        let o = f.output("late")?;
+        (f.received == 5).then(|| o.dropped(fanout::stats::DropReason::NextHopUnresolved))
+    });
+    assert_eq!(unresolved, Some(5), "{:?}", read_stats());
+
+    // 2. The address appears on the sink: the engine follows.
+    lab.sink
+        .ip(&["addr", "add", &format!("{late}/24"), "dev", iface::SNK0])
+        .unwrap();
+    let sink = lab.sink.run_in(|| unicast_sink(late.into(), 6001));
+    sink.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut seq = 5;
+    let mut first = None;
+    while first.is_none() && seq < 5 + 150 {
+        send(seq);
+        seq += 1;
+        if let Ok((n, _)) = sink.recv_from(&mut buf) {
+            let got = u64::from_be_bytes(buf[..8].try_into().unwrap());
+            assert_eq!(&buf[..n], &payload(got, 100)[..]);
+            first = Some(got);
+        }
+    }
+    let first = first.expect("the next hop was never followed");
+    for _ in 0..10 {
+        send(seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Everything after the first delivered datagram arrives, in order.
+    let mut received = 1;
+    for want in first + 1..seq {
+        sink.set_read_timeout(Some(DEADLINE)).unwrap();
+        let (n, _) = sink.recv_from(&mut buf).expect("datagram after resolution");
+        assert_eq!(&buf[..n], &payload(want, 100)[..], "datagram {want}");
+        received += 1;
+    }
+
+    engine.terminate().unwrap();
+    let done = engine.finish(DEADLINE).unwrap();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stderr
+            .contains(&format!("next hop of {late} via {}", iface::OUT0)),
+        "{}",
+        done.stderr
+    );
+    let snap = read_stats().unwrap();
+    let _ = fs::remove_dir_all(&dir);
+    snap.check_accounting().unwrap();
+    let f = snap.flow("f").unwrap();
+    let o = f.output("late").unwrap();
+    assert_eq!(f.received, seq);
+    assert_eq!(o.sent, received, "{o:?}");
+    assert_eq!(
+        o.dropped(fanout::stats::DropReason::NextHopUnresolved),
+        seq - received
+    );
+    eprintln!(
+        "resolved after {} datagrams; {} of {seq} sent",
+        first, received
+    );
+}
