@@ -43,11 +43,19 @@ pub enum DropReason {
     RingFull,
     /// Anything else.
     Other,
+    /// XDP engine: every header slot was in flight (completions late).
+    NoSlot,
+    /// XDP engine: the replica headers could not be written (e.g. an IPv6
+    /// datagram for an IPv4 output).
+    HeaderError,
+    /// XDP engine: the replica would need more descriptors than the device
+    /// sends per packet.
+    ChainTooLong,
 }
 
 impl DropReason {
     /// Number of reasons (size of the per-output counter array).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 10;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::WouldBlock,
@@ -57,6 +65,9 @@ impl DropReason {
         DropReason::NextHopUnresolved,
         DropReason::RingFull,
         DropReason::Other,
+        DropReason::NoSlot,
+        DropReason::HeaderError,
+        DropReason::ChainTooLong,
     ];
 
     /// The reason for a failed send, from its errno.
@@ -80,6 +91,9 @@ impl DropReason {
             DropReason::NextHopUnresolved => "next_hop_unresolved",
             DropReason::RingFull => "ring_full",
             DropReason::Other => "other",
+            DropReason::NoSlot => "no_slot",
+            DropReason::HeaderError => "header_error",
+            DropReason::ChainTooLong => "chain_too_long",
         }
     }
 
@@ -224,6 +238,7 @@ impl Stats {
                         .collect(),
                 })
                 .collect(),
+            xdp: None,
         }
     }
 }
@@ -234,6 +249,43 @@ pub struct Snapshot {
     /// Which engine produced the numbers (`socket`, `xdp`).
     pub engine: String,
     pub flows: Vec<FlowSnapshot>,
+    /// The XDP datapath's own counters (program, AF_XDP sockets, workers);
+    /// absent when the socket engine ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpSnapshot>,
+}
+
+/// The XDP datapath's counters, per ingress interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct XdpSnapshot {
+    pub interfaces: Vec<XdpInterfaceSnapshot>,
+}
+
+/// One ingress interface of the XDP datapath.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct XdpInterfaceSnapshot {
+    pub interface: String,
+    /// `native` or `generic` XDP.
+    pub attach: String,
+    /// `zero-copy` or `copy` AF_XDP.
+    pub bind: String,
+    /// The program's `COUNTERS` (seen, matched, redirected, passed, ...),
+    /// summed over the CPUs.
+    pub program: BTreeMap<String, u64>,
+    pub queues: Vec<XdpQueueSnapshot>,
+}
+
+/// One rx queue of an ingress interface: its worker and its sockets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct XdpQueueSnapshot {
+    pub queue: u32,
+    /// The worker's frame counters (rx_packets, malformed, no_flow, ...).
+    pub worker: BTreeMap<String, u64>,
+    /// The kernel's `XDP_STATISTICS` of the receiving socket.
+    pub rx_socket: BTreeMap<String, u64>,
+    /// The kernel's `XDP_STATISTICS` of each transmitting socket, by egress
+    /// interface.
+    pub tx_sockets: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// One flow in a [`Snapshot`].
@@ -354,6 +406,31 @@ impl fmt::Display for Snapshot {
                     write!(f, "-")?;
                 }
                 writeln!(f)?;
+            }
+        }
+        if let Some(xdp) = &self.xdp {
+            let join = |m: &BTreeMap<String, u64>| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            for i in &xdp.interfaces {
+                writeln!(
+                    f,
+                    "xdp {} ({} {}): program {}",
+                    i.interface,
+                    i.attach,
+                    i.bind,
+                    join(&i.program)
+                )?;
+                for q in &i.queues {
+                    writeln!(f, "  queue {}: worker {}", q.queue, join(&q.worker))?;
+                    writeln!(f, "  queue {}: rx socket {}", q.queue, join(&q.rx_socket))?;
+                    for (dev, st) in &q.tx_sockets {
+                        writeln!(f, "  queue {}: tx socket {dev} {}", q.queue, join(st))?;
+                    }
+                }
             }
         }
         Ok(())

@@ -175,6 +175,13 @@ impl XdpProgram {
     /// Attaches the program to `ifname`: native mode first, generic when
     /// native is refused. Logs the rung (and the refusal) once.
     pub fn attach(&mut self, ifname: &str) -> Result<Attached, Error> {
+        self.attach_with(ifname, false)
+    }
+
+    /// [`attach`](Self::attach), or generic mode straight away when
+    /// `force_generic` (the operator asked for it: `FANOUT_XDP_MODE=generic`);
+    /// `native_refused` then says so.
+    pub fn attach_with(&mut self, ifname: &str, force_generic: bool) -> Result<Attached, Error> {
         if let Some((a, _)) = &self.attached {
             return Err(Error::AlreadyAttached {
                 ifname: a.ifname.clone(),
@@ -185,10 +192,15 @@ impl XdpProgram {
             source: e.into(),
         })?;
         let prog = Self::program(&mut self.ebpf)?;
-        let (id, mode, native_refused) = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+        let native = if force_generic {
+            Err("not tried: generic mode forced (FANOUT_XDP_MODE=generic)".to_owned())
+        } else {
+            prog.attach_to_if_index(ifindex, XdpMode::Driver)
+                .map_err(|e| error_chain(&e))
+        };
+        let (id, mode, native_refused) = match native {
             Ok(id) => (id, AttachMode::Native, None),
             Err(native) => {
-                let native = error_chain(&native);
                 let id = prog
                     .attach_to_if_index(ifindex, XdpMode::Skb)
                     .map_err(|source| Error::Attach {
@@ -354,6 +366,22 @@ impl XdpProgram {
             source: Box::new(source),
         })?;
         Ok(())
+    }
+}
+
+/// The XDP object built into this binary (`userspace/build.rs` embeds it
+/// when `cargo xtask build-ebpf --release` or `FANOUT_EBPF_OBJ` provided
+/// one at build time), 8-byte aligned as the ELF parser wants it.
+pub fn embedded_object() -> Option<&'static [u8]> {
+    #[cfg(fanout_embedded_ebpf)]
+    {
+        static OBJECT: &[u8] =
+            aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fanout-ebpf.o"));
+        Some(OBJECT)
+    }
+    #[cfg(not(fanout_embedded_ebpf))]
+    {
+        None
     }
 }
 

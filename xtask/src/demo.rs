@@ -19,7 +19,7 @@ use fanout::{
     tools::SinkReport,
 };
 
-use crate::{cargo, is_root, run_status, setup, target_dir};
+use crate::{cargo, ebpf, is_root, run_status, setup, target_dir};
 
 /// Namespace prefix of the demo lab.
 const PREFIX: &str = "fo-demo";
@@ -153,9 +153,22 @@ pub fn run(args: Args) -> Result<()> {
         setup::run()?;
     }
 
-    stage(2, "build fanout (release)");
+    stage(2, "build the XDP program and fanout (release)");
     let t = Instant::now();
-    run_status(cargo().args([
+    // The program first: fanout's build script embeds it, and the demo's
+    // `mode = "auto"` then runs the XDP datapath. Without it the demo still
+    // runs, on the socket engine, and says so.
+    let mut build = cargo();
+    match ebpf::build(true) {
+        Ok(object) => {
+            println!("      XDP program {}", object.display());
+            build.env(ebpf::OBJECT_ENV, &object);
+        }
+        Err(err) => println!(
+            "      XDP program not built ({err:#}): fanout will fall back to the socket engine"
+        ),
+    }
+    run_status(build.args([
         "build",
         "--release",
         "--quiet",
@@ -385,11 +398,16 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         Err(err) => println!("      ACCOUNTING: {err:#}"),
     }
     println!("      machine-readable: {}", stats.display());
+    let rung = fs::read_to_string(&stats)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Snapshot>(&t).ok())
+        .map_or_else(|| String::from("unknown"), |snap| snap.engine);
+    println!("      engine rung: {rung}");
 
     println!();
     if report.is_clean() && stopped.status.success() && accounting.is_ok() {
         println!(
-            "PASS: all {} outputs received all {} datagrams, byte-exact, no duplicates",
+            "PASS: all {} outputs received all {} datagrams, byte-exact, no duplicates (engine: {rung})",
             labels.len(),
             args.count
         );

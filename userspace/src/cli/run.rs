@@ -6,6 +6,15 @@
 //! 1 when the engine cannot start or fails, 0 after a clean stop. The ready
 //! file (`--ready-file`) appears, complete, only once every socket is bound
 //! and every group joined: tests and supervisors wait on it.
+//!
+//! The engine (DESIGN decision 6): `mode = "xdp"` and `"auto"` climb the
+//! XDP ladder ([`fanout::xdp_engine`]); the rung reached is said once on
+//! stderr (`fanout: engine xdp native copy ...`) with every skipped rung and
+//! its reason, and is the `engine` of the stats. When a rung fails, `auto`
+//! says why and runs the socket engine, `xdp` refuses with exit 1 and the
+//! reason. The XDP object is `FANOUT_EBPF_OBJ` when set, else the one built
+//! into the binary; `FANOUT_XDP_MODE=generic` forces generic XDP,
+//! `FANOUT_XDP_MODE=native` refuses generic.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +26,7 @@ use anyhow::Context;
 use fanout::plan::{Mode, Plan};
 use fanout::socket::SocketEngine;
 use fanout::stats::{Snapshot, Stats};
+use fanout::xdp_engine::XdpEngine;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,21 +53,47 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    match plan.mode {
-        Mode::Xdp => {
-            eprintln!(
-                "error: {}: [engine] mode = \"xdp\", but the XDP datapath is not available in this build; \
-                 refusing to start (use mode = \"auto\" or \"socket\" for the socket engine)",
-                args.config.display()
-            );
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("error: installing the handler for signal {signal}: {e}");
             return ExitCode::from(1);
         }
-        Mode::Auto => {
-            eprintln!("fanout: XDP datapath not available in this build; using the socket engine")
-        }
-        Mode::Socket => eprintln!("fanout: mode = \"socket\": using the socket engine"),
     }
-    match run(&args, &plan) {
+    let xdp = match plan.mode {
+        Mode::Socket => {
+            eprintln!("fanout: engine socket (mode = \"socket\")");
+            None
+        }
+        Mode::Xdp | Mode::Auto => match XdpEngine::start(&plan, stop.clone()) {
+            Ok(engine) => {
+                let skipped = if engine.notes().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (skipped: {})", engine.notes().join("; "))
+                };
+                eprintln!("fanout: engine {}{skipped}", engine.rung());
+                Some(engine)
+            }
+            Err(e) if plan.mode == Mode::Xdp => {
+                eprintln!(
+                    "error: {}: [engine] mode = \"xdp\", but the XDP datapath cannot start: {e}; \
+                     refusing to start (use mode = \"auto\" or \"socket\" for the socket engine)",
+                    args.config.display()
+                );
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("fanout: engine socket (mode = \"auto\"; XDP refused: {e})");
+                None
+            }
+        },
+    };
+    let result = match xdp {
+        Some(engine) => run_xdp(&args, &plan, engine, &stop),
+        None => run(&args, &plan, stop),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -66,12 +102,57 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-fn run(args: &Args, plan: &Plan) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())
-            .with_context(|| format!("installing the handler for signal {signal}"))?;
+/// Runs the XDP engine until the stop flag: the same ready file, periodic
+/// table and final snapshot as [`run`], with the XDP section.
+fn run_xdp(
+    args: &Args,
+    plan: &Plan,
+    mut engine: XdpEngine,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    if let Some(path) = &args.ready_file
+        && let Err(e) = write_atomically(path, b"ready\n")
+    {
+        stop.store(true, Ordering::Relaxed);
+        let _ = engine.join();
+        return Err(e.context(format!("writing the ready file {}", path.display())));
     }
+    log::info!(
+        "running {} flow(s) on {}; stop with SIGINT or SIGTERM",
+        plan.flows.len(),
+        engine.rung()
+    );
+    let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if engine.any_finished() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Some(every) = interval
+            && last.elapsed() >= every
+        {
+            last = Instant::now();
+            let snap = engine.snapshot();
+            eprint!("{snap}");
+            if let Some(path) = &args.stats_json
+                && let Err(e) = write_json(path, &snap)
+            {
+                log::warn!("{e:#}");
+            }
+        }
+    }
+    let joined = engine.join();
+    let snap = engine.snapshot();
+    print!("{snap}");
+    if let Some(path) = &args.stats_json {
+        write_json(path, &snap)?;
+    }
+    joined.map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+fn run(args: &Args, plan: &Plan, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::for_plan(plan, "socket"));
     let engine = SocketEngine::start(plan, stats.clone(), stop.clone())?;
 

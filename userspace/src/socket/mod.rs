@@ -264,6 +264,15 @@ fn v6_scope(ip: &Ipv6Addr, ifindex: u32) -> u32 {
     }
 }
 
+/// Joins `flow`'s group on its ingress interface through a kernel socket,
+/// exactly as this engine does (IGMP/MLD, source-specific when a source is
+/// configured), and returns that socket: the membership lasts as long as
+/// it. The XDP engine keeps one per flow and never reads it (DESIGN
+/// decision 7: the program redirects first).
+pub fn join_membership(flow: &FlowPlan) -> Result<Socket, Error> {
+    open_receive(flow).map(|rx| rx.sock)
+}
+
 fn open_receive(flow: &FlowPlan) -> Result<ReceiveSocket, Error> {
     let (iface, ifindex) = receive_interface(flow)?;
     let err = |op: &'static str| {
