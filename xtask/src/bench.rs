@@ -192,6 +192,32 @@ impl Layout {
     }
 }
 
+/// The short mode of the criterion benchmarks that `cargo xtask test` runs:
+/// every bench target compiled and each cell run once.
+pub fn criterion_short() -> Result<String> {
+    run_status(cargo().args(["bench", "-p", "fanout", "--benches", "--", "--test"]))?;
+    Ok("cargo bench -p fanout --benches -- --test".to_owned())
+}
+
+/// The lab benchmark's short mode that `cargo xtask test` runs (root only).
+pub fn lab_quick() -> Result<String> {
+    if !is_root() {
+        bail!("the lab benchmark needs root");
+    }
+    run(Args {
+        quick: true,
+        modes: None,
+        payloads: None,
+        outputs: None,
+        reps: None,
+        seconds: None,
+        rate: None,
+        callgrind: false,
+        no_write: true,
+    })?;
+    Ok("cargo xtask bench --quick".to_owned())
+}
+
 pub fn run(args: Args) -> Result<()> {
     if args.callgrind {
         return callgrind();
