@@ -614,6 +614,16 @@ pub fn privileged(test_name: &str) -> bool {
     }
 }
 
+/// Prints `SKIPPED {test_name}: {reason}` straight to the process's stderr.
+///
+/// `eprintln!` inside a test is captured by the test harness and shown only
+/// when the test fails, which would hide the skip of a passing test; a write
+/// to the stderr handle itself is not captured.
+pub fn skip_loudly(test_name: &str, reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test_name}: {reason}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,14 +646,4 @@ mod tests {
         assert!(check_name(&a).is_ok());
         assert!(a.starts_with(&format!("fo-t{}", std::process::id())));
     }
-}
-
-/// Prints `SKIPPED {test_name}: {reason}` straight to the process's stderr.
-///
-/// `eprintln!` inside a test is captured by the test harness and shown only
-/// when the test fails, which would hide the skip of a passing test; a write
-/// to the stderr handle itself is not captured.
-pub fn skip_loudly(test_name: &str, reason: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test_name}: {reason}");
 }
