@@ -6,7 +6,8 @@
 //! (private addresses only, deleted by guards, also on error or Ctrl-C);
 //! every cell is bounded in time (the generator's `--max-seconds`, deadlines
 //! on every wait) and repeated; nothing is timed by a test. The full run
-//! rewrites the generated section of `BENCHMARKS.md` and `docs/benchmarks.svg`;
+//! rewrites its section of `BENCHMARKS.md` (one per offered load: unpaced
+//! or `--rate N`) and `docs/benchmarks-<load>.svg`;
 //! `--quick` (CI) writes under `target/fanout-bench/` and fails unless every
 //! available mode produced numbers. A mode that cannot start (XDP in a build
 //! without the datapath) is reported as "not available", not as a failure.
@@ -50,9 +51,10 @@ const OUT_GROUP: &str = "239.2.0.1";
 const OUT_PORT: u16 = 6000;
 /// Generator TTL: above the kernel's forwarding threshold of 1.
 const GEN_TTL: &str = "8";
-/// Markers of the generated section in BENCHMARKS.md.
-const BEGIN: &str = "<!-- xtask bench: begin (generated, do not edit) -->";
-const END: &str = "<!-- xtask bench: end -->";
+/// Markers of a generated section in BENCHMARKS.md (one per offered load:
+/// `unpaced` or `rate-N`), with the tag in between.
+const BEGIN: &str = "<!-- xtask bench begin:";
+const END: &str = "<!-- xtask bench end:";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -309,8 +311,12 @@ pub fn run(args: Args) -> Result<()> {
         fs::write(&sv, &svg).with_context(|| format!("write {}", sv.display()))?;
         println!("written: {} and {}", md.display(), sv.display());
     } else {
-        write_benchmarks_md(&markdown)?;
-        let sv = ebpf::repo_root().join("docs").join("benchmarks.svg");
+        let tag = plan
+            .rate
+            .map_or("unpaced".to_owned(), |r| format!("rate-{r}"));
+        let svg_name = format!("benchmarks-{tag}.svg");
+        write_benchmarks_md(&markdown, &tag, &svg_name)?;
+        let sv = ebpf::repo_root().join("docs").join(&svg_name);
         fs::write(&sv, &svg).with_context(|| format!("write {}", sv.display()))?;
         println!(
             "written: BENCHMARKS.md (generated section) and {}",
@@ -1305,16 +1311,19 @@ fn command_line(args: &Args) -> String {
     s
 }
 
-/// Replaces the generated section of BENCHMARKS.md (or appends one).
-fn write_benchmarks_md(markdown: &str) -> Result<()> {
+/// Replaces the generated section `tag` of BENCHMARKS.md (or appends one).
+fn write_benchmarks_md(markdown: &str, tag: &str, svg_name: &str) -> Result<()> {
     let path = ebpf::repo_root().join("BENCHMARKS.md");
     let old = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let (begin, end) = (format!("{BEGIN} {tag} -->"), format!("{END} {tag} -->"));
     let section = format!(
-        "{BEGIN}\n{markdown}\n![delivered replicas/s vs outputs](docs/benchmarks.svg)\n\n{END}"
+        "{begin}\n{markdown}\n![delivered replicas/s vs outputs](docs/{svg_name})\n\n{end}"
     );
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("{}\n{section}\n", old.trim_end()),
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{section}{}", &old[..b], &old[e + end.len()..])
+        }
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
     };
     fs::write(&path, new).with_context(|| format!("write {}", path.display()))
 }

@@ -298,7 +298,9 @@ mod fast {
             }
             // Whole trains only while they fit in --count; the tail goes alone.
             let left = args.count - sent;
-            let trains = ((left / per_train as u64) as usize).clamp(1, TRAINS);
+            // Paced: one train per call, so bursts stay short.
+            let most = if args.rate.is_some() { 1 } else { TRAINS };
+            let trains = ((left / per_train as u64) as usize).clamp(1, most);
             let n = if left < per_train as u64 {
                 // The tail: `left` datagrams, one plain send each.
                 let n = sock
