@@ -452,6 +452,14 @@ impl BenchLab {
         Ok(ours)
     }
 
+    /// The kernel threads whose time is the edge's receive work: our NAPI
+    /// kthreads (pinned again first) and the edge CPU's `ksoftirqd`.
+    fn kernel_threads(&self) -> Result<Vec<u32>> {
+        let mut pids = self.pin_napi()?;
+        pids.extend(threads_named(&format!("ksoftirqd/{}", self.edge_cpu)));
+        Ok(pids)
+    }
+
     /// Interface counters of `ns` by name: (rx_packets, tx_packets).
     fn link_stats(ns: &Netns) -> Result<Vec<(String, u64, u64)>> {
         let json = ns.ip(&["-s", "-j", "link", "show"])?;
@@ -492,7 +500,11 @@ impl BenchLab {
 
 /// Pids of kernel threads named `napi/{iface}-*`.
 fn napi_threads(iface: &str) -> Vec<u32> {
-    let want = format!("napi/{iface}-");
+    threads_named(&format!("napi/{iface}-"))
+}
+
+/// Pids of processes whose name starts with `want`.
+fn threads_named(want: &str) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -500,7 +512,8 @@ fn napi_threads(iface: &str) -> Vec<u32> {
         let e = e.ok()?;
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let comm = fs::read_to_string(e.path().join("comm")).ok()?;
-        comm.starts_with(&want).then_some(pid)
+        let comm = comm.trim_end();
+        (comm == want || (want.ends_with('-') && comm.starts_with(want))).then_some(pid)
     })
     .collect()
 }
@@ -748,7 +761,7 @@ fn one_rep(ctx: &Ctx, payload: usize, k: usize, engine: Option<u32>, napi: &[u32
 /// The generator's ceiling: no engine, in0 drops the stream (not joined).
 fn measure_ceiling(ctx: &Ctx) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
-    let napi = ctx.bench.pin_napi()?;
+    let napi = ctx.bench.kernel_threads()?;
     for &payload in &ctx.plan.payloads {
         let mut reps = Vec::new();
         for _ in 0..ctx.plan.reps {
@@ -859,7 +872,10 @@ fn start(ctx: &Ctx, mode: Mode, k: usize) -> Result<Result<Process, String>> {
                 .unwrap_or("exited")
                 .trim()
                 .to_owned();
-            Ok(Err(format!("{} ({})", why, done.status)))
+            // "error: /path/to/config.toml: reason; advice" -> "reason".
+            let why = why.rsplit(".toml: ").next().unwrap_or(&why);
+            let why = why.split("; ").next().unwrap_or(why);
+            Ok(Err(format!("{why} ({})", done.status)))
         }
         None => Ok(Err("not ready within 15 s".to_owned())),
     }
@@ -913,7 +929,7 @@ fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
                 });
             }
         };
-        let napi = ctx.bench.pin_napi()?;
+        let napi = ctx.bench.kernel_threads()?;
         if !warm_up(ctx, k)? {
             let _ = engine.terminate();
             let done = engine.finish(Duration::from_secs(5))?;
@@ -1011,6 +1027,7 @@ struct Stats {
     edge: Spread,
     engine: Option<Spread>,
     napi: Spread,
+    attributed: Spread,
 }
 
 impl Stats {
@@ -1045,6 +1062,11 @@ impl Stats {
                 .all(|r| r.engine_ns.is_some())
                 .then(|| spread(c.reps.iter().map(|r| r.engine_ns.unwrap_or(0.0) / d(r)))),
             napi: spread(c.reps.iter().map(|r| r.napi_ns / d(r))),
+            attributed: spread(
+                c.reps
+                    .iter()
+                    .map(|r| (r.engine_ns.unwrap_or(0.0) + r.napi_ns) / d(r)),
+            ),
         }
     }
 }
@@ -1114,8 +1136,10 @@ impl Report<'_> {
              *loss* = 1 − delivered / (offered × outputs); *in0 loss* = the part of the offered datagrams that never entered the edge (dropped at in0's NAPI ring); *machine* = busy time of all CPUs \
              (cpuidle residency) per delivered replica, generator included; *edge CPU* = busy \
              time of the edge CPU per replica; *engine* = the fanout process's own CPU time \
-             (schedstat) per replica; *rx thread* = the in0 NAPI kthread's CPU time per replica \
-             (where the kernel mode replicates)."
+             (schedstat) per replica; *kernel threads* = CPU time of the in0 NAPI kthread and the edge CPU's ksoftirqd \
+             per replica (where the kernel mode replicates); *engine + kernel threads* is the \
+             edge's work measured per thread (schedstat), immune to other processes on the \
+             machine, unlike *machine* and *edge CPU* (idle residency counts every process)."
         );
         let _ = writeln!(md);
         let _ = writeln!(md, "Generator ceiling (no engine; in0 drops the stream):");
@@ -1140,18 +1164,18 @@ impl Report<'_> {
         let _ = writeln!(md);
         let _ = writeln!(
             md,
-            "| mode | payload | outputs | offered (Mdgram/s) | replicas/s | Gbps | loss % | in0 loss % | machine ns/replica | edge CPU ns/replica | engine ns/replica | rx thread ns/replica |"
+            "| mode | payload | outputs | offered (Mdgram/s) | replicas/s | Gbps | loss % | in0 loss % | machine ns/replica | edge CPU ns/replica | engine ns/replica | kernel threads ns/replica | engine + kernel threads ns/replica |"
         );
         let _ = writeln!(
             md,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in self.results {
             match &r.outcome {
                 Outcome::Unavailable(why) => {
                     let _ = writeln!(
                         md,
-                        "| {} | – | – | not available: {} | | | | | | | | |",
+                        "| {} | – | – | not available: {} | | | | | | | | | |",
                         r.mode.name(),
                         why.replace('|', "/")
                     );
@@ -1161,7 +1185,7 @@ impl Report<'_> {
                         let s = Stats::of(c);
                         let _ = writeln!(
                             md,
-                            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             r.mode.name(),
                             c.payload,
                             c.outputs,
@@ -1174,6 +1198,7 @@ impl Report<'_> {
                             fmt_spread(s.edge, 1.0, 0),
                             s.engine.map_or("–".to_owned(), |e| fmt_spread(e, 1.0, 0)),
                             fmt_spread(s.napi, 1.0, 0),
+                            fmt_spread(s.attributed, 1.0, 0),
                         );
                     }
                 }
