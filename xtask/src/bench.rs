@@ -1072,8 +1072,17 @@ impl Stats {
 }
 
 fn fmt_spread(s: Spread, scale: f64, digits: usize) -> String {
-    // `+ 0.0` turns -0.0 into 0.0.
-    let f = |v: f64| format!("{:.*}", digits, v * scale + 0.0);
+    // What rounds to zero prints as 0 (no "-0.0" from a late replica
+    // counted in the next window).
+    let f = |v: f64| {
+        let x = v * scale;
+        let x = if x.abs() < 0.5 * 10f64.powi(-(digits as i32)) {
+            0.0
+        } else {
+            x
+        };
+        format!("{x:.digits$}")
+    };
     if (s.2 - s.1).abs() <= f64::EPSILON * s.0.abs().max(1.0) {
         f(s.0)
     } else {
@@ -1438,6 +1447,7 @@ mod tests {
         assert_eq!(spread([3.0, 1.0, 2.0].into_iter()), (2.0, 1.0, 3.0));
         assert_eq!(fmt_spread((2.0, 2.0, 2.0), 1.0, 1), "2.0");
         assert_eq!(fmt_spread((2.0, 1.0, 3.0), 1.0, 0), "2 (1–3)");
+        assert_eq!(fmt_spread((-1e-7, -1e-7, -1e-7), 100.0, 1), "0.0");
     }
 
     #[test]
