@@ -197,8 +197,8 @@ impl Layout {
 /// The short mode of the criterion benchmarks that `cargo xtask test` runs:
 /// every bench target compiled and each cell run once.
 pub fn criterion_short() -> Result<String> {
-    run_status(cargo().args(["bench", "-p", "fanout", "--benches", "--", "--test"]))?;
-    Ok("cargo bench -p fanout --benches -- --test".to_owned())
+    run_status(cargo().args(["bench", "-p", "fanout", "--bench", "*", "--", "--test"]))?;
+    Ok("cargo bench -p fanout --bench '*' -- --test".to_owned())
 }
 
 /// The lab benchmark's short mode that `cargo xtask test` runs (root only).
