@@ -80,6 +80,11 @@ pub struct Args {
     /// edge overloaded; its ceiling is measured and reported).
     #[arg(long)]
     rate: Option<u64>,
+    /// After each cell's repetitions, one more (unmeasured) pass with
+    /// `perf record` on the edge CPU; the top symbols go to
+    /// `target/fanout-bench/perf-<mode>-<payload>-<outputs>.txt`.
+    #[arg(long)]
+    perf: bool,
     /// Instead of the lab: instructions per replica of the in-memory engine
     /// under valgrind's callgrind (payload 64 vs 8972).
     #[arg(long)]
@@ -125,6 +130,7 @@ struct Plan {
     reps: usize,
     seconds: f64,
     rate: Option<u64>,
+    perf: bool,
 }
 
 impl Plan {
@@ -149,6 +155,7 @@ impl Plan {
             reps: args.reps.unwrap_or(if quick { 1 } else { 3 }),
             seconds: args.seconds.unwrap_or(if quick { 1.0 } else { 2.0 }),
             rate: args.rate,
+            perf: args.perf,
         };
         if let Some(p) = plan.payloads.iter().find(|&&p| !(24..=8972).contains(&p)) {
             bail!("--payloads: {p} is outside 24..=8972 (MTU 9000)");
@@ -214,6 +221,7 @@ pub fn lab_quick() -> Result<String> {
         reps: None,
         seconds: None,
         rate: None,
+        perf: false,
         callgrind: false,
         no_write: true,
     })?;
@@ -949,6 +957,9 @@ fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
             for _ in 0..ctx.plan.reps {
                 reps.push(one_rep(ctx, payload, k, pid, &napi)?);
             }
+            if ctx.plan.perf {
+                profile(ctx, mode, payload, k)?;
+            }
             let cell = Cell {
                 payload,
                 outputs: k,
@@ -989,6 +1000,59 @@ fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
         mode,
         outcome: Outcome::Cells(cells),
     })
+}
+
+/// One unmeasured pass under `perf record -C <edge CPU> -g`; writes the
+/// top symbols (self time) next to the other outputs.
+fn profile(ctx: &Ctx, mode: Mode, payload: usize, k: usize) -> Result<()> {
+    let name = format!("perf-{}-{payload}-{k}", mode.name().replace(' ', "-"));
+    let data = ctx.work.join(format!("{name}.data"));
+    let secs = ctx.plan.seconds;
+    let mut perf = Command::new("perf");
+    perf.args([
+        "record",
+        "-q",
+        "-g",
+        "-C",
+        &ctx.layout.edge_cpu.to_string(),
+        "-o",
+    ])
+    .arg(&data)
+    .args(["--", "sleep", &(secs + 0.5).to_string()]);
+    let mut recorder = spawn("perf record", &mut perf)?;
+    generate(ctx, payload, u64::MAX / 2, secs, ctx.plan.rate)?;
+    let done = recorder.finish(Duration::from_secs_f64(secs + 30.0))?;
+    if !done.status.success() {
+        bail!(
+            "perf record failed ({}): {}",
+            done.status,
+            done.stderr.trim()
+        );
+    }
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--no-children",
+            "--sort",
+            "comm,dso,sym",
+            "--stdio",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .context("perf report")?;
+    let text: String = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .take(40)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = ctx.work.join(format!("{name}.txt"));
+    fs::write(&out, &text).with_context(|| format!("write {}", out.display()))?;
+    println!("    perf: {}", out.display());
+    Ok(())
 }
 
 // ---------------------------------------------------------------- statistics
