@@ -237,7 +237,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     let plan = Plan::from(&args)?;
     let started = Instant::now();
-    run_status(cargo().args([
+    // The XDP program first: the fanout build embeds it when it exists.
+    // Without it the XDP mode reports itself unavailable.
+    let ebpf_object = if plan.modes.contains(&Mode::Xdp) {
+        ebpf::build(true).ok()
+    } else {
+        None
+    };
+    let mut build = cargo();
+    build.args([
         "build",
         "--release",
         "--quiet",
@@ -245,15 +253,12 @@ pub fn run(args: Args) -> Result<()> {
         "fanout",
         "--bin",
         "fanout",
-    ]))?;
+    ]);
+    if let Some(obj) = &ebpf_object {
+        build.env(ebpf::OBJECT_ENV, obj);
+    }
+    run_status(&mut build)?;
     let bin = target_dir().join("release").join("fanout");
-    // The XDP mode may need the program's object; without it, the mode
-    // reports itself unavailable.
-    let ebpf_object = if plan.modes.contains(&Mode::Xdp) {
-        ebpf::build(true).ok()
-    } else {
-        None
-    };
     let work = target_dir().join("fanout-bench");
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
 
