@@ -293,7 +293,7 @@ pub fn run(args: Args) -> Result<()> {
     drop(bench);
     let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
-    let command = command_line(&args);
+    let command = command_line();
     let report = Report {
         plan: &plan,
         layout,
@@ -1404,13 +1404,13 @@ impl Report<'_> {
     }
 }
 
-fn command_line(args: &Args) -> String {
+/// The command as typed (`cargo xtask bench ...`), for the report.
+fn command_line() -> String {
     let mut s = String::from("cargo xtask bench");
     for a in std::env::args().skip(2) {
         s.push(' ');
         s.push_str(&a);
     }
-    let _ = args;
     s
 }
 
