@@ -1406,12 +1406,11 @@ impl Report<'_> {
 
 /// The command as typed (`cargo xtask bench ...`), for the report.
 fn command_line() -> String {
-    let mut s = String::from("cargo xtask bench");
-    for a in std::env::args().skip(2) {
-        s.push(' ');
-        s.push_str(&a);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("bench") {
+        return "cargo xtask bench --quick (run by `cargo xtask test`)".to_owned();
     }
-    s
+    format!("cargo xtask {}", args.join(" "))
 }
 
 /// Replaces the generated section `tag` of BENCHMARKS.md (or appends one).
