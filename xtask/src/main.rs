@@ -6,7 +6,8 @@
 //!   or remove the pins (see `load.rs`);
 //! - `lab up|down`: leaves a lab running for manual work, or removes one;
 //! - `demo`: the tour: lab, engine, generator, sinks, a table of what arrived;
-//! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests.
+//! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests;
+//! - `bench`: the lab benchmark (fanout socket/xdp vs kernel multicast routing, see `bench.rs`).
 
 use std::{
     ffi::OsString,
@@ -17,6 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod ebpf;
 mod load;
@@ -53,6 +55,8 @@ enum Cmd {
     Demo(demo::Args),
     /// Run the CI tiers: setup, fmt, clippy, tests (privileged ones when root).
     Test,
+    /// The lab benchmark: fanout socket / xdp against kernel multicast routing.
+    Bench(bench::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +97,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Lab { action } => lab(action),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test => test::run(),
+        Cmd::Bench(args) => bench::run(args),
     }
 }
 

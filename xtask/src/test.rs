@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the CI tiers, in order: setup, `cargo fmt --check`,
-//! clippy with warnings denied, the eBPF build, then `cargo test --workspace`.
+//! clippy with warnings denied, the eBPF build, then `cargo test --workspace`,
+//! then the benchmarks' short modes (criterion `--test`, `xtask bench --quick`).
 //! As root the privileged tests must run (`FANOUT_REQUIRE_PRIVILEGED=1`: a
 //! privileged test that cannot run fails instead of skipping). Every step
 //! runs even after a failure; a summary lists them all, and any failure
@@ -96,6 +97,12 @@ pub fn run() -> Result<()> {
         )
     });
     summary.step("test", t, false, result);
+
+    // The benchmarks' short mode, so they keep compiling and working.
+    let t = Instant::now();
+    summary.step("bench-test", t, false, crate::bench::criterion_short());
+    let t = Instant::now();
+    summary.step("bench-quick", t, !is_root(), crate::bench::lab_quick());
 
     println!();
     println!("xtask test summary:");
