@@ -38,6 +38,8 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 const PORT: u16 = 5000;
 const UNICAST_PORTS: std::ops::RangeInclusive<u16> = 6001..=6008;
 const MCAST_PORT: u16 = 7000;
+/// Unicast outputs above this port have no `interface`: the route decides.
+const ROUTED_FROM: u16 = 6004;
 /// Datagrams per size.
 const PER_SIZE: u64 = 20;
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -115,11 +117,17 @@ fn config(family: Family) -> String {
         iface::IN0,
         family.group()
     );
+    // Half the unicast outputs name their interface, half leave it to the
+    // routing table (which sends the sink's subnet out of out0).
     for port in UNICAST_PORTS {
+        let interface = if port <= ROUTED_FROM {
+            format!("  interface = \"{}\"\n", iface::OUT0)
+        } else {
+            String::new()
+        };
         toml += &format!(
-            "\n  [[flow.output]]\n  name = \"u{port}\"\n  unicast = \"{}\"\n  interface = \"{}\"\n  source_port = 4000\n",
+            "\n  [[flow.output]]\n  name = \"u{port}\"\n  unicast = \"{}\"\n{interface}  source_port = 4000\n",
             SocketAddr::new(family.sink(), port),
-            iface::OUT0
         );
     }
     toml += &format!(
@@ -349,6 +357,14 @@ fn run_case(test: &str, family: Family, generic: bool) {
         "{}",
         done.stdout
     );
+    for port in UNICAST_PORTS.filter(|p| *p > ROUTED_FROM) {
+        let said = format!(
+            "output \"u{port}\": no interface configured; the route to {} leaves by {}",
+            family.sink(),
+            iface::OUT0
+        );
+        assert!(done.stderr.contains(&said), "not said: {said}");
+    }
 
     let snap: Snapshot = serde_json::from_str(&fs::read_to_string(&stats_path).unwrap()).unwrap();
     let _ = fs::remove_dir_all(&dir);

@@ -107,6 +107,37 @@ pub fn next_hop(dst: IpAddr, ifname: &str) -> Result<IpAddr, Error> {
         })
 }
 
+/// The interface the kernel's routing table sends `dst` out of
+/// (`ip -j route get DST`), for a unicast output configured without one.
+pub fn route_dev(dst: IpAddr) -> Result<String, Error> {
+    let dst_s = dst.to_string();
+    let args = ["-j", "route", "get", &dst_s];
+    let out = ip(&args)?;
+    parse_route_dev(&out)
+        .map_err(|output| Error::Parse {
+            args: args.join(" "),
+            output,
+        })?
+        .ok_or_else(|| Error::NoRoute {
+            dst,
+            ifname: "any interface".to_owned(),
+        })
+}
+
+/// `ip -j route get` output: the route's `dev`; `None` for an empty answer.
+pub fn parse_route_dev(json: &str) -> Result<Option<String>, String> {
+    let routes: Vec<serde_json::Value> =
+        serde_json::from_str(json.trim()).map_err(|_| json.to_owned())?;
+    let Some(route) = routes.first() else {
+        return Ok(None);
+    };
+    route
+        .get("dev")
+        .and_then(|d| d.as_str())
+        .map(|d| Some(d.to_owned()))
+        .ok_or_else(|| json.to_owned())
+}
+
 /// The neighbour entry of `hop` on `ifname`, if any (`ip -j neigh show`).
 pub fn neighbour(hop: IpAddr, ifname: &str) -> Result<Option<Neighbour>, Error> {
     let hop_s = hop.to_string();
@@ -230,6 +261,17 @@ mod tests {
         assert_eq!(parse_route("[]", dst), Ok(None));
         assert!(parse_route("garbage", dst).is_err());
         assert!(parse_route(r#"[{"gateway":"nope"}]"#, dst).is_err());
+    }
+
+    #[test]
+    fn routes_name_their_device() {
+        let via = r#"[{"dst":"10.9.0.2","gateway":"10.202.0.254","dev":"out0","flags":[]}]"#;
+        assert_eq!(parse_route_dev(via), Ok(Some("out0".to_owned())));
+        let local = r#"[{"type":"local","dst":"127.0.0.1","dev":"lo","prefsrc":"127.0.0.1"}]"#;
+        assert_eq!(parse_route_dev(local), Ok(Some("lo".to_owned())));
+        assert_eq!(parse_route_dev("[]"), Ok(None));
+        assert!(parse_route_dev("garbage").is_err());
+        assert!(parse_route_dev(r#"[{"dst":"10.9.0.2"}]"#).is_err());
     }
 
     #[test]

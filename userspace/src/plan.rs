@@ -189,6 +189,12 @@ impl Plan {
     }
 }
 
+/// Looks `name` up on the running system (index, MTU, MAC, addresses);
+/// `Ok(None)` when there is no such interface.
+pub fn lookup_interface(name: &str) -> io::Result<Option<Interface>> {
+    SystemInterfaces::default().lookup(name)
+}
+
 /// IPv4 and IPv6 addresses of one interface.
 type Addresses = (Vec<Ipv4Addr>, Vec<Ipv6Addr>);
 

@@ -119,12 +119,58 @@ pub enum Refused {
     },
     #[error("joining the groups: {0}")]
     Join(#[from] crate::socket::Error),
+    #[error("flow {flow:?} output {output:?}: no interface set, and the route to {dst}: {source}")]
+    Route {
+        flow: String,
+        output: String,
+        dst: IpAddr,
+        #[source]
+        source: crate::neigh::Error,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
         #[source]
         source: io::Error,
     },
+}
+
+/// `plan` with an egress interface for every output: a unicast output
+/// configured without one leaves by the interface the kernel's routing
+/// table gives for its destination at start-up (said in the log); the
+/// XDP engine transmits on a fixed interface per output.
+fn routed_egress(plan: &Plan) -> Result<Plan, Refused> {
+    let mut routed = plan.clone();
+    for flow in &mut routed.flows {
+        for output in &mut flow.outputs {
+            if output.interface.is_some() {
+                continue;
+            }
+            let dst = output.dest.ip();
+            let route_err = |source| Refused::Route {
+                flow: flow.name.clone(),
+                output: output.name.clone(),
+                dst,
+                source,
+            };
+            let dev = crate::neigh::route_dev(dst).map_err(route_err)?;
+            let iface = crate::plan::lookup_interface(&dev)
+                .map_err(|source| Refused::Io {
+                    what: format!("looking up interface {dev} (the route to {dst})"),
+                    source,
+                })?
+                .ok_or_else(|| Refused::Io {
+                    what: format!("looking up interface {dev} (the route to {dst})"),
+                    source: io::Error::new(io::ErrorKind::NotFound, "no such interface"),
+                })?;
+            info!(
+                "flow {:?} output {:?}: no interface configured; the route to {dst} leaves by {dev}",
+                flow.name, output.name
+            );
+            output.interface = Some(iface);
+        }
+    }
+    Ok(routed)
 }
 
 /// How the operator asked to attach (`FANOUT_XDP_MODE`).
@@ -259,6 +305,8 @@ impl XdpEngine {
     pub fn start(plan: &Plan, stop: Arc<AtomicBool>) -> Result<XdpEngine, Refused> {
         let object = ObjectSource::find()?;
         let policy = AttachPolicy::from_env()?;
+        let routed = routed_egress(plan)?;
+        let plan = &routed;
         let mut notes = Vec::new();
         info!("XDP object: {}", object.describe());
 

@@ -77,7 +77,7 @@ pub fn run() -> Result<()> {
 
     let t = Instant::now();
     let mut tests = cargo();
-    tests.args(["test", "--workspace"]);
+    tests.args(["test", "--workspace", "--no-fail-fast"]);
     if is_root() {
         tests.env("FANOUT_REQUIRE_PRIVILEGED", "1");
     }
