@@ -45,21 +45,25 @@ pub struct Args {
     /// Skip `cargo xtask setup`.
     #[arg(long)]
     skip_setup: bool,
+    /// The engine mode of the demo's configuration: `auto` (XDP where it
+    /// runs, on the lab it does), `xdp` or `socket` (to compare).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "socket"])]
+    mode: String,
 }
 
 /// The built-in configuration: the flow and its nine outputs.
-fn config() -> String {
+fn config(mode: &str) -> String {
     let mut toml = format!(
         "# fanout demo: written by `cargo xtask demo`.\n\
          [engine]\n\
-         mode = \"auto\"\n\
+         mode = \"{mode}\"\n\
          \n\
          [[flow]]\n\
          name = \"demo\"\n\
          interface = \"{in0}\"\n\
          group = \"{GROUP}\"\n\
          port = {PORT}\n",
-        in0 = iface::IN0
+        in0 = iface::IN0,
     );
     for port in UNICAST_PORTS {
         toml += &format!(
@@ -231,7 +235,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
     let config_path = work.join("config.toml");
-    fs::write(&config_path, config())
+    fs::write(&config_path, config(&args.mode))
         .with_context(|| format!("write {}", config_path.display()))?;
     let stats = work.join("stats.json");
     let engine_ready = work.join("engine.ready");

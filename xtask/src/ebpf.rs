@@ -98,10 +98,6 @@ pub fn build(release: bool) -> anyhow::Result<PathBuf> {
             obj.display()
         );
     }
-    eprintln!(
-        "XDP program: {} (tests read it from {OBJECT_ENV})",
-        obj.display()
-    );
     Ok(obj)
 }
 

@@ -89,6 +89,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Setup => setup::run().map(drop),
         Cmd::BuildEbpf { release } => {
             let object = ebpf::build(release)?;
+            eprintln!(
+                "XDP program built (tests and fanout's build read it from {}):",
+                ebpf::OBJECT_ENV
+            );
             println!("{}", object.display());
             Ok(())
         }
