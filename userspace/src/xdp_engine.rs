@@ -689,6 +689,21 @@ fn build_worker(
                 .map_err(xsk_err(&e.name, queue % txq))?,
         );
     }
+    if mode == BindMode::Copy {
+        for (e, t) in egress.iter().zip(&tx) {
+            info!(
+                "AF_XDP TX {} (from {} queue {queue}): copy mode sends {} descriptors per wakeup{}",
+                e.name,
+                iface.name,
+                t.budget(),
+                if t.budget() == xsk::KERNEL_TX_BUDGET {
+                    " (the kernel's default)"
+                } else {
+                    " (XDP_MAX_TX_SKB_BUDGET)"
+                }
+            );
+        }
+    }
     let mut specs = Vec::with_capacity(flows.len());
     for &f in flows {
         let flow: &FlowPlan = &plan.flows[f];

@@ -241,6 +241,7 @@ impl XskUmem {
             stats: RxStats::default(),
         };
         let tx_socket = tx.map(|tx| TxSocket {
+            budget: raise_tx_budget(fd.as_fd(), sizes.tx),
             fd,
             tx,
             comp: comp.expect("completion ring requested"),
@@ -280,6 +281,7 @@ impl XskUmem {
         .map_err(|e| sys_err("bind(XDP_SHARED_UMEM)", e))?;
         let Rings { fill, comp, tx, .. } = rings;
         Ok(TxSocket {
+            budget: raise_tx_budget(fd.as_fd(), sizes.tx),
             fd: Arc::new(fd),
             tx: tx.expect("tx ring requested"),
             comp: comp.expect("completion ring requested"),
@@ -529,6 +531,35 @@ impl RxPort for RxSocket {
     }
 }
 
+/// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+): how many TX descriptors one
+/// wakeup of a copy-mode socket sends (the kernel's default is 32). Not
+/// in the libc crate yet.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// The kernel's own per-wakeup TX budget in copy mode (`TX_BATCH_SIZE`).
+pub const KERNEL_TX_BUDGET: u32 = 32;
+/// Environment override of the TX budget asked for (`0`: keep the
+/// kernel's default), for measurements.
+pub const TX_BUDGET_ENV: &str = "FANOUT_XSK_TX_BUDGET";
+
+/// Raises the TX budget per wakeup of `fd` to its whole TX ring (or
+/// `FANOUT_XSK_TX_BUDGET`), so that one `sendto` in copy mode sends what a
+/// poll submitted rather than 32 descriptors of it. Returns the budget in
+/// force; an older kernel (no such option) keeps 32.
+fn raise_tx_budget(fd: BorrowedFd<'_>, tx_entries: u32) -> u32 {
+    let wanted = match std::env::var(TX_BUDGET_ENV).ok().map(|v| v.parse::<u32>()) {
+        Some(Ok(0)) => return KERNEL_TX_BUDGET,
+        Some(Ok(n)) => n.clamp(KERNEL_TX_BUDGET, tx_entries),
+        _ => tx_entries,
+    };
+    match sys::set_opt(fd, XDP_MAX_TX_SKB_BUDGET, &wanted) {
+        Ok(()) => wanted,
+        Err(e) => {
+            log::debug!("XDP_MAX_TX_SKB_BUDGET {wanted}: {e}; the kernel's 32 per wakeup");
+            KERNEL_TX_BUDGET
+        }
+    }
+}
+
 /// One transmit socket: its TX ring and its completion ring.
 #[derive(Debug)]
 pub struct TxSocket {
@@ -538,9 +569,17 @@ pub struct TxSocket {
     /// The fill ring a shared socket on another device must have; unused.
     _fill: Option<ProducerRing<u64>>,
     stats: TxStats,
+    /// Descriptors one copy-mode wakeup sends (see [`raise_tx_budget`]).
+    budget: u32,
 }
 
 impl TxSocket {
+    /// Descriptors one wakeup sends in copy mode: the TX ring's size where
+    /// the kernel has `XDP_MAX_TX_SKB_BUDGET`, else its default of 32.
+    pub fn budget(&self) -> u32 {
+        self.budget
+    }
+
     pub fn stats(&self) -> TxStats {
         self.stats
     }
@@ -584,8 +623,9 @@ impl TxPort for TxSocket {
     }
 
     fn flush(&mut self) {
-        // Copy mode sends only from the system call (32 descriptors per
-        // call); zero-copy drivers clear the flag while they poll the ring.
+        // Copy mode sends only from the system call (`budget` descriptors
+        // per call); zero-copy drivers clear the flag while they poll the
+        // ring.
         if self.tx.pending() > 0 && self.tx.needs_wakeup() {
             self.stats.wakeups += 1;
             if sys::wake_tx(self.fd.as_fd()).is_err() {
