@@ -1207,6 +1207,215 @@ vlan = 200
     );
 }
 
+/// XDP needs no VLAN sub-interface: the program matches the 802.1Q tag on
+/// the parent. The source sends, through a packet socket on src0, frames
+/// tagged with VLAN 200 (the flow's), untagged frames and frames tagged
+/// with VLAN 300, all to the same group and port: only the VLAN 200 ones
+/// are redirected (the others are `no_flow` for the program and go to the
+/// kernel, which has no VLAN device and no member socket: dropped). The
+/// replicas leave out0 untagged (outputs carry no VLAN): they are counted
+/// with 42 bytes of headers each (Ethernet, IPv4, UDP, no tag), and they
+/// reach the sink's UDP socket, which a frame tagged with a non-zero VLAN
+/// id cannot on a kernel without VLAN devices (it is marked for another
+/// host and dropped).
+fn vlan_tag_matched_on_the_parent(test: &str, kind: EngineKind) {
+    assert!(
+        kind.is_xdp(),
+        "the socket engine needs a VLAN sub-interface"
+    );
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let group = Ipv4Addr::new(239, 2, 2, 2);
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "tagged"
+interface = "{in0}"
+group = "{group}"
+port = 5000
+vlan = 200
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{a}"
+  interface = "{out0}"
+  source_port = 5555
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        out0 = iface::OUT0,
+    );
+    let rx = unicast_receiver(&lab.sink, a);
+    let engine = case.start(&config);
+    let tx = lab.src.run_in(|| RawSender::on(iface::SRC0));
+
+    let sizes = [64, 1472, 8972];
+    let want = payloads(3, 0, &sizes, 20);
+    let untagged = payloads(4, 0, &sizes, 20);
+    let other_vlan = payloads(5, 0, &sizes, 20);
+    for (i, ((w, u), o)) in want.iter().zip(&untagged).zip(&other_vlan).enumerate() {
+        for (vlan, p) in [(None, u), (Some(300), o), (Some(200), w)] {
+            tx.send(vlan, addr::SRC0_V4, group, 5000, p);
+        }
+        if i % 16 == 15 {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    let got = receive(&rx, want.len());
+    let (snap, stderr) = engine.stop();
+    // No sub-interface: no kernel socket can join the group on VLAN 200.
+    assert_eq!(
+        stderr
+            .matches("flow \"tagged\": VLAN 200 on in0 has no sub-interface")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_stream("VLAN 200 -> a", &got, &want);
+    assert!(
+        drain(&rx).is_empty(),
+        "an untagged or VLAN 300 datagram was forwarded"
+    );
+    assert!(
+        got.iter()
+            .all(|(_, from)| *from == SocketAddr::new(addr::OUT0_V4.into(), 5555)),
+        "a: {:?}",
+        got[0].1
+    );
+    let n = want.len() as u64;
+    let bytes: u64 = want.iter().map(|d| d.len() as u64).sum();
+    let flow = snap.flow("tagged").unwrap();
+    assert_eq!((flow.received, flow.received_bytes), (n, bytes), "{snap}");
+    assert_eq!((flow.source_rejected, flow.malformed), (0, 0), "{snap}");
+    let o = flow.output("a").unwrap();
+    assert_eq!(
+        (o.sent, o.sent_bytes, o.dropped_total()),
+        (n, kind.sent_bytes(bytes, n, true), 0),
+        "untagged replicas\n{snap}"
+    );
+    let i = assert_xdp_carried(&snap, kind, n, 1).expect("XDP counters");
+    let c = program_counter(i);
+    assert_eq!(
+        c("no_flow"),
+        (untagged.len() + other_vlan.len()) as u64,
+        "untagged and VLAN 300 frames are no flow of the program: {i:?}"
+    );
+    assert_eq!(c("source_rejected"), 0, "{i:?}");
+}
+
+#[test]
+fn vlan_tag_is_matched_on_the_parent_xdp_native() {
+    vlan_tag_matched_on_the_parent(
+        "vlan_tag_is_matched_on_the_parent_xdp_native",
+        EngineKind::XdpNative,
+    );
+}
+
+#[test]
+fn vlan_tag_is_matched_on_the_parent_xdp_generic() {
+    vlan_tag_matched_on_the_parent(
+        "vlan_tag_is_matched_on_the_parent_xdp_generic",
+        EngineKind::XdpGeneric,
+    );
+}
+
+/// A raw packet socket that sends whole Ethernet frames out of one
+/// interface, as built (tags included).
+struct RawSender {
+    fd: std::os::fd::OwnedFd,
+    /// The interface's link address (index and MAC), from `getifaddrs`:
+    /// the destination of `sendto` on a packet socket.
+    link: nix::sys::socket::LinkAddr,
+}
+
+impl RawSender {
+    /// A sender on `ifname` of the calling thread's namespace. Protocol 0:
+    /// the socket receives nothing.
+    fn on(ifname: &str) -> RawSender {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+        let link = nix::ifaddrs::getifaddrs()
+            .unwrap()
+            .filter(|a| a.interface_name == ifname)
+            .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+            .unwrap_or_else(|| panic!("no link address of {ifname}"));
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("AF_PACKET socket");
+        RawSender { fd, link }
+    }
+
+    /// Sends one IPv4 UDP datagram from `src` (port 4000) to `group:port`,
+    /// tagged with `vlan` if given, with valid IPv4 and UDP checksums.
+    fn send(&self, vlan: Option<u16>, src: Ipv4Addr, group: Ipv4Addr, port: u16, payload: &[u8]) {
+        let mac = self.link.addr().expect("the interface's MAC");
+        let frame = udp4_frame(mac, vlan, src, group, port, payload);
+        let sent = nix::sys::socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            &frame,
+            &self.link,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("send a raw frame");
+        assert_eq!(sent, frame.len());
+    }
+}
+
+/// An Ethernet frame (with an 802.1Q tag of `vlan`, if given) carrying an
+/// IPv4 UDP datagram from `src:4000` to `group:port`, built with the crate's
+/// header views and checksums.
+fn udp4_frame(
+    src_mac: [u8; 6],
+    vlan: Option<u16>,
+    src: Ipv4Addr,
+    group: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    use fanout::wire::{IPPROTO_UDP, IpPair, ethernet, ipv4, udp};
+    let l3 = ethernet::HEADER_LEN + vlan.map_or(0, |_| ethernet::VLAN_TAG_LEN);
+    let udp_len = udp::HEADER_LEN + payload.len();
+    let mut f = vec![0u8; l3 + ipv4::HEADER_LEN + udp_len];
+    let mut eth = ethernet::Frame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(ethernet::multicast_mac(group.into()).unwrap());
+    eth.set_src_addr(src_mac);
+    match vlan {
+        Some(vid) => {
+            eth.set_ethertype(ethernet::ethertype::VLAN);
+            let mut tag = ethernet::VlanTag::new_unchecked(&mut f[ethernet::HEADER_LEN..l3]);
+            tag.set_vid(vid);
+            tag.set_ethertype(ethernet::ethertype::IPV4);
+        }
+        None => eth.set_ethertype(ethernet::ethertype::IPV4),
+    }
+    let mut ip = ipv4::Packet::new_unchecked(&mut f[l3..]);
+    ip.set_version(4);
+    ip.set_header_len(ipv4::HEADER_LEN);
+    ip.set_total_len(u16::try_from(ipv4::HEADER_LEN + udp_len).unwrap());
+    ip.set_dont_frag(true);
+    ip.set_ttl(8);
+    ip.set_protocol(IPPROTO_UDP);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(group);
+    ip.fill_checksum();
+    let mut u = udp::Packet::new_unchecked(&mut f[l3 + ipv4::HEADER_LEN..]);
+    u.set_src_port(4000);
+    u.set_dst_port(port);
+    u.set_len(u16::try_from(udp_len).unwrap());
+    u.payload_mut().copy_from_slice(payload);
+    u.fill_checksum(&IpPair::V4 { src, dst: group });
+    f
+}
+
 // ---- unprivileged: refusals before any socket exists -------------------
 
 fn run_unprivileged(config: &str, tag: &str) -> (Option<i32>, String) {
