@@ -112,22 +112,22 @@ impl EngineKind {
 
 /// Generates the three tests of one scenario: `$socket` (the socket
 /// engine), `$native` and `$generic` (the XDP datapath), each calling
-/// `$body(test name, kind, args...)`.
+/// `$body(test name, kind)`.
 macro_rules! for_each_engine {
-    ($body:ident($($arg:expr),*): $socket:ident, $native:ident, $generic:ident) => {
+    ($body:ident: $socket:ident, $native:ident, $generic:ident) => {
         #[test]
         fn $socket() {
-            $body(stringify!($socket), EngineKind::Socket $(, $arg)*);
+            $body(stringify!($socket), EngineKind::Socket);
         }
 
         #[test]
         fn $native() {
-            $body(stringify!($native), EngineKind::XdpNative $(, $arg)*);
+            $body(stringify!($native), EngineKind::XdpNative);
         }
 
         #[test]
         fn $generic() {
-            $body(stringify!($generic), EngineKind::XdpGeneric $(, $arg)*);
+            $body(stringify!($generic), EngineKind::XdpGeneric);
         }
     };
 }
@@ -678,7 +678,7 @@ fn ipv4_every_datagram(test: &str, kind: EngineKind) {
     );
 }
 
-for_each_engine!(ipv4_every_datagram():
+for_each_engine!(ipv4_every_datagram:
     ipv4_every_datagram_reaches_every_output_in_order,
     ipv4_every_datagram_reaches_every_output_in_order_xdp_native,
     ipv4_every_datagram_reaches_every_output_in_order_xdp_generic);
@@ -702,7 +702,7 @@ fn ipv6_every_datagram(test: &str, kind: EngineKind) {
     );
 }
 
-for_each_engine!(ipv6_every_datagram():
+for_each_engine!(ipv6_every_datagram:
     ipv6_every_datagram_reaches_every_output_in_order,
     ipv6_every_datagram_reaches_every_output_in_order_xdp_native,
     ipv6_every_datagram_reaches_every_output_in_order_xdp_generic);
@@ -808,7 +808,7 @@ port = 5000
     assert_xdp_carried(&snap, kind, n, 1);
 }
 
-for_each_engine!(gro_trains():
+for_each_engine!(gro_trains:
     gro_trains_are_split_back_into_datagrams,
     gro_trains_are_split_back_into_datagrams_xdp_native,
     gro_trains_are_split_back_into_datagrams_xdp_generic);
@@ -885,7 +885,7 @@ source = "{src}"
     }
 }
 
-for_each_engine!(source_specific():
+for_each_engine!(source_specific:
     source_specific_flow_forwards_only_its_source,
     source_specific_flow_forwards_only_its_source_xdp_native,
     source_specific_flow_forwards_only_its_source_xdp_generic);
@@ -966,7 +966,7 @@ port = 5000
     assert_xdp_carried(&snap, kind, (low.len() + high.len()) as u64, 1);
 }
 
-for_each_engine!(groups_sharing_a_mac():
+for_each_engine!(groups_sharing_a_mac:
     groups_sharing_a_mac_are_told_apart,
     groups_sharing_a_mac_are_told_apart_xdp_native,
     groups_sharing_a_mac_are_told_apart_xdp_generic);
@@ -1075,7 +1075,7 @@ port = 5000
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-for_each_engine!(vanished_receiver():
+for_each_engine!(vanished_receiver:
     vanished_receiver_costs_only_its_own_replicas,
     vanished_receiver_costs_only_its_own_replicas_xdp_native,
     vanished_receiver_costs_only_its_own_replicas_xdp_generic);
