@@ -16,6 +16,8 @@
 //! put in `XSKS`, and an [`engine::Worker`] on its own thread. Groups are
 //! joined through kernel sockets ([`crate::socket::join_membership`]) held
 //! for the engine's life; they receive nothing while the program redirects.
+//! A VLAN flow needs no VLAN sub-interface (the program matches the tag),
+//! but without one its group is not joined (said in the log).
 //!
 //! Unicast outputs get their next hop's MAC from [`crate::neigh`]; start-up
 //! waits a bounded time for them, then a side thread refreshes them every
@@ -431,7 +433,7 @@ impl XdpEngine {
         let membership = plan
             .flows
             .iter()
-            .map(crate::socket::join_membership)
+            .filter_map(|flow| join_membership(flow).transpose())
             .collect::<Result<Vec<_>, _>>()?;
 
         let rung = rung_name(&ingress);
@@ -605,6 +607,29 @@ fn attach_name(m: AttachMode) -> &'static str {
 
 /// `xdp native copy` when every interface reached the same rung, else
 /// `xdp in0=native copy, in1=generic copy`.
+/// Joins `flow`'s group through a kernel socket, for the switches' and
+/// routers' sake (DESIGN decision 7), as the socket engine does: a VLAN
+/// flow on its VLAN sub-interface, so that the report leaves tagged. A VLAN
+/// flow whose parent has no such sub-interface still runs here (the
+/// program matches the tag on the parent, unlike the socket engine, which
+/// cannot receive it): no kernel socket can send its report tagged, so it
+/// runs without membership, said once in the log.
+fn join_membership(flow: &FlowPlan) -> Result<Option<socket2::Socket>, Refused> {
+    match crate::socket::join_membership(flow) {
+        Ok(sock) => Ok(Some(sock)),
+        Err(crate::socket::Error::NoVlanInterface { flow, parent, vlan }) => {
+            warn!(
+                "flow {flow:?}: VLAN {vlan} on {parent} has no sub-interface: the program matches \
+                 the tag on {parent}, but no IGMP/MLD membership is announced for the group on \
+                 VLAN {vlan} (the network must deliver the stream without it, or create \
+                 {parent}.{vlan})"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn rung_name(ingress: &[Ingress]) -> String {
     let each: Vec<String> = ingress
         .iter()
