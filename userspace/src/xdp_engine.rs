@@ -605,8 +605,6 @@ fn attach_name(m: AttachMode) -> &'static str {
     }
 }
 
-/// `xdp native copy` when every interface reached the same rung, else
-/// `xdp in0=native copy, in1=generic copy`.
 /// Joins `flow`'s group through a kernel socket, for the switches' and
 /// routers' sake (DESIGN decision 7), as the socket engine does: a VLAN
 /// flow on its VLAN sub-interface, so that the report leaves tagged. A VLAN
@@ -630,6 +628,8 @@ fn join_membership(flow: &FlowPlan) -> Result<Option<socket2::Socket>, Refused> 
     }
 }
 
+/// `xdp native copy` when every interface reached the same rung, else
+/// `xdp in0=native copy, in1=generic copy`.
 fn rung_name(ingress: &[Ingress]) -> String {
     let each: Vec<String> = ingress
         .iter()
