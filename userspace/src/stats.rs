@@ -308,6 +308,8 @@ pub struct OutputSnapshot {
     pub name: String,
     pub dest: String,
     pub sent: u64,
+    /// UDP payload bytes of the replicas sent (headers not counted), in
+    /// every engine: comparable with the flow's `received_bytes`.
     pub sent_bytes: u64,
     /// Every reason, zeros included.
     pub dropped: BTreeMap<DropReason, u64>,

@@ -476,7 +476,20 @@ impl XdpEngine {
                 .into_iter()
                 .map(|i| i.name.clone())
                 .collect();
+            // Header bytes of every replica, per flow and output: the
+            // stats count UDP payload bytes, as the socket engine does.
+            let headers = flows
+                .iter()
+                .map(|&f| {
+                    plan.flows[f]
+                        .outputs
+                        .iter()
+                        .map(|o| replica_header_len(o.dest.ip()))
+                        .collect()
+                })
+                .collect();
             let ctx = WorkerCtx {
+                headers,
                 flows,
                 stats: stats.clone(),
                 stop: stop.clone(),
@@ -761,6 +774,18 @@ struct WorkerCtx {
     snap: Arc<Mutex<XdpQueueSnapshot>>,
     /// Egress interface name of each TX port.
     egress: Vec<String>,
+    /// Header bytes (Ethernet, IP, UDP) of each replica, per flow and
+    /// output, taken off the worker's frame bytes when published.
+    headers: Vec<Vec<u64>>,
+}
+
+/// Ethernet + IP + UDP header bytes of a replica to `dst` (replicas carry
+/// no VLAN tag and no IP options).
+fn replica_header_len(dst: IpAddr) -> u64 {
+    match dst {
+        IpAddr::V4(_) => 14 + 20 + 8,
+        IpAddr::V6(_) => 14 + 40 + 8,
+    }
 }
 
 fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
@@ -822,11 +847,12 @@ fn map_reason(r: EngineDrop) -> DropReason {
 
 /// Adds what the worker counted since the last call to the shared stats.
 fn publish(w: &XdpWorker, ctx: &WorkerCtx, published: &mut [EngineFlow]) {
-    for ((now, last), &pf) in w
+    for (((now, last), &pf), headers) in w
         .flow_counters()
         .iter()
         .zip(published.iter_mut())
         .zip(&ctx.flows)
+        .zip(&ctx.headers)
     {
         let fs = &ctx.stats.flows[pf];
         if now.received != last.received {
@@ -839,12 +865,18 @@ fn publish(w: &XdpWorker, ctx: &WorkerCtx, published: &mut [EngineFlow]) {
             fs.counters
                 .add_source_rejected(now.source_rejected - last.source_rejected);
         }
-        for ((o_now, o_last), os) in now.outputs.iter().zip(&last.outputs).zip(&fs.outputs) {
+        for (((o_now, o_last), os), &header) in now
+            .outputs
+            .iter()
+            .zip(&last.outputs)
+            .zip(&fs.outputs)
+            .zip(headers)
+        {
             if o_now.sent != o_last.sent {
-                os.counters.add_sent(
-                    o_now.sent - o_last.sent,
-                    o_now.sent_bytes - o_last.sent_bytes,
-                );
+                let sent = o_now.sent - o_last.sent;
+                let frame_bytes = o_now.sent_bytes - o_last.sent_bytes;
+                os.counters
+                    .add_sent(sent, frame_bytes.saturating_sub(sent * header));
             }
             for r in EngineDrop::ALL {
                 let d = o_now.dropped(r) - o_last.dropped(r);
