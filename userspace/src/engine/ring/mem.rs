@@ -19,9 +19,130 @@
 //! of the real engine; [`MemTx::set_auto_complete`] makes a port complete
 //! on flush, for benchmarks.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
+
+/// A bounded FIFO in a fixed array, as the kernel's rings are: moves are
+/// one or two slice copies, never an allocation (except [`Self::force_push`],
+/// which plays a kernel that ignores the ring's size).
+#[derive(Debug)]
+struct Fifo<T> {
+    buf: Box<[T]>,
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Fifo<T> {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: vec![T::default(); cap].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// The `i`-th element from the front (`i < len`).
+    #[inline]
+    fn get(&self, i: usize) -> T {
+        let at = self.head + i;
+        let cap = self.buf.len();
+        self.buf[if at >= cap { at - cap } else { at }]
+    }
+
+    /// The occupied part as two slices, front first.
+    #[inline]
+    fn as_slices(&self) -> (&[T], &[T]) {
+        let cap = self.buf.len();
+        if self.head + self.len <= cap {
+            (&self.buf[self.head..self.head + self.len], &[])
+        } else {
+            (
+                &self.buf[self.head..],
+                &self.buf[..self.head + self.len - cap],
+            )
+        }
+    }
+
+    /// Appends all of `items` (`items.len() <= room`).
+    #[inline]
+    fn push_slice(&mut self, items: &[T]) {
+        debug_assert!(items.len() <= self.room());
+        let cap = self.buf.len();
+        let tail = (self.head + self.len) % cap.max(1);
+        let first = items.len().min(cap - tail);
+        self.buf[tail..tail + first].copy_from_slice(&items[..first]);
+        self.buf[..items.len() - first].copy_from_slice(&items[first..]);
+        self.len += items.len();
+    }
+
+    /// Moves the first `out.len()` elements (`<= len`) into `out`.
+    #[inline]
+    fn pop_into(&mut self, out: &mut [T]) {
+        debug_assert!(out.len() <= self.len);
+        let cap = self.buf.len();
+        let first = out.len().min(cap - self.head);
+        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
+        let rest = out.len() - first;
+        out[first..].copy_from_slice(&self.buf[..rest]);
+        self.head = if rest > 0 { rest } else { self.head + first };
+        if self.head == cap {
+            self.head = 0;
+        }
+        self.len -= out.len();
+    }
+
+    #[inline]
+    fn push(&mut self, item: T) {
+        self.push_slice(&[item]);
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut one = [T::default()];
+        self.pop_into(&mut one);
+        Some(one[0])
+    }
+
+    /// Drops the first `n` elements (`<= len`).
+    #[inline]
+    fn discard(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        let cap = self.buf.len();
+        if n > 0 {
+            self.head = (self.head + n) % cap;
+            self.len -= n;
+        }
+    }
+
+    /// Appends one element even when full, growing the array (a kernel
+    /// that ignores the ring's size, for tests of a misbehaving one).
+    fn force_push(&mut self, item: T) {
+        if self.room() == 0 {
+            let (a, b) = self.as_slices();
+            let mut grown = Vec::with_capacity((self.buf.len() * 2).max(1));
+            grown.extend_from_slice(a);
+            grown.extend_from_slice(b);
+            grown.resize(grown.capacity(), T::default());
+            self.buf = grown.into_boxed_slice();
+            self.head = 0;
+        }
+        self.push(item);
+    }
+}
 
 /// `XDP_PACKET_HEADROOM`: where the kernel puts received data in a frame.
 pub const DEFAULT_HEADROOM: u32 = 256;
@@ -87,14 +208,15 @@ pub enum Refused {
 /// The ingress socket: fill ring and RX ring.
 #[derive(Debug)]
 pub struct MemRx {
-    fill: VecDeque<u64>,
-    fill_cap: usize,
-    rx: VecDeque<Desc>,
+    fill: Fifo<u64>,
+    rx: Fifo<Desc>,
     rx_cap: usize,
     headroom: u32,
-    /// Frames on the fill ring or received and not yet consumed by the
-    /// engine: the engine must not hand any of them back.
-    owned: BTreeSet<u64>,
+    /// Per frame: on the fill ring or received and not yet consumed by the
+    /// engine (the engine must not hand any of them back). Grows to the
+    /// highest frame seen.
+    owned: Vec<bool>,
+    owned_count: usize,
     frame_size: u32,
     wakes: u64,
     dropped: u64,
@@ -105,12 +227,12 @@ impl MemRx {
     /// UMEM of `frame_size`-byte frames, with [`DEFAULT_HEADROOM`].
     pub fn new(frame_size: u32, fill_cap: usize, rx_cap: usize) -> Self {
         Self {
-            fill: VecDeque::with_capacity(fill_cap),
-            fill_cap,
-            rx: VecDeque::with_capacity(rx_cap),
+            fill: Fifo::new(fill_cap),
+            rx: Fifo::new(rx_cap),
             rx_cap,
             headroom: DEFAULT_HEADROOM,
-            owned: BTreeSet::new(),
+            owned: Vec::new(),
+            owned_count: 0,
             frame_size,
             wakes: 0,
             dropped: 0,
@@ -157,12 +279,12 @@ impl MemRx {
         }
         let mut at = 0;
         for (i, &len) in lens.iter().enumerate() {
-            let base = self.fill.pop_front().unwrap();
+            let base = self.fill.pop().unwrap();
             let addr = base + u64::from(self.headroom);
             umem.bytes_mut(addr, len as u32)
                 .copy_from_slice(&frame[at..at + len]);
             at += len;
-            self.rx.push_back(Desc {
+            self.rx.push(Desc {
                 addr,
                 len: len as u32,
                 options: if i + 1 < n { XDP_PKT_CONTD } else { 0 },
@@ -185,8 +307,8 @@ impl MemRx {
             return Err(Refused::RxFull);
         }
         for (i, &len) in lens.iter().enumerate() {
-            let base = self.fill.pop_front().unwrap();
-            self.rx.push_back(Desc {
+            let base = self.fill.pop().unwrap();
+            self.rx.push(Desc {
                 addr: base + u64::from(self.headroom),
                 len,
                 options: if i + 1 < n { XDP_PKT_CONTD } else { 0 },
@@ -198,12 +320,17 @@ impl MemRx {
     /// Whether the "kernel" holds the frame containing `addr` (on the fill
     /// ring, or received and not yet consumed).
     pub fn holds(&self, addr: u64) -> bool {
-        self.owned.contains(&(addr / u64::from(self.frame_size)))
+        let frame = addr / u64::from(self.frame_size);
+        usize::try_from(frame)
+            .ok()
+            .and_then(|f| self.owned.get(f))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Puts an arbitrary descriptor on the RX ring (a misbehaving kernel).
     pub fn push_raw(&mut self, desc: Desc) {
-        self.rx.push_back(desc);
+        self.rx.force_push(desc);
     }
 
     /// Frames on the fill ring.
@@ -219,7 +346,7 @@ impl MemRx {
     /// Frames the "kernel" holds: on the fill ring or received and not yet
     /// consumed.
     pub fn owned_frames(&self) -> usize {
-        self.owned.len()
+        self.owned_count
     }
 
     /// Calls to [`RxPort::wake`].
@@ -235,32 +362,41 @@ impl MemRx {
 
 impl RxPort for MemRx {
     fn receive(&mut self, out: &mut [Desc]) -> usize {
-        let mut n = 0;
-        // Whole packets only: find the end of each chain before taking it.
-        while let Some(len) = self.rx.iter().position(|d| !d.continues()).map(|i| i + 1) {
-            if n + len > out.len() {
-                break;
+        // Whole packets only: up to the end of the last chain that fits.
+        let max = out.len().min(self.rx.len());
+        let Some(n) = (0..max).rev().find(|&i| !self.rx.get(i).continues()) else {
+            return 0;
+        };
+        let out = &mut out[..n + 1];
+        self.rx.pop_into(out);
+        for d in out.iter() {
+            let frame = (d.addr / u64::from(self.frame_size)) as usize;
+            if let Some(owned) = self.owned.get_mut(frame)
+                && *owned
+            {
+                *owned = false;
+                self.owned_count -= 1;
             }
-            for slot in &mut out[n..n + len] {
-                let d = self.rx.pop_front().unwrap();
-                let frame = d.addr / u64::from(self.frame_size);
-                self.owned.remove(&frame);
-                *slot = d;
-            }
-            n += len;
         }
-        n
+        out.len()
     }
 
     fn fill(&mut self, frames: &[u64]) -> usize {
-        let n = frames.len().min(self.fill_cap - self.fill.len());
+        let n = frames.len().min(self.fill.room());
+        let fs = u64::from(self.frame_size);
         for &addr in &frames[..n] {
-            let frame = addr / u64::from(self.frame_size);
+            let frame = addr / fs;
+            let f = frame as usize;
+            if f >= self.owned.len() {
+                self.owned.resize(f + 1, false);
+            }
             assert!(
-                self.owned.insert(frame),
+                !self.owned[f],
                 "frame {frame} filled while the kernel already holds it"
             );
-            self.fill.push_back(frame * u64::from(self.frame_size));
+            self.owned[f] = true;
+            self.owned_count += 1;
+            self.fill.push(frame * fs);
         }
         n
     }
@@ -273,14 +409,12 @@ impl RxPort for MemRx {
 /// One egress socket: TX ring, the wire, completion ring.
 #[derive(Debug)]
 pub struct MemTx {
-    tx: VecDeque<Desc>,
-    tx_cap: usize,
+    tx: Fifo<Desc>,
     /// Flushed descriptors not yet taken by [`Self::take`].
     wire: VecDeque<Desc>,
     /// Addresses taken off the wire and not completed yet.
     in_flight: Vec<u64>,
-    comp: VecDeque<u64>,
-    comp_cap: usize,
+    comp: Fifo<u64>,
     refuse: bool,
     auto_complete: bool,
     flush_budget: Option<usize>,
@@ -292,12 +426,10 @@ impl MemTx {
     /// A TX ring of `tx_cap` and a completion ring of `comp_cap` entries.
     pub fn new(tx_cap: usize, comp_cap: usize) -> Self {
         Self {
-            tx: VecDeque::with_capacity(tx_cap),
-            tx_cap,
+            tx: Fifo::new(tx_cap),
             wire: VecDeque::new(),
             in_flight: Vec::new(),
-            comp: VecDeque::with_capacity(comp_cap),
-            comp_cap,
+            comp: Fifo::new(comp_cap),
             refuse: false,
             auto_complete: false,
             flush_budget: None,
@@ -341,7 +473,7 @@ impl MemTx {
     /// the given order; returns how many fit (the rest stay in flight).
     /// Panics on an address that is not in flight.
     pub fn complete(&mut self, addrs: &[u64]) -> usize {
-        let n = addrs.len().min(self.comp_cap - self.comp.len());
+        let n = addrs.len().min(self.comp.room());
         for &addr in &addrs[..n] {
             let i = self
                 .in_flight
@@ -349,14 +481,14 @@ impl MemTx {
                 .position(|&a| a == addr)
                 .unwrap_or_else(|| panic!("completing {addr:#x}, which is not in flight"));
             self.in_flight.swap_remove(i);
-            self.comp.push_back(addr);
+            self.comp.push(addr);
         }
         n
     }
 
     /// Puts any address on the completion ring (a misbehaving kernel).
     pub fn push_raw_completion(&mut self, addr: u64) {
-        self.comp.push_back(addr);
+        self.comp.force_push(addr);
     }
 
     /// Completes every descriptor of `chain` (see [`Self::complete`]).
@@ -398,49 +530,63 @@ impl MemTx {
 
 impl TxPort for MemTx {
     fn tx_free(&mut self) -> usize {
-        if self.refuse {
-            0
-        } else {
-            self.tx_cap - self.tx.len()
-        }
+        if self.refuse { 0 } else { self.tx.room() }
     }
 
     fn transmit(&mut self, descs: &[Desc]) -> usize {
         if self.refuse {
             return 0;
         }
-        let room = self.tx_cap - self.tx.len();
+        let room = self.tx.room().min(descs.len());
         // Whole packets only: stop at the end of the last chain that fits.
-        let mut n = 0;
-        for (i, d) in descs.iter().enumerate().take(room) {
-            if !d.continues() {
-                n = i + 1;
-            }
-        }
-        self.tx.extend(&descs[..n]);
+        let n = descs[..room]
+            .iter()
+            .rposition(|d| !d.continues())
+            .map_or(0, |i| i + 1);
+        self.tx.push_slice(&descs[..n]);
         self.transmitted += n as u64;
         n
     }
 
     fn flush(&mut self) {
         self.flushes += 1;
-        let n = self.flush_budget.unwrap_or(usize::MAX).min(self.tx.len());
-        self.wire.extend(self.tx.drain(..n));
+        let mut n = self.flush_budget.unwrap_or(usize::MAX).min(self.tx.len());
         if self.auto_complete {
-            while self.comp.len() < self.comp_cap {
+            // The wire is a queue: what waits there completes first.
+            while self.comp.room() > 0 {
                 let Some(d) = self.wire.pop_front() else {
                     break;
                 };
-                self.comp.push_back(d.addr);
+                self.comp.push(d.addr);
             }
+            if self.wire.is_empty() {
+                // Straight from the TX ring to the completion ring, in
+                // chunks through a small buffer.
+                let mut direct = n.min(self.comp.room());
+                n -= direct;
+                let mut descs = [Desc::default(); 64];
+                let mut addrs = [0u64; 64];
+                while direct > 0 {
+                    let k = direct.min(descs.len());
+                    self.tx.pop_into(&mut descs[..k]);
+                    for (a, d) in addrs.iter_mut().zip(&descs[..k]) {
+                        *a = d.addr;
+                    }
+                    self.comp.push_slice(&addrs[..k]);
+                    direct -= k;
+                }
+            }
+        }
+        for _ in 0..n {
+            let d = self.tx.get(0);
+            self.tx.discard(1);
+            self.wire.push_back(d);
         }
     }
 
     fn completions(&mut self, out: &mut [u64]) -> usize {
         let n = out.len().min(self.comp.len());
-        for slot in &mut out[..n] {
-            *slot = self.comp.pop_front().unwrap();
-        }
+        self.comp.pop_into(&mut out[..n]);
         n
     }
 }
