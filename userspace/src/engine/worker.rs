@@ -1,12 +1,12 @@
 //! One ingress queue's worker: receive, classify, replicate by reference,
 //! recycle frames. See the module documentation of [`crate::engine`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use fanout_common::FlowKey;
 
 use super::counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
+use super::index::FlowIndex;
 use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use crate::wire::{self, ReplicaTemplate, replica::MAX_HEADER_LEN};
 
@@ -333,7 +333,7 @@ pub struct Worker<U, R, T> {
     cfg: WorkerConfig,
     frames: Frames,
     flows: Vec<Flow>,
-    index: HashMap<FlowKey, u32>,
+    index: FlowIndex,
     counters: Vec<FlowCounters>,
     worker_counters: WorkerCounters,
     // Per-poll scratch, allocated once.
@@ -377,12 +377,12 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 frame_count,
             });
         }
-        let mut index = HashMap::with_capacity(flows.len());
+        let mut index = FlowIndex::with_capacity(flows.len());
         let mut counters = Vec::with_capacity(flows.len());
         let mut runs = Vec::with_capacity(flows.len());
         for (f, flow) in flows.into_iter().enumerate() {
             let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
-            if let Some(&other) = index.get(&key) {
+            if let Some(other) = index.get(&key) {
                 return Err(WorkerError::DuplicateFlow {
                     flow: f,
                     other: other as usize,
@@ -391,7 +391,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                     vlan: flow.vlan,
                 });
             }
-            index.insert(key, f as u32);
+            index.insert(&key, f as u32);
             let mut outputs = Vec::with_capacity(flow.outputs.len());
             for (o, out) in flow.outputs.into_iter().enumerate() {
                 if out.tx >= tx.len() {
@@ -683,7 +683,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         };
         let vlan = dg.inner_vlan.or(dg.outer_vlan).unwrap_or(0);
         let key = FlowKey::new(dg.addrs.dst(), dg.dst_port, vlan);
-        let Some(&f) = self.index.get(&key) else {
+        let Some(f) = self.index.get(&key) else {
             self.worker_counters.no_flow += 1;
             return;
         };
