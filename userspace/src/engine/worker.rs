@@ -717,6 +717,8 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             last.options = 0;
         }
 
+        // Once per datagram, for all its replicas.
+        let received = wire::Received::new(&dg);
         for (o, out) in flow.outputs.iter().enumerate() {
             let drop = |counters: &mut [FlowCounters], reason: DropReason| {
                 counters[f as usize].outputs[o].dropped[reason as usize] += 1;
@@ -734,7 +736,15 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 continue;
             };
             let buf = self.umem.bytes_mut(slot, self.frames.slot_size);
-            let header_len = match template.write(&dg, buf) {
+            let written = match (&received, buf.first_chunk_mut()) {
+                (Ok(rx), Some(image)) => template.write_image(rx, image),
+                (Err(e), _) => Err(*e),
+                (_, None) => Err(wire::WriteError::BufferTooSmall {
+                    need: MAX_HEADER_LEN,
+                    have: buf.len(),
+                }),
+            };
+            let header_len = match written {
                 Ok(n) => n,
                 Err(_) => {
                     self.frames.release(slot);
