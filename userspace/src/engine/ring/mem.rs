@@ -102,9 +102,14 @@ impl<T: Copy + Default> Fifo<T> {
         self.len -= out.len();
     }
 
+    /// Appends one element (`room > 0`).
     #[inline]
     fn push(&mut self, item: T) {
-        self.push_slice(&[item]);
+        debug_assert!(self.room() > 0);
+        let cap = self.buf.len();
+        let at = self.head + self.len;
+        self.buf[if at >= cap { at - cap } else { at }] = item;
+        self.len += 1;
     }
 
     #[inline]
@@ -112,9 +117,13 @@ impl<T: Copy + Default> Fifo<T> {
         if self.len == 0 {
             return None;
         }
-        let mut one = [T::default()];
-        self.pop_into(&mut one);
-        Some(one[0])
+        let item = self.buf[self.head];
+        self.head += 1;
+        if self.head == self.buf.len() {
+            self.head = 0;
+        }
+        self.len -= 1;
+        Some(item)
     }
 
     /// Drops the first `n` elements (`<= len`).
