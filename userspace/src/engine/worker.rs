@@ -89,6 +89,8 @@ pub struct OutputSpec {
 pub enum WorkerError {
     #[error("batch size must be at least 1")]
     ZeroBatch,
+    #[error("UMEM frame size {0}: must be a power of two (the kernel's aligned mode)")]
+    BadFrameSize(u32),
     #[error(
         "header slot of {slot_size} bytes: must be {MAX_HEADER_LEN}..={frame_size} bytes and divide the frame size {frame_size}"
     )]
@@ -163,9 +165,14 @@ impl FrameCensus {
 #[derive(Debug)]
 struct Frames {
     frame_size: u32,
+    /// `log2(frame_size)`: the frame of an address is `addr >> frame_shift`.
+    frame_shift: u32,
     frame_count: u32,
     slot_frames: u32,
     slot_size: u32,
+    /// `log2(slot_size)`: slots tile frames `0..slot_frames` from address
+    /// 0, so the slot of an address is `addr >> slot_shift`.
+    slot_shift: u32,
     /// References per frame: in-flight TX descriptors pointing into it,
     /// plus the worker's hold while a received packet is processed.
     refs: Vec<u32>,
@@ -196,9 +203,11 @@ impl Frames {
             .collect();
         Self {
             frame_size,
+            frame_shift: frame_size.trailing_zeros(),
             frame_count,
             slot_frames,
             slot_size,
+            slot_shift: slot_size.trailing_zeros(),
             refs: vec![0; frame_count as usize],
             in_kernel: vec![false; frame_count as usize],
             to_fill,
@@ -209,7 +218,7 @@ impl Frames {
 
     #[inline]
     fn frame_of(&self, addr: u64) -> usize {
-        (addr / u64::from(self.frame_size)) as usize
+        (addr >> self.frame_shift) as usize
     }
 
     /// Takes the worker's hold on a received descriptor's frame, after
@@ -231,26 +240,43 @@ impl Frames {
         true
     }
 
-    /// One more in-flight descriptor in the frame of `addr` (held already).
+    /// `n` more in-flight descriptors in the frame of each piece (held
+    /// already).
     #[inline]
-    fn take_ref(&mut self, addr: u64) {
-        let frame = self.frame_of(addr);
-        self.refs[frame] += 1;
+    fn take_refs(&mut self, pieces: &[Desc], n: u32) {
+        for piece in pieces {
+            let frame = self.frame_of(piece.addr);
+            if let Some(r) = self.refs.get_mut(frame) {
+                *r += n;
+            }
+        }
+    }
+
+    /// Gives back `n` references taken by [`Self::take_refs`] and not used
+    /// (the worker's hold keeps each count above zero meanwhile).
+    #[inline]
+    fn drop_refs(&mut self, pieces: &[Desc], n: u32) {
+        for piece in pieces {
+            let frame = self.frame_of(piece.addr);
+            if let Some(r) = self.refs.get_mut(frame) {
+                *r -= n;
+            }
+        }
     }
 
     #[inline]
     fn alloc_slot(&mut self) -> Option<u64> {
         let addr = self.free_slots.pop()?;
         let i = self.slot_index(addr);
-        self.slot_busy[i] = true;
+        if let Some(busy) = self.slot_busy.get_mut(i) {
+            *busy = true;
+        }
         Some(addr)
     }
 
     #[inline]
     fn slot_index(&self, addr: u64) -> usize {
-        let frame = addr / u64::from(self.frame_size);
-        let k = (addr % u64::from(self.frame_size)) / u64::from(self.slot_size);
-        (frame * u64::from(self.frame_size / self.slot_size) + k) as usize
+        (addr >> self.slot_shift) as usize
     }
 
     /// Drops one reference through `addr` (a completion, a refused
@@ -260,30 +286,29 @@ impl Frames {
     #[inline]
     fn release(&mut self, addr: u64) -> bool {
         let frame = self.frame_of(addr);
-        if frame >= self.frame_count as usize {
-            return false;
-        }
         if frame < self.slot_frames as usize {
-            if !addr.is_multiple_of(u64::from(self.slot_size)) {
+            if addr & u64::from(self.slot_size - 1) != 0 {
                 return false;
             }
             let i = self.slot_index(addr);
-            if !self.slot_busy[i] {
-                return false;
-            }
-            self.slot_busy[i] = false;
-            self.free_slots.push(addr);
-            return true;
+            return match self.slot_busy.get_mut(i) {
+                Some(busy) if *busy => {
+                    *busy = false;
+                    self.free_slots.push(addr);
+                    true
+                }
+                _ => false,
+            };
         }
-        match self.refs[frame] {
-            0 => false,
-            1 => {
+        match self.refs.get_mut(frame) {
+            None | Some(0) => false,
+            Some(1) => {
                 self.refs[frame] = 0;
-                self.to_fill.push(frame as u64 * u64::from(self.frame_size));
+                self.to_fill.push((frame as u64) << self.frame_shift);
                 true
             }
-            _ => {
-                self.refs[frame] -= 1;
+            Some(r) => {
+                *r -= 1;
                 true
             }
         }
@@ -358,6 +383,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         let frame_count = umem.frame_count();
         if cfg.batch_size == 0 {
             return Err(WorkerError::ZeroBatch);
+        }
+        if !frame_size.is_power_of_two() {
+            return Err(WorkerError::BadFrameSize(frame_size));
         }
         if (cfg.slot_size as usize) < MAX_HEADER_LEN
             || cfg.slot_size > frame_size
@@ -717,8 +745,22 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             last.options = 0;
         }
 
-        // Once per datagram, for all its replicas.
+        // Once per datagram, for all its replicas: the received half of
+        // the headers, whether a chain fits, and a reference per replica
+        // on every payload frame (those not used are given back below; the
+        // worker's hold keeps every count above zero meanwhile, so a chain
+        // refused by a submit in the loop never frees a frame early).
         let received = wire::Received::new(&dg);
+        let chain_fits = self.payload.len() < self.cfg.max_tx_chain;
+        let header_options = if self.payload.is_empty() {
+            0
+        } else {
+            XDP_PKT_CONTD
+        };
+        let payload_bytes = dg.payload_len as u32;
+        let outputs = flow.outputs.len() as u32;
+        self.frames.take_refs(&self.payload, outputs);
+        let mut replicas = 0;
         for (o, out) in flow.outputs.iter().enumerate() {
             let drop = |counters: &mut [FlowCounters], reason: DropReason| {
                 counters[f as usize].outputs[o].dropped[reason as usize] += 1;
@@ -727,7 +769,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 drop(&mut self.counters, DropReason::NextHopUnresolved);
                 continue;
             };
-            if self.payload.len() + 1 > self.cfg.max_tx_chain {
+            if !chain_fits {
                 drop(&mut self.counters, DropReason::ChainTooLong);
                 continue;
             }
@@ -745,14 +787,16 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 }),
             };
             let header_len = match written {
-                Ok(n) => n,
+                Ok(n) => n as u32,
                 Err(_) => {
                     self.frames.release(slot);
                     drop(&mut self.counters, DropReason::HeaderError);
                     continue;
                 }
             };
-            let stage = &mut self.stages[out.tx];
+            let Some(stage) = self.stages.get_mut(out.tx) else {
+                continue; // checked in new()
+            };
             if stage.descs.len() + 1 + self.payload.len() > stage.descs.capacity() {
                 submit(
                     &mut self.tx[out.tx],
@@ -764,24 +808,21 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             let start = stage.descs.len() as u32;
             stage.descs.push(Desc {
                 addr: slot,
-                len: header_len as u32,
-                options: if self.payload.is_empty() {
-                    0
-                } else {
-                    XDP_PKT_CONTD
-                },
+                len: header_len,
+                options: header_options,
             });
-            for piece in &self.payload {
-                self.frames.take_ref(piece.addr);
-                stage.descs.push(*piece);
-            }
+            stage.descs.extend_from_slice(&self.payload);
             stage.staged.push(Staged {
                 flow: f,
                 output: o as u32,
                 start,
                 end: stage.descs.len() as u32,
-                bytes: (header_len + dg.payload_len) as u32,
+                bytes: header_len + payload_bytes,
             });
+            replicas += 1;
+        }
+        if replicas < outputs {
+            self.frames.drop_refs(&self.payload, outputs - replicas);
         }
     }
 }
