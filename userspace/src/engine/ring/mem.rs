@@ -188,13 +188,19 @@ impl MemUmem {
         }
     }
 
+    #[inline]
     fn check(&self, addr: u64, len: u32) -> std::ops::Range<usize> {
         let fs = u64::from(self.frame_size);
         let end = addr + u64::from(len);
-        assert!(
-            end <= self.bytes.len() as u64 && (len == 0 || addr / fs == (end - 1) / fs),
-            "UMEM access {addr:#x}+{len} crosses a frame or the end of the UMEM"
-        );
+        // The offset in the frame: a mask for the usual power-of-two size.
+        let offset = if fs.is_power_of_two() {
+            addr & (fs - 1)
+        } else {
+            addr % fs
+        };
+        if end > self.bytes.len() as u64 || offset + u64::from(len) > fs {
+            bad_access(addr, len);
+        }
         addr as usize..end as usize
     }
 }
@@ -208,14 +214,22 @@ impl Umem for MemUmem {
         self.frame_count
     }
 
+    #[inline]
     fn bytes(&self, addr: u64, len: u32) -> &[u8] {
         &self.bytes[self.check(addr, len)]
     }
 
+    #[inline]
     fn bytes_mut(&mut self, addr: u64, len: u32) -> &mut [u8] {
         let range = self.check(addr, len);
         &mut self.bytes[range]
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_access(addr: u64, len: u32) -> ! {
+    panic!("UMEM access {addr:#x}+{len} crosses a frame or the end of the UMEM")
 }
 
 /// Why [`MemRx::deliver`] dropped a frame (the kernel counts `rx_dropped`).
