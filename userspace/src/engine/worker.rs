@@ -811,14 +811,24 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 len: header_len,
                 options: header_options,
             });
-            stage.descs.extend_from_slice(&self.payload);
+            // One piece (a datagram in one buffer): a push is cheaper
+            // than a memcpy call.
+            match self.payload[..] {
+                [piece] => stage.descs.push(piece),
+                _ => stage.descs.extend_from_slice(&self.payload),
+            }
+            let bytes = header_len + payload_bytes;
             stage.staged.push(Staged {
                 flow: f,
                 output: o as u32,
                 start,
                 end: stage.descs.len() as u32,
-                bytes: header_len + payload_bytes,
+                bytes,
             });
+            // Counted as sent now; submit takes it back if the ring refuses.
+            let oc = &mut self.counters[f as usize].outputs[o];
+            oc.sent += 1;
+            oc.sent_bytes += u64::from(bytes);
             replicas += 1;
         }
         if replicas < outputs {
@@ -828,9 +838,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
 }
 
 /// Hands a port's staged chains to its TX ring. A chain the ring did not
-/// take whole is a replica dropped as [`DropReason::RingFull`]; its
-/// untaken descriptors are released at once (taken ones come back as
-/// completions).
+/// take whole is a replica dropped as [`DropReason::RingFull`] (staging
+/// counted it as sent; this takes it back); its untaken descriptors are
+/// released at once (taken ones come back as completions).
 fn submit<T: TxPort>(
     tx: &mut T,
     stage: &mut Stage,
@@ -841,15 +851,17 @@ fn submit<T: TxPort>(
         return;
     }
     let taken = tx.transmit(&stage.descs).min(stage.descs.len());
-    for s in &stage.staged {
-        let oc = &mut counters[s.flow as usize].outputs[s.output as usize];
-        if s.end as usize <= taken {
-            oc.sent += 1;
-            oc.sent_bytes += u64::from(s.bytes);
-        } else {
+    if taken < stage.descs.len() {
+        // Staged replicas were counted as sent: the refused ones move to
+        // RingFull (chains are whole, so they are the last ones).
+        let first = stage.staged.partition_point(|s| s.end as usize <= taken);
+        for s in &stage.staged[first..] {
             for d in &stage.descs[(s.start as usize).max(taken)..s.end as usize] {
                 frames.release(d.addr);
             }
+            let oc = &mut counters[s.flow as usize].outputs[s.output as usize];
+            oc.sent -= 1;
+            oc.sent_bytes -= u64::from(s.bytes);
             oc.dropped[DropReason::RingFull as usize] += 1;
         }
     }

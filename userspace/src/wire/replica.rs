@@ -260,7 +260,7 @@ impl ReplicaTemplate {
     /// size: no call to `memcpy`) and patched at constant offsets; the
     /// bytes past [`Self::header_len`] are scratch. The same bytes as
     /// [`Self::write`] in `out[..header_len]`.
-    #[inline]
+    #[inline(always)]
     pub fn write_image(
         &self,
         rx: &Received,
