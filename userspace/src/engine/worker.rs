@@ -183,6 +183,18 @@ struct Frames {
     /// Free header slots (addresses), a stack.
     free_slots: Vec<u64>,
     slot_busy: Vec<bool>,
+    /// Whose replica each slot heads, written when the replica is staged:
+    /// what a refused chain is counted against.
+    slot_owner: Vec<SlotOwner>,
+}
+
+/// The replica a header slot heads.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotOwner {
+    flow: u32,
+    output: u32,
+    /// Header and payload bytes.
+    bytes: u32,
 }
 
 impl Frames {
@@ -213,6 +225,7 @@ impl Frames {
             to_fill,
             free_slots,
             slot_busy: vec![false; slots],
+            slot_owner: vec![SlotOwner::default(); slots],
         }
     }
 
@@ -328,21 +341,69 @@ struct Flow {
     outputs: Vec<Output>,
 }
 
-/// A replica staged for a TX port: `descs[start..end]` of its stage.
-#[derive(Debug, Clone, Copy)]
-struct Staged {
-    flow: u32,
-    output: u32,
-    start: u32,
-    end: u32,
-    bytes: u32,
-}
-
 /// Descriptors waiting to be handed to one TX port.
 #[derive(Debug)]
 struct Stage {
-    descs: Vec<Desc>,
-    staged: Vec<Staged>,
+    /// Whole chains in `buf[..len]`, each headed by its header slot
+    /// ([`SlotOwner`]); a fixed array, filled without `Vec` growth checks.
+    buf: Box<[Desc]>,
+    len: usize,
+}
+
+impl Stage {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: vec![Desc::default(); cap].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn descs(&self) -> &[Desc] {
+        &self.buf[..self.len]
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Appends the chain `header` + `payload`; `false` (nothing appended)
+    /// without room. The usual chains are written element by element: no
+    /// memcpy call for two to four descriptors.
+    #[inline]
+    fn push_chain(&mut self, header: Desc, payload: &[Desc]) -> bool {
+        let at = self.len;
+        let n = 1 + payload.len();
+        let Some(dst) = self.buf.get_mut(at..at + n) else {
+            return false;
+        };
+        match (dst, payload) {
+            ([h, d0], [p0]) => {
+                *h = header;
+                *d0 = *p0;
+            }
+            ([h, d0, d1], [p0, p1]) => {
+                *h = header;
+                *d0 = *p0;
+                *d1 = *p1;
+            }
+            ([h, d0, d1, d2], [p0, p1, p2]) => {
+                *h = header;
+                *d0 = *p0;
+                *d1 = *p1;
+                *d2 = *p2;
+            }
+            (dst, payload) => {
+                if let Some((h, rest)) = dst.split_first_mut() {
+                    *h = header;
+                    rest.copy_from_slice(payload);
+                }
+            }
+        }
+        self.len = at + n;
+        true
+    }
 }
 
 /// The fan-out loop of one ingress queue, generic over the ring seam.
@@ -445,12 +506,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             });
         }
         let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
-        let stages = (0..tx.len())
-            .map(|_| Stage {
-                descs: Vec::with_capacity(tx_batch),
-                staged: Vec::with_capacity(tx_batch),
-            })
-            .collect();
+        let stages = (0..tx.len()).map(|_| Stage::new(tx_batch)).collect();
         let rx_len = cfg.batch_size.max(MAX_RX_CHAIN);
         let mut worker = Self {
             umem,
@@ -612,7 +668,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             self.index.capacity(),
         ];
         for stage in &self.stages {
-            caps.extend([stage.descs.capacity(), stage.staged.capacity()]);
+            caps.push(stage.buf.len());
         }
         caps
     }
@@ -758,6 +814,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             XDP_PKT_CONTD
         };
         let payload_bytes = dg.payload_len as u32;
+        let chain_len = self.payload.len() + 1;
         let outputs = flow.outputs.len() as u32;
         self.frames.take_refs(&self.payload, outputs);
         let mut replicas = 0;
@@ -797,7 +854,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             let Some(stage) = self.stages.get_mut(out.tx) else {
                 continue; // checked in new()
             };
-            if stage.descs.len() + 1 + self.payload.len() > stage.descs.capacity() {
+            if stage.room() < chain_len {
                 submit(
                     &mut self.tx[out.tx],
                     stage,
@@ -805,26 +862,27 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                     &mut self.counters,
                 );
             }
-            let start = stage.descs.len() as u32;
-            stage.descs.push(Desc {
+            let header = Desc {
                 addr: slot,
                 len: header_len,
                 options: header_options,
-            });
-            // One piece (a datagram in one buffer): a push is cheaper
-            // than a memcpy call.
-            match self.payload[..] {
-                [piece] => stage.descs.push(piece),
-                _ => stage.descs.extend_from_slice(&self.payload),
+            };
+            if !stage.push_chain(header, &self.payload) {
+                // Cannot happen: room was made above (a stage holds at
+                // least one longest chain).
+                self.frames.release(slot);
+                drop(&mut self.counters, DropReason::RingFull);
+                continue;
             }
             let bytes = header_len + payload_bytes;
-            stage.staged.push(Staged {
-                flow: f,
-                output: o as u32,
-                start,
-                end: stage.descs.len() as u32,
-                bytes,
-            });
+            let slot_index = self.frames.slot_index(slot);
+            if let Some(owner) = self.frames.slot_owner.get_mut(slot_index) {
+                *owner = SlotOwner {
+                    flow: f,
+                    output: o as u32,
+                    bytes,
+                };
+            }
             // Counted as sent now; submit takes it back if the ring refuses.
             let oc = &mut self.counters[f as usize].outputs[o];
             oc.sent += 1;
@@ -847,24 +905,36 @@ fn submit<T: TxPort>(
     frames: &mut Frames,
     counters: &mut [FlowCounters],
 ) {
-    if stage.descs.is_empty() {
+    if stage.len == 0 {
         return;
     }
-    let taken = tx.transmit(&stage.descs).min(stage.descs.len());
-    if taken < stage.descs.len() {
+    let descs = stage.descs();
+    let taken = tx.transmit(descs).min(descs.len());
+    if taken < descs.len() {
         // Staged replicas were counted as sent: the refused ones move to
-        // RingFull (chains are whole, so they are the last ones).
-        let first = stage.staged.partition_point(|s| s.end as usize <= taken);
-        for s in &stage.staged[first..] {
-            for d in &stage.descs[(s.start as usize).max(taken)..s.end as usize] {
-                frames.release(d.addr);
+        // RingFull. The rare path: find the chains from the start.
+        let mut start = 0;
+        while start < descs.len() {
+            let end = descs[start..]
+                .iter()
+                .position(|d| !d.continues())
+                .map_or(descs.len(), |i| start + i + 1);
+            if end > taken {
+                let owner = frames
+                    .slot_owner
+                    .get(frames.slot_index(descs[start].addr))
+                    .copied()
+                    .unwrap_or_default();
+                for d in &descs[start.max(taken)..end] {
+                    frames.release(d.addr);
+                }
+                let oc = &mut counters[owner.flow as usize].outputs[owner.output as usize];
+                oc.sent -= 1;
+                oc.sent_bytes -= u64::from(owner.bytes);
+                oc.dropped[DropReason::RingFull as usize] += 1;
             }
-            let oc = &mut counters[s.flow as usize].outputs[s.output as usize];
-            oc.sent -= 1;
-            oc.sent_bytes -= u64::from(s.bytes);
-            oc.dropped[DropReason::RingFull as usize] += 1;
+            start = end;
         }
     }
-    stage.descs.clear();
-    stage.staged.clear();
+    stage.len = 0;
 }
