@@ -326,6 +326,47 @@ impl Frames {
             }
         }
     }
+
+    /// [`Self::release`] for a batch of completions; returns how many
+    /// released nothing. The geometry is read once into locals, and the
+    /// payload-frame case, the common one, comes first.
+    #[inline]
+    fn release_all(&mut self, addrs: &[u64]) -> u64 {
+        let frame_shift = self.frame_shift;
+        let slot_frames = self.slot_frames as usize;
+        let slot_mask = u64::from(self.slot_size - 1);
+        let slot_shift = self.slot_shift;
+        let Self {
+            refs,
+            to_fill,
+            slot_busy,
+            free_slots,
+            ..
+        } = self;
+        let mut bad = 0;
+        for &addr in addrs {
+            let frame = (addr >> frame_shift) as usize;
+            if frame >= slot_frames {
+                match refs.get_mut(frame) {
+                    Some(r) if *r > 1 => *r -= 1,
+                    Some(r) if *r == 1 => {
+                        *r = 0;
+                        to_fill.push((frame as u64) << frame_shift);
+                    }
+                    _ => bad += 1,
+                }
+            } else {
+                match slot_busy.get_mut((addr >> slot_shift) as usize) {
+                    Some(busy) if *busy && addr & slot_mask == 0 => {
+                        *busy = false;
+                        free_slots.push(addr);
+                    }
+                    _ => bad += 1,
+                }
+            }
+        }
+        bad
+    }
 }
 
 /// One output as the loop sees it.
@@ -678,11 +719,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         for tx in &mut self.tx {
             loop {
                 let n = tx.completions(&mut self.completions);
-                for &addr in &self.completions[..n] {
-                    if !self.frames.release(addr) {
-                        self.worker_counters.bad_completion += 1;
-                    }
-                }
+                let n = n.min(self.completions.len());
+                self.worker_counters.bad_completion +=
+                    self.frames.release_all(&self.completions[..n]);
                 total += n;
                 if n < self.completions.len() {
                     break;
