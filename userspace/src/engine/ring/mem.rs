@@ -175,6 +175,9 @@ pub struct MemUmem {
     bytes: Vec<u8>,
     frame_size: u32,
     frame_count: u32,
+    /// `frame_size - 1` when it is a power of two (the offset in a frame
+    /// is then a mask).
+    frame_mask: Option<u64>,
 }
 
 impl MemUmem {
@@ -185,23 +188,26 @@ impl MemUmem {
             bytes: vec![0; frame_size as usize * frame_count as usize],
             frame_size,
             frame_count,
+            frame_mask: frame_size
+                .is_power_of_two()
+                .then(|| u64::from(frame_size) - 1),
         }
     }
 
+    /// The byte range of `addr .. addr + len` after checking that it stays
+    /// in one frame (the end of the UMEM is checked by the slicing).
     #[inline]
     fn check(&self, addr: u64, len: u32) -> std::ops::Range<usize> {
         let fs = u64::from(self.frame_size);
-        let end = addr + u64::from(len);
-        // The offset in the frame: a mask for the usual power-of-two size.
-        let offset = if fs.is_power_of_two() {
-            addr & (fs - 1)
-        } else {
-            addr % fs
+        let offset = match self.frame_mask {
+            Some(mask) => addr & mask,
+            None => addr % fs,
         };
-        if end > self.bytes.len() as u64 || offset + u64::from(len) > fs {
+        if offset + u64::from(len) > fs {
             bad_access(addr, len);
         }
-        addr as usize..end as usize
+        let start = addr as usize;
+        start..start.saturating_add(len as usize)
     }
 }
 
@@ -216,13 +222,19 @@ impl Umem for MemUmem {
 
     #[inline]
     fn bytes(&self, addr: u64, len: u32) -> &[u8] {
-        &self.bytes[self.check(addr, len)]
+        match self.bytes.get(self.check(addr, len)) {
+            Some(b) => b,
+            None => bad_access(addr, len),
+        }
     }
 
     #[inline]
     fn bytes_mut(&mut self, addr: u64, len: u32) -> &mut [u8] {
         let range = self.check(addr, len);
-        &mut self.bytes[range]
+        match self.bytes.get_mut(range) {
+            Some(b) => b,
+            None => bad_access(addr, len),
+        }
     }
 }
 
