@@ -248,9 +248,9 @@ impl ReplicaTemplate {
         if rx.addrs.is_ipv4() != self.addrs.is_ipv4() {
             return Err(WriteError::FamilyMismatch);
         }
-        let mut image = [0u8; MAX_HEADER_LEN];
-        self.write_image(&Received::new(rx)?, &mut image)?;
-        out.copy_from_slice(&image[..self.len]);
+        let rx = Received::new(rx)?;
+        out.copy_from_slice(&self.header[..self.len]);
+        self.patch(&rx, out)?;
         Ok(self.len)
     }
 
@@ -267,6 +267,15 @@ impl ReplicaTemplate {
         out: &mut [u8; MAX_HEADER_LEN],
     ) -> Result<usize, WriteError> {
         *out = self.header;
+        self.patch(rx, out)?;
+        Ok(self.len)
+    }
+
+    /// Patches the per-datagram fields into a copy of the header image
+    /// (at least [`Self::header_len`] bytes) at the constant offsets of its
+    /// shape; over the fixed-size image the range checks fold away.
+    #[inline(always)]
+    fn patch(&self, rx: &Received, out: &mut [u8]) -> Result<(), WriteError> {
         match (self.layout, rx.ipv4) {
             (Layout::V4, true) => self.patch_v4::<IP_AT>(rx, out),
             (Layout::V4Vlan, true) => self.patch_v4::<IP_AT_VLAN>(rx, out),
@@ -274,30 +283,38 @@ impl ReplicaTemplate {
             (Layout::V6Vlan, false) => self.patch_v6::<IP_AT_VLAN>(rx, out),
             _ => return Err(WriteError::FamilyMismatch),
         }
-        Ok(self.len)
+        Ok(())
     }
 
     #[inline(always)]
-    fn patch_v4<const IP: usize>(&self, rx: &Received, out: &mut [u8; MAX_HEADER_LEN]) {
+    fn patch_v4<const IP: usize>(&self, rx: &Received, out: &mut [u8]) {
+        const L: usize = ipv4::HEADER_LEN;
         let tos = (rx.tos & self.tos_keep) | self.tos_set;
-        let (head, udp) = out.split_at_mut(IP + ipv4::HEADER_LEN);
-        let mut ip = ipv4::Packet::new_unchecked(&mut head[IP..]);
-        ip.set_tos(tos);
-        ip.set_total_len(rx.ip_total);
-        ip.set_checksum(!checksum::fold32(
-            u32::from(self.ip_sum) + u32::from(tos) + u32::from(rx.ip_total),
-        ));
-        self.patch_udp(rx, &mut udp[..udp::HEADER_LEN]);
+        if let Some(ip) = out.get_mut(IP..IP + L) {
+            let mut ip = ipv4::Packet::new_unchecked(ip);
+            ip.set_tos(tos);
+            ip.set_total_len(rx.ip_total);
+            ip.set_checksum(!checksum::fold32(
+                u32::from(self.ip_sum) + u32::from(tos) + u32::from(rx.ip_total),
+            ));
+        }
+        if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
+            self.patch_udp(rx, udp);
+        }
     }
 
     #[inline(always)]
-    fn patch_v6<const IP: usize>(&self, rx: &Received, out: &mut [u8; MAX_HEADER_LEN]) {
+    fn patch_v6<const IP: usize>(&self, rx: &Received, out: &mut [u8]) {
+        const L: usize = ipv6::HEADER_LEN;
         let tos = (rx.tos & self.tos_keep) | self.tos_set;
-        let (head, udp) = out.split_at_mut(IP + ipv6::HEADER_LEN);
-        let mut ip = ipv6::Packet::new_unchecked(&mut head[IP..]);
-        ip.set_traffic_class(tos);
-        ip.set_payload_len(rx.udp_len);
-        self.patch_udp(rx, &mut udp[..udp::HEADER_LEN]);
+        if let Some(ip) = out.get_mut(IP..IP + L) {
+            let mut ip = ipv6::Packet::new_unchecked(ip);
+            ip.set_traffic_class(tos);
+            ip.set_payload_len(rx.udp_len);
+        }
+        if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
+            self.patch_udp(rx, udp);
+        }
     }
 
     #[inline(always)]
