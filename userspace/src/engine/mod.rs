@@ -35,6 +35,7 @@
 //! tested and benchmarked without root.
 
 pub mod counters;
+mod index;
 pub mod ring;
 pub mod setup;
 mod worker;

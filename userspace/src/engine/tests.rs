@@ -1102,6 +1102,17 @@ fn worker_refuses_bad_configurations() {
             })
         );
     }
+    assert_eq!(
+        Worker::new(
+            MemUmem::new(3000, 8),
+            MemRx::new(3000, 8, 8),
+            vec![MemTx::new(8, 8)],
+            vec![],
+            ok,
+        )
+        .map(|_| ()),
+        Err(WorkerError::BadFrameSize(3000))
+    );
     for max_tx_chain in [0, MAX_TX_CHAIN + 1] {
         assert_eq!(
             build(WorkerConfig { max_tx_chain, ..ok }, vec![]),

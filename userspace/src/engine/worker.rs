@@ -1,12 +1,12 @@
 //! One ingress queue's worker: receive, classify, replicate by reference,
 //! recycle frames. See the module documentation of [`crate::engine`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use fanout_common::FlowKey;
 
 use super::counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
+use super::index::FlowIndex;
 use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use crate::wire::{self, ReplicaTemplate, replica::MAX_HEADER_LEN};
 
@@ -89,6 +89,8 @@ pub struct OutputSpec {
 pub enum WorkerError {
     #[error("batch size must be at least 1")]
     ZeroBatch,
+    #[error("UMEM frame size {0}: must be a power of two (the kernel's aligned mode)")]
+    BadFrameSize(u32),
     #[error(
         "header slot of {slot_size} bytes: must be {MAX_HEADER_LEN}..={frame_size} bytes and divide the frame size {frame_size}"
     )]
@@ -163,9 +165,14 @@ impl FrameCensus {
 #[derive(Debug)]
 struct Frames {
     frame_size: u32,
+    /// `log2(frame_size)`: the frame of an address is `addr >> frame_shift`.
+    frame_shift: u32,
     frame_count: u32,
     slot_frames: u32,
     slot_size: u32,
+    /// `log2(slot_size)`: slots tile frames `0..slot_frames` from address
+    /// 0, so the slot of an address is `addr >> slot_shift`.
+    slot_shift: u32,
     /// References per frame: in-flight TX descriptors pointing into it,
     /// plus the worker's hold while a received packet is processed.
     refs: Vec<u32>,
@@ -176,6 +183,18 @@ struct Frames {
     /// Free header slots (addresses), a stack.
     free_slots: Vec<u64>,
     slot_busy: Vec<bool>,
+    /// Whose replica each slot heads, written when the replica is staged:
+    /// what a refused chain is counted against.
+    slot_owner: Vec<SlotOwner>,
+}
+
+/// The replica a header slot heads.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotOwner {
+    flow: u32,
+    output: u32,
+    /// Header and payload bytes.
+    bytes: u32,
 }
 
 impl Frames {
@@ -196,20 +215,23 @@ impl Frames {
             .collect();
         Self {
             frame_size,
+            frame_shift: frame_size.trailing_zeros(),
             frame_count,
             slot_frames,
             slot_size,
+            slot_shift: slot_size.trailing_zeros(),
             refs: vec![0; frame_count as usize],
             in_kernel: vec![false; frame_count as usize],
             to_fill,
             free_slots,
             slot_busy: vec![false; slots],
+            slot_owner: vec![SlotOwner::default(); slots],
         }
     }
 
     #[inline]
     fn frame_of(&self, addr: u64) -> usize {
-        (addr / u64::from(self.frame_size)) as usize
+        (addr >> self.frame_shift) as usize
     }
 
     /// Takes the worker's hold on a received descriptor's frame, after
@@ -231,26 +253,43 @@ impl Frames {
         true
     }
 
-    /// One more in-flight descriptor in the frame of `addr` (held already).
+    /// `n` more in-flight descriptors in the frame of each piece (held
+    /// already).
     #[inline]
-    fn take_ref(&mut self, addr: u64) {
-        let frame = self.frame_of(addr);
-        self.refs[frame] += 1;
+    fn take_refs(&mut self, pieces: &[Desc], n: u32) {
+        for piece in pieces {
+            let frame = self.frame_of(piece.addr);
+            if let Some(r) = self.refs.get_mut(frame) {
+                *r += n;
+            }
+        }
+    }
+
+    /// Gives back `n` references taken by [`Self::take_refs`] and not used
+    /// (the worker's hold keeps each count above zero meanwhile).
+    #[inline]
+    fn drop_refs(&mut self, pieces: &[Desc], n: u32) {
+        for piece in pieces {
+            let frame = self.frame_of(piece.addr);
+            if let Some(r) = self.refs.get_mut(frame) {
+                *r -= n;
+            }
+        }
     }
 
     #[inline]
     fn alloc_slot(&mut self) -> Option<u64> {
         let addr = self.free_slots.pop()?;
         let i = self.slot_index(addr);
-        self.slot_busy[i] = true;
+        if let Some(busy) = self.slot_busy.get_mut(i) {
+            *busy = true;
+        }
         Some(addr)
     }
 
     #[inline]
     fn slot_index(&self, addr: u64) -> usize {
-        let frame = addr / u64::from(self.frame_size);
-        let k = (addr % u64::from(self.frame_size)) / u64::from(self.slot_size);
-        (frame * u64::from(self.frame_size / self.slot_size) + k) as usize
+        (addr >> self.slot_shift) as usize
     }
 
     /// Drops one reference through `addr` (a completion, a refused
@@ -260,33 +299,73 @@ impl Frames {
     #[inline]
     fn release(&mut self, addr: u64) -> bool {
         let frame = self.frame_of(addr);
-        if frame >= self.frame_count as usize {
-            return false;
-        }
         if frame < self.slot_frames as usize {
-            if !addr.is_multiple_of(u64::from(self.slot_size)) {
+            if addr & u64::from(self.slot_size - 1) != 0 {
                 return false;
             }
             let i = self.slot_index(addr);
-            if !self.slot_busy[i] {
-                return false;
-            }
-            self.slot_busy[i] = false;
-            self.free_slots.push(addr);
-            return true;
+            return match self.slot_busy.get_mut(i) {
+                Some(busy) if *busy => {
+                    *busy = false;
+                    self.free_slots.push(addr);
+                    true
+                }
+                _ => false,
+            };
         }
-        match self.refs[frame] {
-            0 => false,
-            1 => {
+        match self.refs.get_mut(frame) {
+            None | Some(0) => false,
+            Some(1) => {
                 self.refs[frame] = 0;
-                self.to_fill.push(frame as u64 * u64::from(self.frame_size));
+                self.to_fill.push((frame as u64) << self.frame_shift);
                 true
             }
-            _ => {
-                self.refs[frame] -= 1;
+            Some(r) => {
+                *r -= 1;
                 true
             }
         }
+    }
+
+    /// [`Self::release`] for a batch of completions; returns how many
+    /// released nothing. The geometry is read once into locals, and the
+    /// payload-frame case, the common one, comes first.
+    #[inline]
+    fn release_all(&mut self, addrs: &[u64]) -> u64 {
+        let frame_shift = self.frame_shift;
+        let slot_frames = self.slot_frames as usize;
+        let slot_mask = u64::from(self.slot_size - 1);
+        let slot_shift = self.slot_shift;
+        let Self {
+            refs,
+            to_fill,
+            slot_busy,
+            free_slots,
+            ..
+        } = self;
+        let mut bad = 0;
+        for &addr in addrs {
+            let frame = (addr >> frame_shift) as usize;
+            if frame >= slot_frames {
+                match refs.get_mut(frame) {
+                    Some(r) if *r > 1 => *r -= 1,
+                    Some(r) if *r == 1 => {
+                        *r = 0;
+                        to_fill.push((frame as u64) << frame_shift);
+                    }
+                    _ => bad += 1,
+                }
+            } else {
+                match slot_busy.get_mut((addr >> slot_shift) as usize) {
+                    Some(busy) if *busy && addr & slot_mask == 0 => {
+                        *busy = false;
+                        free_slots.push(addr);
+                    }
+                    _ => bad += 1,
+                }
+            }
+        }
+        bad
     }
 }
 
@@ -303,21 +382,69 @@ struct Flow {
     outputs: Vec<Output>,
 }
 
-/// A replica staged for a TX port: `descs[start..end]` of its stage.
-#[derive(Debug, Clone, Copy)]
-struct Staged {
-    flow: u32,
-    output: u32,
-    start: u32,
-    end: u32,
-    bytes: u32,
-}
-
 /// Descriptors waiting to be handed to one TX port.
 #[derive(Debug)]
 struct Stage {
-    descs: Vec<Desc>,
-    staged: Vec<Staged>,
+    /// Whole chains in `buf[..len]`, each headed by its header slot
+    /// ([`SlotOwner`]); a fixed array, filled without `Vec` growth checks.
+    buf: Box<[Desc]>,
+    len: usize,
+}
+
+impl Stage {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: vec![Desc::default(); cap].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn descs(&self) -> &[Desc] {
+        &self.buf[..self.len]
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Appends the chain `header` + `payload`; `false` (nothing appended)
+    /// without room. The usual chains are written element by element: no
+    /// memcpy call for two to four descriptors.
+    #[inline]
+    fn push_chain(&mut self, header: Desc, payload: &[Desc]) -> bool {
+        let at = self.len;
+        let n = 1 + payload.len();
+        let Some(dst) = self.buf.get_mut(at..at + n) else {
+            return false;
+        };
+        match (dst, payload) {
+            ([h, d0], [p0]) => {
+                *h = header;
+                *d0 = *p0;
+            }
+            ([h, d0, d1], [p0, p1]) => {
+                *h = header;
+                *d0 = *p0;
+                *d1 = *p1;
+            }
+            ([h, d0, d1, d2], [p0, p1, p2]) => {
+                *h = header;
+                *d0 = *p0;
+                *d1 = *p1;
+                *d2 = *p2;
+            }
+            (dst, payload) => {
+                if let Some((h, rest)) = dst.split_first_mut() {
+                    *h = header;
+                    rest.copy_from_slice(payload);
+                }
+            }
+        }
+        self.len = at + n;
+        true
+    }
 }
 
 /// The fan-out loop of one ingress queue, generic over the ring seam.
@@ -333,7 +460,7 @@ pub struct Worker<U, R, T> {
     cfg: WorkerConfig,
     frames: Frames,
     flows: Vec<Flow>,
-    index: HashMap<FlowKey, u32>,
+    index: FlowIndex,
     counters: Vec<FlowCounters>,
     worker_counters: WorkerCounters,
     // Per-poll scratch, allocated once.
@@ -359,6 +486,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         if cfg.batch_size == 0 {
             return Err(WorkerError::ZeroBatch);
         }
+        if !frame_size.is_power_of_two() {
+            return Err(WorkerError::BadFrameSize(frame_size));
+        }
         if (cfg.slot_size as usize) < MAX_HEADER_LEN
             || cfg.slot_size > frame_size
             || !frame_size.is_multiple_of(cfg.slot_size)
@@ -377,12 +507,12 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 frame_count,
             });
         }
-        let mut index = HashMap::with_capacity(flows.len());
+        let mut index = FlowIndex::with_capacity(flows.len());
         let mut counters = Vec::with_capacity(flows.len());
         let mut runs = Vec::with_capacity(flows.len());
         for (f, flow) in flows.into_iter().enumerate() {
             let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
-            if let Some(&other) = index.get(&key) {
+            if let Some(other) = index.get(&key) {
                 return Err(WorkerError::DuplicateFlow {
                     flow: f,
                     other: other as usize,
@@ -391,7 +521,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                     vlan: flow.vlan,
                 });
             }
-            index.insert(key, f as u32);
+            index.insert(&key, f as u32);
             let mut outputs = Vec::with_capacity(flow.outputs.len());
             for (o, out) in flow.outputs.into_iter().enumerate() {
                 if out.tx >= tx.len() {
@@ -417,12 +547,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             });
         }
         let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
-        let stages = (0..tx.len())
-            .map(|_| Stage {
-                descs: Vec::with_capacity(tx_batch),
-                staged: Vec::with_capacity(tx_batch),
-            })
-            .collect();
+        let stages = (0..tx.len()).map(|_| Stage::new(tx_batch)).collect();
         let rx_len = cfg.batch_size.max(MAX_RX_CHAIN);
         let mut worker = Self {
             umem,
@@ -584,7 +709,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             self.index.capacity(),
         ];
         for stage in &self.stages {
-            caps.extend([stage.descs.capacity(), stage.staged.capacity()]);
+            caps.push(stage.buf.len());
         }
         caps
     }
@@ -594,11 +719,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         for tx in &mut self.tx {
             loop {
                 let n = tx.completions(&mut self.completions);
-                for &addr in &self.completions[..n] {
-                    if !self.frames.release(addr) {
-                        self.worker_counters.bad_completion += 1;
-                    }
-                }
+                let n = n.min(self.completions.len());
+                self.worker_counters.bad_completion +=
+                    self.frames.release_all(&self.completions[..n]);
                 total += n;
                 if n < self.completions.len() {
                     break;
@@ -683,7 +806,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         };
         let vlan = dg.inner_vlan.or(dg.outer_vlan).unwrap_or(0);
         let key = FlowKey::new(dg.addrs.dst(), dg.dst_port, vlan);
-        let Some(&f) = self.index.get(&key) else {
+        let Some(f) = self.index.get(&key) else {
             self.worker_counters.no_flow += 1;
             return;
         };
@@ -717,6 +840,23 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             last.options = 0;
         }
 
+        // Once per datagram, for all its replicas: the received half of
+        // the headers, whether a chain fits, and a reference per replica
+        // on every payload frame (those not used are given back below; the
+        // worker's hold keeps every count above zero meanwhile, so a chain
+        // refused by a submit in the loop never frees a frame early).
+        let received = wire::Received::new(&dg);
+        let chain_fits = self.payload.len() < self.cfg.max_tx_chain;
+        let header_options = if self.payload.is_empty() {
+            0
+        } else {
+            XDP_PKT_CONTD
+        };
+        let payload_bytes = dg.payload_len as u32;
+        let chain_len = self.payload.len() + 1;
+        let outputs = flow.outputs.len() as u32;
+        self.frames.take_refs(&self.payload, outputs);
+        let mut replicas = 0;
         for (o, out) in flow.outputs.iter().enumerate() {
             let drop = |counters: &mut [FlowCounters], reason: DropReason| {
                 counters[f as usize].outputs[o].dropped[reason as usize] += 1;
@@ -725,7 +865,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 drop(&mut self.counters, DropReason::NextHopUnresolved);
                 continue;
             };
-            if self.payload.len() + 1 > self.cfg.max_tx_chain {
+            if !chain_fits {
                 drop(&mut self.counters, DropReason::ChainTooLong);
                 continue;
             }
@@ -734,16 +874,26 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 continue;
             };
             let buf = self.umem.bytes_mut(slot, self.frames.slot_size);
-            let header_len = match template.write(&dg, buf) {
-                Ok(n) => n,
+            let written = match (&received, buf.first_chunk_mut()) {
+                (Ok(rx), Some(image)) => template.write_image(rx, image),
+                (Err(e), _) => Err(*e),
+                (_, None) => Err(wire::WriteError::BufferTooSmall {
+                    need: MAX_HEADER_LEN,
+                    have: buf.len(),
+                }),
+            };
+            let header_len = match written {
+                Ok(n) => n as u32,
                 Err(_) => {
                     self.frames.release(slot);
                     drop(&mut self.counters, DropReason::HeaderError);
                     continue;
                 }
             };
-            let stage = &mut self.stages[out.tx];
-            if stage.descs.len() + 1 + self.payload.len() > stage.descs.capacity() {
+            let Some(stage) = self.stages.get_mut(out.tx) else {
+                continue; // checked in new()
+            };
+            if stage.room() < chain_len {
                 submit(
                     &mut self.tx[out.tx],
                     stage,
@@ -751,57 +901,79 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                     &mut self.counters,
                 );
             }
-            let start = stage.descs.len() as u32;
-            stage.descs.push(Desc {
+            let header = Desc {
                 addr: slot,
-                len: header_len as u32,
-                options: if self.payload.is_empty() {
-                    0
-                } else {
-                    XDP_PKT_CONTD
-                },
-            });
-            for piece in &self.payload {
-                self.frames.take_ref(piece.addr);
-                stage.descs.push(*piece);
+                len: header_len,
+                options: header_options,
+            };
+            if !stage.push_chain(header, &self.payload) {
+                // Cannot happen: room was made above (a stage holds at
+                // least one longest chain).
+                self.frames.release(slot);
+                drop(&mut self.counters, DropReason::RingFull);
+                continue;
             }
-            stage.staged.push(Staged {
-                flow: f,
-                output: o as u32,
-                start,
-                end: stage.descs.len() as u32,
-                bytes: (header_len + dg.payload_len) as u32,
-            });
+            let bytes = header_len + payload_bytes;
+            let slot_index = self.frames.slot_index(slot);
+            if let Some(owner) = self.frames.slot_owner.get_mut(slot_index) {
+                *owner = SlotOwner {
+                    flow: f,
+                    output: o as u32,
+                    bytes,
+                };
+            }
+            // Counted as sent now; submit takes it back if the ring refuses.
+            let oc = &mut self.counters[f as usize].outputs[o];
+            oc.sent += 1;
+            oc.sent_bytes += u64::from(bytes);
+            replicas += 1;
+        }
+        if replicas < outputs {
+            self.frames.drop_refs(&self.payload, outputs - replicas);
         }
     }
 }
 
 /// Hands a port's staged chains to its TX ring. A chain the ring did not
-/// take whole is a replica dropped as [`DropReason::RingFull`]; its
-/// untaken descriptors are released at once (taken ones come back as
-/// completions).
+/// take whole is a replica dropped as [`DropReason::RingFull`] (staging
+/// counted it as sent; this takes it back); its untaken descriptors are
+/// released at once (taken ones come back as completions).
 fn submit<T: TxPort>(
     tx: &mut T,
     stage: &mut Stage,
     frames: &mut Frames,
     counters: &mut [FlowCounters],
 ) {
-    if stage.descs.is_empty() {
+    if stage.len == 0 {
         return;
     }
-    let taken = tx.transmit(&stage.descs).min(stage.descs.len());
-    for s in &stage.staged {
-        let oc = &mut counters[s.flow as usize].outputs[s.output as usize];
-        if s.end as usize <= taken {
-            oc.sent += 1;
-            oc.sent_bytes += u64::from(s.bytes);
-        } else {
-            for d in &stage.descs[(s.start as usize).max(taken)..s.end as usize] {
-                frames.release(d.addr);
+    let descs = stage.descs();
+    let taken = tx.transmit(descs).min(descs.len());
+    if taken < descs.len() {
+        // Staged replicas were counted as sent: the refused ones move to
+        // RingFull. The rare path: find the chains from the start.
+        let mut start = 0;
+        while start < descs.len() {
+            let end = descs[start..]
+                .iter()
+                .position(|d| !d.continues())
+                .map_or(descs.len(), |i| start + i + 1);
+            if end > taken {
+                let owner = frames
+                    .slot_owner
+                    .get(frames.slot_index(descs[start].addr))
+                    .copied()
+                    .unwrap_or_default();
+                for d in &descs[start.max(taken)..end] {
+                    frames.release(d.addr);
+                }
+                let oc = &mut counters[owner.flow as usize].outputs[owner.output as usize];
+                oc.sent -= 1;
+                oc.sent_bytes -= u64::from(owner.bytes);
+                oc.dropped[DropReason::RingFull as usize] += 1;
             }
-            oc.dropped[DropReason::RingFull as usize] += 1;
+            start = end;
         }
     }
-    stage.descs.clear();
-    stage.staged.clear();
+    stage.len = 0;
 }

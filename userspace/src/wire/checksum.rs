@@ -28,6 +28,13 @@ pub const fn fold(mut acc: u64) -> u16 {
 }
 
 /// One's-complement addition of two 16-bit values.
+/// [`fold`] for a sum that fits in 32 bits (a few 16-bit words).
+#[inline]
+pub const fn fold32(acc: u32) -> u16 {
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
+}
+
 #[inline]
 pub const fn add(a: u16, b: u16) -> u16 {
     fold(a as u64 + b as u64)
@@ -133,6 +140,18 @@ mod tests {
         assert_eq!(fold(u64::MAX), 0xffff);
         assert_eq!(fold(0x1_ffff_fffe), 0xffff);
         assert_eq!(add(0xffff, 1), 1);
+        for x in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            0x2_fffd,
+            0xffff_ffff,
+            0x8000_8000,
+        ] {
+            assert_eq!(fold32(x), fold(u64::from(x)), "{x:#x}");
+        }
         assert_eq!(add(0x8000, 0x8000), 1);
     }
 

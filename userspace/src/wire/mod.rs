@@ -37,7 +37,7 @@ pub mod udp;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use parse::{Datagram, parse, parse_head};
-pub use replica::{ReplicaSpec, ReplicaTemplate, TemplateError, TosPolicy, WriteError};
+pub use replica::{Received, ReplicaSpec, ReplicaTemplate, TemplateError, TosPolicy, WriteError};
 
 /// IP protocol number of UDP (IPv4 `protocol`, IPv6 `next header`).
 pub const IPPROTO_UDP: u8 = 17;

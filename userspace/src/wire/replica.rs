@@ -8,7 +8,10 @@
 //! checksum (constant sum + TOS + total length), and the UDP checksum, which
 //! is the received one adjusted incrementally (RFC 1624) for the changed
 //! addresses and ports. The payload is never read: the replica's payload
-//! must be the received one, byte for byte.
+//! must be the received one, byte for byte. What depends on the received
+//! datagram alone (its checks, lengths, the received half of the checksum
+//! update) is a [`Received`], computed once per datagram when it has many
+//! replicas ([`ReplicaTemplate::write_image`]).
 //!
 //! Choices, stated once:
 //! - the replica has the family of the received datagram (a template only
@@ -39,16 +42,6 @@ pub enum TosPolicy {
     CopyDscp,
     /// Use this whole byte (DSCP << 2 | ECN) for every replica.
     Set(u8),
-}
-
-impl TosPolicy {
-    #[inline]
-    fn apply(self, received: u8) -> u8 {
-        match self {
-            Self::CopyDscp => received & 0xfc,
-            Self::Set(tos) => tos,
-        }
-    }
 }
 
 /// What an output's replicas look like.
@@ -101,8 +94,11 @@ pub struct ReplicaTemplate {
     addrs: IpPair,
     header: [u8; MAX_HEADER_LEN],
     len: usize,
-    ip_offset: usize,
-    udp_offset: usize,
+    layout: Layout,
+    /// TOS / traffic class of a replica: `(received & tos_keep) | tos_set`
+    /// ([`TosPolicy`] without a branch).
+    tos_keep: u8,
+    tos_set: u8,
     /// IPv4: folded sum of the IP header with TOS, total length and
     /// checksum zero.
     ip_sum: u16,
@@ -110,6 +106,20 @@ pub struct ReplicaTemplate {
     /// set) source port: the `m'` of RFC 1624.
     new_sum: u16,
 }
+
+/// Where the IP header starts and which it is: the four header shapes,
+/// so that [`ReplicaTemplate::write_image`] patches at constant offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    V4,
+    V4Vlan,
+    V6,
+    V6Vlan,
+}
+
+/// The IP header's offset without and with the VLAN tag.
+const IP_AT: usize = ethernet::HEADER_LEN;
+const IP_AT_VLAN: usize = ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN;
 
 impl ReplicaTemplate {
     /// Builds the template of an output.
@@ -179,13 +189,32 @@ impl ReplicaTemplate {
 
         let new_sum =
             fold(addrs.sum() + u64::from(spec.dst_port) + u64::from(spec.src_port.unwrap_or(0)));
+        let layout = match (addrs.is_ipv4(), spec.vlan.is_some()) {
+            (true, false) => Layout::V4,
+            (true, true) => Layout::V4Vlan,
+            (false, false) => Layout::V6,
+            (false, true) => Layout::V6Vlan,
+        };
+        debug_assert_eq!(
+            ip_offset,
+            if spec.vlan.is_some() {
+                IP_AT_VLAN
+            } else {
+                IP_AT
+            }
+        );
+        let (tos_keep, tos_set) = match spec.tos {
+            TosPolicy::CopyDscp => (0xfc, 0),
+            TosPolicy::Set(tos) => (0, tos),
+        };
         Ok(Self {
             spec,
             addrs,
             header,
             len,
-            ip_offset,
-            udp_offset,
+            layout,
+            tos_keep,
+            tos_set,
             ip_sum,
             new_sum,
         })
@@ -216,54 +245,160 @@ impl ReplicaTemplate {
             need: self.len,
             have,
         })?;
-        let ipv4 = self.addrs.is_ipv4();
-        if rx.addrs.is_ipv4() != ipv4 {
+        if rx.addrs.is_ipv4() != self.addrs.is_ipv4() {
             return Err(WriteError::FamilyMismatch);
         }
-        if usize::from(rx.udp_len) < udp::HEADER_LEN {
-            return Err(WriteError::BadLength(rx.udp_len));
-        }
-        if !ipv4 && rx.udp_checksum == 0 {
-            return Err(WriteError::ZeroChecksumV6);
-        }
+        let rx = Received::new(rx)?;
         out.copy_from_slice(&self.header[..self.len]);
-        let tos = self.spec.tos.apply(rx.tos);
-        let (_, rest) = out.split_at_mut(self.ip_offset);
-        let (ip, udp) = rest.split_at_mut(self.udp_offset - self.ip_offset);
+        self.patch(&rx, out)?;
+        Ok(self.len)
+    }
 
-        if ipv4 {
-            let total = rx
-                .udp_len
-                .checked_add(ipv4::HEADER_LEN as u16)
-                .ok_or(WriteError::BadLength(rx.udp_len))?;
+    /// [`Self::write`] for a datagram whose per-datagram part was computed
+    /// once ([`Received::new`]) for all its replicas, into a buffer of
+    /// [`MAX_HEADER_LEN`] bytes: the whole header image is copied (a fixed
+    /// size: no call to `memcpy`) and patched at constant offsets; the
+    /// bytes past [`Self::header_len`] are scratch. The same bytes as
+    /// [`Self::write`] in `out[..header_len]`.
+    #[inline(always)]
+    pub fn write_image(
+        &self,
+        rx: &Received,
+        out: &mut [u8; MAX_HEADER_LEN],
+    ) -> Result<usize, WriteError> {
+        *out = self.header;
+        self.patch(rx, out)?;
+        Ok(self.len)
+    }
+
+    /// Patches the per-datagram fields into a copy of the header image
+    /// (at least [`Self::header_len`] bytes) at the constant offsets of its
+    /// shape; over the fixed-size image the range checks fold away.
+    #[inline(always)]
+    fn patch(&self, rx: &Received, out: &mut [u8]) -> Result<(), WriteError> {
+        match (self.layout, rx.ipv4) {
+            (Layout::V4, true) => self.patch_v4::<IP_AT>(rx, out),
+            (Layout::V4Vlan, true) => self.patch_v4::<IP_AT_VLAN>(rx, out),
+            (Layout::V6, false) => self.patch_v6::<IP_AT>(rx, out),
+            (Layout::V6Vlan, false) => self.patch_v6::<IP_AT_VLAN>(rx, out),
+            _ => return Err(WriteError::FamilyMismatch),
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn patch_v4<const IP: usize>(&self, rx: &Received, out: &mut [u8]) {
+        const L: usize = ipv4::HEADER_LEN;
+        let tos = (rx.tos & self.tos_keep) | self.tos_set;
+        if let Some(ip) = out.get_mut(IP..IP + L) {
             let mut ip = ipv4::Packet::new_unchecked(ip);
             ip.set_tos(tos);
-            ip.set_total_len(total);
-            ip.set_checksum(!fold(
-                u64::from(self.ip_sum) + u64::from(tos) + u64::from(total),
+            ip.set_total_len(rx.ip_total);
+            ip.set_checksum(!checksum::fold32(
+                u32::from(self.ip_sum) + u32::from(tos) + u32::from(rx.ip_total),
             ));
-        } else {
+        }
+        if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
+            self.patch_udp(rx, udp);
+        }
+    }
+
+    #[inline(always)]
+    fn patch_v6<const IP: usize>(&self, rx: &Received, out: &mut [u8]) {
+        const L: usize = ipv6::HEADER_LEN;
+        let tos = (rx.tos & self.tos_keep) | self.tos_set;
+        if let Some(ip) = out.get_mut(IP..IP + L) {
             let mut ip = ipv6::Packet::new_unchecked(ip);
             ip.set_traffic_class(tos);
             ip.set_payload_len(rx.udp_len);
         }
+        if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
+            self.patch_udp(rx, udp);
+        }
+    }
 
+    #[inline(always)]
+    fn patch_udp(&self, rx: &Received, udp: &mut [u8]) {
+        let mut udp = udp::Packet::new_unchecked(udp);
+        let partial = match self.spec.src_port {
+            Some(_) => rx.partial_set,
+            None => {
+                udp.set_src_port(rx.src_port);
+                rx.partial_kept
+            }
+        };
+        udp.set_len(rx.udp_len);
+        udp.set_checksum(rx.udp_checksum(partial, self.new_sum));
+    }
+}
+
+/// The per-datagram half of every replica's headers: what
+/// [`ReplicaTemplate::write`] derives from the received datagram, computed
+/// once and shared by all its outputs ([`ReplicaTemplate::write_image`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    ipv4: bool,
+    tos: u8,
+    src_port: u16,
+    udp_len: u16,
+    /// IPv4 total length (`udp_len` + 20); 0 for IPv6.
+    ip_total: u16,
+    /// A received IPv4 UDP checksum of 0 ("none"), which stays 0.
+    no_checksum: bool,
+    /// RFC 1624, eqn. 3 without `m'`: `~HC + ~m`, `m` the received
+    /// addresses and destination port (for an output that keeps the source
+    /// port) ...
+    partial_kept: u32,
+    /// ... and with the source port (for one that replaces it).
+    partial_set: u32,
+}
+
+impl Received {
+    /// Checks the datagram once for all its replicas: the errors of
+    /// [`ReplicaTemplate::write`] that do not depend on the output.
+    #[inline]
+    pub fn new(rx: &Datagram) -> Result<Self, WriteError> {
+        if usize::from(rx.udp_len) < udp::HEADER_LEN {
+            return Err(WriteError::BadLength(rx.udp_len));
+        }
+        let ipv4 = rx.addrs.is_ipv4();
+        if !ipv4 && rx.udp_checksum == 0 {
+            return Err(WriteError::ZeroChecksumV6);
+        }
+        let ip_total = if ipv4 {
+            rx.udp_len
+                .checked_add(ipv4::HEADER_LEN as u16)
+                .ok_or(WriteError::BadLength(rx.udp_len))?
+        } else {
+            0
+        };
         // RFC 1624: m = received addresses and ports, m' = the replica's.
         // A kept source port is in neither.
-        let mut udp = udp::Packet::new_unchecked(udp);
-        let mut old = rx.addrs.sum() + u64::from(rx.dst_port);
-        match self.spec.src_port {
-            Some(_) => old += u64::from(rx.src_port),
-            None => udp.set_src_port(rx.src_port),
-        }
-        udp.set_len(rx.udp_len);
-        udp.set_checksum(checksum::udp_update(
+        let m = rx.addrs.sum() + u64::from(rx.dst_port);
+        let not_hc = u32::from(!rx.udp_checksum);
+        Ok(Self {
             ipv4,
-            rx.udp_checksum,
-            fold(old),
-            self.new_sum,
-        ));
-        Ok(self.len)
+            tos: rx.tos,
+            src_port: rx.src_port,
+            udp_len: rx.udp_len,
+            ip_total,
+            no_checksum: ipv4 && rx.udp_checksum == 0,
+            partial_kept: not_hc + u32::from(!fold(m)),
+            partial_set: not_hc + u32::from(!fold(m + u64::from(rx.src_port))),
+        })
+    }
+
+    /// The replica's UDP checksum: [`checksum::udp_update`] with the
+    /// received part summed already.
+    #[inline]
+    fn udp_checksum(&self, partial: u32, new_sum: u16) -> u16 {
+        if self.no_checksum {
+            return 0;
+        }
+        match !checksum::fold32(partial + u32::from(new_sum)) {
+            0 => 0xffff,
+            c => c,
+        }
     }
 }
 
@@ -553,6 +688,10 @@ mod tests {
             let mut frame = vec![0u8; MAX_HEADER_LEN];
             let n = t.write(&rx, &mut frame).unwrap();
             prop_assert_eq!(n, t.header_len());
+            let mut image = [0x5au8; MAX_HEADER_LEN];
+            let received = Received::new(&rx).unwrap();
+            prop_assert_eq!(t.write_image(&received, &mut image), Ok(n));
+            prop_assert_eq!(&image[..n], &frame[..n]);
             frame.truncate(n);
             frame.extend_from_slice(&rx_frame[rx.payload_range()]);
 
