@@ -12,8 +12,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{is_root, output_of, run_status};
 
-/// Debian packages: iproute2 for the lab, clang/LLVM 22 and friends for
-/// xsk-rs (libxdp) and bpf-linker, smcroute and ethtool for lab experiments.
+/// Debian packages: iproute2 for the lab; clang/LLVM 22, libelf, zlib,
+/// pkg-config and m4 for bpf-linker and for the vendored libbpf that
+/// libbpf-rs builds (tests/xdp_program.rs); smcroute (the kernel's multicast
+/// routing in `cargo xtask bench`) and ethtool (lab offloads).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "clang-22",
