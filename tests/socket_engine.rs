@@ -120,17 +120,6 @@ macro_rules! for_each_engine {
     };
 }
 
-/// The XDP object `fanout run` loads (`FANOUT_EBPF_OBJ`, or the release
-/// build of `cargo xtask build-ebpf --release`), as `tests/xdp_engine.rs`
-/// finds it.
-fn object_path() -> PathBuf {
-    match std::env::var_os("FANOUT_EBPF_OBJ") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
-    }
-}
-
 /// One privileged scenario's world: the lab, a scratch directory, the
 /// engine kind (and for XDP, the program object).
 struct Case {
@@ -145,24 +134,12 @@ impl Case {
     /// loudly, or fail under `FANOUT_REQUIRE_PRIVILEGED=1`. Brings the lab
     /// up and pins the sinks' neighbours.
     fn new(test: &str, kind: EngineKind) -> Option<Case> {
-        if !lab::privileged(test) {
-            return None;
-        }
         let object = if kind.is_xdp() {
-            let obj = object_path();
-            if !obj.exists() {
-                let reason = format!(
-                    "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf --release)",
-                    obj.display()
-                );
-                if std::env::var("FANOUT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                    panic!("{test}: {reason}");
-                }
-                lab::skip_loudly(test, &reason);
+            Some(lab::xdp_ready(test)?)
+        } else {
+            if !lab::privileged(test) {
                 return None;
             }
-            Some(obj)
-        } else {
             None
         };
         let prefix = lab::unique_prefix("se");

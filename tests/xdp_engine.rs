@@ -25,9 +25,8 @@
 //! `FANOUT_REQUIRE_PRIVILEGED=1`.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use fanout::lab::{self, Lab, Process, addr, iface};
@@ -43,34 +42,6 @@ const ROUTED_FROM: u16 = 6004;
 /// Datagrams per size.
 const PER_SIZE: u64 = 20;
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn object_path() -> PathBuf {
-    match std::env::var_os("FANOUT_EBPF_OBJ") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
-    }
-}
-
-/// Root, netns and the XDP object; otherwise skip loudly (or fail).
-fn ready_to_run(test: &str) -> Option<PathBuf> {
-    if !lab::privileged(test) {
-        return None;
-    }
-    let obj = object_path();
-    if !obj.exists() {
-        let reason = format!(
-            "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf --release)",
-            obj.display()
-        );
-        if std::env::var("FANOUT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{test}: {reason}");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-        return None;
-    }
-    Some(obj)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Family {
@@ -266,7 +237,7 @@ fn wait_for_file(engine: &mut Process, path: &Path) {
 
 /// Runs one case; returns the final snapshot.
 fn run_case(test: &str, family: Family, generic: bool) {
-    let Some(obj) = ready_to_run(test) else {
+    let Some(obj) = lab::xdp_ready(test) else {
         return;
     };
     let lab = Lab::up(&lab::unique_prefix("x")).expect("lab up");
@@ -561,7 +532,7 @@ fn xdp_refuses_and_auto_falls_back_without_the_program() {
 #[test]
 fn unresolved_next_hop_is_counted_then_followed() {
     let test = "unresolved_next_hop_is_counted_then_followed";
-    let Some(obj) = ready_to_run(test) else {
+    let Some(obj) = lab::xdp_ready(test) else {
         return;
     };
     let lab = Lab::up(&lab::unique_prefix("x")).expect("lab up");

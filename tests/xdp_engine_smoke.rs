@@ -71,14 +71,6 @@ fn skip(reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
 }
 
-fn object_path() -> PathBuf {
-    match std::env::var_os("FANOUT_EBPF_OBJ") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
-    }
-}
-
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
@@ -242,7 +234,7 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
     if !nix::unistd::geteuid().is_root() {
         return skip("needs root (network namespaces, XDP, AF_XDP)");
     }
-    let obj = object_path();
+    let obj = fanout::lab::xdp_object_path();
     if !obj.exists() {
         return skip(&format!(
             "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf)",
@@ -600,7 +592,7 @@ fn pinned_link_outlives_the_program_until_unpinned() {
     if !nix::unistd::geteuid().is_root() {
         return skip("needs root (network namespaces, XDP, bpffs)");
     }
-    let obj = object_path();
+    let obj = fanout::lab::xdp_object_path();
     if !obj.exists() {
         return skip(&format!("no XDP object at {}", obj.display()));
     }
@@ -642,7 +634,7 @@ fn dropping_the_program_detaches_it() {
     if !nix::unistd::geteuid().is_root() {
         return skip("needs root (network namespaces, XDP)");
     }
-    let obj = object_path();
+    let obj = fanout::lab::xdp_object_path();
     if !obj.exists() {
         return skip(&format!("no XDP object at {}", obj.display()));
     }

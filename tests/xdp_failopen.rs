@@ -27,7 +27,6 @@
 //! release build in `xdp-ebpf/target`); otherwise skips loudly, or fails
 //! under `FANOUT_REQUIRE_PRIVILEGED=1`.
 
-use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -72,42 +71,6 @@ const PIN_ENV: &str = "FANOUT_FAILOPEN_PIN";
 /// The longest a `hold` helper lives (it is normally killed long before).
 const HELPER_LIFETIME: Duration = Duration::from_secs(60);
 const HELPER_FRAMES: u32 = 64;
-
-fn object_path() -> PathBuf {
-    match std::env::var_os("FANOUT_EBPF_OBJ") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
-    }
-}
-
-/// Root, `ip netns` and the object; otherwise skips loudly (or fails under
-/// `FANOUT_REQUIRE_PRIVILEGED=1`).
-fn ready(test: &str) -> Option<PathBuf> {
-    if !lab::privileged(test) {
-        // `privileged` says why with eprintln!, which the harness captures
-        // for a passing test: say it where it is seen too.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: needs root and a usable `ip netns`"
-        );
-        return None;
-    }
-    let obj = object_path();
-    if obj.is_file() {
-        return Some(obj);
-    }
-    let reason = format!(
-        "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf --release)",
-        obj.display()
-    );
-    if std::env::var("FANOUT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: {reason}");
-    }
-    // Straight to the stderr descriptor: the harness captures eprintln!.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-    None
-}
 
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);
@@ -256,7 +219,7 @@ fn spawn_helper(lab: &Lab, mode: &str, envs: &[(&str, &Path)]) -> Process {
         "--test-threads=1",
     ])
     .env(HELPER_ENV, mode)
-    .env("FANOUT_EBPF_OBJ", object_path());
+    .env("FANOUT_EBPF_OBJ", lab::xdp_object_path());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -323,7 +286,9 @@ impl Drop for Stream {
 #[test]
 fn killed_engine_fails_open_within_a_second() {
     let test = "killed_engine_fails_open_within_a_second";
-    let Some(_obj) = ready(test) else { return };
+    let Some(_obj) = lab::xdp_ready(test) else {
+        return;
+    };
     let lab = Lab::up(&unique_prefix("xf")).unwrap();
     let scratch = Scratch::new(lab.prefix());
     let config = write_config(&scratch.0);
@@ -392,7 +357,9 @@ fn killed_engine_fails_open_within_a_second() {
 #[test]
 fn pinned_program_outlives_its_loader_until_unloaded() {
     let test = "pinned_program_outlives_its_loader_until_unloaded";
-    let Some(_obj) = ready(test) else { return };
+    let Some(_obj) = lab::xdp_ready(test) else {
+        return;
+    };
     let lab = Lab::up(&unique_prefix("xp")).unwrap();
     let scratch = Scratch::new(lab.prefix());
     let config = write_config(&scratch.0);
@@ -472,46 +439,12 @@ fn flows_only_plan(config: &Path) -> Plan {
     .unwrap()
 }
 
-/// Builds an ICMP echo request.
-fn echo_request(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    let mut m = vec![8u8, 0, 0, 0];
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(data);
-    let sum = !fanout::wire::checksum::data(&m);
-    m[2..4].copy_from_slice(&sum.to_be_bytes());
-    m
-}
-
-/// Pings `to` from a raw socket; returns the reply's ICMP message.
-fn ping(sock: &Socket, to: Ipv4Addr, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    sock.send_to(
-        &echo_request(id, seq, data),
-        &SocketAddr::from((to, 0)).into(),
-    )
-    .unwrap();
-    let start = Instant::now();
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let left = DEADLINE
-            .checked_sub(start.elapsed())
-            .unwrap_or_else(|| panic!("no echo reply {seq} from {to}"));
-        sock.set_read_timeout(Some(left)).unwrap();
-        let n = (&*sock)
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("echo reply {seq}: {e}"));
-        let ihl = usize::from(buf[0] & 0x0f) * 4;
-        let icmp = &buf[ihl..n];
-        if icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
-            return icmp.to_vec();
-        }
-    }
-}
-
 #[test]
 fn unconfigured_traffic_is_untouched() {
     let test = "unconfigured_traffic_is_untouched";
-    let Some(obj) = ready(test) else { return };
+    let Some(obj) = lab::xdp_ready(test) else {
+        return;
+    };
     let lab = Lab::up(&unique_prefix("xu")).unwrap();
     let scratch = Scratch::new(lab.prefix());
     let config = write_config(&scratch.0);
@@ -586,7 +519,7 @@ fn unconfigured_traffic_is_untouched() {
         const PINGS: u16 = 3;
         for seq in 0..PINGS {
             let data = datagram(9, u64::from(seq), 56);
-            let reply = ping(&icmp, addr::IN0_V4, 0x464f, seq, &data);
+            let reply = lab::ping(&icmp, addr::IN0_V4, 0x464f, seq, &data, DEADLINE).unwrap();
             assert_eq!(
                 fanout::wire::checksum::data(&reply),
                 0xffff,
@@ -686,7 +619,7 @@ fn helper_process() {
     };
     let env_path = |k: &str| PathBuf::from(std::env::var_os(k).unwrap_or_else(|| panic!("{k}")));
     let plan = Plan::load(&env_path(CONFIG_ENV)).unwrap();
-    let mut prog = XdpProgram::load_file(&object_path()).unwrap();
+    let mut prog = XdpProgram::load_file(&lab::xdp_object_path()).unwrap();
     let ingress = plan.flows[0].ingress.clone();
     prog.attach(&ingress.name).unwrap();
     for (id, flow) in plan.flows.iter().enumerate() {

@@ -25,7 +25,7 @@
 //! `FANOUT_REQUIRE_PRIVILEGED=1`. Every namespace belongs to a `Lab` guard.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,34 +51,6 @@ const FAIL_OPEN: Duration = Duration::from_secs(1);
 const FLOW_STREAM: u32 = 1;
 const UNICAST_STREAM: u32 = 2;
 const OTHER_STREAM: u32 = 3;
-
-fn object_path() -> PathBuf {
-    match std::env::var_os("FANOUT_EBPF_OBJ") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf"),
-    }
-}
-
-/// Root, netns and the XDP object; otherwise skip loudly (or fail).
-fn ready_to_run(test: &str) -> Option<PathBuf> {
-    if !lab::privileged(test) {
-        return None;
-    }
-    let obj = object_path();
-    if !obj.exists() {
-        let reason = format!(
-            "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf --release)",
-            obj.display()
-        );
-        if std::env::var("FANOUT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{test}: {reason}");
-        }
-        lab::skip_loudly(test, &reason);
-        return None;
-    }
-    Some(obj)
-}
 
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);
@@ -257,7 +229,7 @@ fn xdp_attached(ns: &Netns, dev: &str) -> bool {
 #[test]
 fn killed_engine_fails_open_within_a_second() {
     let test = "killed_engine_fails_open_within_a_second";
-    let Some(obj) = ready_to_run(test) else {
+    let Some(obj) = lab::xdp_ready(test) else {
         return;
     };
     let lab = Lab::up(&lab::unique_prefix("xk")).expect("lab up");
@@ -343,50 +315,10 @@ fn killed_engine_fails_open_within_a_second() {
     );
 }
 
-/// ICMP echo request with a valid checksum.
-fn echo_request(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    let mut m = vec![8u8, 0, 0, 0];
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(data);
-    let sum = !fanout::wire::checksum::data(&m);
-    m[2..4].copy_from_slice(&sum.to_be_bytes());
-    m
-}
-
-/// Pings `to` from a raw socket; returns the echo reply's data.
-fn ping(sock: &Socket, to: Ipv4Addr, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    sock.send_to(
-        &echo_request(id, seq, data),
-        &SocketAddr::from((to, 0)).into(),
-    )
-    .unwrap();
-    let start = Instant::now();
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let left = DEADLINE
-            .checked_sub(start.elapsed())
-            .unwrap_or_else(|| panic!("no echo reply {seq} from {to}"));
-        sock.set_read_timeout(Some(left)).unwrap();
-        let n = (&*sock)
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("echo reply {seq}: {e}"));
-        let ihl = usize::from(buf[0] & 0x0f) * 4;
-        let icmp = &buf[ihl..n];
-        if icmp.len() >= 8
-            && icmp[0] == 0
-            && icmp[4..6] == id.to_be_bytes()
-            && icmp[6..8] == seq.to_be_bytes()
-        {
-            return icmp[8..].to_vec();
-        }
-    }
-}
-
 #[test]
 fn traffic_it_was_not_asked_for_is_untouched() {
     let test = "traffic_it_was_not_asked_for_is_untouched";
-    let Some(obj) = ready_to_run(test) else {
+    let Some(obj) = lab::xdp_ready(test) else {
         return;
     };
     let lab = Lab::up(&lab::unique_prefix("xt")).expect("lab up");
@@ -437,7 +369,14 @@ fn traffic_it_was_not_asked_for_is_untouched() {
         assert_eq!(got.len(), len);
         // Ping the edge host.
         let data = datagram(UNICAST_STREAM, seq, 56);
-        assert_eq!(ping(&icmp, addr::IN0_V4, 0x4242, seq as u16, &data), data);
+        let reply = lab::ping(&icmp, addr::IN0_V4, 0x4242, seq as u16, &data, DEADLINE).unwrap();
+        assert_eq!(
+            fanout::wire::checksum::data(&reply),
+            0xffff,
+            "reply checksum"
+        );
+        assert_eq!(&reply[..2], &[0, 0], "echo reply");
+        assert_eq!(&reply[8..], &data[..], "echo data");
     }
     // The flow never reached the kernel, the other group never reached the
     // output.
@@ -470,7 +409,7 @@ fn traffic_it_was_not_asked_for_is_untouched() {
 #[test]
 fn accounting_balances_when_the_rings_fill() {
     let test = "accounting_balances_when_the_rings_fill";
-    let Some(obj) = ready_to_run(test) else {
+    let Some(obj) = lab::xdp_ready(test) else {
         return;
     };
     let lab = Lab::up(&lab::unique_prefix("xa")).expect("lab up");
