@@ -228,19 +228,8 @@ pub fn parse_neigh(json: &str, hop: IpAddr) -> Result<Option<Neighbour>, String>
     Ok(None)
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
+/// `aa:bb:cc:dd:ee:ff` (as `ip -j` prints it).
+pub use crate::plan::parse_mac;
 
 #[cfg(test)]
 mod tests {

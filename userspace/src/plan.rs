@@ -257,8 +257,8 @@ impl SystemInterfaces {
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff` as in `/sys/class/net/NAME/address`.
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
+/// `aa:bb:cc:dd:ee:ff` as in `/sys/class/net/NAME/address` and `ip -j`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for byte in &mut mac {

@@ -122,18 +122,34 @@ fn run_xdp(
         plan.flows.len(),
         engine.rung()
     );
+    supervise(args, stop, || engine.any_finished(), || engine.snapshot());
+    let joined = engine.join();
+    final_report(args, &engine.snapshot())?;
+    joined.map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// Waits for the stop flag, printing (stderr) and writing (`--stats-json`)
+/// the counters every `--stats-interval`; a dead worker (`any_finished`)
+/// stops the others (the engine's join reports which).
+fn supervise(
+    args: &Args,
+    stop: &AtomicBool,
+    mut any_finished: impl FnMut() -> bool,
+    snapshot: impl Fn() -> Snapshot,
+) {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
-        if engine.any_finished() {
+        if any_finished() {
             stop.store(true, Ordering::Relaxed);
         }
         if let Some(every) = interval
             && last.elapsed() >= every
         {
             last = Instant::now();
-            let snap = engine.snapshot();
+            let snap = snapshot();
             eprint!("{snap}");
             if let Some(path) = &args.stats_json
                 && let Err(e) = write_json(path, &snap)
@@ -142,13 +158,14 @@ fn run_xdp(
             }
         }
     }
-    let joined = engine.join();
-    let snap = engine.snapshot();
+}
+
+/// The final counters: the table on stdout, the JSON file.
+fn final_report(args: &Args, snap: &Snapshot) -> anyhow::Result<()> {
     print!("{snap}");
     if let Some(path) = &args.stats_json {
-        write_json(path, &snap)?;
+        write_json(path, snap)?;
     }
-    joined.map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
@@ -168,33 +185,9 @@ fn run(args: &Args, plan: &Plan, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         plan.flows.len()
     );
 
-    let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        if engine.any_finished() {
-            // A worker died (join reports which): stop the others.
-            stop.store(true, Ordering::Relaxed);
-        }
-        if let Some(every) = interval
-            && last.elapsed() >= every
-        {
-            last = Instant::now();
-            let snap = stats.snapshot();
-            eprint!("{snap}");
-            if let Some(path) = &args.stats_json
-                && let Err(e) = write_json(path, &snap)
-            {
-                log::warn!("{e:#}");
-            }
-        }
-    }
+    supervise(args, &stop, || engine.any_finished(), || stats.snapshot());
     let joined = engine.join();
-    let snap = stats.snapshot();
-    print!("{snap}");
-    if let Some(path) = &args.stats_json {
-        write_json(path, &snap)?;
-    }
+    final_report(args, &stats.snapshot())?;
     joined?;
     Ok(())
 }
