@@ -92,6 +92,9 @@ pub struct Args {
     /// Do not write BENCHMARKS.md / docs/benchmarks.svg (print only).
     #[arg(long)]
     no_write: bool,
+    /// `[engine] batch_size` of fanout (default: fanout's own, 64).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    batch: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -224,6 +227,7 @@ pub fn lab_quick() -> Result<String> {
         perf: false,
         callgrind: false,
         no_write: true,
+        batch: None,
     })?;
     Ok("cargo xtask bench --quick".to_owned())
 }
@@ -284,6 +288,7 @@ pub fn run(args: Args) -> Result<()> {
         ebpf_object: ebpf_object.as_deref(),
         plan: &plan,
         layout,
+        batch: args.batch,
     };
     let ceiling = measure_ceiling(&ctx)?;
     let mut results: Vec<ModeResult> = Vec::new();
@@ -383,6 +388,8 @@ struct Ctx<'a> {
     ebpf_object: Option<&'a Path>,
     plan: &'a Plan,
     layout: Layout,
+    /// `[engine] batch_size`, when asked for.
+    batch: Option<u16>,
 }
 
 // ---------------------------------------------------------------- the lab
@@ -800,10 +807,11 @@ fn measure_ceiling(ctx: &Ctx) -> Result<Vec<Cell>> {
 }
 
 /// The `fanout run` configuration for K multicast outputs.
-fn config(mode: Mode, k: usize) -> String {
+fn config(mode: Mode, k: usize, batch: Option<u16>) -> String {
     let mode = if mode == Mode::Xdp { "xdp" } else { "socket" };
+    let batch = batch.map_or_else(String::new, |b| format!("batch_size = {b}\n"));
     let mut toml = format!(
-        "# written by `cargo xtask bench`\n[engine]\nmode = \"{mode}\"\n\n\
+        "# written by `cargo xtask bench`\n[engine]\nmode = \"{mode}\"\n{batch}\n\
          [[flow]]\nname = \"bench\"\ninterface = \"in0\"\ngroup = \"{GROUP}\"\nport = {PORT}\n"
     );
     for i in 0..k {
@@ -854,7 +862,7 @@ fn start(ctx: &Ctx, mode: Mode, k: usize) -> Result<Result<Process, String>> {
         }
         Mode::Socket | Mode::Xdp => {
             let conf = ctx.work.join(format!("{tag}-{mode:?}.toml"));
-            fs::write(&conf, config(mode, k))?;
+            fs::write(&conf, config(mode, k, ctx.batch))?;
             cmd.arg(ctx.bin)
                 .arg("run")
                 .arg("--config")
@@ -1525,10 +1533,13 @@ mod tests {
 
     #[test]
     fn configs_name_every_output() {
-        let c = config(Mode::Xdp, 3);
+        let c = config(Mode::Xdp, 3, None);
         assert!(c.contains("mode = \"xdp\""));
         assert_eq!(c.matches("[[flow.output]]").count(), 3);
         assert!(c.contains("interface = \"out2\""));
+        assert!(!c.contains("batch_size"));
+        let b = config(Mode::Socket, 1, Some(16));
+        assert!(b.contains("mode = \"socket\"\nbatch_size = 16\n"), "{b}");
         let s = smcroute_config(2);
         assert!(s.contains("mroute from in0 group 239.1.1.1 to out0 out1"));
         assert!(s.contains("phyint out1 enable"));
