@@ -497,6 +497,13 @@ fn wait_ready(process: &mut Process, ready: &Path, what: &str) -> Result<()> {
                 t.elapsed().as_secs_f64(),
                 process.id()
             );
+            // fanout run writes its engine announcement (the rung and why
+            // each higher rung was skipped) into the ready file.
+            let said = std::fs::read_to_string(ready).unwrap_or_default();
+            let said = said.trim();
+            if !said.is_empty() && said != "ready" {
+                println!("      fanout: {said}");
+            }
             Ok(())
         }
         Some(false) => {

@@ -5,7 +5,8 @@
 //! Exit codes: 2 for a bad configuration (the config error's own message),
 //! 1 when the engine cannot start or fails, 0 after a clean stop. The ready
 //! file (`--ready-file`) appears, complete, only once every socket is bound
-//! and every group joined: tests and supervisors wait on it.
+//! and every group joined: tests and supervisors wait on it. It holds the
+//! same announcement line as stderr (`engine xdp native copy (skipped: ...)`).
 //!
 //! The engine (DESIGN decision 6): `mode = "xdp"` and `"auto"` climb the
 //! XDP ladder ([`fanout::xdp_engine`]); the rung reached is said once on
@@ -60,11 +61,10 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let xdp = match plan.mode {
-        Mode::Socket => {
-            eprintln!("fanout: engine socket (mode = \"socket\")");
-            None
-        }
+    // The announcement goes to stderr and into the ready file, so that a
+    // supervisor (the demo, an init system) can show which rung runs.
+    let (xdp, announce) = match plan.mode {
+        Mode::Socket => (None, "engine socket (mode = \"socket\")".to_string()),
         Mode::Xdp | Mode::Auto => match XdpEngine::start(&plan, stop.clone()) {
             Ok(engine) => {
                 let skipped = if engine.notes().is_empty() {
@@ -72,8 +72,8 @@ pub fn main(args: Args) -> ExitCode {
                 } else {
                     format!(" (skipped: {})", engine.notes().join("; "))
                 };
-                eprintln!("fanout: engine {}{skipped}", engine.rung());
-                Some(engine)
+                let announce = format!("engine {}{skipped}", engine.rung());
+                (Some(engine), announce)
             }
             Err(e) if plan.mode == Mode::Xdp => {
                 eprintln!(
@@ -83,15 +83,17 @@ pub fn main(args: Args) -> ExitCode {
                 );
                 return ExitCode::from(1);
             }
-            Err(e) => {
-                eprintln!("fanout: engine socket (mode = \"auto\"; XDP refused: {e})");
-                None
-            }
+            Err(e) => (
+                None,
+                format!("engine socket (mode = \"auto\"; XDP refused: {e})"),
+            ),
         },
     };
+    eprintln!("fanout: {announce}");
+    let ready = format!("{announce}\n");
     let result = match xdp {
-        Some(engine) => run_xdp(&args, &plan, engine, &stop),
-        None => run(&args, &plan, stop),
+        Some(engine) => run_xdp(&args, &plan, engine, &stop, &ready),
+        None => run(&args, &plan, stop, &ready),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,9 +111,10 @@ fn run_xdp(
     plan: &Plan,
     mut engine: XdpEngine,
     stop: &AtomicBool,
+    ready: &str,
 ) -> anyhow::Result<()> {
     if let Some(path) = &args.ready_file
-        && let Err(e) = write_atomically(path, b"ready\n")
+        && let Err(e) = write_atomically(path, ready.as_bytes())
     {
         stop.store(true, Ordering::Relaxed);
         let _ = engine.join();
@@ -169,12 +172,12 @@ fn final_report(args: &Args, snap: &Snapshot) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(args: &Args, plan: &Plan, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn run(args: &Args, plan: &Plan, stop: Arc<AtomicBool>, ready: &str) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::for_plan(plan, "socket"));
     let engine = SocketEngine::start(plan, stats.clone(), stop.clone())?;
 
     if let Some(path) = &args.ready_file
-        && let Err(e) = write_atomically(path, b"ready\n")
+        && let Err(e) = write_atomically(path, ready.as_bytes())
     {
         stop.store(true, Ordering::Relaxed);
         let _ = engine.join();
