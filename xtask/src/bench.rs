@@ -86,7 +86,8 @@ pub struct Args {
     #[arg(long)]
     perf: bool,
     /// Instead of the lab: instructions per replica of the in-memory engine
-    /// under valgrind's callgrind (payload 64 vs 8972).
+    /// under valgrind's callgrind (default: payloads 64, 1472, 8972; 8
+    /// outputs; batch 64; `--payloads`, `--outputs`, `--batch` choose).
     #[arg(long)]
     callgrind: bool,
     /// Do not write BENCHMARKS.md / docs/benchmarks.svg (print only).
@@ -234,7 +235,7 @@ pub fn lab_quick() -> Result<String> {
 
 pub fn run(args: Args) -> Result<()> {
     if args.callgrind {
-        return callgrind();
+        return callgrind(&args);
     }
     if !is_root() {
         bail!("the lab benchmark creates network namespaces: run it as root");
@@ -1448,7 +1449,7 @@ fn write_benchmarks_md(markdown: &str, tag: &str, svg_name: &str) -> Result<()> 
 /// Instructions per replica of the in-memory engine (`benches/engine.rs`
 /// in its `FANOUT_CALLGRIND` mode): two runs of one cell with different
 /// round counts under callgrind; the difference over the extra replicas.
-fn callgrind() -> Result<()> {
+fn callgrind(args: &Args) -> Result<()> {
     let out = cargo()
         .args([
             "bench",
@@ -1473,11 +1474,18 @@ fn callgrind() -> Result<()> {
         .filter(|v| v["target"]["name"] == "engine")
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .context("no engine bench executable in cargo's output")?;
-    let (batch, outputs, r1, r2) = (64usize, 8usize, 20usize, 120usize);
-    println!(
-        "instructions per replica (valgrind callgrind, batch {batch}, {outputs} outputs, rounds {r2} - {r1}):"
-    );
-    for payload in [64usize, 1472, 8972] {
+    let batch = args.batch.map_or(64, usize::from);
+    let (r1, r2) = (20usize, 120usize);
+    let payloads = args
+        .payloads
+        .clone()
+        .unwrap_or_else(|| vec![64, 1472, 8972]);
+    let outputs_list = args.outputs.clone().unwrap_or_else(|| vec![8]);
+    println!("instructions per replica (valgrind callgrind, batch {batch}, rounds {r2} - {r1}):");
+    for (outputs, payload) in outputs_list
+        .iter()
+        .flat_map(|&o| payloads.iter().map(move |&p| (o, p)))
+    {
         let ir = |rounds: usize| -> Result<u64> {
             let out = Command::new("valgrind")
                 .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
@@ -1500,7 +1508,7 @@ fn callgrind() -> Result<()> {
         let (a, b) = (ir(r1)?, ir(r2)?);
         let replicas = ((r2 - r1) * batch * outputs) as f64;
         println!(
-            "  payload {payload:>4}: {:.1} instructions per replica ({} - {} Ir over {} replicas)",
+            "  {outputs:>2} outputs, payload {payload:>4}: {:.1} instructions per replica ({} - {} Ir over {} replicas)",
             (b - a) as f64 / replicas,
             b,
             a,
