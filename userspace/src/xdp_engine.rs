@@ -25,7 +25,12 @@
 //! templates to the workers; replicas without one are counted as
 //! `next_hop_unresolved`. Workers poll while there is work (received
 //! packets, completions, replicas in flight) and wait on their socket only
-//! when idle, looking at the stop flag at least every 100 ms. Their
+//! when idle, looking at the stop flag at least every 100 ms. Wakeups
+//! follow `need_wakeup`, unless `FANOUT_XSK_BUSY_POLL=<usecs>` asks for
+//! preferred busy polling ([`xsk::BusyPoll`], said once per queue at
+//! start; a refused option leaves `need_wakeup`): then every poll's
+//! `recvfrom` runs the ingress NAPI in the worker's thread, and an idle
+//! worker keeps polling that many microseconds before it sleeps. Their
 //! counters are bridged into [`crate::stats::Stats`] (deltas, at least every
 //! 10 ms and at the end) so that the table, `--stats-json` and
 //! [`crate::stats::Snapshot::check_accounting`] read as with the socket
@@ -58,7 +63,7 @@ use crate::stats::{
 };
 use crate::wire::ReplicaTemplate;
 use crate::xdp::{self, AttachMode, XdpProgram};
-use crate::xsk::{self, BindMode, RingSizes, RxSocket, TxSocket, XskUmem};
+use crate::xsk::{self, BindMode, BusyPoll, RingSizes, RxSocket, TxSocket, XskUmem};
 
 /// Run-time path of the XDP object; overrides the embedded one.
 pub const OBJECT_ENV: &str = "FANOUT_EBPF_OBJ";
@@ -704,7 +709,7 @@ fn build_worker(
     sizes.fill = RX_FRAMES;
     let mut umem = XskUmem::new(slot_frames + RX_FRAMES).map_err(xsk_err(&iface.name, queue))?;
     let ingress_is_egress = egress.iter().any(|e| e.index == iface.index);
-    let (rx, own_tx) = umem
+    let (mut rx, own_tx) = umem
         .bind_rx(iface.index, queue, sizes, ingress_is_egress)
         .map_err(xsk_err(&iface.name, queue))?;
     let mode = umem.mode().unwrap_or(BindMode::Copy);
@@ -742,6 +747,15 @@ fn build_worker(
             );
         }
     }
+    let batch = plan.batch_size.clamp(1, 1024);
+    set_wakeup(
+        &iface.name,
+        queue,
+        BusyPoll::from_env(batch as u16),
+        &mut rx,
+        &mut tx,
+        &egress,
+    );
     let mut specs = Vec::with_capacity(flows.len());
     for &f in flows {
         let flow: &FlowPlan = &plan.flows[f];
@@ -751,13 +765,56 @@ fn build_worker(
             |_| None,
         )?);
     }
-    let cfg = WorkerConfig::new(plan.batch_size.clamp(1, 1024), slot_frames);
+    let cfg = WorkerConfig::new(batch, slot_frames);
     let worker = Worker::new(umem, rx, tx, specs, cfg).map_err(|source| Refused::Worker {
         ifname: iface.name.clone(),
         queue,
         source,
     })?;
     Ok((worker, mode))
+}
+
+/// Puts a worker's sockets on `busy` (preferred busy polling) or leaves
+/// them on `need_wakeup`, and says which once. A refused option is logged
+/// and costs only busy polling, never the start.
+fn set_wakeup(
+    ifname: &str,
+    queue: u32,
+    busy: Option<BusyPoll>,
+    rx: &mut RxSocket,
+    tx: &mut [TxSocket],
+    egress: &[&Interface],
+) {
+    let Some(bp) = busy else {
+        info!(
+            "AF_XDP {ifname} queue {queue}: wakeups by need_wakeup (busy polling off; {}=<usecs> turns it on)",
+            xsk::BUSY_POLL_ENV
+        );
+        return;
+    };
+    if let Err(e) = rx.set_busy_poll(bp) {
+        warn!("AF_XDP {ifname} queue {queue}: busy polling refused ({e}); wakeups by need_wakeup");
+        return;
+    }
+    let refused: Vec<String> = tx
+        .iter_mut()
+        .zip(egress)
+        .filter_map(|(t, e)| {
+            t.set_busy_poll(bp)
+                .err()
+                .map(|err| format!("{} ({err})", e.name))
+        })
+        .collect();
+    info!(
+        "AF_XDP {ifname} queue {queue}: wakeups by {bp}: recvfrom on every poll, an idle worker \
+         polls {} us before it sleeps{}",
+        bp.usecs,
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!("; TX sockets left on need_wakeup: {}", refused.join(", "))
+        }
+    );
 }
 
 /// Longest a stopping worker keeps polling for the completions of the
@@ -798,11 +855,32 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
     }
     let mut last_publish = Instant::now();
     let mut last_kernel = Instant::now() - KERNEL_STATS_EVERY;
+    // Busy polling: how long an idle worker keeps polling (each poll runs
+    // the ingress NAPI through `recvfrom`) before it sleeps on the socket.
+    let spin = w
+        .rx()
+        .busy_poll()
+        .map(|bp| Duration::from_micros(bp.usecs.into()));
+    let mut idle_since: Option<Instant> = None;
+    // Said once, after the first packets: which NAPI the busy polls drive.
+    let mut napi_said = spin.is_none();
     loop {
         let r = w.poll();
+        if !napi_said && r.received > 0 {
+            napi_said = true;
+            say_napi(&w, &ctx);
+        }
         let busy = r.received > 0 || r.completed > 0 || w.replicas_in_flight() > 0;
         let stopping = ctx.stop.load(Ordering::Relaxed);
-        if !busy || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
+        let sleep = !busy
+            && match spin {
+                None => true,
+                Some(spin) => idle_since.get_or_insert_with(Instant::now).elapsed() >= spin,
+            };
+        if busy {
+            idle_since = None;
+        }
+        if sleep || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
             publish(&w, &ctx, &mut published);
             while let Ok(u) = ctx.updates.try_recv() {
                 w.set_template(u.flow, u.output, u.template);
@@ -827,11 +905,29 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
             kernel_snapshot(&w, &ctx);
             break;
         }
-        if !busy {
+        if sleep {
             // Idle: sleep on the socket, but look at the stop flag and the
             // template updates at least every STOP_POLL.
             let _ = w.rx().wait(STOP_POLL);
+            idle_since = None;
         }
+    }
+}
+
+/// Busy polling polls the NAPI instance the kernel marked the socket with
+/// on delivery; a driver that marks none (0) leaves it nothing to do.
+fn say_napi(w: &XdpWorker, ctx: &WorkerCtx) {
+    match w.rx().napi_id() {
+        Ok(0) => warn!(
+            "AF_XDP queue {}: busy polling has no NAPI to poll (the driver gave the socket no \
+             NAPI id); receive work stays in the kernel's NAPI context",
+            ctx.snap.lock().map(|s| s.queue).unwrap_or_default()
+        ),
+        Ok(id) => info!(
+            "AF_XDP queue {}: busy polling drives NAPI id {id}",
+            ctx.snap.lock().map(|s| s.queue).unwrap_or_default()
+        ),
+        Err(e) => warn!("AF_XDP: SO_INCOMING_NAPI_ID: {e}"),
     }
 }
 
