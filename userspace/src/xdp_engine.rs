@@ -30,7 +30,9 @@
 //! preferred busy polling ([`xsk::BusyPoll`], said once per queue at
 //! start; a refused option leaves `need_wakeup`): then every poll's
 //! `recvfrom` runs the ingress NAPI in the worker's thread, and an idle
-//! worker keeps polling that many microseconds before it sleeps. Their
+//! worker keeps polling that many microseconds before it sleeps; when the
+//! first packets show that the socket has no NAPI to poll (copy mode on
+//! Linux 6.13+: veth), the worker says so and goes back to `need_wakeup`. Their
 //! counters are bridged into [`crate::stats::Stats`] (deltas, at least every
 //! 10 ms and at the end) so that the table, `--stats-json` and
 //! [`crate::stats::Snapshot::check_accounting`] read as with the socket
@@ -494,6 +496,7 @@ impl XdpEngine {
                 })
                 .collect();
             let ctx = WorkerCtx {
+                name: format!("{ifname} queue {queue}"),
                 headers,
                 flows,
                 stats: stats.clone(),
@@ -823,6 +826,8 @@ const DRAIN: Duration = Duration::from_millis(500);
 
 /// What a worker thread needs besides its worker.
 struct WorkerCtx {
+    /// `in0 queue 0`, for the log.
+    name: String,
     /// Plan index of each of the worker's flows.
     flows: Vec<usize>,
     stats: Arc<Stats>,
@@ -857,18 +862,21 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
     let mut last_kernel = Instant::now() - KERNEL_STATS_EVERY;
     // Busy polling: how long an idle worker keeps polling (each poll runs
     // the ingress NAPI through `recvfrom`) before it sleeps on the socket.
-    let spin = w
+    let mut spin = w
         .rx()
         .busy_poll()
         .map(|bp| Duration::from_micros(bp.usecs.into()));
     let mut idle_since: Option<Instant> = None;
-    // Said once, after the first packets: which NAPI the busy polls drive.
-    let mut napi_said = spin.is_none();
+    // Checked once, after the first packets: which NAPI the busy polls
+    // drive; none, and busy polling is turned off again.
+    let mut napi_checked = spin.is_none();
     loop {
         let r = w.poll();
-        if !napi_said && r.received > 0 {
-            napi_said = true;
-            say_napi(&w, &ctx);
+        if !napi_checked && r.received > 0 {
+            napi_checked = true;
+            if !check_napi(&mut w, &ctx) {
+                spin = None;
+            }
         }
         let busy = r.received > 0 || r.completed > 0 || w.replicas_in_flight() > 0;
         let stopping = ctx.stop.load(Ordering::Relaxed);
@@ -914,20 +922,34 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
     }
 }
 
-/// Busy polling polls the NAPI instance the kernel marked the socket with
-/// on delivery; a driver that marks none (0) leaves it nothing to do.
-fn say_napi(w: &XdpWorker, ctx: &WorkerCtx) {
+/// Busy polling polls the NAPI instance the socket is marked with. Without
+/// one (copy mode on Linux 6.13+, or a driver that links no NAPI to its
+/// queues) each poll's `recvfrom` and the idle spin are pure cost: says
+/// so, puts the sockets back on `need_wakeup` and returns false.
+fn check_napi(w: &mut XdpWorker, ctx: &WorkerCtx) -> bool {
     match w.rx().napi_id() {
-        Ok(0) => warn!(
-            "AF_XDP queue {}: busy polling has no NAPI to poll (the driver gave the socket no \
-             NAPI id); receive work stays in the kernel's NAPI context",
-            ctx.snap.lock().map(|s| s.queue).unwrap_or_default()
-        ),
-        Ok(id) => info!(
-            "AF_XDP queue {}: busy polling drives NAPI id {id}",
-            ctx.snap.lock().map(|s| s.queue).unwrap_or_default()
-        ),
-        Err(e) => warn!("AF_XDP: SO_INCOMING_NAPI_ID: {e}"),
+        Ok(id) if id != 0 => {
+            info!("AF_XDP {}: busy polling drives NAPI id {id}", ctx.name);
+            true
+        }
+        other => {
+            let why = match other {
+                Err(e) => format!("SO_INCOMING_NAPI_ID: {e}"),
+                _ => {
+                    "SO_INCOMING_NAPI_ID is 0: on Linux 6.13+ only zero-copy sockets get one".into()
+                }
+            };
+            warn!(
+                "AF_XDP {}: busy polling has no NAPI to poll ({why}); back to need_wakeup",
+                ctx.name
+            );
+            let (_, rx, tx) = w.parts_mut();
+            rx.clear_busy_poll();
+            for t in tx {
+                t.clear_busy_poll();
+            }
+            false
+        }
     }
 }
 

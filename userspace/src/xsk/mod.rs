@@ -524,6 +524,13 @@ fn apply_busy_poll(fd: BorrowedFd<'_>, bp: BusyPoll) -> Result<(), BusyPollRefus
     Ok(())
 }
 
+/// Turns busy polling off again on `fd` (best effort: a socket whose
+/// options cannot be reset only keeps polling nothing in its system calls).
+fn clear_busy_poll(fd: BorrowedFd<'_>) {
+    let _ = sys::set_socket_opt(fd, libc::SO_BUSY_POLL, 0);
+    let _ = sys::set_socket_opt(fd, libc::SO_PREFER_BUSY_POLL, 0);
+}
+
 /// Counters of an [`RxSocket`] (never errors on the hot path).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxStats {
@@ -566,9 +573,17 @@ impl RxSocket {
         self.busy_poll
     }
 
-    /// The NAPI instance the kernel associated with the socket when it
-    /// delivered into it (`SO_INCOMING_NAPI_ID`; 0: none, so busy polling
-    /// has nothing to poll).
+    /// Back to `need_wakeup` (see [`set_busy_poll`](Self::set_busy_poll)).
+    pub fn clear_busy_poll(&mut self) {
+        if self.busy_poll.take().is_some() {
+            clear_busy_poll(self.fd.as_fd());
+        }
+    }
+
+    /// The NAPI instance busy polling drives (`SO_INCOMING_NAPI_ID`; 0:
+    /// none, so a busy poll polls nothing). Linux 6.13+ sets it at bind,
+    /// and only for a zero-copy socket on a driver that links its queues
+    /// to NAPIs; older kernels set it on the first packet delivered.
     pub fn napi_id(&self) -> io::Result<u32> {
         sys::get_socket_opt(self.fd.as_fd(), libc::SO_INCOMING_NAPI_ID).map(|v| v as u32)
     }
@@ -719,6 +734,13 @@ impl TxSocket {
         self.busy_poll
     }
 
+    /// Back to `need_wakeup` (see [`set_busy_poll`](Self::set_busy_poll)).
+    pub fn clear_busy_poll(&mut self) {
+        if self.busy_poll.take().is_some() {
+            clear_busy_poll(self.fd.as_fd());
+        }
+    }
+
     /// Descriptors one wakeup sends in copy mode: the TX ring's size where
     /// the kernel has `XDP_MAX_TX_SKB_BUDGET`, else its default of 32.
     pub fn budget(&self) -> u32 {
@@ -840,5 +862,30 @@ mod tests {
         );
         // A bad or zero budget falls back to the default, never to 0.
         assert_eq!(BusyPoll::parse(Some("20"), Some("0"), 0).unwrap().budget, 1);
+    }
+
+    #[test]
+    fn busy_poll_options_are_set_and_cleared_on_an_xsk_socket() {
+        if !crate::lab::privileged("busy_poll_options_are_set_and_cleared_on_an_xsk_socket") {
+            return;
+        }
+        let fd = sys::xsk_socket().unwrap();
+        let get = |opt| {
+            sys::get_socket_opt(fd.as_fd(), opt).unwrap_or_else(|e| panic!("getsockopt {opt}: {e}"))
+        };
+        let bp = BusyPoll {
+            usecs: 50,
+            budget: 16,
+        };
+        apply_busy_poll(fd.as_fd(), bp).unwrap();
+        assert_eq!(get(libc::SO_PREFER_BUSY_POLL), 1);
+        assert_eq!(get(libc::SO_BUSY_POLL), 50);
+        // SO_BUSY_POLL_BUDGET cannot be read back (ENOPROTOOPT).
+        clear_busy_poll(fd.as_fd());
+        assert_eq!(get(libc::SO_PREFER_BUSY_POLL), 0);
+        assert_eq!(get(libc::SO_BUSY_POLL), 0);
+        // Unbound, it has no NAPI: what the engine checks before it keeps
+        // busy polling.
+        assert_eq!(get(libc::SO_INCOMING_NAPI_ID), 0);
     }
 }
