@@ -25,7 +25,14 @@
 //! templates to the workers; replicas without one are counted as
 //! `next_hop_unresolved`. Workers poll while there is work (received
 //! packets, completions, replicas in flight) and wait on their socket only
-//! when idle, looking at the stop flag at least every 100 ms. Their
+//! when idle, looking at the stop flag at least every 100 ms. Wakeups
+//! follow `need_wakeup`, unless `FANOUT_XSK_BUSY_POLL=<usecs>` asks for
+//! preferred busy polling ([`xsk::BusyPoll`], said once per queue at
+//! start; a refused option leaves `need_wakeup`): then every poll's
+//! `recvfrom` runs the ingress NAPI in the worker's thread, and an idle
+//! worker keeps polling that many microseconds before it sleeps; when the
+//! first packets show that the socket has no NAPI to poll (copy mode on
+//! Linux 6.13+: veth), the worker says so and goes back to `need_wakeup`. Their
 //! counters are bridged into [`crate::stats::Stats`] (deltas, at least every
 //! 10 ms and at the end) so that the table, `--stats-json` and
 //! [`crate::stats::Snapshot::check_accounting`] read as with the socket
@@ -58,7 +65,7 @@ use crate::stats::{
 };
 use crate::wire::ReplicaTemplate;
 use crate::xdp::{self, AttachMode, XdpProgram};
-use crate::xsk::{self, BindMode, RingSizes, RxSocket, TxSocket, XskUmem};
+use crate::xsk::{self, BindMode, BusyPoll, RingSizes, RxSocket, TxSocket, XskUmem};
 
 /// Run-time path of the XDP object; overrides the embedded one.
 pub const OBJECT_ENV: &str = "FANOUT_EBPF_OBJ";
@@ -489,6 +496,7 @@ impl XdpEngine {
                 })
                 .collect();
             let ctx = WorkerCtx {
+                name: format!("{ifname} queue {queue}"),
                 headers,
                 flows,
                 stats: stats.clone(),
@@ -704,7 +712,7 @@ fn build_worker(
     sizes.fill = RX_FRAMES;
     let mut umem = XskUmem::new(slot_frames + RX_FRAMES).map_err(xsk_err(&iface.name, queue))?;
     let ingress_is_egress = egress.iter().any(|e| e.index == iface.index);
-    let (rx, own_tx) = umem
+    let (mut rx, own_tx) = umem
         .bind_rx(iface.index, queue, sizes, ingress_is_egress)
         .map_err(xsk_err(&iface.name, queue))?;
     let mode = umem.mode().unwrap_or(BindMode::Copy);
@@ -742,6 +750,15 @@ fn build_worker(
             );
         }
     }
+    let batch = plan.batch_size.clamp(1, 1024);
+    set_wakeup(
+        &iface.name,
+        queue,
+        BusyPoll::from_env(batch as u16),
+        &mut rx,
+        &mut tx,
+        &egress,
+    );
     let mut specs = Vec::with_capacity(flows.len());
     for &f in flows {
         let flow: &FlowPlan = &plan.flows[f];
@@ -751,7 +768,7 @@ fn build_worker(
             |_| None,
         )?);
     }
-    let cfg = WorkerConfig::new(plan.batch_size.clamp(1, 1024), slot_frames);
+    let cfg = WorkerConfig::new(batch, slot_frames);
     let worker = Worker::new(umem, rx, tx, specs, cfg).map_err(|source| Refused::Worker {
         ifname: iface.name.clone(),
         queue,
@@ -760,12 +777,57 @@ fn build_worker(
     Ok((worker, mode))
 }
 
+/// Puts a worker's sockets on `busy` (preferred busy polling) or leaves
+/// them on `need_wakeup`, and says which once. A refused option is logged
+/// and costs only busy polling, never the start.
+fn set_wakeup(
+    ifname: &str,
+    queue: u32,
+    busy: Option<BusyPoll>,
+    rx: &mut RxSocket,
+    tx: &mut [TxSocket],
+    egress: &[&Interface],
+) {
+    let Some(bp) = busy else {
+        info!(
+            "AF_XDP {ifname} queue {queue}: wakeups by need_wakeup (busy polling off; {}=<usecs> turns it on)",
+            xsk::BUSY_POLL_ENV
+        );
+        return;
+    };
+    if let Err(e) = rx.set_busy_poll(bp) {
+        warn!("AF_XDP {ifname} queue {queue}: busy polling refused ({e}); wakeups by need_wakeup");
+        return;
+    }
+    let refused: Vec<String> = tx
+        .iter_mut()
+        .zip(egress)
+        .filter_map(|(t, e)| {
+            t.set_busy_poll(bp)
+                .err()
+                .map(|err| format!("{} ({err})", e.name))
+        })
+        .collect();
+    info!(
+        "AF_XDP {ifname} queue {queue}: wakeups by {bp}: recvfrom on every poll, an idle worker \
+         polls {} us before it sleeps{}",
+        bp.usecs,
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!("; TX sockets left on need_wakeup: {}", refused.join(", "))
+        }
+    );
+}
+
 /// Longest a stopping worker keeps polling for the completions of the
 /// replicas it already handed to TX rings.
 const DRAIN: Duration = Duration::from_millis(500);
 
 /// What a worker thread needs besides its worker.
 struct WorkerCtx {
+    /// `in0 queue 0`, for the log.
+    name: String,
     /// Plan index of each of the worker's flows.
     flows: Vec<usize>,
     stats: Arc<Stats>,
@@ -798,11 +860,35 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
     }
     let mut last_publish = Instant::now();
     let mut last_kernel = Instant::now() - KERNEL_STATS_EVERY;
+    // Busy polling: how long an idle worker keeps polling (each poll runs
+    // the ingress NAPI through `recvfrom`) before it sleeps on the socket.
+    let mut spin = w
+        .rx()
+        .busy_poll()
+        .map(|bp| Duration::from_micros(bp.usecs.into()));
+    let mut idle_since: Option<Instant> = None;
+    // Checked once, after the first packets: which NAPI the busy polls
+    // drive; none, and busy polling is turned off again.
+    let mut napi_checked = spin.is_none();
     loop {
         let r = w.poll();
+        if !napi_checked && r.received > 0 {
+            napi_checked = true;
+            if !check_napi(&mut w, &ctx) {
+                spin = None;
+            }
+        }
         let busy = r.received > 0 || r.completed > 0 || w.replicas_in_flight() > 0;
         let stopping = ctx.stop.load(Ordering::Relaxed);
-        if !busy || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
+        let sleep = !busy
+            && match spin {
+                None => true,
+                Some(spin) => idle_since.get_or_insert_with(Instant::now).elapsed() >= spin,
+            };
+        if busy {
+            idle_since = None;
+        }
+        if sleep || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
             publish(&w, &ctx, &mut published);
             while let Ok(u) = ctx.updates.try_recv() {
                 w.set_template(u.flow, u.output, u.template);
@@ -827,10 +913,42 @@ fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
             kernel_snapshot(&w, &ctx);
             break;
         }
-        if !busy {
+        if sleep {
             // Idle: sleep on the socket, but look at the stop flag and the
             // template updates at least every STOP_POLL.
             let _ = w.rx().wait(STOP_POLL);
+            idle_since = None;
+        }
+    }
+}
+
+/// Busy polling polls the NAPI instance the socket is marked with. Without
+/// one (copy mode on Linux 6.13+, or a driver that links no NAPI to its
+/// queues) each poll's `recvfrom` and the idle spin are pure cost: says
+/// so, puts the sockets back on `need_wakeup` and returns false.
+fn check_napi(w: &mut XdpWorker, ctx: &WorkerCtx) -> bool {
+    match w.rx().napi_id() {
+        Ok(id) if id != 0 => {
+            info!("AF_XDP {}: busy polling drives NAPI id {id}", ctx.name);
+            true
+        }
+        other => {
+            let why = match other {
+                Err(e) => format!("SO_INCOMING_NAPI_ID: {e}"),
+                _ => {
+                    "SO_INCOMING_NAPI_ID is 0: on Linux 6.13+ only zero-copy sockets get one".into()
+                }
+            };
+            warn!(
+                "AF_XDP {}: busy polling has no NAPI to poll ({why}); back to need_wakeup",
+                ctx.name
+            );
+            let (_, rx, tx) = w.parts_mut();
+            rx.clear_busy_poll();
+            for t in tx {
+                t.clear_busy_poll();
+            }
+            false
         }
     }
 }

@@ -96,6 +96,15 @@ pub struct Args {
     /// `[engine] batch_size` of fanout (default: fanout's own, 64).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     batch: Option<u16>,
+    /// `napi_defer_hard_irqs` of `in0` in the bench's edge namespace (the
+    /// preferred busy-polling recipe, with `--in0-gro-flush-timeout`;
+    /// default: the kernel's, 0). Busy polling itself is the engine's
+    /// `FANOUT_XSK_BUSY_POLL=<usecs>`, inherited from this environment.
+    #[arg(long)]
+    in0_napi_defer: Option<u32>,
+    /// `gro_flush_timeout` of `in0` in nanoseconds (default: the kernel's, 0).
+    #[arg(long)]
+    in0_gro_flush_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -229,6 +238,8 @@ pub fn lab_quick() -> Result<String> {
         callgrind: false,
         no_write: true,
         batch: None,
+        in0_napi_defer: None,
+        in0_gro_flush_timeout: None,
     })?;
     Ok("cargo xtask bench --quick".to_owned())
 }
@@ -276,7 +287,11 @@ pub fn run(args: Args) -> Result<()> {
     let prefix = format!("{}bench{}", lab::NAME_PREFIX, std::process::id());
     install_interrupt_handler(prefix.clone())?;
     let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let bench = BenchLab::up(&prefix, plan.max_outputs(), layout)?;
+    let napi = In0Napi {
+        defer_hard_irqs: args.in0_napi_defer,
+        gro_flush_timeout: args.in0_gro_flush_timeout,
+    };
+    let bench = BenchLab::up(&prefix, plan.max_outputs(), layout, napi)?;
     println!(
         "xtask bench: lab {prefix} up ({} egress veths, MTU 9000); layout: {}",
         plan.max_outputs(),
@@ -395,6 +410,14 @@ struct Ctx<'a> {
 
 // ---------------------------------------------------------------- the lab
 
+/// NAPI settings of `in0` asked for on the command line (unset: the
+/// kernel's defaults).
+#[derive(Debug, Clone, Copy, Default)]
+struct In0Napi {
+    defer_hard_irqs: Option<u32>,
+    gro_flush_timeout: Option<u64>,
+}
+
 /// The benchmark's own lab: source, edge with K egress links, sink.
 struct BenchLab {
     src: Netns,
@@ -407,7 +430,7 @@ struct BenchLab {
 }
 
 impl BenchLab {
-    fn up(prefix: &str, k: usize, layout: Layout) -> Result<BenchLab> {
+    fn up(prefix: &str, k: usize, layout: Layout, napi: In0Napi) -> Result<BenchLab> {
         let _ = lab::Lab::down(prefix);
         let foreign_napi = napi_threads("in0");
         let src = Netns::new(&format!("{prefix}-src"))?;
@@ -449,6 +472,18 @@ impl BenchLab {
         // GRO gives in0 a NAPI instance; threaded, its kthread is pinnable.
         edge.exec(&["ethtool", "-K", "in0", "gro", "on"])?;
         edge.exec(&["sh", "-c", "echo 1 > /sys/class/net/in0/threaded"])?;
+        // Preferred busy polling's recipe: NAPI completions defer the
+        // "interrupt" (veth: the sender's napi_schedule) to a timer, so
+        // that the engine's busy polls do the receive work.
+        for (file, value) in [
+            ("napi_defer_hard_irqs", napi.defer_hard_irqs.map(u64::from)),
+            ("gro_flush_timeout", napi.gro_flush_timeout),
+        ] {
+            if let Some(v) = value {
+                edge.exec(&["sh", "-c", &format!("echo {v} > /sys/class/net/in0/{file}")])?;
+                println!("xtask bench: in0 {file} = {v}");
+            }
+        }
         let lab = BenchLab {
             src,
             edge,
@@ -997,6 +1032,12 @@ fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
         if engine.is_running() {
             engine.terminate()?;
             let done = engine.finish(Duration::from_secs(10))?;
+            // The engine's log (its rung, wakeup strategy, final report)
+            // next to the other outputs.
+            let log = ctx
+                .work
+                .join(format!("{}-{k}.log", mode.name().replace(' ', "-")));
+            let _ = fs::write(&log, format!("{}{}", done.stdout, done.stderr));
             if mode != Mode::Kernel && !done.status.success() {
                 bail!(
                     "{} exited with {} when stopped: {}",

@@ -17,6 +17,15 @@
 //! never log and never fail: trouble is counted. Descriptor addresses may
 //! point anywhere inside a frame (a header slot, a payload offset).
 //!
+//! Wakeups: by default the sockets follow `need_wakeup` (a `recvfrom` or
+//! `sendto` only when the kernel's ring flag asks for one; copy-mode TX
+//! always asks). [`RxSocket::set_busy_poll`] / [`TxSocket::set_busy_poll`]
+//! switch a socket to preferred busy polling instead (`SO_PREFER_BUSY_POLL`,
+//! `SO_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`; opt-in through [`BUSY_POLL_ENV`]):
+//! the RX side then calls `recvfrom` on every [`RxPort::wake`], which runs
+//! the ingress queue's NAPI poll in the caller's thread, and the TX side
+//! kicks whenever descriptors are pending, flags or not.
+//!
 //! Not here: which frames are free, references per frame, and when to
 //! refill: that is the engine's accounting.
 #![allow(unsafe_code)]
@@ -239,6 +248,7 @@ impl XskUmem {
             rx: rx.expect("rx ring requested"),
             fill: fill.expect("fill ring requested"),
             stats: RxStats::default(),
+            busy_poll: None,
         };
         let tx_socket = tx.map(|tx| TxSocket {
             budget: raise_tx_budget(fd.as_fd(), sizes.tx),
@@ -247,6 +257,8 @@ impl XskUmem {
             comp: comp.expect("completion ring requested"),
             _fill: None,
             stats: TxStats::default(),
+            zero_copy: mode == BindMode::ZeroCopy,
+            busy_poll: None,
         });
         Ok((rx_socket, tx_socket))
     }
@@ -287,6 +299,8 @@ impl XskUmem {
             comp: comp.expect("completion ring requested"),
             _fill: fill,
             stats: TxStats::default(),
+            zero_copy: owner.mode == BindMode::ZeroCopy,
+            busy_poll: None,
         })
     }
 
@@ -425,6 +439,98 @@ impl Rings {
     }
 }
 
+/// Environment switch of preferred busy polling, for measurements:
+/// microseconds for `SO_BUSY_POLL` (`0` or unset: off, the sockets follow
+/// `need_wakeup`).
+pub const BUSY_POLL_ENV: &str = "FANOUT_XSK_BUSY_POLL";
+/// Environment override of the busy-poll budget (`SO_BUSY_POLL_BUDGET`:
+/// packets per NAPI poll that a `recvfrom` runs; default: the engine's
+/// batch size).
+pub const BUSY_POLL_BUDGET_ENV: &str = "FANOUT_XSK_BUSY_POLL_BUDGET";
+
+/// Preferred busy polling of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL`: non-zero enables busy polling on the socket (a
+    /// non-blocking `recvfrom` polls the NAPI once whatever the value);
+    /// the engine also spins this long on an idle ring before it sleeps.
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: packets per busy NAPI poll (kernel default 8).
+    pub budget: u16,
+}
+
+impl BusyPoll {
+    /// From [`BUSY_POLL_ENV`] and [`BUSY_POLL_BUDGET_ENV`]; `None` when off
+    /// or unparsable. `default_budget` is used when no budget is given.
+    pub fn from_env(default_budget: u16) -> Option<BusyPoll> {
+        Self::parse(
+            std::env::var(BUSY_POLL_ENV).ok().as_deref(),
+            std::env::var(BUSY_POLL_BUDGET_ENV).ok().as_deref(),
+            default_budget,
+        )
+    }
+
+    /// [`from_env`](Self::from_env) over the two values given.
+    pub fn parse(usecs: Option<&str>, budget: Option<&str>, default_budget: u16) -> Option<Self> {
+        let usecs = usecs?.trim().parse::<u32>().ok().filter(|&u| u > 0)?;
+        let budget = budget
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .filter(|&b| b > 0)
+            .unwrap_or(default_budget.max(1));
+        Some(BusyPoll { usecs, budget })
+    }
+}
+
+impl fmt::Display for BusyPoll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "preferred busy polling (SO_BUSY_POLL {} us, SO_BUSY_POLL_BUDGET {})",
+            self.usecs, self.budget
+        )
+    }
+}
+
+/// A busy-polling option the kernel refused.
+#[derive(Debug, thiserror::Error)]
+#[error("setsockopt({call}): {source}")]
+pub struct BusyPollRefused {
+    pub call: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Sets the three busy-polling options on `fd`; on a refusal, turns busy
+/// polling off again (best effort) so that the socket stays on
+/// `need_wakeup`, and says which option failed.
+fn apply_busy_poll(fd: BorrowedFd<'_>, bp: BusyPoll) -> Result<(), BusyPollRefused> {
+    let usecs = bp.usecs.min(i32::MAX as u32) as libc::c_int;
+    let steps = [
+        ("SO_PREFER_BUSY_POLL", libc::SO_PREFER_BUSY_POLL, 1),
+        ("SO_BUSY_POLL", libc::SO_BUSY_POLL, usecs),
+        (
+            "SO_BUSY_POLL_BUDGET",
+            libc::SO_BUSY_POLL_BUDGET,
+            libc::c_int::from(bp.budget),
+        ),
+    ];
+    for (call, opt, value) in steps {
+        if let Err(source) = sys::set_socket_opt(fd, opt, value) {
+            let _ = sys::set_socket_opt(fd, libc::SO_BUSY_POLL, 0);
+            let _ = sys::set_socket_opt(fd, libc::SO_PREFER_BUSY_POLL, 0);
+            return Err(BusyPollRefused { call, source });
+        }
+    }
+    Ok(())
+}
+
+/// Turns busy polling off again on `fd` (best effort: a socket whose
+/// options cannot be reset only keeps polling nothing in its system calls).
+fn clear_busy_poll(fd: BorrowedFd<'_>) {
+    let _ = sys::set_socket_opt(fd, libc::SO_BUSY_POLL, 0);
+    let _ = sys::set_socket_opt(fd, libc::SO_PREFER_BUSY_POLL, 0);
+}
+
 /// Counters of an [`RxSocket`] (never errors on the hot path).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxStats {
@@ -448,9 +554,40 @@ pub struct RxSocket {
     rx: ConsumerRing<Desc>,
     fill: ProducerRing<u64>,
     stats: RxStats,
+    /// Preferred busy polling in force (`None`: `need_wakeup`).
+    busy_poll: Option<BusyPoll>,
 }
 
 impl RxSocket {
+    /// Switches the socket to preferred busy polling: from now on every
+    /// [`RxPort::wake`] calls `recvfrom`, which runs the ingress NAPI poll
+    /// in this thread. On a refusal the socket keeps `need_wakeup`.
+    pub fn set_busy_poll(&mut self, bp: BusyPoll) -> Result<(), BusyPollRefused> {
+        apply_busy_poll(self.fd.as_fd(), bp)?;
+        self.busy_poll = Some(bp);
+        Ok(())
+    }
+
+    /// Preferred busy polling in force, if any.
+    pub fn busy_poll(&self) -> Option<BusyPoll> {
+        self.busy_poll
+    }
+
+    /// Back to `need_wakeup` (see [`set_busy_poll`](Self::set_busy_poll)).
+    pub fn clear_busy_poll(&mut self) {
+        if self.busy_poll.take().is_some() {
+            clear_busy_poll(self.fd.as_fd());
+        }
+    }
+
+    /// The NAPI instance busy polling drives (`SO_INCOMING_NAPI_ID`; 0:
+    /// none, so a busy poll polls nothing). Linux 6.13+ sets it at bind,
+    /// and only for a zero-copy socket on a driver that links its queues
+    /// to NAPIs; older kernels set it on the first packet delivered.
+    pub fn napi_id(&self) -> io::Result<u32> {
+        sys::get_socket_opt(self.fd.as_fd(), libc::SO_INCOMING_NAPI_ID).map(|v| v as u32)
+    }
+
     /// Descriptors ready in the RX ring (chain members counted).
     pub fn available(&mut self) -> usize {
         self.rx.available() as usize
@@ -522,7 +659,9 @@ impl RxPort for RxSocket {
     }
 
     fn wake(&mut self) {
-        if self.fill.needs_wakeup() {
+        // Busy polling: the `recvfrom` is what runs the NAPI poll (the
+        // kernel skips its interrupt-driven path while we keep calling).
+        if self.busy_poll.is_some() || self.fill.needs_wakeup() {
             self.stats.wakeups += 1;
             if sys::wake_rx(self.fd.as_fd()).is_err() {
                 self.stats.wakeup_errors += 1;
@@ -571,9 +710,37 @@ pub struct TxSocket {
     stats: TxStats,
     /// Descriptors one copy-mode wakeup sends (see [`raise_tx_budget`]).
     budget: u32,
+    /// Bound in zero-copy mode (the driver's NAPI sends and completes).
+    zero_copy: bool,
+    /// Preferred busy polling in force (`None`: `need_wakeup`).
+    busy_poll: Option<BusyPoll>,
 }
 
 impl TxSocket {
+    /// Switches the socket to preferred busy polling: [`TxPort::flush`]
+    /// then kicks whenever descriptors are pending, flag or not, and in
+    /// zero-copy mode on every call (the `sendto` runs the driver's NAPI,
+    /// which also reaps completions). In copy mode the `sendto` sends as
+    /// before; the socket has no NAPI of its own to poll. On a refusal the
+    /// socket keeps `need_wakeup`.
+    pub fn set_busy_poll(&mut self, bp: BusyPoll) -> Result<(), BusyPollRefused> {
+        apply_busy_poll(self.fd.as_fd(), bp)?;
+        self.busy_poll = Some(bp);
+        Ok(())
+    }
+
+    /// Preferred busy polling in force, if any.
+    pub fn busy_poll(&self) -> Option<BusyPoll> {
+        self.busy_poll
+    }
+
+    /// Back to `need_wakeup` (see [`set_busy_poll`](Self::set_busy_poll)).
+    pub fn clear_busy_poll(&mut self) {
+        if self.busy_poll.take().is_some() {
+            clear_busy_poll(self.fd.as_fd());
+        }
+    }
+
     /// Descriptors one wakeup sends in copy mode: the TX ring's size where
     /// the kernel has `XDP_MAX_TX_SKB_BUDGET`, else its default of 32.
     pub fn budget(&self) -> u32 {
@@ -625,8 +792,14 @@ impl TxPort for TxSocket {
     fn flush(&mut self) {
         // Copy mode sends only from the system call (`budget` descriptors
         // per call); zero-copy drivers clear the flag while they poll the
-        // ring.
-        if self.tx.pending() > 0 && self.tx.needs_wakeup() {
+        // ring. Busy polling ignores the flag: the system call drives the
+        // NAPI (zero-copy: also for completions, so every call).
+        let kick = match self.busy_poll {
+            Some(_) if self.zero_copy => true,
+            Some(_) => self.tx.pending() > 0,
+            None => self.tx.pending() > 0 && self.tx.needs_wakeup(),
+        };
+        if kick {
             self.stats.wakeups += 1;
             if sys::wake_tx(self.fd.as_fd()).is_err() {
                 self.stats.wakeup_errors += 1;
@@ -666,5 +839,53 @@ mod tests {
         let e = bad.check().unwrap_err();
         assert!(e.to_string().contains("tx ring size: 1000"), "{e}");
         RingSizes::default().check().unwrap();
+    }
+
+    #[test]
+    fn busy_poll_is_opt_in() {
+        assert_eq!(BusyPoll::parse(None, None, 64), None);
+        assert_eq!(BusyPoll::parse(Some("0"), Some("16"), 64), None);
+        assert_eq!(BusyPoll::parse(Some("soon"), None, 64), None);
+        assert_eq!(
+            BusyPoll::parse(Some("50"), None, 64),
+            Some(BusyPoll {
+                usecs: 50,
+                budget: 64
+            })
+        );
+        assert_eq!(
+            BusyPoll::parse(Some(" 20 "), Some("16"), 64),
+            Some(BusyPoll {
+                usecs: 20,
+                budget: 16
+            })
+        );
+        // A bad or zero budget falls back to the default, never to 0.
+        assert_eq!(BusyPoll::parse(Some("20"), Some("0"), 0).unwrap().budget, 1);
+    }
+
+    #[test]
+    fn busy_poll_options_are_set_and_cleared_on_an_xsk_socket() {
+        if !crate::lab::privileged("busy_poll_options_are_set_and_cleared_on_an_xsk_socket") {
+            return;
+        }
+        let fd = sys::xsk_socket().unwrap();
+        let get = |opt| {
+            sys::get_socket_opt(fd.as_fd(), opt).unwrap_or_else(|e| panic!("getsockopt {opt}: {e}"))
+        };
+        let bp = BusyPoll {
+            usecs: 50,
+            budget: 16,
+        };
+        apply_busy_poll(fd.as_fd(), bp).unwrap();
+        assert_eq!(get(libc::SO_PREFER_BUSY_POLL), 1);
+        assert_eq!(get(libc::SO_BUSY_POLL), 50);
+        // SO_BUSY_POLL_BUDGET cannot be read back (ENOPROTOOPT).
+        clear_busy_poll(fd.as_fd());
+        assert_eq!(get(libc::SO_PREFER_BUSY_POLL), 0);
+        assert_eq!(get(libc::SO_BUSY_POLL), 0);
+        // Unbound, it has no NAPI: what the engine checks before it keeps
+        // busy polling.
+        assert_eq!(get(libc::SO_INCOMING_NAPI_ID), 0);
     }
 }

@@ -39,6 +39,48 @@ pub fn set_opt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int, value: &T) -> io::
     Ok(())
 }
 
+/// `setsockopt(fd, SOL_SOCKET, opt, &value)` for an `int` option (the
+/// busy-polling ones: `SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`,
+/// `SO_BUSY_POLL_BUDGET`).
+pub fn set_socket_opt(fd: BorrowedFd<'_>, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a local `int` readable for the duration of the
+    // call; the kernel only reads `size_of::<c_int>()` bytes of it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `getsockopt(fd, SOL_SOCKET, opt)` for an `int` option
+/// (`SO_INCOMING_NAPI_ID`).
+pub fn get_socket_opt(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
 /// `getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS)`.
 pub fn mmap_offsets(fd: BorrowedFd<'_>) -> io::Result<libc::xdp_mmap_offsets> {
     // SAFETY: `xdp_mmap_offsets` is made of integers; all-zero is valid.
