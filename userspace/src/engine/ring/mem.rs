@@ -223,8 +223,11 @@ impl MemUmem {
         if offset + u64::from(len) > fs {
             bad_access(addr, len);
         }
+        // A wrapped end is below the start: the slicing refuses it. Not
+        // saturating keeps the length of the range `len` for the
+        // optimizer, so a caller's fixed-size view of it needs no check.
         let start = addr as usize;
-        start..start.saturating_add(len as usize)
+        start..start.wrapping_add(len as usize)
     }
 }
 
