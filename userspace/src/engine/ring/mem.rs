@@ -142,6 +142,17 @@ impl<T: Copy + Default> Fifo<T> {
         self.len += 1;
     }
 
+    /// Removes and returns the first element (`len > 0`).
+    #[inline]
+    fn take_front(&mut self) -> T {
+        debug_assert!(self.len > 0);
+        let item = self.buf[self.head];
+        let next = self.head + 1;
+        self.head = if next == self.buf.len() { 0 } else { next };
+        self.len -= 1;
+        item
+    }
+
     #[inline]
     fn pop(&mut self) -> Option<T> {
         if self.len == 0 {
@@ -364,6 +375,7 @@ impl MemRx {
     /// Receives a packet of buffers of the given lengths whose bytes are
     /// already in place at each fill frame's data offset (`headroom`):
     /// nothing is copied, for benchmarks that prepared every frame.
+    #[inline]
     pub fn deliver_in_place(&mut self, lens: &[u32]) -> Result<usize, Refused> {
         let n = lens.len();
         if self.fill.len() < n {
@@ -374,12 +386,23 @@ impl MemRx {
             self.dropped += 1;
             return Err(Refused::RxFull);
         }
-        for (i, &len) in lens.iter().enumerate() {
-            let base = self.fill.pop().unwrap();
+        // Room and frames are known: each buffer is the front of the fill
+        // ring moved to the back of the RX ring, no per-buffer checks.
+        let headroom = u64::from(self.headroom);
+        if let Some((&last, chained)) = lens.split_last() {
+            for &len in chained {
+                let addr = self.fill.take_front() + headroom;
+                self.rx.push(Desc {
+                    addr,
+                    len,
+                    options: XDP_PKT_CONTD,
+                });
+            }
+            let addr = self.fill.take_front() + headroom;
             self.rx.push(Desc {
-                addr: base + u64::from(self.headroom),
-                len,
-                options: if i + 1 < n { XDP_PKT_CONTD } else { 0 },
+                addr,
+                len: last,
+                options: 0,
             });
         }
         Ok(n)
@@ -703,8 +726,12 @@ mod tests {
             if round % 2 == 0 {
                 f.pop_into(&mut out);
             } else {
-                for o in &mut out {
-                    *o = f.pop().unwrap();
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = if i % 2 == 0 {
+                        f.pop().unwrap()
+                    } else {
+                        f.take_front()
+                    };
                 }
             }
             let expected: Vec<u64> = model.drain(..k).collect();
