@@ -397,11 +397,6 @@ impl Stage {
         &self.buf[..self.len]
     }
 
-    #[inline]
-    fn room(&self) -> usize {
-        self.buf.len() - self.len
-    }
-
     /// Appends the chain `header` + `payload`; `false` (nothing appended)
     /// without room. The usual chains are written element by element: no
     /// memcpy call for two to four descriptors.
@@ -857,25 +852,27 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         };
         let header_options = if payload.is_empty() { 0 } else { XDP_PKT_CONTD };
         let payload_bytes = dg.payload_len as u32;
-        let chain_len = payload.len() + 1;
         let outputs = flow.outputs.len() as u32;
         frames.take_refs(payload, outputs);
         let slot_shift = frames.slot_shift;
         let mut replicas = 0;
+        // This flow's output counters; taken again after a submit, which
+        // may count a refused chain of any flow.
+        let mut ocs = &mut counters[f as usize].outputs[..];
         for (o, out) in flow.outputs.iter().enumerate() {
-            let drop = |counters: &mut [FlowCounters], reason: DropReason| {
-                counters[f as usize].outputs[o].dropped[reason as usize] += 1;
+            let Some(oc) = ocs.get_mut(o) else {
+                continue; // one counter per output, made in new()
             };
             let Some(template) = &out.template else {
-                drop(counters, DropReason::NextHopUnresolved);
+                oc.dropped[DropReason::NextHopUnresolved as usize] += 1;
                 continue;
             };
             if !chain_fits {
-                drop(counters, DropReason::ChainTooLong);
+                oc.dropped[DropReason::ChainTooLong as usize] += 1;
                 continue;
             }
             let Some(slot) = frames.free_slots.pop() else {
-                drop(counters, DropReason::NoSlot);
+                oc.dropped[DropReason::NoSlot as usize] += 1;
                 continue;
             };
             // A header slot is at least MAX_HEADER_LEN bytes (checked in
@@ -892,7 +889,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             };
             let Ok(header_len) = written else {
                 frames.free_slots.push(slot);
-                drop(counters, DropReason::HeaderError);
+                oc.dropped[DropReason::HeaderError as usize] += 1;
                 continue;
             };
             let header_len = header_len as u32;
@@ -900,20 +897,26 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 frames.free_slots.push(slot);
                 continue; // checked in new()
             };
-            if stage.room() < chain_len {
-                submit(&mut tx[out.tx], stage, frames, counters);
-            }
             let header = Desc {
                 addr: slot,
                 len: header_len,
                 options: header_options,
             };
+            // A full stage is handed to its port and the chain staged
+            // again (a stage holds at least one longest chain).
+            let mut oc = oc;
             if !stage.push_chain(header, payload) {
-                // Cannot happen: room was made above (a stage holds at
-                // least one longest chain).
-                frames.free_slots.push(slot);
-                drop(counters, DropReason::RingFull);
-                continue;
+                submit(&mut tx[out.tx], stage, frames, counters);
+                ocs = &mut counters[f as usize].outputs[..];
+                let Some(again) = ocs.get_mut(o) else {
+                    continue;
+                };
+                oc = again;
+                if !stage.push_chain(header, payload) {
+                    frames.free_slots.push(slot);
+                    oc.dropped[DropReason::RingFull as usize] += 1;
+                    continue;
+                }
             }
             let bytes = header_len + payload_bytes;
             if let Some(owner) = frames.slot_owner.get_mut((slot >> slot_shift) as usize) {
@@ -925,7 +928,6 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 };
             }
             // Counted as sent now; submit takes it back if the ring refuses.
-            let oc = &mut counters[f as usize].outputs[o];
             oc.sent += 1;
             oc.sent_bytes += u64::from(bytes);
             replicas += 1;
