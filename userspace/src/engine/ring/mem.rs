@@ -475,19 +475,28 @@ impl RxPort for MemRx {
     fn fill(&mut self, frames: &[u64]) -> usize {
         let n = frames.len().min(self.fill.room());
         let fs = u64::from(self.frame_size);
-        for &addr in &frames[..n] {
-            let frame = addr / fs;
-            let f = frame as usize;
-            if f >= self.owned.len() {
-                self.owned.resize(f + 1, false);
+        // Into the ring in contiguous runs: its cursor is not recomputed
+        // per frame.
+        let mut rest = &frames[..n];
+        while !rest.is_empty() {
+            let run = self.fill.free_run(rest.len());
+            let k = run.len();
+            for (slot, &addr) in run.iter_mut().zip(rest) {
+                let frame = addr / fs;
+                let f = frame as usize;
+                if f >= self.owned.len() {
+                    self.owned.resize(f + 1, false);
+                }
+                assert!(
+                    !self.owned[f],
+                    "frame {frame} filled while the kernel already holds it"
+                );
+                self.owned[f] = true;
+                *slot = frame * fs;
             }
-            assert!(
-                !self.owned[f],
-                "frame {frame} filled while the kernel already holds it"
-            );
-            self.owned[f] = true;
-            self.owned_count += 1;
-            self.fill.push(frame * fs);
+            self.fill.len += k;
+            self.owned_count += k;
+            rest = &rest[k..];
         }
         n
     }
