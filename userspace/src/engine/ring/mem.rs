@@ -222,23 +222,22 @@ impl MemUmem {
         }
     }
 
-    /// The byte range of `addr .. addr + len` after checking that it stays
-    /// in one frame (the end of the UMEM is checked by the slicing).
+    /// The offset of `addr .. addr + len` in `bytes` after checking that it
+    /// starts inside the UMEM and stays in one frame, which also keeps it
+    /// inside the UMEM (a whole number of frames): the caller slices
+    /// `len` bytes from there, a check the optimizer can fold when `len` is
+    /// a constant.
     #[inline]
-    fn check(&self, addr: u64, len: u32) -> std::ops::Range<usize> {
+    fn check(&self, addr: u64, len: u32) -> usize {
         let fs = u64::from(self.frame_size);
         let offset = match self.frame_mask {
             Some(mask) => addr & mask,
             None => addr % fs,
         };
-        if offset + u64::from(len) > fs {
+        if addr >= self.bytes.len() as u64 || offset + u64::from(len) > fs {
             bad_access(addr, len);
         }
-        // A wrapped end is below the start: the slicing refuses it. Not
-        // saturating keeps the length of the range `len` for the
-        // optimizer, so a caller's fixed-size view of it needs no check.
-        let start = addr as usize;
-        start..start.wrapping_add(len as usize)
+        addr as usize
     }
 }
 
@@ -253,7 +252,8 @@ impl Umem for MemUmem {
 
     #[inline]
     fn bytes(&self, addr: u64, len: u32) -> &[u8] {
-        match self.bytes.get(self.check(addr, len)) {
+        let start = self.check(addr, len);
+        match self.bytes[start..].get(..len as usize) {
             Some(b) => b,
             None => bad_access(addr, len),
         }
@@ -261,8 +261,8 @@ impl Umem for MemUmem {
 
     #[inline]
     fn bytes_mut(&mut self, addr: u64, len: u32) -> &mut [u8] {
-        let range = self.check(addr, len);
-        match self.bytes.get_mut(range) {
+        let start = self.check(addr, len);
+        match self.bytes[start..].get_mut(..len as usize) {
             Some(b) => b,
             None => bad_access(addr, len),
         }
