@@ -180,11 +180,13 @@ struct Frames {
     in_kernel: Vec<bool>,
     /// Free receive frames (base addresses) waiting for the fill ring.
     to_fill: Vec<u64>,
-    /// Free header slots (addresses), a stack.
+    /// Free header slots (addresses), a stack. A slot popped from it is
+    /// either staged (and marked busy in `slot_owner`) or pushed back in
+    /// the same replica's turn.
     free_slots: Vec<u64>,
-    slot_busy: Vec<bool>,
-    /// Whose replica each slot heads, written when the replica is staged:
-    /// what a refused chain is counted against.
+    /// Per slot: whether it is in flight and whose replica it heads,
+    /// written when the replica is staged (one store for both): what a
+    /// completion checks and a refused chain is counted against.
     slot_owner: Vec<SlotOwner>,
 }
 
@@ -195,6 +197,8 @@ struct SlotOwner {
     output: u32,
     /// Header and payload bytes.
     bytes: u32,
+    /// Staged or in flight: its completion (or refusal) is expected.
+    busy: bool,
 }
 
 impl Frames {
@@ -224,7 +228,6 @@ impl Frames {
             in_kernel: vec![false; frame_count as usize],
             to_fill,
             free_slots,
-            slot_busy: vec![false; slots],
             slot_owner: vec![SlotOwner::default(); slots],
         }
     }
@@ -278,16 +281,6 @@ impl Frames {
     }
 
     #[inline]
-    fn alloc_slot(&mut self) -> Option<u64> {
-        let addr = self.free_slots.pop()?;
-        let i = self.slot_index(addr);
-        if let Some(busy) = self.slot_busy.get_mut(i) {
-            *busy = true;
-        }
-        Some(addr)
-    }
-
-    #[inline]
     fn slot_index(&self, addr: u64) -> usize {
         (addr >> self.slot_shift) as usize
     }
@@ -304,9 +297,9 @@ impl Frames {
                 return false;
             }
             let i = self.slot_index(addr);
-            return match self.slot_busy.get_mut(i) {
-                Some(busy) if *busy => {
-                    *busy = false;
+            return match self.slot_owner.get_mut(i) {
+                Some(owner) if owner.busy => {
+                    owner.busy = false;
                     self.free_slots.push(addr);
                     true
                 }
@@ -339,7 +332,7 @@ impl Frames {
         let Self {
             refs,
             to_fill,
-            slot_busy,
+            slot_owner,
             free_slots,
             ..
         } = self;
@@ -356,9 +349,9 @@ impl Frames {
                     _ => bad += 1,
                 }
             } else {
-                match slot_busy.get_mut((addr >> slot_shift) as usize) {
-                    Some(busy) if *busy && addr & slot_mask == 0 => {
-                        *busy = false;
+                match slot_owner.get_mut((addr >> slot_shift) as usize) {
+                    Some(owner) if owner.busy && addr & slot_mask == 0 => {
+                        owner.busy = false;
                         free_slots.push(addr);
                     }
                     _ => bad += 1,
@@ -402,11 +395,6 @@ impl Stage {
     #[inline]
     fn descs(&self) -> &[Desc] {
         &self.buf[..self.len]
-    }
-
-    #[inline]
-    fn room(&self) -> usize {
-        self.buf.len() - self.len
     }
 
     /// Appends the chain `header` + `payload`; `false` (nothing appended)
@@ -600,7 +588,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     /// (O(1)): while non-zero, the loop must keep polling (completions to
     /// reap, TX rings to kick) rather than sleep.
     pub fn replicas_in_flight(&self) -> usize {
-        self.frames.slot_busy.len() - self.frames.free_slots.len()
+        self.frames.slot_owner.len() - self.frames.free_slots.len()
     }
 
     /// Replaces the template of an output (a next hop resolved or changed;
@@ -674,7 +662,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             .iter()
             .filter(|&&q| q > 0)
             .count();
-        let slots = f.slot_busy.len();
+        let slots = f.slot_owner.len();
         FrameCensus {
             rx_frames: (f.frame_count - f.slot_frames) as usize,
             in_kernel,
@@ -682,7 +670,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             referenced,
             conflicts,
             slots,
-            slots_in_flight: f.slot_busy.iter().filter(|&&b| b).count(),
+            slots_in_flight: f.slot_owner.iter().filter(|o| o.busy).count(),
         }
     }
 
@@ -845,92 +833,128 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         // on every payload frame (those not used are given back below; the
         // worker's hold keeps every count above zero meanwhile, so a chain
         // refused by a submit in the loop never frees a frame early).
-        let received = wire::Received::new(&dg);
-        let chain_fits = self.payload.len() < self.cfg.max_tx_chain;
-        let header_options = if self.payload.is_empty() {
-            0
-        } else {
-            XDP_PKT_CONTD
+        let Self {
+            umem,
+            tx,
+            frames,
+            stages,
+            counters,
+            payload,
+            cfg,
+            flows,
+            ..
+        } = self;
+        let flow = &flows[f as usize];
+        let chain_fits = payload.len() < cfg.max_tx_chain;
+        let Ok(rx) = wire::Received::new(&dg) else {
+            let fc = &mut counters[f as usize];
+            return drop_unwritable(flow, fc, chain_fits, !frames.free_slots.is_empty());
         };
+        let header_options = if payload.is_empty() { 0 } else { XDP_PKT_CONTD };
         let payload_bytes = dg.payload_len as u32;
-        let chain_len = self.payload.len() + 1;
         let outputs = flow.outputs.len() as u32;
-        self.frames.take_refs(&self.payload, outputs);
+        frames.take_refs(payload, outputs);
+        let slot_shift = frames.slot_shift;
         let mut replicas = 0;
+        // This flow's output counters; taken again after a submit, which
+        // may count a refused chain of any flow.
+        let mut ocs = &mut counters[f as usize].outputs[..];
         for (o, out) in flow.outputs.iter().enumerate() {
-            let drop = |counters: &mut [FlowCounters], reason: DropReason| {
-                counters[f as usize].outputs[o].dropped[reason as usize] += 1;
+            let Some(oc) = ocs.get_mut(o) else {
+                continue; // one counter per output, made in new()
             };
             let Some(template) = &out.template else {
-                drop(&mut self.counters, DropReason::NextHopUnresolved);
+                oc.dropped[DropReason::NextHopUnresolved as usize] += 1;
                 continue;
             };
             if !chain_fits {
-                drop(&mut self.counters, DropReason::ChainTooLong);
+                oc.dropped[DropReason::ChainTooLong as usize] += 1;
                 continue;
             }
-            let Some(slot) = self.frames.alloc_slot() else {
-                drop(&mut self.counters, DropReason::NoSlot);
+            let Some(slot) = frames.free_slots.pop() else {
+                oc.dropped[DropReason::NoSlot as usize] += 1;
                 continue;
             };
-            let buf = self.umem.bytes_mut(slot, self.frames.slot_size);
-            let written = match (&received, buf.first_chunk_mut()) {
-                (Ok(rx), Some(image)) => template.write_image(rx, image),
-                (Err(e), _) => Err(*e),
-                (_, None) => Err(wire::WriteError::BufferTooSmall {
+            // A header slot is at least MAX_HEADER_LEN bytes (checked in
+            // new()): the image is written whole, the length known here.
+            let written = match umem
+                .bytes_mut(slot, MAX_HEADER_LEN as u32)
+                .first_chunk_mut()
+            {
+                Some(image) => template.write_image(&rx, image),
+                None => Err(wire::WriteError::BufferTooSmall {
                     need: MAX_HEADER_LEN,
-                    have: buf.len(),
+                    have: 0,
                 }),
             };
-            let header_len = match written {
-                Ok(n) => n as u32,
-                Err(_) => {
-                    self.frames.release(slot);
-                    drop(&mut self.counters, DropReason::HeaderError);
-                    continue;
-                }
+            let Ok(header_len) = written else {
+                frames.free_slots.push(slot);
+                oc.dropped[DropReason::HeaderError as usize] += 1;
+                continue;
             };
-            let Some(stage) = self.stages.get_mut(out.tx) else {
+            let header_len = header_len as u32;
+            let Some(stage) = stages.get_mut(out.tx) else {
+                frames.free_slots.push(slot);
                 continue; // checked in new()
             };
-            if stage.room() < chain_len {
-                submit(
-                    &mut self.tx[out.tx],
-                    stage,
-                    &mut self.frames,
-                    &mut self.counters,
-                );
-            }
             let header = Desc {
                 addr: slot,
                 len: header_len,
                 options: header_options,
             };
-            if !stage.push_chain(header, &self.payload) {
-                // Cannot happen: room was made above (a stage holds at
-                // least one longest chain).
-                self.frames.release(slot);
-                drop(&mut self.counters, DropReason::RingFull);
-                continue;
+            // A full stage is handed to its port and the chain staged
+            // again (a stage holds at least one longest chain).
+            let mut oc = oc;
+            if !stage.push_chain(header, payload) {
+                submit(&mut tx[out.tx], stage, frames, counters);
+                ocs = &mut counters[f as usize].outputs[..];
+                let Some(again) = ocs.get_mut(o) else {
+                    continue;
+                };
+                oc = again;
+                if !stage.push_chain(header, payload) {
+                    frames.free_slots.push(slot);
+                    oc.dropped[DropReason::RingFull as usize] += 1;
+                    continue;
+                }
             }
             let bytes = header_len + payload_bytes;
-            let slot_index = self.frames.slot_index(slot);
-            if let Some(owner) = self.frames.slot_owner.get_mut(slot_index) {
+            if let Some(owner) = frames.slot_owner.get_mut((slot >> slot_shift) as usize) {
                 *owner = SlotOwner {
                     flow: f,
                     output: o as u32,
                     bytes,
+                    busy: true,
                 };
             }
             // Counted as sent now; submit takes it back if the ring refuses.
-            let oc = &mut self.counters[f as usize].outputs[o];
             oc.sent += 1;
             oc.sent_bytes += u64::from(bytes);
             replicas += 1;
         }
         if replicas < outputs {
-            self.frames.drop_refs(&self.payload, outputs - replicas);
+            frames.drop_refs(payload, outputs - replicas);
         }
+    }
+}
+
+/// A datagram whose replica headers cannot be written for any output
+/// ([`wire::Received::new`] refused it): every output counts a drop, for
+/// the first reason that applies, in the order of the replica loop.
+#[cold]
+#[inline(never)]
+fn drop_unwritable(flow: &Flow, fc: &mut FlowCounters, chain_fits: bool, slots: bool) {
+    for (out, oc) in flow.outputs.iter().zip(&mut fc.outputs) {
+        let reason = if out.template.is_none() {
+            DropReason::NextHopUnresolved
+        } else if !chain_fits {
+            DropReason::ChainTooLong
+        } else if !slots {
+            DropReason::NoSlot
+        } else {
+            DropReason::HeaderError
+        };
+        oc.dropped[reason as usize] += 1;
     }
 }
 
