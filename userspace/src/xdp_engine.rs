@@ -56,7 +56,7 @@ use fanout_common::Counter;
 use log::{info, warn};
 
 use crate::engine::{
-    self, DropReason as EngineDrop, FlowCounters as EngineFlow, Worker, WorkerConfig,
+    self, DropReason as EngineDrop, FlowCounters as EngineFlow, MAX_INLINE, Worker, WorkerConfig,
     setup::{self, SetupError},
 };
 use crate::plan::{FlowPlan, Interface, OutputKind, Plan};
@@ -768,7 +768,21 @@ fn build_worker(
             |_| None,
         )?);
     }
-    let cfg = WorkerConfig::new(batch, slot_frames);
+    let mut cfg = WorkerConfig::new(batch, slot_frames);
+    if let Some(n) = std::env::var(INLINE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        cfg.inline_max = n.min(MAX_INLINE);
+    }
+    if queue == 0 {
+        log::info!(
+            "{}: payloads up to {} bytes that fit in a {}-byte header slot behind the headers are copied there (one descriptor per replica); longer ones are chained by reference",
+            iface.name,
+            cfg.inline_max,
+            cfg.slot_size
+        );
+    }
     let worker = Worker::new(umem, rx, tx, specs, cfg).map_err(|source| Refused::Worker {
         ifname: iface.name.clone(),
         queue,
@@ -819,6 +833,9 @@ fn set_wakeup(
         }
     );
 }
+/// Environment override of [`WorkerConfig::inline_max`] (bytes; 0: every
+/// payload by reference).
+pub const INLINE_ENV: &str = "FANOUT_XSK_INLINE";
 
 /// Longest a stopping worker keeps polling for the completions of the
 /// replicas it already handed to TX rings.

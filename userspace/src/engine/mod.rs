@@ -42,8 +42,8 @@ mod worker;
 
 pub use counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
 pub use worker::{
-    DEFAULT_SLOT_SIZE, FlowSpec, FrameCensus, MAX_RX_CHAIN, MAX_TX_CHAIN, OutputSpec, PollResult,
-    Worker, WorkerConfig, WorkerError,
+    DEFAULT_SLOT_SIZE, FlowSpec, FrameCensus, MAX_INLINE, MAX_RX_CHAIN, MAX_TX_CHAIN, OutputSpec,
+    PollResult, Worker, WorkerConfig, WorkerError,
 };
 
 #[cfg(test)]

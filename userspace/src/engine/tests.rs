@@ -126,6 +126,7 @@ struct Setup {
     ports: Vec<(usize, usize)>,
     flows: Vec<FlowSpec>,
     max_tx_chain: usize,
+    inline_max: u32,
 }
 
 impl Default for Setup {
@@ -139,6 +140,7 @@ impl Default for Setup {
             ports: vec![(256, 256), (256, 256)],
             flows: flows(),
             max_tx_chain: MAX_TX_CHAIN,
+            inline_max: 0,
         }
     }
 }
@@ -151,6 +153,7 @@ impl Setup {
             slot_frames: self.slot_frames,
             tx_batch: 256,
             max_tx_chain: self.max_tx_chain,
+            inline_max: self.inline_max,
         };
         let tx = self.ports.iter().map(|&(t, c)| MemTx::new(t, c)).collect();
         Worker::new(
@@ -342,6 +345,103 @@ fn replicates_byte_exact_with_payload_by_reference() {
         }
     );
     assert_balanced(&w);
+}
+
+#[test]
+fn tiny_payloads_are_copied_behind_the_headers_and_free_their_frame_at_once() {
+    // Whatever fits in a 128-byte slot: flow 0's longest header is 46 bytes
+    // (IPv4 with a VLAN tag), so up to 82 payload bytes; flow 1's is 62
+    // (IPv6), so up to 66.
+    let mut w = Setup {
+        inline_max: MAX_INLINE,
+        ..Setup::default()
+    }
+    .build();
+    let f = &flows();
+    let mut want_bytes = [0u64; 2];
+    for (k, (len, seed)) in [(1usize, 3u8), (40, 4), (82, 5)].into_iter().enumerate() {
+        let payload = pattern(len, seed);
+        let frame = frame_v4(&payload);
+        let fill_before = w.rx().fill_len();
+        assert_eq!(deliver(&mut w, &frame), Ok(1));
+        assert_eq!(w.poll().received, 1);
+        // No replica points into the received frame: it went back to the
+        // fill ring in the same poll.
+        assert_eq!(w.rx().fill_len(), fill_before, "payload {len}");
+        assert_eq!(w.census().referenced, 0);
+        assert_eq!(w.census().slots_in_flight, 2);
+        for (o, out) in f[0].outputs.iter().enumerate() {
+            let chains = take_all(&mut w, out.tx);
+            let [chain] = &chains[..] else {
+                panic!("{chains:?}")
+            };
+            let [one] = &chain[..] else {
+                panic!("payload {len}: a chain of {chain:?}")
+            };
+            check_chain(chain, 2);
+            let t = out.template.as_ref().unwrap();
+            assert_eq!(one.len as usize, t.header_len() + len);
+            let bytes = chain_bytes(&w, chain);
+            assert_eq!(bytes, expected(t, &frame), "payload {len} output {o}");
+            check_replica(&bytes, t, &payload);
+            want_bytes[o] += (t.header_len() + len) as u64;
+            let oc = &w.flow_counters()[0].outputs[o];
+            assert_eq!((oc.sent, oc.sent_bytes), (k as u64 + 1, want_bytes[o]));
+            complete_chain(&mut w, out.tx, chain);
+        }
+        w.poll();
+        assert!(w.census().is_idle(), "{:?}", w.census());
+    }
+    let mut in_flight = vec![];
+    // One byte over what fits behind the VLAN output's header: the usual
+    // chain, by reference, for both outputs.
+    deliver(&mut w, &frame_v4(&pattern(83, 6))).unwrap();
+    w.poll();
+    for p in 0..2 {
+        let chains = take_all(&mut w, p);
+        assert_eq!(chains[0].len(), 2, "{chains:?}");
+        assert_eq!(chains[0][1].len, 83);
+        in_flight.extend(chains.into_iter().map(|c| (p, c)));
+    }
+    assert_eq!(w.census().referenced, 1);
+    // IPv6 (62-byte headers): 66 bytes inline, 67 by reference.
+    for (len, descs) in [(66usize, 1usize), (67, 2)] {
+        let payload6 = pattern(len, 8);
+        let frame6 = frame_from(src6(), group6(), PORT, vec![], &payload6);
+        deliver(&mut w, &frame6).unwrap();
+        w.poll();
+        let chains = take_all(&mut w, 1);
+        let [chain] = &chains[..] else {
+            panic!("{chains:?}")
+        };
+        assert_eq!(chain.len(), descs, "{chain:?}");
+        let t = f[1].outputs[0].template.as_ref().unwrap();
+        assert_eq!(chain_bytes(&w, chain), expected(t, &frame6));
+        in_flight.push((1, chain.clone()));
+    }
+    // Without the VLAN output (next hop unresolved), flow 0's longest
+    // header is 42 bytes: 86 payload bytes fit.
+    w.set_template(0, 1, None);
+    let payload = pattern(86, 9);
+    let frame = frame_v4(&payload);
+    deliver(&mut w, &frame).unwrap();
+    w.poll();
+    let chains = take_all(&mut w, 0);
+    let [chain] = &chains[..] else {
+        panic!("{chains:?}")
+    };
+    assert_eq!(chain.len(), 1, "{chain:?}");
+    let t = f[0].outputs[0].template.as_ref().unwrap();
+    assert_eq!(chain_bytes(&w, chain), expected(t, &frame));
+    assert!(take_all(&mut w, 1).is_empty());
+    assert_eq!(dropped(&w, 0, 1, DropReason::NextHopUnresolved), 1);
+    in_flight.push((0, chain.clone()));
+
+    for (p, chain) in &in_flight {
+        complete_chain(&mut w, *p, chain);
+    }
+    settle(&mut w);
+    assert_eq!(w.counters().bad_completion, 0);
 }
 
 #[test]
@@ -1119,6 +1219,16 @@ fn worker_refuses_bad_configurations() {
             Err(WorkerError::BadMaxTxChain(max_tx_chain))
         );
     }
+    assert_eq!(
+        build(
+            WorkerConfig {
+                inline_max: MAX_INLINE + 1,
+                ..ok
+            },
+            vec![]
+        ),
+        Err(WorkerError::BadInlineMax(MAX_INLINE + 1))
+    );
     for slot_frames in [0, 8] {
         assert_eq!(
             build(WorkerConfig { slot_frames, ..ok }, vec![]),
@@ -1199,8 +1309,12 @@ proptest! {
     /// recycled while a replica in flight points into it, no slot is reused
     /// in flight, and the accounting balances after every step.
     #[test]
-    fn random_kernel_never_leaks_or_double_frees(ops in proptest::collection::vec(op(), 1..120)) {
+    fn random_kernel_never_leaks_or_double_frees(
+        ops in proptest::collection::vec(op(), 1..120),
+        inline_max in prop_oneof![Just(0u32), Just(MAX_INLINE)],
+    ) {
         let mut w = Setup {
+            inline_max,
             frames: 2 + 16,
             batch: 4,
             fill_cap: 16,

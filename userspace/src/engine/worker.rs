@@ -20,6 +20,9 @@ pub const MAX_TX_CHAIN: usize = 18;
 /// Default size of a header slot (a replica header is at most
 /// [`MAX_HEADER_LEN`] = 66 bytes).
 pub const DEFAULT_SLOT_SIZE: u32 = 128;
+/// Largest [`WorkerConfig::inline_max`] (the stack buffer a tiny payload is
+/// read into once per datagram).
+pub const MAX_INLINE: u32 = 512;
 /// Completions reaped per ring read.
 const COMPLETION_BATCH: usize = 256;
 
@@ -44,6 +47,14 @@ pub struct WorkerConfig {
     /// [`DropReason::ChainTooLong`]. [`MAX_TX_CHAIN`] in copy mode; the
     /// device's `xdp_zc_max_segs` in zero-copy mode.
     pub max_tx_chain: usize,
+    /// Payloads of at most this many bytes that arrived in one buffer are
+    /// copied into each replica's header slot, behind the headers: one
+    /// descriptor per replica instead of a chain, and the received frame
+    /// goes back to the fill ring at once (DESIGN decision 3: "for tiny
+    /// payloads a single copied descriptor may be cheaper than a chain").
+    /// At most [`MAX_INLINE`]; only what fits in a slot behind the longest
+    /// header of the flow's outputs is copied; 0 never copies.
+    pub inline_max: u32,
 }
 
 impl WorkerConfig {
@@ -56,6 +67,7 @@ impl WorkerConfig {
             slot_frames,
             tx_batch: (batch_size * 4).max(MAX_TX_CHAIN),
             max_tx_chain: MAX_TX_CHAIN,
+            inline_max: 0,
         }
     }
 }
@@ -101,6 +113,8 @@ pub enum WorkerError {
     BadSlotFrames { slot_frames: u32, frame_count: u32 },
     #[error("at most {0} descriptors per TX chain: must be 1..={MAX_TX_CHAIN}")]
     BadMaxTxChain(usize),
+    #[error("payloads up to {0} bytes copied behind the headers: at most {MAX_INLINE}")]
+    BadInlineMax(u32),
     #[error("flow {flow} output {output}: TX port {tx} does not exist ({ports} ports)")]
     NoSuchPort {
         flow: usize,
@@ -373,6 +387,22 @@ struct Output {
 struct Flow {
     source: Option<IpAddr>,
     outputs: Vec<Output>,
+    /// Longest payload copied behind the headers: `inline_max`, and what
+    /// fits in a slot behind the longest header of the flow's outputs.
+    inline_limit: u32,
+}
+
+impl Flow {
+    fn set_inline_limit(&mut self, cfg: &WorkerConfig) {
+        let longest = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.template.as_ref())
+            .map(|t| t.header_len() as u32)
+            .max()
+            .unwrap_or(0);
+        self.inline_limit = cfg.inline_max.min(cfg.slot_size - longest);
+    }
 }
 
 /// Descriptors waiting to be handed to one TX port.
@@ -489,6 +519,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         if !(1..=MAX_TX_CHAIN).contains(&cfg.max_tx_chain) {
             return Err(WorkerError::BadMaxTxChain(cfg.max_tx_chain));
         }
+        if cfg.inline_max > MAX_INLINE {
+            return Err(WorkerError::BadInlineMax(cfg.inline_max));
+        }
         if cfg.slot_frames == 0 || cfg.slot_frames >= frame_count {
             return Err(WorkerError::BadSlotFrames {
                 slot_frames: cfg.slot_frames,
@@ -529,10 +562,13 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 outputs: vec![OutputCounters::default(); outputs.len()],
                 ..FlowCounters::default()
             });
-            runs.push(Flow {
+            let mut run = Flow {
                 source: flow.source,
                 outputs,
-            });
+                inline_limit: 0,
+            };
+            run.set_inline_limit(&cfg);
+            runs.push(run);
         }
         let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
         let stages = (0..tx.len()).map(|_| Stage::new(tx_batch)).collect();
@@ -594,12 +630,11 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     /// Replaces the template of an output (a next hop resolved or changed;
     /// `None`: unresolved). Out-of-range indices are ignored.
     pub fn set_template(&mut self, flow: usize, output: usize, template: Option<ReplicaTemplate>) {
-        if let Some(out) = self
-            .flows
-            .get_mut(flow)
-            .and_then(|f| f.outputs.get_mut(output))
+        if let Some(f) = self.flows.get_mut(flow)
+            && let Some(out) = f.outputs.get_mut(output)
         {
             out.template = template;
+            f.set_inline_limit(&self.cfg);
         }
     }
 
@@ -850,10 +885,30 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             let fc = &mut counters[f as usize];
             return drop_unwritable(flow, fc, chain_fits, !frames.free_slots.is_empty());
         };
-        let header_options = if payload.is_empty() { 0 } else { XDP_PKT_CONTD };
         let payload_bytes = dg.payload_len as u32;
+        // A tiny payload in one buffer is read once here and copied behind
+        // each replica's headers: no chain, no reference on its frame.
+        let mut tiny = [0u8; MAX_INLINE as usize];
+        let tiny_len = match payload.as_slice() {
+            [p] if p.len <= flow.inline_limit => {
+                let n = p.len as usize;
+                tiny[..n].copy_from_slice(umem.bytes(p.addr, p.len));
+                n
+            }
+            _ => 0,
+        };
+        let inline = tiny_len > 0;
+        // The whole slot for an inline replica (it holds the headers and
+        // the payload), the header image's length otherwise.
+        let buf_len = if inline {
+            cfg.slot_size
+        } else {
+            MAX_HEADER_LEN as u32
+        };
+        let chain: &[Desc] = if inline { &[] } else { payload };
+        let header_options = if chain.is_empty() { 0 } else { XDP_PKT_CONTD };
         let outputs = flow.outputs.len() as u32;
-        frames.take_refs(payload, outputs);
+        frames.take_refs(chain, outputs);
         let slot_shift = frames.slot_shift;
         let mut replicas = 0;
         // This flow's output counters; taken again after a submit, which
@@ -877,10 +932,10 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             };
             // A header slot is at least MAX_HEADER_LEN bytes (checked in
             // new()): the image is written whole, the length known here.
-            let written = match umem
-                .bytes_mut(slot, MAX_HEADER_LEN as u32)
-                .first_chunk_mut()
-            {
+            // A tiny payload fits behind the longest header of the flow
+            // (inline_limit), so this stays inside the slot.
+            let buf = umem.bytes_mut(slot, buf_len);
+            let written = match buf.first_chunk_mut() {
                 Some(image) => template.write_image(&rx, image),
                 None => Err(wire::WriteError::BufferTooSmall {
                     need: MAX_HEADER_LEN,
@@ -892,6 +947,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 oc.dropped[DropReason::HeaderError as usize] += 1;
                 continue;
             };
+            if inline && let Some(dst) = buf.get_mut(header_len..header_len + tiny_len) {
+                dst.copy_from_slice(&tiny[..tiny_len]);
+            }
             let header_len = header_len as u32;
             let Some(stage) = stages.get_mut(out.tx) else {
                 frames.free_slots.push(slot);
@@ -899,20 +957,20 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             };
             let header = Desc {
                 addr: slot,
-                len: header_len,
+                len: header_len + tiny_len as u32,
                 options: header_options,
             };
             // A full stage is handed to its port and the chain staged
             // again (a stage holds at least one longest chain).
             let mut oc = oc;
-            if !stage.push_chain(header, payload) {
+            if !stage.push_chain(header, chain) {
                 submit(&mut tx[out.tx], stage, frames, counters);
                 ocs = &mut counters[f as usize].outputs[..];
                 let Some(again) = ocs.get_mut(o) else {
                     continue;
                 };
                 oc = again;
-                if !stage.push_chain(header, payload) {
+                if !stage.push_chain(header, chain) {
                     frames.free_slots.push(slot);
                     oc.dropped[DropReason::RingFull as usize] += 1;
                     continue;
@@ -933,7 +991,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             replicas += 1;
         }
         if replicas < outputs {
-            frames.drop_refs(payload, outputs - replicas);
+            frames.drop_refs(chain, outputs - replicas);
         }
     }
 }
