@@ -14,13 +14,17 @@
 //!    writes the replica headers into a header slot (a small slot carved out
 //!    of the first `slot_frames` UMEM frames) and stages the chain
 //!    `[slot] + payload pieces` pointing into the received frames, taking one
-//!    reference per piece;
+//!    reference per piece; a tiny payload (up to
+//!    [`WorkerConfig::inline_max`], and only what fits in the slot behind
+//!    the flow's longest header) is instead copied behind the headers, one
+//!    descriptor per replica, and its frame is free again at once;
 //! 3. hands each TX port its chains and flushes every port once (also those
 //!    with nothing new: copy mode sends a bounded number of descriptors per
 //!    kick, so a port may still hold descriptors from an earlier poll);
 //! 4. gives the free frames to the fill ring and wakes the kernel.
 //!
-//! Promises: payload bytes are never copied or read; a frame goes back to
+//! Promises: payload bytes are never copied or read, except a tiny payload
+//! copied into the header slots as above (DESIGN decision 3); a frame goes back to
 //! the fill ring exactly once, after the last descriptor pointing into it has
 //! completed (or was refused); a malformed or unmatched packet is counted and
 //! its frames recycled in the same poll; a full or refusing TX ring costs
@@ -42,8 +46,8 @@ mod worker;
 
 pub use counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
 pub use worker::{
-    DEFAULT_SLOT_SIZE, FlowSpec, FrameCensus, MAX_INLINE, MAX_RX_CHAIN, MAX_TX_CHAIN, OutputSpec,
-    PollResult, Worker, WorkerConfig, WorkerError,
+    DEFAULT_INLINE_MAX, DEFAULT_SLOT_SIZE, FlowSpec, FrameCensus, MAX_INLINE, MAX_RX_CHAIN,
+    MAX_TX_CHAIN, OutputSpec, PollResult, Worker, WorkerConfig, WorkerError,
 };
 
 #[cfg(test)]
