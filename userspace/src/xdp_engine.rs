@@ -833,6 +833,7 @@ fn set_wakeup(
         }
     );
 }
+
 /// Environment override of [`WorkerConfig::inline_max`] (bytes; 0: every
 /// payload by reference).
 pub const INLINE_ENV: &str = "FANOUT_XSK_INLINE";
