@@ -30,7 +30,7 @@ pub const DEFAULT_SLOT_SIZE: u32 = 128;
 pub const DEFAULT_INLINE_MAX: u32 = DEFAULT_SLOT_SIZE - 42;
 /// Largest [`WorkerConfig::inline_max`] (the stack buffer a tiny payload is
 /// read into once per datagram).
-pub const MAX_INLINE: u32 = 512;
+pub const MAX_INLINE: u32 = 128;
 /// Completions reaped per ring read.
 const COMPLETION_BATCH: usize = 256;
 
@@ -895,114 +895,162 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             return drop_unwritable(flow, fc, chain_fits, !frames.free_slots.is_empty());
         };
         let payload_bytes = dg.payload_len as u32;
-        // A tiny payload in one buffer is read once here and copied behind
-        // each replica's headers: no chain, no reference on its frame.
-        let mut tiny = [0u8; MAX_INLINE as usize];
-        let tiny_len = match payload.as_slice() {
-            [p] if p.len <= flow.inline_limit => {
-                let n = p.len as usize;
-                tiny[..n].copy_from_slice(umem.bytes(p.addr, p.len));
-                n
-            }
-            _ => 0,
-        };
-        let inline = tiny_len > 0;
-        // The whole slot for an inline replica (it holds the headers and
-        // the payload), the header image's length otherwise.
-        let buf_len = if inline {
-            cfg.slot_size
-        } else {
-            MAX_HEADER_LEN as u32
-        };
-        let chain: &[Desc] = if inline { &[] } else { payload };
-        let header_options = if chain.is_empty() { 0 } else { XDP_PKT_CONTD };
         let outputs = flow.outputs.len() as u32;
-        frames.take_refs(chain, outputs);
-        let slot_shift = frames.slot_shift;
-        let mut replicas = 0;
-        // This flow's output counters; taken again after a submit, which
-        // may count a refused chain of any flow.
-        let mut ocs = &mut counters[f as usize].outputs[..];
-        for (o, out) in flow.outputs.iter().enumerate() {
-            let Some(oc) = ocs.get_mut(o) else {
-                continue; // one counter per output, made in new()
-            };
-            let Some(template) = &out.template else {
-                oc.dropped[DropReason::NextHopUnresolved as usize] += 1;
-                continue;
-            };
-            if !chain_fits {
-                oc.dropped[DropReason::ChainTooLong as usize] += 1;
-                continue;
+        let dgram = |chain, tiny| Fanned {
+            flow: f,
+            rx: &rx,
+            chain,
+            tiny,
+            chain_fits,
+            payload_bytes,
+        };
+        // Two copies of the loop, so that the usual one (by reference)
+        // carries nothing of the inline one.
+        match payload.as_slice() {
+            // A tiny payload in one buffer is read once here and copied
+            // behind each replica's headers: no chain, no reference on its
+            // frame.
+            [p] if p.len <= flow.inline_limit => {
+                let mut buf = [0u8; MAX_INLINE as usize];
+                let tiny = &mut buf[..p.len as usize];
+                tiny.copy_from_slice(umem.bytes(p.addr, p.len));
+                let dg = dgram(&[], tiny);
+                fan_out::<true, _, _>(umem, tx, frames, stages, counters, flow, &dg);
             }
-            let Some(slot) = frames.free_slots.pop() else {
-                oc.dropped[DropReason::NoSlot as usize] += 1;
-                continue;
-            };
-            // A header slot is at least MAX_HEADER_LEN bytes (checked in
-            // new()): the image is written whole, the length known here.
-            // A tiny payload fits behind the longest header of the flow
-            // (inline_limit), so this stays inside the slot.
-            let buf = umem.bytes_mut(slot, buf_len);
-            let written = match buf.first_chunk_mut() {
-                Some(image) => template.write_image(&rx, image),
-                None => Err(wire::WriteError::BufferTooSmall {
-                    need: MAX_HEADER_LEN,
-                    have: 0,
-                }),
-            };
-            let Ok(header_len) = written else {
-                frames.free_slots.push(slot);
-                oc.dropped[DropReason::HeaderError as usize] += 1;
-                continue;
-            };
-            if inline && let Some(dst) = buf.get_mut(header_len..header_len + tiny_len) {
-                dst.copy_from_slice(&tiny[..tiny_len]);
-            }
-            let header_len = header_len as u32;
-            let Some(stage) = stages.get_mut(out.tx) else {
-                frames.free_slots.push(slot);
-                continue; // checked in new()
-            };
-            let header = Desc {
-                addr: slot,
-                len: header_len + tiny_len as u32,
-                options: header_options,
-            };
-            // A full stage is handed to its port and the chain staged
-            // again (a stage holds at least one longest chain).
-            let mut oc = oc;
-            if !stage.push_chain(header, chain) {
-                submit(&mut tx[out.tx], stage, frames, counters);
-                ocs = &mut counters[f as usize].outputs[..];
-                let Some(again) = ocs.get_mut(o) else {
-                    continue;
-                };
-                oc = again;
-                if !stage.push_chain(header, chain) {
-                    frames.free_slots.push(slot);
-                    oc.dropped[DropReason::RingFull as usize] += 1;
-                    continue;
+            _ => {
+                frames.take_refs(payload, outputs);
+                let dg = dgram(payload, &[]);
+                let replicas =
+                    fan_out::<false, _, _>(umem, tx, frames, stages, counters, flow, &dg);
+                if replicas < outputs {
+                    frames.drop_refs(payload, outputs - replicas);
                 }
             }
-            let bytes = header_len + payload_bytes;
-            if let Some(owner) = frames.slot_owner.get_mut((slot >> slot_shift) as usize) {
-                *owner = SlotOwner {
-                    flow: f,
-                    output: o as u32,
-                    bytes,
-                    busy: true,
-                };
-            }
-            // Counted as sent now; submit takes it back if the ring refuses.
-            oc.sent += 1;
-            oc.sent_bytes += u64::from(bytes);
-            replicas += 1;
-        }
-        if replicas < outputs {
-            frames.drop_refs(chain, outputs - replicas);
         }
     }
+}
+
+/// One datagram as [`fan_out`] replicates it.
+struct Fanned<'a> {
+    /// Its flow's index.
+    flow: u32,
+    /// The received half of the replica headers.
+    rx: &'a wire::Received,
+    /// The payload pieces each replica chains to (empty when inline).
+    chain: &'a [Desc],
+    /// The payload copied behind each replica's headers (inline only).
+    tiny: &'a [u8],
+    chain_fits: bool,
+    payload_bytes: u32,
+}
+
+/// Stages one replica of `dg` per output of `flow` (header slot, then the
+/// chain, or the headers and the tiny payload in the slot when `INLINE`)
+/// and counts each as sent or dropped by reason; returns the replicas
+/// staged. Generic over `INLINE` so that each loop is compiled on its own.
+fn fan_out<const INLINE: bool, U: Umem, T: TxPort>(
+    umem: &mut U,
+    tx: &mut [T],
+    frames: &mut Frames,
+    stages: &mut [Stage],
+    counters: &mut [FlowCounters],
+    flow: &Flow,
+    dg: &Fanned<'_>,
+) -> u32 {
+    let f = dg.flow;
+    let (rx, chain, tiny, chain_fits, payload_bytes) =
+        (dg.rx, dg.chain, dg.tiny, dg.chain_fits, dg.payload_bytes);
+    let tiny_len = if INLINE { tiny.len() } else { 0 };
+    // The whole slot for an inline replica (it holds the headers and the
+    // payload), the header image's length otherwise.
+    let buf_len = if INLINE {
+        frames.slot_size
+    } else {
+        MAX_HEADER_LEN as u32
+    };
+    let header_options = if chain.is_empty() { 0 } else { XDP_PKT_CONTD };
+    let slot_shift = frames.slot_shift;
+    let mut replicas = 0;
+    // This flow's output counters; taken again after a submit, which may
+    // count a refused chain of any flow.
+    let mut ocs = &mut counters[f as usize].outputs[..];
+    for (o, out) in flow.outputs.iter().enumerate() {
+        let Some(oc) = ocs.get_mut(o) else {
+            continue; // one counter per output, made in new()
+        };
+        let Some(template) = &out.template else {
+            oc.dropped[DropReason::NextHopUnresolved as usize] += 1;
+            continue;
+        };
+        if !chain_fits {
+            oc.dropped[DropReason::ChainTooLong as usize] += 1;
+            continue;
+        }
+        let Some(slot) = frames.free_slots.pop() else {
+            oc.dropped[DropReason::NoSlot as usize] += 1;
+            continue;
+        };
+        // A header slot is at least MAX_HEADER_LEN bytes (checked in
+        // new()): the image is written whole, the length known here.
+        // A tiny payload fits behind the longest header of the flow
+        // (inline_limit), so this stays inside the slot.
+        let buf = umem.bytes_mut(slot, buf_len);
+        let written = match buf.first_chunk_mut() {
+            Some(image) => template.write_image(rx, image),
+            None => Err(wire::WriteError::BufferTooSmall {
+                need: MAX_HEADER_LEN,
+                have: 0,
+            }),
+        };
+        let Ok(header_len) = written else {
+            frames.free_slots.push(slot);
+            oc.dropped[DropReason::HeaderError as usize] += 1;
+            continue;
+        };
+        if INLINE && let Some(dst) = buf.get_mut(header_len..header_len + tiny_len) {
+            dst.copy_from_slice(tiny);
+        }
+        let header_len = header_len as u32;
+        let Some(stage) = stages.get_mut(out.tx) else {
+            frames.free_slots.push(slot);
+            continue; // checked in new()
+        };
+        let header = Desc {
+            addr: slot,
+            len: header_len + tiny_len as u32,
+            options: header_options,
+        };
+        // A full stage is handed to its port and the chain staged
+        // again (a stage holds at least one longest chain).
+        let mut oc = oc;
+        if !stage.push_chain(header, chain) {
+            submit(&mut tx[out.tx], stage, frames, counters);
+            ocs = &mut counters[f as usize].outputs[..];
+            let Some(again) = ocs.get_mut(o) else {
+                continue;
+            };
+            oc = again;
+            if !stage.push_chain(header, chain) {
+                frames.free_slots.push(slot);
+                oc.dropped[DropReason::RingFull as usize] += 1;
+                continue;
+            }
+        }
+        let bytes = header_len + payload_bytes;
+        if let Some(owner) = frames.slot_owner.get_mut((slot >> slot_shift) as usize) {
+            *owner = SlotOwner {
+                flow: f,
+                output: o as u32,
+                bytes,
+                busy: true,
+            };
+        }
+        // Counted as sent now; submit takes it back if the ring refuses.
+        oc.sent += 1;
+        oc.sent_bytes += u64::from(bytes);
+        replicas += 1;
+    }
+    replicas
 }
 
 /// A datagram whose replica headers cannot be written for any output
