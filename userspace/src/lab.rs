@@ -724,7 +724,13 @@ pub fn ping(
     }
 }
 
-/// Prints `SKIPPED {test_name}: {reason}` straight to the process's stderr.
+/// Environment variable naming a file to which [`skip_loudly`] appends one
+/// line per skipped test (`cargo xtask test` sets it and lists the skips
+/// in its summary: a skipped test counts as passed for libtest).
+pub const SKIP_LOG_ENV: &str = "FANOUT_SKIP_LOG";
+
+/// Prints `SKIPPED {test_name}: {reason}` straight to the process's stderr,
+/// and appends `{test_name}: {reason}` to the file `FANOUT_SKIP_LOG` names.
 ///
 /// `eprintln!` inside a test is captured by the test harness and shown only
 /// when the test fails, which would hide the skip of a passing test; a write
@@ -732,6 +738,14 @@ pub fn ping(
 pub fn skip_loudly(test_name: &str, reason: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test_name}: {reason}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV)
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{test_name}: {reason}");
+    }
 }
 
 #[cfg(test)]
