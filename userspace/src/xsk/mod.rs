@@ -248,7 +248,7 @@ impl XskUmem {
             rx: rx.expect("rx ring requested"),
             fill: fill.expect("fill ring requested"),
             stats: RxStats::default(),
-            busy_poll: None,
+            busy_poll: Wakeups::default(),
         };
         let tx_socket = tx.map(|tx| TxSocket {
             budget: raise_tx_budget(fd.as_fd(), sizes.tx),
@@ -258,7 +258,7 @@ impl XskUmem {
             _fill: None,
             stats: TxStats::default(),
             zero_copy: mode == BindMode::ZeroCopy,
-            busy_poll: None,
+            busy_poll: Wakeups::default(),
         });
         Ok((rx_socket, tx_socket))
     }
@@ -300,7 +300,7 @@ impl XskUmem {
             _fill: fill,
             stats: TxStats::default(),
             zero_copy: owner.mode == BindMode::ZeroCopy,
-            busy_poll: None,
+            busy_poll: Wakeups::default(),
         })
     }
 
@@ -531,6 +531,25 @@ fn clear_busy_poll(fd: BorrowedFd<'_>) {
     let _ = sys::set_socket_opt(fd, libc::SO_PREFER_BUSY_POLL, 0);
 }
 
+/// The wakeup strategy of one socket: `need_wakeup` (`None`), or the
+/// preferred busy polling in force.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wakeups(Option<BusyPoll>);
+
+impl Wakeups {
+    fn set(&mut self, fd: BorrowedFd<'_>, bp: BusyPoll) -> Result<(), BusyPollRefused> {
+        apply_busy_poll(fd, bp)?;
+        self.0 = Some(bp);
+        Ok(())
+    }
+
+    fn clear(&mut self, fd: BorrowedFd<'_>) {
+        if self.0.take().is_some() {
+            clear_busy_poll(fd);
+        }
+    }
+}
+
 /// Counters of an [`RxSocket`] (never errors on the hot path).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxStats {
@@ -555,7 +574,7 @@ pub struct RxSocket {
     fill: ProducerRing<u64>,
     stats: RxStats,
     /// Preferred busy polling in force (`None`: `need_wakeup`).
-    busy_poll: Option<BusyPoll>,
+    busy_poll: Wakeups,
 }
 
 impl RxSocket {
@@ -563,21 +582,17 @@ impl RxSocket {
     /// [`RxPort::wake`] calls `recvfrom`, which runs the ingress NAPI poll
     /// in this thread. On a refusal the socket keeps `need_wakeup`.
     pub fn set_busy_poll(&mut self, bp: BusyPoll) -> Result<(), BusyPollRefused> {
-        apply_busy_poll(self.fd.as_fd(), bp)?;
-        self.busy_poll = Some(bp);
-        Ok(())
+        self.busy_poll.set(self.fd.as_fd(), bp)
     }
 
     /// Preferred busy polling in force, if any.
     pub fn busy_poll(&self) -> Option<BusyPoll> {
-        self.busy_poll
+        self.busy_poll.0
     }
 
     /// Back to `need_wakeup` (see [`set_busy_poll`](Self::set_busy_poll)).
     pub fn clear_busy_poll(&mut self) {
-        if self.busy_poll.take().is_some() {
-            clear_busy_poll(self.fd.as_fd());
-        }
+        self.busy_poll.clear(self.fd.as_fd());
     }
 
     /// The NAPI instance busy polling drives (`SO_INCOMING_NAPI_ID`; 0:
@@ -661,7 +676,7 @@ impl RxPort for RxSocket {
     fn wake(&mut self) {
         // Busy polling: the `recvfrom` is what runs the NAPI poll (the
         // kernel skips its interrupt-driven path while we keep calling).
-        if self.busy_poll.is_some() || self.fill.needs_wakeup() {
+        if self.busy_poll.0.is_some() || self.fill.needs_wakeup() {
             self.stats.wakeups += 1;
             if sys::wake_rx(self.fd.as_fd()).is_err() {
                 self.stats.wakeup_errors += 1;
@@ -713,7 +728,7 @@ pub struct TxSocket {
     /// Bound in zero-copy mode (the driver's NAPI sends and completes).
     zero_copy: bool,
     /// Preferred busy polling in force (`None`: `need_wakeup`).
-    busy_poll: Option<BusyPoll>,
+    busy_poll: Wakeups,
 }
 
 impl TxSocket {
@@ -724,21 +739,17 @@ impl TxSocket {
     /// before; the socket has no NAPI of its own to poll. On a refusal the
     /// socket keeps `need_wakeup`.
     pub fn set_busy_poll(&mut self, bp: BusyPoll) -> Result<(), BusyPollRefused> {
-        apply_busy_poll(self.fd.as_fd(), bp)?;
-        self.busy_poll = Some(bp);
-        Ok(())
+        self.busy_poll.set(self.fd.as_fd(), bp)
     }
 
     /// Preferred busy polling in force, if any.
     pub fn busy_poll(&self) -> Option<BusyPoll> {
-        self.busy_poll
+        self.busy_poll.0
     }
 
     /// Back to `need_wakeup` (see [`set_busy_poll`](Self::set_busy_poll)).
     pub fn clear_busy_poll(&mut self) {
-        if self.busy_poll.take().is_some() {
-            clear_busy_poll(self.fd.as_fd());
-        }
+        self.busy_poll.clear(self.fd.as_fd());
     }
 
     /// Descriptors one wakeup sends in copy mode: the TX ring's size where
@@ -794,7 +805,7 @@ impl TxPort for TxSocket {
         // per call); zero-copy drivers clear the flag while they poll the
         // ring. Busy polling ignores the flag: the system call drives the
         // NAPI (zero-copy: also for completions, so every call).
-        let kick = match self.busy_poll {
+        let kick = match self.busy_poll.0 {
             Some(_) if self.zero_copy => true,
             Some(_) => self.tx.pending() > 0,
             None => self.tx.pending() > 0 && self.tx.needs_wakeup(),
