@@ -769,18 +769,20 @@ fn build_worker(
         )?);
     }
     let mut cfg = WorkerConfig::new(batch, slot_frames);
-    if let Some(n) = std::env::var(INLINE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        cfg.inline_max = n.min(MAX_INLINE);
+    if let Ok(v) = std::env::var(INLINE_ENV) {
+        match v.trim().parse::<u32>() {
+            Ok(n) => cfg.inline_max = n.min(MAX_INLINE),
+            Err(_) if queue == 0 => warn!(
+                "{INLINE_ENV}={v:?} is not a byte count: the default {} stays",
+                cfg.inline_max
+            ),
+            Err(_) => {}
+        }
     }
     if queue == 0 {
-        log::info!(
+        info!(
             "{}: payloads up to {} bytes that fit in a {}-byte header slot behind the headers are copied there (one descriptor per replica); longer ones are chained by reference",
-            iface.name,
-            cfg.inline_max,
-            cfg.slot_size
+            iface.name, cfg.inline_max, cfg.slot_size
         );
     }
     let worker = Worker::new(umem, rx, tx, specs, cfg).map_err(|source| Refused::Worker {

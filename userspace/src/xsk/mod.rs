@@ -516,8 +516,7 @@ fn apply_busy_poll(fd: BorrowedFd<'_>, bp: BusyPoll) -> Result<(), BusyPollRefus
     ];
     for (call, opt, value) in steps {
         if let Err(source) = sys::set_socket_opt(fd, opt, value) {
-            let _ = sys::set_socket_opt(fd, libc::SO_BUSY_POLL, 0);
-            let _ = sys::set_socket_opt(fd, libc::SO_PREFER_BUSY_POLL, 0);
+            clear_busy_poll(fd);
             return Err(BusyPollRefused { call, source });
         }
     }

@@ -22,36 +22,32 @@ pub fn xsk_socket() -> io::Result<OwnedFd> {
 
 /// `setsockopt(fd, SOL_XDP, opt, value)` for a plain-old-data `value`.
 pub fn set_opt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to `size_of::<T>()` readable bytes for the
-    // duration of the call; the kernel only reads them.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_opt_at(fd, libc::SOL_XDP, opt, value)
 }
 
 /// `setsockopt(fd, SOL_SOCKET, opt, &value)` for an `int` option (the
 /// busy-polling ones: `SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`,
 /// `SO_BUSY_POLL_BUDGET`).
 pub fn set_socket_opt(fd: BorrowedFd<'_>, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` is a local `int` readable for the duration of the
-    // call; the kernel only reads `size_of::<c_int>()` bytes of it.
+    set_opt_at(fd, libc::SOL_SOCKET, opt, &value)
+}
+
+/// `setsockopt(fd, level, opt, value)` for a plain-old-data `value`.
+fn set_opt_at<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points to `size_of::<T>()` readable bytes for the
+    // duration of the call; the kernel only reads them.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             opt,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
