@@ -19,10 +19,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use fanout::engine::ring::Umem;
-use fanout::engine::ring::mem::{DEFAULT_HEADROOM, MemRx, MemTx, MemUmem};
-use fanout::engine::{FlowSpec, OutputSpec, PollResult, Worker, WorkerConfig};
 use fanout::wire::{Datagram, IpPair, ReplicaSpec, ReplicaTemplate, TosPolicy};
+use fanout::xdp::worker::ring::Umem;
+use fanout::xdp::worker::ring::mem::{DEFAULT_HEADROOM, MemRx, MemTx, MemUmem};
+use fanout::xdp::worker::{FlowSpec, OutputSpec, PollResult, Worker, WorkerConfig};
 
 /// Datagrams per poll: the engine's `batch_size` knob.
 const BATCHES: [usize; 2] = [16, 64];

@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fanout::lab::payload;
 use fanout::lab::{self, Lab, Netns, Process, addr, iface};
 use fanout::stats::{DropReason, Snapshot, XdpInterfaceSnapshot};
-use fanout::tools::payload;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
 const FANOUT: &str = env!("CARGO_BIN_EXE_fanout");

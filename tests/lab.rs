@@ -204,7 +204,7 @@ fn lab_guard_cleans_up_on_panic() {
 #[test]
 fn lab_tools_gen_to_sink() {
     use fanout::lab::Process;
-    use fanout::tools::SinkReport;
+    use fanout::lab::SinkReport;
 
     if !lab::privileged("lab_tools_gen_to_sink") {
         return;
@@ -262,12 +262,19 @@ fn lab_tools_gen_to_sink() {
         let report = dir.join(format!("report{i}.json"));
         let ready = dir.join(format!("ready{i}"));
         let mut cmd = rx_ns.command(bin);
-        cmd.args(["sink", "--listen", dest, "--expect", &count.to_string()])
-            .args(["--timeout", "5", "--max-seconds", "30"])
-            .arg("--report")
-            .arg(&report)
-            .arg("--ready-file")
-            .arg(&ready);
+        cmd.args([
+            "lab",
+            "sink",
+            "--listen",
+            dest,
+            "--expect",
+            &count.to_string(),
+        ])
+        .args(["--timeout", "5", "--max-seconds", "30"])
+        .arg("--report")
+        .arg(&report)
+        .arg("--ready-file")
+        .arg(&ready);
         if let Some(join) = join {
             cmd.args(["--join", join]);
         }
@@ -276,7 +283,9 @@ fn lab_tools_gen_to_sink() {
             .expect("sink ready within 10 s");
         let mut gen_cmd = tx_ns.command(bin);
         gen_cmd
-            .args(["gen", "--dest", dest, "--iface", tx_if, "--sizes", sizes])
+            .args([
+                "lab", "gen", "--dest", dest, "--iface", tx_if, "--sizes", sizes,
+            ])
             .args([
                 "--count",
                 &count.to_string(),
@@ -324,7 +333,7 @@ fn lab_tools_gen_to_sink() {
 #[test]
 fn lab_tools_sink_reports_loss() {
     use fanout::lab::Process;
-    use fanout::tools::SinkReport;
+    use fanout::lab::SinkReport;
 
     if !lab::privileged("lab_tools_sink_reports_loss") {
         return;
@@ -338,6 +347,7 @@ fn lab_tools_sink_reports_loss() {
     let dest = format!("{}:6001", addr::SNK1_V4);
     let mut cmd = lab.sink.command(bin);
     cmd.args([
+        "lab",
         "sink",
         "--listen",
         &dest,
@@ -354,7 +364,9 @@ fn lab_tools_sink_reports_loss() {
     lab::wait_until(Duration::from_secs(10), || ready.exists().then_some(()))
         .expect("sink ready within 10 s");
     let mut gen_cmd = lab.edge.command(bin);
-    gen_cmd.args(["gen", "--dest", &dest, "--count", "100", "--rate", "5000"]);
+    gen_cmd.args([
+        "lab", "gen", "--dest", &dest, "--count", "100", "--rate", "5000",
+    ]);
     let sent = Process::spawn("gen", &mut gen_cmd)
         .unwrap()
         .finish(Duration::from_secs(30))

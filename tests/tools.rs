@@ -18,7 +18,7 @@ fn fanout(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn gen_refuses_bad_arguments() {
-    let base = ["gen", "--dest", "239.10.0.1:5000", "--count", "1"];
+    let base = ["lab", "gen", "--dest", "239.10.0.1:5000", "--count", "1"];
     for (extra, needle) in [
         (&["--sizes", "23"][..], "--sizes: 23"),
         (&["--sizes", "65508"][..], "--sizes: 65508"),
@@ -30,10 +30,10 @@ fn gen_refuses_bad_arguments() {
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    let (code, stderr) = fanout(&["gen", "--dest", "239.10.0.1:0", "--count", "1"]);
+    let (code, stderr) = fanout(&["lab", "gen", "--dest", "239.10.0.1:0", "--count", "1"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("port 0"), "{stderr}");
-    let (code, _) = fanout(&["gen", "--dest", "nonsense", "--count", "1"]);
+    let (code, _) = fanout(&["lab", "gen", "--dest", "nonsense", "--count", "1"]);
     assert_eq!(code, Some(2));
 }
 
@@ -72,7 +72,7 @@ fn sink_refuses_bad_arguments() {
             "--timeout",
         ),
     ] {
-        let mut all = vec!["sink", "--expect", "1", "--report", report];
+        let mut all = vec!["lab", "sink", "--expect", "1", "--report", report];
         all.extend(args);
         let (code, stderr) = fanout(&all);
         assert_eq!(code, Some(2), "{all:?}: {stderr}");

@@ -1,5 +1,5 @@
 //! Privileged smoke test of the XDP path on real veth pairs: the loader
-//! (`fanout::xdp`) and the AF_XDP rings (`fanout::xsk`) through the engine's
+//! (`fanout::xdp::program`) and the AF_XDP rings (`fanout::xdp::xsk`) through the engine's
 //! `RxPort`/`TxPort` traits.
 //!
 //! Topology, in two namespaces this test creates (`fo-x{pid}-{n}-{a,b}`),
@@ -33,11 +33,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use fanout::engine::ring::{Desc, RxPort, TxPort, Umem};
 use fanout::plan::{FlowPlan, Interface};
 use fanout::wire::{self, IpPair};
-use fanout::xdp::{AttachMode, XdpProgram};
-use fanout::xsk::{BindMode, RingSizes, XskUmem};
+use fanout::xdp::program::{AttachMode, XdpProgram};
+use fanout::xdp::worker::ring::{Desc, RxPort, TxPort, Umem};
+use fanout::xdp::xsk::{BindMode, RingSizes, XskUmem};
 use fanout_common::Counter;
 use nix::sched::{CloneFlags, setns};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -255,7 +255,7 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
     eprintln!("attached: {attached:?}");
     assert!(matches!(
         prog.attach("oa"),
-        Err(fanout::xdp::Error::AlreadyAttached { .. })
+        Err(fanout::xdp::program::Error::AlreadyAttached { .. })
     ));
     assert_eq!(
         attached.mode,
@@ -439,7 +439,7 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
     let mut replica = vec![Desc {
         addr: slot,
         len: header.len() as u32,
-        options: fanout::engine::ring::XDP_PKT_CONTD,
+        options: fanout::xdp::worker::ring::XDP_PKT_CONTD,
     }];
     for (j, d) in jumbo.iter().enumerate() {
         let skip = if j == 0 { 42 } else { 0 };
@@ -605,7 +605,7 @@ fn pinned_link_outlives_the_program_until_unpinned() {
     // Pinning needs an attachment.
     assert!(matches!(
         prog.pin(&dir),
-        Err(fanout::xdp::Error::NotAttached)
+        Err(fanout::xdp::program::Error::NotAttached)
     ));
     prog.attach("ia").unwrap();
     assert!(xdp_attached(&lab.a, "ia"));
@@ -615,7 +615,7 @@ fn pinned_link_outlives_the_program_until_unpinned() {
     for name in ["link", "FLOWS", "XSKS", "COUNTERS"] {
         assert!(dir.join(name).exists(), "{name} not pinned");
     }
-    assert!(fanout::xdp::unpin(&dir).unwrap());
+    assert!(fanout::xdp::program::unpin(&dir).unwrap());
     assert!(!dir.exists());
     // The link's last reference is gone: the program is detached.
     let start = Instant::now();
@@ -624,7 +624,7 @@ fn pinned_link_outlives_the_program_until_unpinned() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(
-        !fanout::xdp::unpin(&dir).unwrap(),
+        !fanout::xdp::program::unpin(&dir).unwrap(),
         "second unpin found pins"
     );
 }

@@ -36,12 +36,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use fanout::engine::ring::{Desc, RxPort, Umem as _};
+use fanout::lab::payload;
 use fanout::lab::{self, Lab, Netns, Process, addr, iface, unique_prefix, wait_until};
 use fanout::plan::Plan;
-use fanout::tools::payload;
-use fanout::xdp::{Counters, XdpProgram};
-use fanout::xsk::{FRAME_SIZE, RingSizes, XskUmem};
+use fanout::xdp::program::{Counters, XdpProgram};
+use fanout::xdp::worker::ring::{Desc, RxPort, Umem as _};
+use fanout::xdp::xsk::{FRAME_SIZE, RingSizes, XskUmem};
 use fanout_common::Counter;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -56,7 +56,7 @@ const SOURCE_PORT: u16 = 4000;
 /// Generous deadline for set-up steps; the fail-open deadline is 1 second.
 const DEADLINE: Duration = Duration::from_secs(10);
 const FAIL_OPEN: Duration = Duration::from_secs(1);
-/// Payload stream ids (see `fanout::tools::payload`).
+/// Payload stream ids (see `fanout::lab::payload`).
 const FLOW_STREAM: u32 = 1;
 const UNICAST_STREAM: u32 = 2;
 const OTHER_STREAM: u32 = 3;
@@ -397,7 +397,10 @@ fn pinned_program_outlives_its_loader_until_unloaded() {
     assert_eq!(c.get(Counter::SourceRejected), 0);
 
     // Unload: the pins go, the program detaches.
-    assert!(fanout::xdp::unpin(&dir).unwrap(), "nothing was pinned");
+    assert!(
+        fanout::xdp::program::unpin(&dir).unwrap(),
+        "nothing was pinned"
+    );
     assert!(!dir.exists());
     assert!(
         wait_until(DEADLINE, || (!xdp_attached(&lab.edge, iface::IN0))
@@ -406,7 +409,7 @@ fn pinned_program_outlives_its_loader_until_unloaded() {
         "still attached after unpin"
     );
     assert!(
-        !fanout::xdp::unpin(&dir).unwrap(),
+        !fanout::xdp::program::unpin(&dir).unwrap(),
         "second unpin found pins"
     );
     for seq in 5..10 {

@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use fanout::lab::payload;
 use fanout::lab::{self, Lab, Netns, Process, addr, iface};
 use fanout::stats::{DropReason, Snapshot};
-use fanout::tools::payload;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 10, 0, 1);
@@ -47,7 +47,7 @@ const MCAST_OUT: Ipv4Addr = Ipv4Addr::new(239, 255, 10, 1);
 const MCAST_OUT_PORT: u16 = 7000;
 const DEADLINE: Duration = Duration::from_secs(10);
 const FAIL_OPEN: Duration = Duration::from_secs(1);
-/// Stream ids of `fanout::tools::payload`.
+/// Stream ids of `fanout::lab::payload`.
 const FLOW_STREAM: u32 = 1;
 const UNICAST_STREAM: u32 = 2;
 const OTHER_STREAM: u32 = 3;
@@ -421,7 +421,7 @@ fn accounting_balances_when_the_rings_fill() {
     let generator = lab
         .src
         .command(env!("CARGO_BIN_EXE_fanout"))
-        .args(["gen", "--fast", "--dest"])
+        .args(["lab", "gen", "--fast", "--dest"])
         .arg(format!("{GROUP}:{PORT}"))
         .args(["--iface", iface::SRC0, "--sizes", "8972"])
         .args(["--count", "200000", "--max-seconds", "10"])

@@ -1,31 +1,33 @@
 //! fanout: one multicast stream in, many copies out.
 //!
-//! The library behind the `fanout` binary. One module per concept:
+//! The library behind the `fanout` binary. The folders show the
+//! architecture (`docs/architecture.md` has the data flow and the decisions):
 //!
-//! - [`xdp`]: the XDP loader (attach, flows, sockets, counters, pins);
-//! - [`xsk`]: AF_XDP sockets, rings and the shared UMEM (the only `unsafe` ring code);
-//! - [`wire`]: zero-copy typed views over Ethernet/802.1Q/IPv4/IPv6/UDP headers,
-//!   the replica header builder and the RFC 1624 incremental checksum;
-//! - [`config`]: the TOML configuration and its validation;
+//! - [`config`]: the TOML file, its validation and the engine options;
 //! - [`plan`]: the resolved plan (flows, outputs, interfaces) that engines run;
-//! - [`xdp_engine`]: the XDP datapath assembled (program, AF_XDP sockets,
-//!   engine workers, next hops, counters) behind `fanout run`;
-//! - [`neigh`]: next-hop MAC addresses of unicast outputs;
+//! - [`engine`]: the one interface every engine offers `fanout run` (start,
+//!   snapshot, supervise, apply a change, stop) and the choice between them;
+//! - [`xdp`]: the XDP datapath in one folder: the program's loader, the
+//!   AF_XDP sockets and UMEM ([`xdp::xsk`], the only `unsafe` ring code), the
+//!   fan-out worker over the ring seam ([`xdp::worker`]), and its assembly;
 //! - [`socket`]: the fallback engine on ordinary UDP sockets;
-//! - [`stats`]: per-flow and per-output counters;
-//! - [`lab`]: the network-namespace lab used by the demo, tests and benchmarks;
-//! - [`tools`]: the numbered-datagram generator and checking sink.
+//! - [`membership`]: group membership through kernel sockets (IGMP/MLD),
+//!   shared by both engines;
+//! - [`neigh`]: next-hop MAC addresses of unicast outputs;
+//! - [`wire`]: zero-copy typed views over Ethernet/802.1Q/IPv4/IPv6/UDP
+//!   headers, the replica header builder and the RFC 1624 checksum update;
+//! - [`stats`]: the one counter vocabulary, from the workers to the JSON;
+//! - [`lab`] (feature `lab`): the network-namespace lab and its traffic
+//!   tools, for the demo, the tests and the benchmarks.
 #![deny(unsafe_code)]
 
 pub mod config;
-pub mod engine;
+#[cfg(feature = "lab")]
 pub mod lab;
+pub mod membership;
 pub mod neigh;
 pub mod plan;
 pub mod socket;
 pub mod stats;
-pub mod tools;
 pub mod wire;
 pub mod xdp;
-pub mod xdp_engine;
-pub mod xsk;

@@ -1,5 +1,6 @@
-//! The `fanout` binary: `check` and `run` the engine, plus the lab tools
-//! `gen` (numbered-datagram generator) and `sink` (checking receiver).
+//! The `fanout` binary: `check` a configuration and `run` the engine. Built
+//! with the cargo feature `lab`, it also has the hidden `fanout lab gen|sink`
+//! traffic tools of the lab (the tests, the demo and the benchmarks use them).
 
 use std::process::ExitCode;
 
@@ -24,10 +25,10 @@ enum Cmd {
     Check(cli::check::Args),
     /// Run the engine on a configuration until SIGINT/SIGTERM.
     Run(cli::run::Args),
-    /// Lab tool: send numbered, verifiable datagrams to a group or address.
-    Gen(cli::generate::Args),
-    /// Lab tool: receive numbered datagrams and report loss, order and corruption.
-    Sink(cli::sink::Args),
+    /// The lab's traffic tools (developers only: built with the feature `lab`).
+    #[cfg(feature = "lab")]
+    #[command(hide = true)]
+    Lab(cli::lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check(args) => cli::check::main(args),
         Cmd::Run(args) => cli::run::main(args),
-        Cmd::Gen(args) => cli::generate::main(args),
-        Cmd::Sink(args) => cli::sink::main(args),
+        #[cfg(feature = "lab")]
+        Cmd::Lab(args) => cli::lab::main(args),
     }
 }

@@ -20,17 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use crate::config::{self, Config, Located, Location};
-
-/// How the engine should move packets (`[engine] mode` in the configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// XDP where the interface and kernel allow it, the socket engine otherwise.
-    Auto,
-    /// XDP only: refuse to start without it.
-    Xdp,
-    /// The socket engine only.
-    Socket,
-}
+pub use crate::config::{Mode, OutputKind};
 
 /// A network interface as found on the running system.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +56,6 @@ pub struct FlowPlan {
     /// Source-specific: only datagrams from this sender are forwarded.
     pub source: Option<IpAddr>,
     pub outputs: Vec<OutputPlan>,
-}
-
-/// Unicast receiver or multicast re-emission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    Unicast,
-    Multicast,
 }
 
 /// One destination every datagram of a flow is replicated to.

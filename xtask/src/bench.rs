@@ -267,6 +267,8 @@ pub fn run(args: Args) -> Result<()> {
         "--quiet",
         "-p",
         "fanout",
+        "--features",
+        "lab",
         "--bin",
         "fanout",
     ]);
@@ -742,7 +744,7 @@ fn generate(
     let mut cmd = ctx.bench.src.command("taskset");
     cmd.args(["-c", &ctx.layout.gen_cpu.to_string()])
         .arg(ctx.bin)
-        .args(["gen", "--fast", "--dest", &format!("{GROUP}:{PORT}")])
+        .args(["lab", "gen", "--fast", "--dest", &format!("{GROUP}:{PORT}")])
         .args(["--iface", "src0", "--ttl", GEN_TTL])
         .args([
             "--sizes",

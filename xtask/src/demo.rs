@@ -14,9 +14,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use fanout::{
-    lab::{self, Lab, Process, addr, iface},
+    lab::{self, Lab, Process, SinkReport, addr, iface},
     stats::Snapshot,
-    tools::SinkReport,
 };
 
 use crate::{cargo, ebpf, is_root, run_status, setup, target_dir};
@@ -178,6 +177,8 @@ pub fn run(args: Args) -> Result<()> {
         "--quiet",
         "-p",
         "fanout",
+        "--features",
+        "lab",
         "--bin",
         "fanout",
     ]))?;
@@ -279,7 +280,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
     let listen: Vec<String> = outputs().into_iter().map(|(l, _)| l).collect();
     let mut sink_cmd = lab.sink.command(bin);
     sink_cmd
-        .args(["sink", "--listen", &listen.join(",")])
+        .args(["lab", "sink", "--listen", &listen.join(",")])
         .args(["--join", &format!("{MCAST_OUT}@{}", iface::SNK1)])
         .args(["--expect", &args.count.to_string(), "--timeout", "3"])
         .args([
@@ -306,6 +307,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
     let mut gen_cmd = lab.src.command(bin);
     gen_cmd
         .args([
+            "lab",
             "gen",
             "--dest",
             &format!("{GROUP}:{PORT}"),

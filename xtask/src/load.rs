@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use fanout::config::Config;
 use fanout::plan::{Interface, Plan};
-use fanout::xdp::{self, AttachMode, PIN_ROOT, XdpProgram};
+use fanout::xdp::program::{self as xdp, AttachMode, PIN_ROOT, XdpProgram};
 use nix::sched::{CloneFlags, setns};
 
 use crate::{ebpf, setup};

@@ -3,6 +3,6 @@
 //! 2 bad configuration or bad arguments.
 
 pub mod check;
-pub mod generate;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod run;
-pub mod sink;

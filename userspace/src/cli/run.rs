@@ -9,7 +9,7 @@
 //! same announcement line as stderr (`engine xdp native copy (skipped: ...)`).
 //!
 //! The engine (DESIGN decision 6): `mode = "xdp"` and `"auto"` climb the
-//! XDP ladder ([`fanout::xdp_engine`]); the rung reached is said once on
+//! XDP ladder ([`fanout::xdp`]); the rung reached is said once on
 //! stderr (`fanout: engine xdp native copy ...`) with every skipped rung and
 //! its reason, and is the `engine` of the stats. When a rung fails, `auto`
 //! says why and runs the socket engine, `xdp` refuses with exit 1 and the
@@ -27,7 +27,7 @@ use anyhow::Context;
 use fanout::plan::{Mode, Plan};
 use fanout::socket::SocketEngine;
 use fanout::stats::{Snapshot, Stats};
-use fanout::xdp_engine::XdpEngine;
+use fanout::xdp::XdpEngine;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

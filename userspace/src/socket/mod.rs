@@ -17,13 +17,10 @@
 //! capability downgrades are logged once.
 
 mod batch;
-mod sys;
-pub mod vlan;
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::path::Path;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -35,8 +32,9 @@ use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
     sendmmsg, setsockopt, sockopt,
 };
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::membership::{self, v6_scope};
 use crate::plan::{FlowPlan, OutputKind, OutputPlan, Plan};
 use crate::stats::{DropReason, FlowCounters, FlowStats, OutputCounters, Stats};
 
@@ -54,38 +52,14 @@ const SNDBUF: usize = 4 << 20;
 /// Why the engine could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("flow {flow:?}: {op} on interface {iface}: {source}")]
-    Receive {
-        flow: String,
-        iface: String,
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Join(#[from] membership::Error),
     #[error("flow {flow:?}, output {output:?} ({dest}): {op}: {source}")]
     Output {
         flow: String,
         output: String,
         dest: SocketAddr,
         op: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "flow {flow:?}: the stream arrives tagged with VLAN {vlan} on {parent}, and the socket engine \
-         receives VLAN traffic only through a VLAN sub-interface, but {parent} has none with id {vlan}; \
-         create it with `ip link add link {parent} name {parent}.{vlan} type vlan id {vlan} && \
-         ip link set {parent}.{vlan} up`"
-    )]
-    NoVlanInterface {
-        flow: String,
-        parent: String,
-        vlan: u16,
-    },
-    #[error("flow {flow:?}: reading {path}: {source}")]
-    VlanTable {
-        flow: String,
-        path: &'static str,
         #[source]
         source: io::Error,
     },
@@ -224,115 +198,21 @@ struct ReceiveSocket {
     gro: bool,
 }
 
-/// The interface a flow is received on: the ingress itself, or its VLAN
-/// sub-interface. Returns (name, index).
-fn receive_interface(flow: &FlowPlan) -> Result<(String, u32), Error> {
-    let Some(vid) = flow.vlan else {
-        return Ok((flow.ingress.name.clone(), flow.ingress.index));
-    };
-    let found =
-        vlan::find_vlan_subinterface(Path::new(vlan::PROC_VLAN_CONFIG), &flow.ingress.name, vid)
-            .map_err(|source| Error::VlanTable {
-                flow: flow.name.clone(),
-                path: vlan::PROC_VLAN_CONFIG,
-                source,
-            })?;
-    let Some(name) = found else {
-        return Err(Error::NoVlanInterface {
-            flow: flow.name.clone(),
-            parent: flow.ingress.name.clone(),
-            vlan: vid,
-        });
-    };
-    let index = nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| Error::Receive {
-        flow: flow.name.clone(),
-        iface: name.clone(),
-        op: "looking up the VLAN sub-interface index",
-        source: e.into(),
-    })?;
-    Ok((name, index))
-}
-
-/// IPv6 multicast scopes below site-local need the interface as scope id.
-fn v6_scope(ip: &Ipv6Addr, ifindex: u32) -> u32 {
-    let link_scoped_mcast = ip.is_multicast() && (ip.segments()[0] & 0x000f) <= 2;
-    let link_local_unicast = (ip.segments()[0] & 0xffc0) == 0xfe80;
-    if link_scoped_mcast || link_local_unicast {
-        ifindex
-    } else {
-        0
-    }
-}
-
-/// Joins `flow`'s group on its ingress interface through a kernel socket,
-/// exactly as this engine does (IGMP/MLD, source-specific when a source is
-/// configured), and returns that socket: the membership lasts as long as
-/// it. The XDP engine keeps one per flow and never reads it (DESIGN
-/// decision 7: the program redirects first).
-pub fn join_membership(flow: &FlowPlan) -> Result<Socket, Error> {
-    open_receive(flow).map(|rx| rx.sock)
-}
-
+/// Opens `flow`'s joined socket ([`membership::join`]) and makes it a
+/// receive socket: a large receive buffer, a timeout of [`STOP_POLL`] so
+/// the worker sees the stop flag, and UDP GRO where the kernel accepts it.
 fn open_receive(flow: &FlowPlan) -> Result<ReceiveSocket, Error> {
-    let (iface, ifindex) = receive_interface(flow)?;
-    let err = |op: &'static str| {
-        let flow = flow.name.clone();
-        let iface = iface.clone();
-        move |source: io::Error| Error::Receive {
-            flow,
-            iface,
-            op,
-            source,
-        }
-    };
-    let domain = if flow.group.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
-    sock.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
-    if flow.group.is_ipv6() {
-        sock.set_only_v6(true).map_err(err("IPV6_V6ONLY"))?;
-    }
-    sock.bind_device(Some(iface.as_bytes()))
-        .map_err(err("SO_BINDTODEVICE"))?;
-    let bind_addr = match flow.group {
-        IpAddr::V4(g) => SocketAddr::new(IpAddr::V4(g), flow.port),
-        IpAddr::V6(g) => SocketAddr::V6(SocketAddrV6::new(g, flow.port, 0, v6_scope(&g, ifindex))),
-    };
-    sock.bind(&SockAddr::from(bind_addr))
-        .map_err(err("bind to group:port"))?;
-    match (flow.group, flow.source) {
-        (IpAddr::V4(g), None) => {
-            sock.set_multicast_all_v4(false)
-                .map_err(err("IP_MULTICAST_ALL=0"))?;
-            sock.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex))
-                .map_err(err("IP_ADD_MEMBERSHIP"))?;
-        }
-        (IpAddr::V6(g), None) => {
-            sock.set_multicast_all_v6(false)
-                .map_err(err("IPV6_MULTICAST_ALL=0"))?;
-            sock.join_multicast_v6(&g, ifindex)
-                .map_err(err("IPV6_JOIN_GROUP"))?;
-        }
-        (group, Some(source)) => {
-            if group.is_ipv4() {
-                sock.set_multicast_all_v4(false)
-                    .map_err(err("IP_MULTICAST_ALL=0"))?;
-            } else {
-                sock.set_multicast_all_v6(false)
-                    .map_err(err("IPV6_MULTICAST_ALL=0"))?;
-            }
-            sys::join_source_group(sock.as_fd(), ifindex, group, source)
-                .map_err(err("MCAST_JOIN_SOURCE_GROUP"))?;
-        }
-    }
+    let membership::Joined { sock, iface, .. } = membership::join(flow)?;
     if setsockopt(&sock, sockopt::RcvBufForce, &RCVBUF).is_err() {
         let _ = sock.set_recv_buffer_size(RCVBUF);
     }
     sock.set_read_timeout(Some(STOP_POLL))
-        .map_err(err("SO_RCVTIMEO"))?;
+        .map_err(|source| membership::Error::Receive {
+            flow: flow.name.clone(),
+            iface: iface.clone(),
+            op: "SO_RCVTIMEO",
+            source,
+        })?;
     let gro = setsockopt(&sock, sockopt::UdpGroSegment, &true).is_ok();
     Ok(ReceiveSocket { sock, iface, gro })
 }
@@ -894,38 +774,6 @@ mod tests {
             ipv4: vec![Ipv4Addr::LOCALHOST],
             ipv6: vec![],
         }
-    }
-
-    #[test]
-    fn scope_ids_only_for_link_scopes() {
-        assert_eq!(v6_scope(&"ff02::1".parse().unwrap(), 7), 7);
-        assert_eq!(v6_scope(&"ff12::1:2".parse().unwrap(), 7), 7);
-        assert_eq!(v6_scope(&"ff05::1".parse().unwrap(), 7), 0);
-        assert_eq!(v6_scope(&"ff3e::8000:1".parse().unwrap(), 7), 0);
-        assert_eq!(v6_scope(&"fe80::1".parse().unwrap(), 7), 7);
-        assert_eq!(v6_scope(&"fd00::1".parse().unwrap(), 7), 0);
-    }
-
-    #[test]
-    fn missing_vlan_subinterface_is_refused_with_the_command() {
-        let flow = FlowPlan {
-            name: "tagged".into(),
-            ingress: Interface {
-                name: "fo-none0".into(),
-                ..lo()
-            },
-            group: "239.1.1.1".parse().unwrap(),
-            port: 5000,
-            vlan: Some(4000),
-            source: None,
-            outputs: vec![],
-        };
-        let err = receive_interface(&flow).unwrap_err().to_string();
-        assert!(err.contains("VLAN 4000"), "{err}");
-        assert!(
-            err.contains("ip link add link fo-none0 name fo-none0.4000 type vlan id 4000"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use crate::engine::ring::{Desc, RxPort, TxPort, Umem};
+use crate::xdp::worker::ring::{Desc, RxPort, TxPort, Umem};
 pub use ring::{ConsumerRing, Layout, ProducerRing, ReadBatch, WriteBatch};
 use sys::Mmap;
 

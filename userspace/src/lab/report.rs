@@ -1,4 +1,4 @@
-//! The JSON report of `fanout sink --report`.
+//! The JSON report of `fanout lab sink --report`.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ impl OutputReport {
     }
 }
 
-/// The whole report of one `fanout sink` run.
+/// The whole report of one `fanout lab sink` run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkReport {
     /// One entry per listen address, in command-line order.

@@ -1,6 +1,6 @@
 //! The one choke point for the AF_XDP system calls: `socket`, `setsockopt`,
 //! `getsockopt`, `mmap`/`munmap`, `bind`, and the `sendto`/`recvfrom`
-//! wakeups. Everything else in [`crate::xsk`] calls these, so a test can
+//! wakeups. Everything else in [`crate::xdp::xsk`] calls these, so a test can
 //! observe them and an audit has one place to read.
 
 use std::io;

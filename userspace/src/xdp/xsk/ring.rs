@@ -147,11 +147,11 @@ impl<T: Copy> Core<T> {
     }
 }
 
-/// A ring userspace writes: fill (`u64` addresses) or TX ([`Desc`](crate::engine::ring::Desc)).
+/// A ring userspace writes: fill (`u64` addresses) or TX ([`Desc`](crate::xdp::worker::ring::Desc)).
 #[derive(Debug)]
 pub struct ProducerRing<T>(Core<T>);
 
-/// A ring userspace reads: RX ([`Desc`](crate::engine::ring::Desc)) or completion (`u64`).
+/// A ring userspace reads: RX ([`Desc`](crate::xdp::worker::ring::Desc)) or completion (`u64`).
 #[derive(Debug)]
 pub struct ConsumerRing<T>(Core<T>);
 

@@ -1430,7 +1430,7 @@ fn the_worker_fits_the_real_sockets_and_moves_to_a_thread() {
     // Type-level: the AF_XDP sockets implement the seam the worker needs,
     // and the worker can move to its queue's thread. (Running them needs
     // root and the XDP program: tests/.)
-    use crate::xsk::{RxSocket, TxSocket, XskUmem};
+    use crate::xdp::xsk::{RxSocket, TxSocket, XskUmem};
     type Real = Worker<XskUmem, RxSocket, TxSocket>;
     fn build(
         umem: XskUmem,

@@ -1,5 +1,5 @@
-//! `fanout gen`: sends numbered, self-checking datagrams
-//! ([`fanout::tools::payload`]) to a multicast group or a unicast address.
+//! `fanout lab gen`: sends numbered, self-checking datagrams
+//! ([`fanout::lab::payload`]) to a multicast group or a unicast address.
 //!
 //! Contract: bounded in count (`--count`) and in time (`--max-seconds`), paced
 //! at `--rate` datagrams per second from a fixed schedule (no bursts to catch
@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use fanout::tools::payload;
+use fanout::lab::payload;
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Debug, clap::Args)]
@@ -236,7 +236,7 @@ mod fast {
     use std::time::{Duration, Instant};
 
     use anyhow::Context as _;
-    use fanout::tools::payload;
+    use fanout::lab::payload;
     use nix::sys::socket::{
         MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, setsockopt, sockopt,
     };
@@ -355,8 +355,8 @@ mod tests {
     use std::net::UdpSocket;
     use std::time::{Duration, Instant};
 
+    use fanout::lab::payload;
     use fanout::lab::{Netns, privileged, unique_prefix};
-    use fanout::tools::payload;
 
     use super::Args;
 

@@ -34,14 +34,13 @@
 //! packet contents or on bad descriptors from the kernel (they are counted).
 //!
 //! The engine sees the kernel only through the traits in [`ring`]: one
-//! implementation maps real AF_XDP rings and UMEM (`crate::xsk`), one lives in
+//! implementation maps real AF_XDP rings and UMEM (`crate::xdp::xsk`), one lives in
 //! memory ([`ring::mem`]), so replication, batching and frame recycling are
 //! tested and benchmarked without root.
 
 pub mod counters;
 mod index;
 pub mod ring;
-pub mod setup;
 mod worker;
 
 pub use counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};

@@ -1,4 +1,4 @@
-//! The socket engine's only `unsafe`: system calls that neither socket2 nor
+//! The only `unsafe` outside the AF_XDP rings: a system call that neither socket2 nor
 //! nix wraps safely.
 //!
 //! Today that is one call: the protocol-independent source-specific join

@@ -1,10 +1,10 @@
-//! From the plan to what a [`super::Worker`] runs: one [`FlowSpec`] per flow,
+//! From the plan to what a [`super::worker::Worker`] runs: one [`FlowSpec`] per flow,
 //! one [`ReplicaSpec`] per output.
 //!
 //! Contract: pure functions over plan data; they never touch the system. The
 //! next hop's MAC address of a unicast output is the caller's (neighbour
 //! resolution); without it the output's template is `None` and its replicas
-//! are counted as [`super::DropReason::NextHopUnresolved`]. Multicast outputs
+//! are counted as [`crate::stats::DropReason::NextHopUnresolved`]. Multicast outputs
 //! use the group's multicast MAC. A replica's source address is the egress
 //! interface's first address of the destination's family (for IPv6: a
 //! link-local one for a link-local receiver, a global one otherwise, when the
@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use super::{FlowSpec, OutputSpec};
+use super::worker::{FlowSpec, OutputSpec};
 use crate::plan::{FlowPlan, Interface, OutputKind, OutputPlan};
 use crate::wire::{ReplicaSpec, ReplicaTemplate, TemplateError, TosPolicy, ethernet};
 

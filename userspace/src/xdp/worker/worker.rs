@@ -1,5 +1,5 @@
 //! One ingress queue's worker: receive, classify, replicate by reference,
-//! recycle frames. See the module documentation of [`crate::engine`].
+//! recycle frames. See the module documentation of [`crate::xdp::worker`].
 
 use std::net::IpAddr;
 

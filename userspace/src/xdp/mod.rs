@@ -13,8 +13,8 @@
 //! written to `FLOWS`; per rx queue (`/sys/class/net/IF/queues/rx-*`): one
 //! UMEM, the AF_XDP socket bound with zero-copy asked and copy taken when
 //! refused, one TX socket per egress interface sharing the UMEM, the socket
-//! put in `XSKS`, and an [`engine::Worker`] on its own thread. Groups are
-//! joined through kernel sockets ([`crate::socket::join_membership`]) held
+//! put in `XSKS`, and an [`worker::Worker`] on its own thread. Groups are
+//! joined through kernel sockets ([`crate::membership::join`]) held
 //! for the engine's life; they receive nothing while the program redirects.
 //! A VLAN flow needs no VLAN sub-interface (the program matches the tag),
 //! but without one its group is not joined (said in the log).
@@ -55,17 +55,22 @@ use std::time::{Duration, Instant};
 use fanout_common::Counter;
 use log::{info, warn};
 
-use crate::engine::{
-    self, DropReason as EngineDrop, FlowCounters as EngineFlow, MAX_INLINE, Worker, WorkerConfig,
-    setup::{self, SetupError},
+pub mod program;
+pub mod spec;
+pub mod worker;
+pub mod xsk;
+
+use self::program::{self as xdp, AttachMode, XdpProgram};
+use self::spec::{self as setup, SetupError};
+use self::worker::{
+    DropReason as EngineDrop, FlowCounters as EngineFlow, MAX_INLINE, Worker, WorkerConfig,
 };
+use self::xsk::{BindMode, BusyPoll, RingSizes, RxSocket, TxSocket, XskUmem};
 use crate::plan::{FlowPlan, Interface, OutputKind, Plan};
 use crate::stats::{
     DropReason, Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot, XdpSnapshot,
 };
 use crate::wire::ReplicaTemplate;
-use crate::xdp::{self, AttachMode, XdpProgram};
-use crate::xsk::{self, BindMode, BusyPoll, RingSizes, RxSocket, TxSocket, XskUmem};
 
 /// Run-time path of the XDP object; overrides the embedded one.
 pub const OBJECT_ENV: &str = "FANOUT_EBPF_OBJ";
@@ -124,10 +129,10 @@ pub enum Refused {
         ifname: String,
         queue: u32,
         #[source]
-        source: engine::WorkerError,
+        source: worker::WorkerError,
     },
     #[error("joining the groups: {0}")]
-    Join(#[from] crate::socket::Error),
+    Join(#[from] crate::membership::Error),
     #[error("flow {flow:?} output {output:?}: no interface set, and the route to {dst}: {source}")]
     Route {
         flow: String,
@@ -634,9 +639,9 @@ fn attach_name(m: AttachMode) -> &'static str {
 /// cannot receive it): no kernel socket can send its report tagged, so it
 /// runs without membership, said once in the log.
 fn join_membership(flow: &FlowPlan) -> Result<Option<socket2::Socket>, Refused> {
-    match crate::socket::join_membership(flow) {
-        Ok(sock) => Ok(Some(sock)),
-        Err(crate::socket::Error::NoVlanInterface { flow, parent, vlan }) => {
+    match crate::membership::join(flow) {
+        Ok(joined) => Ok(Some(joined.sock)),
+        Err(crate::membership::Error::NoVlanInterface { flow, parent, vlan }) => {
             warn!(
                 "flow {flow:?}: VLAN {vlan} on {parent} has no sub-interface: the program matches \
                  the tag on {parent}, but no IGMP/MLD membership is announced for the group on \
@@ -705,7 +710,7 @@ fn build_worker(
     let ports = egress.len() as u32;
     // Header slots for every descriptor that can be in a TX ring or its
     // completion ring at once, per port (a slot per replica at most).
-    let per_frame = xsk::FRAME_SIZE / engine::DEFAULT_SLOT_SIZE;
+    let per_frame = xsk::FRAME_SIZE / worker::DEFAULT_SLOT_SIZE;
     let slot_frames = (ports.max(1) * (sizes.tx + sizes.completion)).div_ceil(per_frame);
     // Room in the fill ring for every receive frame, so that a frame never
     // waits in userspace for a slot there (`fill_short` stays a signal).

@@ -1,10 +1,10 @@
-//! `fanout sink`: receives numbered lab datagrams on one socket per listen
-//! address and reports, per address, what arrived ([`fanout::tools::SeqTracker`]).
+//! `fanout lab sink`: receives numbered lab datagrams on one socket per listen
+//! address and reports, per address, what arrived ([`fanout::lab::SeqTracker`]).
 //!
 //! Contract: stops when every address received all `--expect` datagrams (then
 //! lingers briefly to catch late duplicates), when nothing arrived for
 //! `--timeout` seconds, or at `--max-seconds`; always writes the JSON report
-//! ([`fanout::tools::SinkReport`]) and prints a table. Exit 0 when every
+//! ([`fanout::lab::SinkReport`]) and prints a table. Exit 0 when every
 //! address is clean (nothing missing, corrupted, duplicated or unexpected),
 //! 1 otherwise or on a runtime failure, 2 on bad arguments.
 
@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use fanout::tools::{SeqTracker, SinkReport};
+use fanout::lab::{SeqTracker, SinkReport};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
 #[derive(Debug, clap::Args)]
