@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod membership;

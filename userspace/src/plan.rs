@@ -35,7 +35,7 @@ pub struct Interface {
 }
 
 /// Everything an engine needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub mode: Mode,
     /// Datagrams received (and replicated) per batch.
@@ -44,7 +44,7 @@ pub struct Plan {
 }
 
 /// One multicast stream taken in on one interface.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowPlan {
     pub name: String,
     pub ingress: Interface,
@@ -59,7 +59,7 @@ pub struct FlowPlan {
 }
 
 /// One destination every datagram of a flow is replicated to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputPlan {
     /// Unique within its flow: the configured name, or `unicast <ip:port>` /
     /// `multicast <group:port>`.
@@ -169,6 +169,52 @@ impl Plan {
             batch_size: config.engine.batch_size,
             flows,
         })
+    }
+}
+
+impl Plan {
+    /// The first way `next` differs from this plan, said for an operator
+    /// (`flow "tv": output "sub-1" added`), or `None` when they are equal.
+    pub fn first_difference(&self, next: &Plan) -> Option<String> {
+        if self == next {
+            return None;
+        }
+        if (self.mode, self.batch_size) != (next.mode, next.batch_size) {
+            return Some("[engine] changed".into());
+        }
+        for f in &self.flows {
+            let Some(n) = next.flows.iter().find(|n| n.name == f.name) else {
+                return Some(format!("flow {:?} removed", f.name));
+            };
+            if n == f {
+                continue;
+            }
+            for o in &f.outputs {
+                match n.outputs.iter().find(|m| m.name == o.name) {
+                    None => return Some(format!("flow {:?}: output {:?} removed", f.name, o.name)),
+                    Some(m) if m != o => {
+                        return Some(format!("flow {:?}: output {:?} changed", f.name, o.name));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(m) = n
+                .outputs
+                .iter()
+                .find(|m| !f.outputs.iter().any(|o| o.name == m.name))
+            {
+                return Some(format!("flow {:?}: output {:?} added", f.name, m.name));
+            }
+            return Some(format!("flow {:?} changed", f.name));
+        }
+        match next
+            .flows
+            .iter()
+            .find(|n| !self.flows.iter().any(|f| f.name == n.name))
+        {
+            Some(n) => Some(format!("flow {:?} added", n.name)),
+            None => Some("the order of the flows changed".into()),
+        }
     }
 }
 

@@ -1,30 +1,38 @@
-//! Per-flow and per-output counters, shared by every engine.
+//! The one counter vocabulary of every engine, from the worker to the JSON.
 //!
-//! The datapath owns a [`Stats`] built from the plan (one [`FlowCounters`]
-//! per flow, one [`OutputCounters`] per output) and bumps plain atomics with
-//! `Relaxed` ordering: no locks, no allocation, each counter block on its own
-//! cache line so that two worker threads never false-share. Readers take a
-//! [`Snapshot`] (serde, JSON-ready) at any time; it is printed as a table by
-//! its `Display` impl.
+//! Contract: a worker thread owns plain counters ([`FlowCounters`], one per
+//! flow it serves, each with one [`OutputCounters`] per output, and in the
+//! XDP engine the [`FrameCounters`] of its queue): no atomics and no locks on
+//! the hot path. It publishes them whole, now and then and when it stops,
+//! through its [`Publisher`] (a copy under a lock that only readers
+//! contend for). [`Stats`] knows every flow and output of the plan and every
+//! publisher; [`Stats::snapshot`] adds up what was published, per flow and
+//! output, into a [`Snapshot`] (serde, JSON-ready, printed as a table by its
+//! `Display`). The same names run from the counters to the JSON, the table
+//! and future metrics; nothing translates between them.
 //!
-//! Accounting contract: `received` counts the datagrams a flow accepted for
-//! replication (after the source check and the sanity checks, which are
-//! counted in `source_rejected` and `malformed` instead). Every accepted
-//! datagram ends, for every output, either in `sent` or in exactly one
-//! `dropped` reason, so `sent + sum(dropped) == received` for each output once
-//! the engine has stopped ([`Snapshot::check_accounting`]).
+//! Accounting contract (DESIGN decision 11): `received` counts the datagrams
+//! a flow accepted for replication (after the source check and the sanity
+//! checks, which are counted in `source_rejected` and `malformed` instead).
+//! Every accepted datagram ends, for every output, either in `sent` or in
+//! exactly one `dropped` reason, within the worker's same batch, so
+//! `sent + sum(dropped) == received` for each output in every published copy
+//! ([`Snapshot::check_accounting`]). `sent_bytes` and `received_bytes` count
+//! UDP payload bytes in every engine.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
 
-/// Why a replica was not sent. The socket engine uses the first five; the
-/// AF_XDP engine adds its own (the enum is shared so that a snapshot reads the
-/// same whichever engine ran).
+/// Why a replica was not sent: the one list for every engine. The socket
+/// engine's reasons come from `sendmmsg` errors ([`DropReason::from_errno`]);
+/// the XDP engine's from its rings and slots; a snapshot reads the same
+/// whichever engine ran. A new reason is a new variant here (and in
+/// [`DropReason::ALL`] and [`DropReason::name`]): nothing else to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
@@ -102,101 +110,195 @@ impl DropReason {
     }
 }
 
-/// Counters of one flow (the receive side). One cache line per flow.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct FlowCounters {
-    received: AtomicU64,
-    received_bytes: AtomicU64,
-    source_rejected: AtomicU64,
-    malformed: AtomicU64,
-}
-
-impl FlowCounters {
-    /// `n` datagrams totalling `bytes` accepted for replication.
-    #[inline]
-    pub fn add_received(&self, n: u64, bytes: u64) {
-        self.received.fetch_add(n, Ordering::Relaxed);
-        self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// `n` datagrams from a sender other than the configured source.
-    #[inline]
-    pub fn add_source_rejected(&self, n: u64) {
-        self.source_rejected.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// `n` datagrams that were malformed or truncated.
-    #[inline]
-    pub fn add_malformed(&self, n: u64) {
-        self.malformed.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// Counters of one output (the send side). One cache line or two per output.
-#[derive(Debug, Default)]
-#[repr(align(64))]
+/// Counters of one output, owned by the worker that sends its replicas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputCounters {
-    sent: AtomicU64,
-    sent_bytes: AtomicU64,
-    dropped: [AtomicU64; DropReason::COUNT],
+    /// Replicas handed to the kernel (socket engine) or taken whole by a TX
+    /// ring (XDP engine).
+    pub sent: u64,
+    /// Their UDP payload bytes.
+    pub sent_bytes: u64,
+    /// Replicas dropped, by [`DropReason`] (index: `reason as usize`).
+    pub dropped: [u64; DropReason::COUNT],
 }
 
 impl OutputCounters {
-    /// `n` replicas totalling `bytes` handed to the kernel or the NIC.
-    #[inline]
-    pub fn add_sent(&self, n: u64, bytes: u64) {
-        self.sent.fetch_add(n, Ordering::Relaxed);
-        self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
     /// `n` replicas dropped for `reason`.
     #[inline]
-    pub fn add_dropped(&self, reason: DropReason, n: u64) {
-        self.dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
+    pub fn drop(&mut self, reason: DropReason, n: u64) {
+        self.dropped[reason.index()] += n;
+    }
+
+    /// Replicas dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    /// Replicas dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    fn add(&mut self, other: &OutputCounters) {
+        self.sent += other.sent;
+        self.sent_bytes += other.sent_bytes;
+        for (d, o) in self.dropped.iter_mut().zip(&other.dropped) {
+            *d += o;
+        }
     }
 }
 
-/// Counters of one output, with its name for reports.
-#[derive(Debug)]
-pub struct OutputStats {
-    pub name: String,
-    pub dest: String,
-    pub counters: OutputCounters,
+/// Counters of one flow and of its outputs (in the flow's output order),
+/// owned by the worker that receives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// Datagrams accepted for replication.
+    pub received: u64,
+    /// Their UDP payload bytes.
+    pub received_bytes: u64,
+    /// Datagrams from a sender other than the configured source.
+    pub source_rejected: u64,
+    /// Datagrams of the flow that were truncated or malformed.
+    pub malformed: u64,
+    pub outputs: Vec<OutputCounters>,
 }
 
-/// Counters of one flow and of its outputs, in plan order.
-#[derive(Debug)]
-pub struct FlowStats {
-    pub name: String,
-    pub counters: FlowCounters,
-    pub outputs: Vec<OutputStats>,
+impl FlowCounters {
+    /// Zeroed counters for a flow with `outputs` outputs.
+    pub fn with_outputs(outputs: usize) -> Self {
+        FlowCounters {
+            outputs: vec![OutputCounters::default(); outputs],
+            ..FlowCounters::default()
+        }
+    }
+
+    /// Whether `sent + dropped == received` holds for every output.
+    pub fn balanced(&self) -> bool {
+        self.outputs
+            .iter()
+            .all(|o| o.sent + o.dropped_total() == self.received)
+    }
+
+    fn add(&mut self, other: &FlowCounters) {
+        self.received += other.received;
+        self.received_bytes += other.received_bytes;
+        self.source_rejected += other.source_rejected;
+        self.malformed += other.malformed;
+        for (o, other) in self.outputs.iter_mut().zip(&other.outputs) {
+            o.add(other);
+        }
+    }
 }
 
-/// Every counter of a running engine, indexed like the plan
-/// (`flows[f].outputs[o]` belongs to `plan.flows[f].outputs[o]`).
+/// Frames an XDP worker took from its RX ring that are nobody's datagram,
+/// and ring anomalies: the counters of one rx queue, beside its flows'.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameCounters {
+    /// Packets (chains) taken from the RX ring.
+    pub rx_packets: u64,
+    /// Frames the parser refused (frames recycled at once).
+    pub malformed: u64,
+    /// Well-formed datagrams that match no flow of this worker.
+    pub no_flow: u64,
+    /// RX descriptors outside this worker's receive frames, crossing a frame,
+    /// for a frame the kernel did not hold, or a chain without its end: the
+    /// packet is dropped, its valid frames recycled.
+    pub bad_rx_desc: u64,
+    /// Completions for an address with nothing in flight (ignored).
+    pub bad_completion: u64,
+    /// Polls on which the fill ring took fewer frames than were waiting.
+    pub fill_short: u64,
+}
+
+impl FrameCounters {
+    /// Every counter with its name (as in the JSON and the table).
+    pub fn fields(&self) -> [(&'static str, u64); 6] {
+        [
+            ("rx_packets", self.rx_packets),
+            ("malformed", self.malformed),
+            ("no_flow", self.no_flow),
+            ("bad_rx_desc", self.bad_rx_desc),
+            ("bad_completion", self.bad_completion),
+            ("fill_short", self.fill_short),
+        ]
+    }
+}
+
+/// The names of one output, for reports.
+#[derive(Debug, Clone)]
+struct OutputName {
+    name: String,
+    dest: String,
+}
+
+/// The names of one flow and its outputs, for reports.
+#[derive(Debug, Clone)]
+struct FlowName {
+    name: String,
+    outputs: Vec<OutputName>,
+}
+
+/// What one worker published: its flows (plan indices) and their counters.
+#[derive(Debug)]
+struct Part {
+    /// Plan index of each of the worker's flows.
+    flows: Vec<usize>,
+    counters: Mutex<Vec<FlowCounters>>,
+}
+
+/// A worker's handle for publishing its counters into [`Stats`].
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    part: Arc<Part>,
+    /// Zeroed counters shaped like the worker's flows.
+    blank: Vec<FlowCounters>,
+}
+
+impl Publisher {
+    /// Zeroed counters for the worker's flows, in its order: the worker's
+    /// own copy to count in.
+    pub fn counters(&self) -> Vec<FlowCounters> {
+        self.blank.clone()
+    }
+
+    /// Replaces the published copy with `counters` (the worker's, in the
+    /// order of [`Publisher::counters`]). Allocates nothing when the shapes
+    /// match, which they do.
+    pub fn publish(&self, counters: &[FlowCounters]) {
+        let mut published = self
+            .part
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        published.clone_from_slice(counters);
+    }
+}
+
+/// Every counter of a running engine: the plan's flows and outputs, and what
+/// each worker published. Shared between the workers (through their
+/// [`Publisher`]s) and whoever reads [`Stats::snapshot`].
 #[derive(Debug)]
 pub struct Stats {
-    pub engine: String,
-    pub flows: Vec<FlowStats>,
+    engine: String,
+    flows: Vec<FlowName>,
+    parts: Mutex<Vec<Arc<Part>>>,
 }
 
 impl Stats {
-    /// Zeroed counters for every flow and output of `plan`.
+    /// Stats for every flow and output of `plan`, with no publisher yet;
+    /// `engine` names what runs (`socket`, `xdp native copy`).
     pub fn for_plan(plan: &Plan, engine: &str) -> Self {
         let flows = plan
             .flows
             .iter()
-            .map(|f| FlowStats {
+            .map(|f| FlowName {
                 name: f.name.clone(),
-                counters: FlowCounters::default(),
                 outputs: f
                     .outputs
                     .iter()
-                    .map(|o| OutputStats {
+                    .map(|o| OutputName {
                         name: o.name.clone(),
                         dest: o.dest.to_string(),
-                        counters: OutputCounters::default(),
                     })
                     .collect(),
             })
@@ -204,36 +306,80 @@ impl Stats {
         Stats {
             engine: engine.to_owned(),
             flows,
+            parts: Mutex::new(Vec::new()),
         }
     }
 
-    /// A consistent-enough copy of every counter (each counter is read once;
-    /// take it after the engine stopped for an exact account).
+    /// What runs (`socket`, `xdp native copy`).
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    /// Registers a worker that serves the plan's flows `flows` (plan
+    /// indices, in the worker's order) and returns its publisher.
+    ///
+    /// # Panics
+    ///
+    /// If a flow index is not in the plan (a bug of the caller).
+    pub fn publisher(&self, flows: &[usize]) -> Publisher {
+        let blank: Vec<FlowCounters> = flows
+            .iter()
+            .map(|&f| FlowCounters::with_outputs(self.flows[f].outputs.len()))
+            .collect();
+        let part = Arc::new(Part {
+            flows: flows.to_vec(),
+            counters: Mutex::new(blank.clone()),
+        });
+        self.parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(part.clone());
+        Publisher { part, blank }
+    }
+
+    /// The flows' counters summed over every publisher, in plan order.
+    pub fn totals(&self) -> Vec<FlowCounters> {
+        let mut totals: Vec<FlowCounters> = self
+            .flows
+            .iter()
+            .map(|f| FlowCounters::with_outputs(f.outputs.len()))
+            .collect();
+        let parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        for part in parts.iter() {
+            let counters = part.counters.lock().unwrap_or_else(PoisonError::into_inner);
+            for (&f, c) in part.flows.iter().zip(counters.iter()) {
+                totals[f].add(c);
+            }
+        }
+        totals
+    }
+
+    /// Every counter as published (each worker's copy is consistent in
+    /// itself; take it after the engine stopped for the final account).
     pub fn snapshot(&self) -> Snapshot {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let totals = self.totals();
         Snapshot {
             engine: self.engine.clone(),
             flows: self
                 .flows
                 .iter()
-                .map(|f| FlowSnapshot {
+                .zip(totals)
+                .map(|(f, c)| FlowSnapshot {
                     name: f.name.clone(),
-                    received: load(&f.counters.received),
-                    received_bytes: load(&f.counters.received_bytes),
-                    source_rejected: load(&f.counters.source_rejected),
-                    malformed: load(&f.counters.malformed),
+                    received: c.received,
+                    received_bytes: c.received_bytes,
+                    source_rejected: c.source_rejected,
+                    malformed: c.malformed,
                     outputs: f
                         .outputs
                         .iter()
-                        .map(|o| OutputSnapshot {
+                        .zip(c.outputs)
+                        .map(|(o, c)| OutputSnapshot {
                             name: o.name.clone(),
                             dest: o.dest.clone(),
-                            sent: load(&o.counters.sent),
-                            sent_bytes: load(&o.counters.sent_bytes),
-                            dropped: DropReason::ALL
-                                .iter()
-                                .map(|r| (*r, load(&o.counters.dropped[r.index()])))
-                                .collect(),
+                            sent: c.sent,
+                            sent_bytes: c.sent_bytes,
+                            dropped: DropReason::ALL.iter().map(|&r| (r, c.dropped(r))).collect(),
                         })
                         .collect(),
                 })
@@ -479,16 +625,20 @@ mod tests {
     #[test]
     fn snapshot_counts_and_balances() {
         let stats = Stats::for_plan(&plan(), "socket");
-        let f = &stats.flows[0];
-        f.counters.add_received(10, 1000);
-        f.counters.add_source_rejected(3);
-        f.counters.add_malformed(1);
-        f.outputs[0].counters.add_sent(10, 1000);
-        f.outputs[1].counters.add_sent(7, 700);
-        f.outputs[1].counters.add_dropped(DropReason::WouldBlock, 2);
-        f.outputs[1]
-            .counters
-            .add_dropped(DropReason::Unreachable, 1);
+        let publisher = stats.publisher(&[0]);
+        let mut c = publisher.counters();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].outputs.len(), 2);
+        let f = &mut c[0];
+        (f.received, f.received_bytes, f.source_rejected, f.malformed) = (10, 1000, 3, 1);
+        (f.outputs[0].sent, f.outputs[0].sent_bytes) = (10, 1000);
+        (f.outputs[1].sent, f.outputs[1].sent_bytes) = (7, 700);
+        f.outputs[1].drop(DropReason::WouldBlock, 2);
+        f.outputs[1].drop(DropReason::Unreachable, 1);
+        assert!(f.balanced());
+        // Nothing shows before it is published.
+        assert_eq!(stats.snapshot().flow("tv").unwrap().received, 0);
+        publisher.publish(&c);
         let s = stats.snapshot();
         assert_eq!(s.engine, "socket");
         let fs = s.flow("tv").unwrap();
@@ -509,18 +659,50 @@ mod tests {
         assert_eq!(b.dropped.len(), DropReason::COUNT);
         s.check_accounting().unwrap();
 
-        f.outputs[0].counters.add_dropped(DropReason::Other, 1);
+        c[0].outputs[0].drop(DropReason::Other, 1);
+        assert!(!c[0].balanced());
+        publisher.publish(&c);
         let err = stats.snapshot().check_accounting().unwrap_err();
         assert!(err.contains("output \"a\""), "{err}");
         assert!(err.contains("11 != received 10"), "{err}");
     }
 
+    /// Two workers serving the same flow (two rx queues): the snapshot is
+    /// their sum, and a publish replaces a worker's copy, never adds to it.
+    #[test]
+    fn snapshot_sums_the_publishers_of_a_flow() {
+        let stats = Stats::for_plan(&plan(), "xdp");
+        let q0 = stats.publisher(&[0]);
+        let q1 = stats.publisher(&[0]);
+        let mut c0 = q0.counters();
+        let mut c1 = q1.counters();
+        c0[0].received = 4;
+        c0[0].outputs[0].sent = 4;
+        c0[0].outputs[1].drop(DropReason::NoSlot, 4);
+        c1[0].received = 6;
+        c1[0].outputs[0].sent = 5;
+        c1[0].outputs[0].drop(DropReason::RingFull, 1);
+        c1[0].outputs[1].sent = 6;
+        q0.publish(&c0);
+        q1.publish(&c1);
+        q1.publish(&c1);
+        let s = stats.snapshot();
+        let f = s.flow("tv").unwrap();
+        assert_eq!(f.received, 10);
+        let (a, b) = (f.output("a").unwrap(), f.output("b").unwrap());
+        assert_eq!((a.sent, a.dropped(DropReason::RingFull)), (9, 1));
+        assert_eq!((b.sent, b.dropped(DropReason::NoSlot)), (6, 4));
+        s.check_accounting().unwrap();
+        assert_eq!(stats.totals()[0].received, 10);
+    }
+
     #[test]
     fn snapshot_json_round_trip() {
         let stats = Stats::for_plan(&plan(), "socket");
-        stats.flows[0].outputs[0]
-            .counters
-            .add_dropped(DropReason::MessageTooBig, 5);
+        let publisher = stats.publisher(&[0]);
+        let mut c = publisher.counters();
+        c[0].outputs[0].drop(DropReason::MessageTooBig, 5);
+        publisher.publish(&c);
         let s = stats.snapshot();
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"message_too_big\":5"), "{json}");
@@ -532,11 +714,13 @@ mod tests {
     #[test]
     fn table_names_flows_outputs_and_reasons() {
         let stats = Stats::for_plan(&plan(), "socket");
-        let f = &stats.flows[0];
-        f.counters.add_received(4, 400);
-        f.outputs[0].counters.add_sent(4, 400);
-        f.outputs[1].counters.add_sent(1, 100);
-        f.outputs[1].counters.add_dropped(DropReason::NoBuffer, 3);
+        let publisher = stats.publisher(&[0]);
+        let mut c = publisher.counters();
+        (c[0].received, c[0].received_bytes) = (4, 400);
+        (c[0].outputs[0].sent, c[0].outputs[0].sent_bytes) = (4, 400);
+        (c[0].outputs[1].sent, c[0].outputs[1].sent_bytes) = (1, 100);
+        c[0].outputs[1].drop(DropReason::NoBuffer, 3);
+        publisher.publish(&c);
         let table = stats.snapshot().to_string();
         assert!(
             table.contains("flow tv: received 4 datagrams (400 bytes)"),
@@ -577,8 +761,28 @@ mod tests {
     }
 
     #[test]
-    fn counters_are_cache_line_aligned() {
-        assert_eq!(std::mem::align_of::<FlowCounters>(), 64);
-        assert_eq!(std::mem::align_of::<OutputCounters>(), 64);
+    fn frame_counters_are_named_once() {
+        let c = FrameCounters {
+            rx_packets: 1,
+            malformed: 2,
+            no_flow: 3,
+            bad_rx_desc: 4,
+            bad_completion: 5,
+            fill_short: 6,
+        };
+        let names: Vec<&str> = c.fields().iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "rx_packets",
+                "malformed",
+                "no_flow",
+                "bad_rx_desc",
+                "bad_completion",
+                "fill_short"
+            ]
+        );
+        let values: Vec<u64> = c.fields().iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, [1, 2, 3, 4, 5, 6]);
     }
 }

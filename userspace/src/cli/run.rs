@@ -8,14 +8,13 @@
 //! and every group joined: tests and supervisors wait on it. It holds the
 //! same announcement line as stderr (`engine xdp native copy (skipped: ...)`).
 //!
-//! The engine (DESIGN decision 6): `mode = "xdp"` and `"auto"` climb the
-//! XDP ladder ([`fanout::xdp`]); the rung reached is said once on
-//! stderr (`fanout: engine xdp native copy ...`) with every skipped rung and
-//! its reason, and is the `engine` of the stats. When a rung fails, `auto`
-//! says why and runs the socket engine, `xdp` refuses with exit 1 and the
-//! reason. The XDP object is `FANOUT_EBPF_OBJ` when set, else the one built
-//! into the binary; `FANOUT_XDP_MODE=generic` forces generic XDP,
-//! `FANOUT_XDP_MODE=native` refuses generic.
+//! The engine is chosen by [`fanout::engine::start`] (DESIGN decision 6):
+//! `mode = "xdp"` and `"auto"` climb the XDP ladder ([`fanout::xdp`]); the
+//! rung reached is said once on stderr (`fanout: engine xdp native copy
+//! ...`) with every skipped rung and its reason, and is the `engine` of the
+//! stats. When a rung fails, `auto` says why and runs the socket engine,
+//! `xdp` refuses with exit 1 and the reason. Whatever runs is driven through
+//! the one [`fanout::engine::Engine`] interface by one supervision loop.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,10 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fanout::plan::{Mode, Plan};
-use fanout::socket::SocketEngine;
-use fanout::stats::{Snapshot, Stats};
-use fanout::xdp::XdpEngine;
+use fanout::engine::{self, Engine, StartError, Started};
+use fanout::plan::Plan;
+use fanout::stats::Snapshot;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,41 +59,25 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let started = match engine::start(&plan) {
+        Ok(started) => started,
+        Err(StartError::XdpRequired(e)) => {
+            eprintln!(
+                "error: {}: [engine] mode = \"xdp\", but the XDP datapath cannot start: {e}; \
+                 refusing to start (use mode = \"auto\" or \"socket\" for the socket engine)",
+                args.config.display()
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // The announcement goes to stderr and into the ready file, so that a
-    // supervisor (the demo, an init system) can show which rung runs.
-    let (xdp, announce) = match plan.mode {
-        Mode::Socket => (None, "engine socket (mode = \"socket\")".to_string()),
-        Mode::Xdp | Mode::Auto => match XdpEngine::start(&plan, stop.clone()) {
-            Ok(engine) => {
-                let skipped = if engine.notes().is_empty() {
-                    String::new()
-                } else {
-                    format!(" (skipped: {})", engine.notes().join("; "))
-                };
-                let announce = format!("engine {}{skipped}", engine.rung());
-                (Some(engine), announce)
-            }
-            Err(e) if plan.mode == Mode::Xdp => {
-                eprintln!(
-                    "error: {}: [engine] mode = \"xdp\", but the XDP datapath cannot start: {e}; \
-                     refusing to start (use mode = \"auto\" or \"socket\" for the socket engine)",
-                    args.config.display()
-                );
-                return ExitCode::from(1);
-            }
-            Err(e) => (
-                None,
-                format!("engine socket (mode = \"auto\"; XDP refused: {e})"),
-            ),
-        },
-    };
-    eprintln!("fanout: {announce}");
-    let ready = format!("{announce}\n");
-    let result = match xdp {
-        Some(engine) => run_xdp(&args, &plan, engine, &stop, &ready),
-        None => run(&args, &plan, stop, &ready),
-    };
-    match result {
+    // supervisor (the demo, an init system) can show which engine runs.
+    eprintln!("fanout: {}", started.announce);
+    match run(&args, &plan, started, &stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -104,55 +86,52 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Runs the XDP engine until the stop flag: the same ready file, periodic
-/// table and final snapshot as [`run`], with the XDP section.
-fn run_xdp(
-    args: &Args,
-    plan: &Plan,
-    mut engine: XdpEngine,
-    stop: &AtomicBool,
-    ready: &str,
-) -> anyhow::Result<()> {
+/// Drives a started engine until the stop flag: the ready file, the
+/// periodic table, the final report. The one supervision loop of every
+/// engine.
+fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow::Result<()> {
+    let Started {
+        mut engine,
+        announce,
+    } = started;
     if let Some(path) = &args.ready_file
-        && let Err(e) = write_atomically(path, ready.as_bytes())
+        && let Err(e) = write_atomically(path, format!("{announce}\n").as_bytes())
     {
-        stop.store(true, Ordering::Relaxed);
-        let _ = engine.join();
+        let _ = engine.stop();
         return Err(e.context(format!("writing the ready file {}", path.display())));
     }
     log::info!(
         "running {} flow(s) on {}; stop with SIGINT or SIGTERM",
         plan.flows.len(),
-        engine.rung()
+        engine.name()
     );
-    supervise(args, stop, || engine.any_finished(), || engine.snapshot());
-    let joined = engine.join();
+    let failed = supervise(args, stop, engine.as_ref());
+    let stopped = engine.stop();
     final_report(args, &engine.snapshot())?;
-    joined.map_err(anyhow::Error::msg)?;
-    Ok(())
+    stopped.map_err(anyhow::Error::msg)?;
+    match failed {
+        Some(why) => Err(anyhow::anyhow!("{why} before the stop")),
+        None => Ok(()),
+    }
 }
 
 /// Waits for the stop flag, printing (stderr) and writing (`--stats-json`)
-/// the counters every `--stats-interval`; a dead worker (`any_finished`)
-/// stops the others (the engine's join reports which).
-fn supervise(
-    args: &Args,
-    stop: &AtomicBool,
-    mut any_finished: impl FnMut() -> bool,
-    snapshot: impl Fn() -> Snapshot,
-) {
+/// the counters every `--stats-interval`; returns early, with the reason,
+/// when a worker of the engine ended on its own.
+fn supervise(args: &Args, stop: &AtomicBool, engine: &dyn Engine) -> Option<String> {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
-        if any_finished() {
-            stop.store(true, Ordering::Relaxed);
+        if let Some(why) = engine.failed() {
+            log::error!("{why}: stopping the engine");
+            return Some(why);
         }
         if let Some(every) = interval
             && last.elapsed() >= every
         {
             last = Instant::now();
-            let snap = snapshot();
+            let snap = engine.snapshot();
             eprint!("{snap}");
             if let Some(path) = &args.stats_json
                 && let Err(e) = write_json(path, &snap)
@@ -161,6 +140,7 @@ fn supervise(
             }
         }
     }
+    None
 }
 
 /// The final counters: the table on stdout, the JSON file.
@@ -169,29 +149,6 @@ fn final_report(args: &Args, snap: &Snapshot) -> anyhow::Result<()> {
     if let Some(path) = &args.stats_json {
         write_json(path, snap)?;
     }
-    Ok(())
-}
-
-fn run(args: &Args, plan: &Plan, stop: Arc<AtomicBool>, ready: &str) -> anyhow::Result<()> {
-    let stats = Arc::new(Stats::for_plan(plan, "socket"));
-    let engine = SocketEngine::start(plan, stats.clone(), stop.clone())?;
-
-    if let Some(path) = &args.ready_file
-        && let Err(e) = write_atomically(path, ready.as_bytes())
-    {
-        stop.store(true, Ordering::Relaxed);
-        let _ = engine.join();
-        return Err(e.context(format!("writing the ready file {}", path.display())));
-    }
-    log::info!(
-        "running {} flow(s); stop with SIGINT or SIGTERM",
-        plan.flows.len()
-    );
-
-    supervise(args, &stop, || engine.any_finished(), || stats.snapshot());
-    let joined = engine.join();
-    final_report(args, &stats.snapshot())?;
-    joined?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The AF_XDP fan-out engine: the batch loop and frame accounting.
+//! The AF_XDP fan-out worker: the batch loop and frame accounting.
 //!
 //! A [`Worker`] serves one ingress queue. It owns the UMEM, the ingress
 //! socket's RX and fill rings ([`ring::RxPort`]) and one TX socket per egress
@@ -29,25 +29,386 @@
 //! completed (or was refused); a malformed or unmatched packet is counted and
 //! its frames recycled in the same poll; a full or refusing TX ring costs
 //! only its own replicas (counted as [`DropReason::RingFull`]), never a wait;
-//! per output, `sent + dropped == received` after every poll ([`counters`]).
+//! per output, `sent + dropped == received` after every poll
+//! ([`crate::stats`]: the worker counts in the engines' one vocabulary).
 //! The loop allocates nothing after [`Worker::new`] and never panics on
 //! packet contents or on bad descriptors from the kernel (they are counted).
 //!
-//! The engine sees the kernel only through the traits in [`ring`]: one
+//! Its parts: [`config`] (geometry, specs, refusals), `frames` (frame and
+//! slot accounting), `stage` (chains waiting for a TX port), `replicate`
+//! (the per-packet path), `index` (the flow lookup) and [`ring`] (the seam).
+//!
+//! The worker sees the kernel only through the traits in [`ring`]: one
 //! implementation maps real AF_XDP rings and UMEM (`crate::xdp::xsk`), one lives in
 //! memory ([`ring::mem`]), so replication, batching and frame recycling are
 //! tested and benchmarked without root.
 
-pub mod counters;
+mod config;
+mod frames;
 mod index;
+mod replicate;
 pub mod ring;
-mod worker;
+mod stage;
 
-pub use counters::{DropReason, FlowCounters, OutputCounters, WorkerCounters};
-pub use worker::{
-    DEFAULT_INLINE_MAX, DEFAULT_SLOT_SIZE, FlowSpec, FrameCensus, MAX_INLINE, MAX_RX_CHAIN,
-    MAX_TX_CHAIN, OutputSpec, PollResult, Worker, WorkerConfig, WorkerError,
+use std::net::IpAddr;
+
+use fanout_common::FlowKey;
+
+pub use self::config::{
+    DEFAULT_INLINE_MAX, DEFAULT_SLOT_SIZE, FlowSpec, MAX_INLINE, MAX_RX_CHAIN, MAX_TX_CHAIN,
+    OutputSpec, WorkerConfig, WorkerError,
 };
+pub use self::frames::FrameCensus;
+use self::frames::Frames;
+use self::index::FlowIndex;
+use self::replicate::submit;
+use self::ring::{Desc, RxPort, TxPort, Umem};
+use self::stage::Stage;
+use crate::stats::{FlowCounters, FrameCounters};
+use crate::wire::{ReplicaTemplate, replica::MAX_HEADER_LEN};
+
+/// Completions reaped per ring read.
+const COMPLETION_BATCH: usize = 256;
+
+/// What one [`Worker::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollResult {
+    /// Packets taken from the RX ring.
+    pub received: usize,
+    /// Addresses reaped from the completion rings.
+    pub completed: usize,
+}
+
+/// One output as the loop sees it.
+#[derive(Debug)]
+struct Output {
+    tx: usize,
+    template: Option<ReplicaTemplate>,
+}
+
+#[derive(Debug)]
+struct Flow {
+    source: Option<IpAddr>,
+    outputs: Vec<Output>,
+    /// Longest payload copied behind the headers: `inline_max`, and what
+    /// fits in a slot behind the longest header of the flow's outputs.
+    inline_limit: u32,
+}
+
+impl Flow {
+    fn set_inline_limit(&mut self, cfg: &WorkerConfig) {
+        let longest = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.template.as_ref())
+            .map(|t| t.header_len() as u32)
+            .max()
+            .unwrap_or(0);
+        self.inline_limit = cfg.inline_max.min(cfg.slot_size - longest);
+    }
+}
+
+/// The fan-out loop of one ingress queue, generic over the ring seam.
+///
+/// Owns the UMEM, the ingress [`RxPort`], one [`TxPort`] per egress
+/// interface, the frame and header-slot accounting and the counters. Not
+/// `Sync`: one thread polls it.
+#[derive(Debug)]
+pub struct Worker<U, R, T> {
+    umem: U,
+    rx: R,
+    tx: Vec<T>,
+    cfg: WorkerConfig,
+    frames: Frames,
+    flows: Vec<Flow>,
+    index: FlowIndex,
+    counters: Vec<FlowCounters>,
+    frame_counters: FrameCounters,
+    // Per-poll scratch, allocated once.
+    rx_descs: Vec<Desc>,
+    held: Vec<u64>,
+    payload: Vec<Desc>,
+    completions: Vec<u64>,
+    stages: Vec<Stage>,
+}
+
+impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
+    /// Builds the worker and hands every receive frame to the fill ring
+    /// (those that do not fit wait for the next poll).
+    pub fn new(
+        umem: U,
+        rx: R,
+        tx: Vec<T>,
+        flows: Vec<FlowSpec>,
+        cfg: WorkerConfig,
+    ) -> Result<Self, WorkerError> {
+        let frame_size = umem.frame_size();
+        let frame_count = umem.frame_count();
+        if cfg.batch_size == 0 {
+            return Err(WorkerError::ZeroBatch);
+        }
+        if !frame_size.is_power_of_two() {
+            return Err(WorkerError::BadFrameSize(frame_size));
+        }
+        if (cfg.slot_size as usize) < MAX_HEADER_LEN
+            || cfg.slot_size > frame_size
+            || !frame_size.is_multiple_of(cfg.slot_size)
+        {
+            return Err(WorkerError::BadSlotSize {
+                slot_size: cfg.slot_size,
+                frame_size,
+            });
+        }
+        if !(1..=MAX_TX_CHAIN).contains(&cfg.max_tx_chain) {
+            return Err(WorkerError::BadMaxTxChain(cfg.max_tx_chain));
+        }
+        if cfg.inline_max > MAX_INLINE {
+            return Err(WorkerError::BadInlineMax(cfg.inline_max));
+        }
+        if cfg.slot_frames == 0 || cfg.slot_frames >= frame_count {
+            return Err(WorkerError::BadSlotFrames {
+                slot_frames: cfg.slot_frames,
+                frame_count,
+            });
+        }
+        let mut index = FlowIndex::with_capacity(flows.len());
+        let mut counters = Vec::with_capacity(flows.len());
+        let mut runs = Vec::with_capacity(flows.len());
+        for (f, flow) in flows.into_iter().enumerate() {
+            let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
+            if let Some(other) = index.get(&key) {
+                return Err(WorkerError::DuplicateFlow {
+                    flow: f,
+                    other: other as usize,
+                    group: flow.group,
+                    port: flow.port,
+                    vlan: flow.vlan,
+                });
+            }
+            index.insert(&key, f as u32);
+            let mut outputs = Vec::with_capacity(flow.outputs.len());
+            for (o, out) in flow.outputs.into_iter().enumerate() {
+                if out.tx >= tx.len() {
+                    return Err(WorkerError::NoSuchPort {
+                        flow: f,
+                        output: o,
+                        tx: out.tx,
+                        ports: tx.len(),
+                    });
+                }
+                outputs.push(Output {
+                    tx: out.tx,
+                    template: out.template,
+                });
+            }
+            counters.push(FlowCounters::with_outputs(outputs.len()));
+            let mut run = Flow {
+                source: flow.source,
+                outputs,
+                inline_limit: 0,
+            };
+            run.set_inline_limit(&cfg);
+            runs.push(run);
+        }
+        let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
+        let stages = (0..tx.len()).map(|_| Stage::new(tx_batch)).collect();
+        let rx_len = cfg.batch_size.max(MAX_RX_CHAIN);
+        let mut worker = Self {
+            umem,
+            rx,
+            tx,
+            cfg,
+            frames: Frames::new(frame_size, frame_count, cfg.slot_frames, cfg.slot_size),
+            flows: runs,
+            index,
+            counters,
+            frame_counters: FrameCounters::default(),
+            rx_descs: vec![Desc::default(); rx_len],
+            held: Vec::with_capacity(rx_len),
+            payload: Vec::with_capacity(rx_len),
+            completions: vec![0; COMPLETION_BATCH],
+            stages,
+        };
+        worker.refill();
+        Ok(worker)
+    }
+
+    /// One turn of the loop: reap completions, receive a batch, replicate
+    /// it, transmit, flush every TX port once, refill, wake the RX side. Never blocks, never
+    /// allocates.
+    pub fn poll(&mut self) -> PollResult {
+        let completed = self.reap();
+        let received = self.receive();
+        for p in 0..self.tx.len() {
+            submit(
+                &mut self.tx[p],
+                &mut self.stages[p],
+                &mut self.frames,
+                &mut self.counters,
+            );
+            // Every port, every poll: what a port took on an earlier poll
+            // may still wait for a kick (copy mode sends a bounded number
+            // of descriptors per system call); the port decides whether
+            // the kernel needs one.
+            self.tx[p].flush();
+        }
+        self.refill();
+        self.rx.wake();
+        PollResult {
+            received,
+            completed,
+        }
+    }
+
+    /// Replicas handed to TX rings whose completion has not come back
+    /// (O(1)): while non-zero, the loop must keep polling (completions to
+    /// reap, TX rings to kick) rather than sleep.
+    pub fn replicas_in_flight(&self) -> usize {
+        self.frames.slot_owner.len() - self.frames.free_slots.len()
+    }
+
+    /// Replaces the template of an output (a next hop resolved or changed;
+    /// `None`: unresolved). Out-of-range indices are ignored.
+    pub fn set_template(&mut self, flow: usize, output: usize, template: Option<ReplicaTemplate>) {
+        if let Some(f) = self.flows.get_mut(flow)
+            && let Some(out) = f.outputs.get_mut(output)
+        {
+            out.template = template;
+            f.set_inline_limit(&self.cfg);
+        }
+    }
+
+    /// Counters of every flow, in the order the flows were given.
+    pub fn flow_counters(&self) -> &[FlowCounters] {
+        &self.counters
+    }
+
+    /// Counters of frames that belong to no flow, and ring anomalies.
+    pub fn counters(&self) -> &FrameCounters {
+        &self.frame_counters
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    pub fn umem(&self) -> &U {
+        &self.umem
+    }
+
+    pub fn rx(&self) -> &R {
+        &self.rx
+    }
+
+    pub fn tx(&self) -> &[T] {
+        &self.tx
+    }
+
+    /// The UMEM, the RX port and the TX ports, for whoever plays the kernel
+    /// (tests) or must reach the sockets (wakeups, statistics).
+    pub fn parts_mut(&mut self) -> (&mut U, &mut R, &mut [T]) {
+        (&mut self.umem, &mut self.rx, &mut self.tx)
+    }
+
+    /// Counts where every receive frame and header slot is. O(frames): for
+    /// tests and diagnostics, not for the loop.
+    pub fn census(&self) -> FrameCensus {
+        let f = &self.frames;
+        let mut conflicts = 0;
+        let mut in_kernel = 0;
+        let mut referenced = 0;
+        let mut queued = vec![0u32; f.frame_count as usize];
+        for &addr in &f.to_fill {
+            queued[f.frame_of(addr)] += 1;
+        }
+        let first = f.slot_frames as usize;
+        let states = f.in_kernel[first..]
+            .iter()
+            .zip(&f.refs[first..])
+            .zip(&queued[first..]);
+        for ((&kernel, &refs), &queued) in states {
+            in_kernel += usize::from(kernel);
+            referenced += usize::from(refs > 0);
+            if usize::from(kernel) + usize::from(refs > 0) + queued as usize > 1 {
+                conflicts += 1;
+            }
+        }
+        conflicts += queued[..f.slot_frames as usize]
+            .iter()
+            .filter(|&&q| q > 0)
+            .count();
+        let slots = f.slot_owner.len();
+        FrameCensus {
+            rx_frames: (f.frame_count - f.slot_frames) as usize,
+            in_kernel,
+            to_fill: f.to_fill.len(),
+            referenced,
+            conflicts,
+            slots,
+            slots_in_flight: f.slot_owner.iter().filter(|o| o.busy).count(),
+        }
+    }
+
+    /// References held on the frame that contains `addr` (tests).
+    pub fn frame_refs(&self, addr: u64) -> u32 {
+        self.frames
+            .refs
+            .get(self.frames.frame_of(addr))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Capacities of every buffer the loop writes to: they never change
+    /// after [`Self::new`] if the loop never allocates.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> Vec<usize> {
+        let mut caps = vec![
+            self.rx_descs.capacity(),
+            self.held.capacity(),
+            self.payload.capacity(),
+            self.completions.capacity(),
+            self.frames.to_fill.capacity(),
+            self.frames.free_slots.capacity(),
+            self.index.capacity(),
+        ];
+        for stage in &self.stages {
+            caps.push(stage.buf.len());
+        }
+        caps
+    }
+
+    fn reap(&mut self) -> usize {
+        let mut total = 0;
+        for tx in &mut self.tx {
+            loop {
+                let n = tx.completions(&mut self.completions);
+                let n = n.min(self.completions.len());
+                self.frame_counters.bad_completion +=
+                    self.frames.release_all(&self.completions[..n]);
+                total += n;
+                if n < self.completions.len() {
+                    break;
+                }
+            }
+        }
+        total
+    }
+
+    fn refill(&mut self) {
+        if self.frames.to_fill.is_empty() {
+            return;
+        }
+        let n = self.rx.fill(&self.frames.to_fill);
+        for i in 0..n {
+            let frame = self.frames.frame_of(self.frames.to_fill[i]);
+            self.frames.in_kernel[frame] = true;
+        }
+        self.frames.to_fill.drain(..n);
+        if !self.frames.to_fill.is_empty() {
+            self.frame_counters.fill_short += 1;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

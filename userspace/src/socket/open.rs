@@ -1,0 +1,155 @@
+//! The sockets of one flow: its receive socket (the joined socket of
+//! [`crate::membership::join`] with a large buffer, a timeout and GRO) and
+//! one connected, non-blocking socket per output (TTL, egress interface,
+//! source port, no multicast loop). Every error names the flow, the output,
+//! the destination and the call.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{Capabilities, Error};
+use crate::engine::STOP_POLL;
+use crate::membership::{self, v6_scope};
+use crate::plan::{FlowPlan, OutputKind, OutputPlan};
+
+/// Receive buffer requested per flow (forced when privileged).
+const RCVBUF: usize = 8 << 20;
+/// Send buffer requested per output (forced when privileged).
+const SNDBUF: usize = 4 << 20;
+
+/// The receive side of a flow, ready to run.
+#[derive(Debug)]
+pub(super) struct ReceiveSocket {
+    pub(super) sock: Socket,
+    pub(super) iface: String,
+    pub(super) gro: bool,
+}
+
+/// Opens `flow`'s joined socket ([`membership::join`]) and makes it a
+/// receive socket: a large receive buffer, a timeout of [`STOP_POLL`] so
+/// the worker sees the stop flag, and UDP GRO where the kernel accepts it.
+pub(super) fn open_receive(flow: &FlowPlan) -> Result<ReceiveSocket, Error> {
+    let membership::Joined { sock, iface, .. } = membership::join(flow)?;
+    if setsockopt(&sock, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        let _ = sock.set_recv_buffer_size(RCVBUF);
+    }
+    sock.set_read_timeout(Some(STOP_POLL))
+        .map_err(|source| membership::Error::Receive {
+            flow: flow.name.clone(),
+            iface: iface.clone(),
+            op: "SO_RCVTIMEO",
+            source,
+        })?;
+    let gro = setsockopt(&sock, sockopt::UdpGroSegment, &true).is_ok();
+    Ok(ReceiveSocket { sock, iface, gro })
+}
+
+/// One output's socket and its send-side state.
+#[derive(Debug)]
+pub(super) struct OutputSocket {
+    pub(super) sock: Socket,
+    pub(super) name: String,
+    /// Largest GSO segment this output may use; 0 when GSO is off for it.
+    pub(super) gso_max_seg: usize,
+    pub(super) gso_logged: bool,
+}
+
+pub(super) fn open_output(
+    flow: &FlowPlan,
+    o: &OutputPlan,
+    caps: Capabilities,
+) -> Result<OutputSocket, Error> {
+    let err = |op: &'static str| {
+        let flow = flow.name.clone();
+        let output = o.name.clone();
+        let dest = o.dest;
+        move |source: io::Error| Error::Output {
+            flow,
+            output,
+            dest,
+            op,
+            source,
+        }
+    };
+    let domain = if o.dest.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
+    sock.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
+    if let Some(iface) = &o.interface {
+        sock.bind_device(Some(iface.name.as_bytes()))
+            .map_err(err("SO_BINDTODEVICE"))?;
+    }
+    match o.dest.ip() {
+        IpAddr::V4(_) => {
+            sock.set_ttl_v4(u32::from(o.ttl)).map_err(err("IP_TTL"))?;
+            if o.kind == OutputKind::Multicast || o.dest.ip().is_multicast() {
+                sock.set_multicast_ttl_v4(u32::from(o.ttl))
+                    .map_err(err("IP_MULTICAST_TTL"))?;
+                sock.set_multicast_loop_v4(false)
+                    .map_err(err("IP_MULTICAST_LOOP=0"))?;
+                // SO_BINDTODEVICE above already fixes the egress interface;
+                // IP_MULTICAST_IF is said too where the interface has an address.
+                if let Some(addr) = o.interface.as_ref().and_then(|i| i.ipv4.first()) {
+                    sock.set_multicast_if_v4(addr)
+                        .map_err(err("IP_MULTICAST_IF"))?;
+                }
+            }
+        }
+        IpAddr::V6(_) => {
+            sock.set_only_v6(true).map_err(err("IPV6_V6ONLY"))?;
+            sock.set_unicast_hops_v6(u32::from(o.ttl))
+                .map_err(err("IPV6_UNICAST_HOPS"))?;
+            if o.kind == OutputKind::Multicast || o.dest.ip().is_multicast() {
+                sock.set_multicast_hops_v6(u32::from(o.ttl))
+                    .map_err(err("IPV6_MULTICAST_HOPS"))?;
+                sock.set_multicast_loop_v6(false)
+                    .map_err(err("IPV6_MULTICAST_LOOP=0"))?;
+                if let Some(iface) = &o.interface {
+                    sock.set_multicast_if_v6(iface.index)
+                        .map_err(err("IPV6_MULTICAST_IF"))?;
+                }
+            }
+        }
+    }
+    if let Some(port) = o.source_port {
+        // Several outputs may share a source port; each is connected to its
+        // own destination, so the kernel keeps them apart.
+        sock.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
+        let any: IpAddr = if o.dest.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        sock.bind(&SockAddr::from(SocketAddr::new(any, port)))
+            .map_err(err("bind to the source port"))?;
+    }
+    if setsockopt(&sock, sockopt::SndBufForce, &SNDBUF).is_err() {
+        let _ = sock.set_send_buffer_size(SNDBUF);
+    }
+    let dest = match o.dest {
+        SocketAddr::V6(d) => {
+            let index = o.interface.as_ref().map_or(0, |i| i.index);
+            SocketAddr::V6(SocketAddrV6::new(
+                *d.ip(),
+                d.port(),
+                0,
+                v6_scope(d.ip(), index),
+            ))
+        }
+        d => d,
+    };
+    sock.connect(&SockAddr::from(dest))
+        .map_err(err("connect"))?;
+    Ok(OutputSocket {
+        sock,
+        name: o.name.clone(),
+        gso_max_seg: if caps.gso { usize::MAX } else { 0 },
+        gso_logged: false,
+    })
+}

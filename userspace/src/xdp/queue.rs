@@ -1,0 +1,218 @@
+//! One rx queue of an ingress interface: its UMEM, its AF_XDP sockets and
+//! the [`Worker`] that serves it.
+//!
+//! Contract: [`build_worker`] maps one UMEM per queue (header-slot frames
+//! for every descriptor that can be in flight on its TX rings, then
+//! [`RX_FRAMES`] receive frames that all fit in the fill ring), binds the
+//! receiving socket to the queue (zero-copy asked, copy taken when refused,
+//! said as [`BindMode`]), adds one TX socket per egress interface of the
+//! queue's flows on the same UMEM (the ingress socket itself when it is
+//! also an egress), sets the wakeup strategy, and builds the worker from
+//! the flows' specs with their templates not yet resolved. Every error
+//! names the interface and queue.
+
+use std::io;
+use std::path::Path;
+
+use log::{info, warn};
+
+use super::ladder::Refused;
+use super::spec as setup;
+use super::worker::{self, MAX_INLINE, Worker, WorkerConfig};
+use super::xsk::{self, BindMode, BusyPoll, RingSizes, RxSocket, TxSocket, XskUmem};
+use crate::plan::{FlowPlan, Interface, Plan};
+
+/// Receive frames per rx queue (4096 bytes each: 16 MiB), and the fill
+/// ring's size: every free receive frame fits in it. The UMEM adds the
+/// header-slot frames.
+const RX_FRAMES: u32 = 4096;
+
+/// Environment override of [`WorkerConfig::inline_max`] (bytes; 0: every
+/// payload by reference).
+pub const INLINE_ENV: &str = "FANOUT_XSK_INLINE";
+
+/// The worker of one rx queue, over the kernel's rings.
+pub(super) type XdpWorker = Worker<XskUmem, RxSocket, TxSocket>;
+
+/// The kernel's `kind` (`rx` or `tx`) queues of `ifname`
+/// (`/sys/class/net/IF/queues/rx-*`), at least one.
+pub fn queue_count(ifname: &str, kind: &str) -> io::Result<u32> {
+    let dir = Path::new("/sys/class/net").join(ifname).join("queues");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir)? {
+        if e?
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{kind}-"))
+        {
+            n += 1;
+        }
+    }
+    Ok(n.max(1))
+}
+
+/// The egress interfaces of the flows on `ingress`, in TX port order.
+pub(super) fn egress_list<'a>(plan: &'a Plan, flows: &[usize]) -> Vec<&'a Interface> {
+    let mut out: Vec<&Interface> = Vec::new();
+    for &f in flows {
+        for o in &plan.flows[f].outputs {
+            if let Some(i) = &o.interface
+                && !out.iter().any(|e| e.index == i.index)
+            {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// The UMEM, the sockets and the worker of one rx queue.
+pub(super) fn build_worker(
+    plan: &Plan,
+    iface: &Interface,
+    flows: &[usize],
+    queue: u32,
+) -> Result<(XdpWorker, BindMode), Refused> {
+    let xsk_err = |ifname: &str, queue: u32| {
+        let ifname = ifname.to_owned();
+        move |source| Refused::Xsk {
+            ifname,
+            queue,
+            source,
+        }
+    };
+    let egress = egress_list(plan, flows);
+    let mut sizes = RingSizes::default();
+    let ports = egress.len() as u32;
+    // Header slots for every descriptor that can be in a TX ring or its
+    // completion ring at once, per port (a slot per replica at most).
+    let per_frame = xsk::FRAME_SIZE / worker::DEFAULT_SLOT_SIZE;
+    let slot_frames = (ports.max(1) * (sizes.tx + sizes.completion)).div_ceil(per_frame);
+    // Room in the fill ring for every receive frame, so that a frame never
+    // waits in userspace for a slot there (`fill_short` stays a signal).
+    sizes.fill = RX_FRAMES;
+    let mut umem = XskUmem::new(slot_frames + RX_FRAMES).map_err(xsk_err(&iface.name, queue))?;
+    let ingress_is_egress = egress.iter().any(|e| e.index == iface.index);
+    let (mut rx, own_tx) = umem
+        .bind_rx(iface.index, queue, sizes, ingress_is_egress)
+        .map_err(xsk_err(&iface.name, queue))?;
+    let mode = umem.mode().unwrap_or(BindMode::Copy);
+    let mut own_tx = own_tx;
+    let mut tx = Vec::with_capacity(egress.len());
+    for e in &egress {
+        if e.index == iface.index {
+            tx.push(own_tx.take().ok_or_else(|| Refused::Io {
+                what: format!("{}: no TX ring on the ingress socket", e.name),
+                source: io::Error::other("missing"),
+            })?);
+            continue;
+        }
+        let txq = queue_count(&e.name, "tx").map_err(|source| Refused::Io {
+            what: format!("counting the tx queues of {}", e.name),
+            source,
+        })?;
+        tx.push(
+            umem.bind_tx(e.index, queue % txq, sizes)
+                .map_err(xsk_err(&e.name, queue % txq))?,
+        );
+    }
+    if mode == BindMode::Copy {
+        for (e, t) in egress.iter().zip(&tx) {
+            info!(
+                "AF_XDP TX {} (from {} queue {queue}): copy mode sends {} descriptors per wakeup{}",
+                e.name,
+                iface.name,
+                t.budget(),
+                if t.budget() == xsk::KERNEL_TX_BUDGET {
+                    " (the kernel's default)"
+                } else {
+                    " (XDP_MAX_TX_SKB_BUDGET)"
+                }
+            );
+        }
+    }
+    let batch = plan.batch_size.clamp(1, 1024);
+    set_wakeup(
+        &iface.name,
+        queue,
+        BusyPoll::from_env(batch as u16),
+        &mut rx,
+        &mut tx,
+        &egress,
+    );
+    let mut specs = Vec::with_capacity(flows.len());
+    for &f in flows {
+        let flow: &FlowPlan = &plan.flows[f];
+        specs.push(setup::flow_spec(
+            flow,
+            |i| egress.iter().position(|e| e.index == i.index).unwrap_or(0),
+            |_| None,
+        )?);
+    }
+    let mut cfg = WorkerConfig::new(batch, slot_frames);
+    if let Ok(v) = std::env::var(INLINE_ENV) {
+        match v.trim().parse::<u32>() {
+            Ok(n) => cfg.inline_max = n.min(MAX_INLINE),
+            Err(_) if queue == 0 => warn!(
+                "{INLINE_ENV}={v:?} is not a byte count: the default {} stays",
+                cfg.inline_max
+            ),
+            Err(_) => {}
+        }
+    }
+    if queue == 0 {
+        info!(
+            "{}: payloads up to {} bytes that fit in a {}-byte header slot behind the headers are copied there (one descriptor per replica); longer ones are chained by reference",
+            iface.name, cfg.inline_max, cfg.slot_size
+        );
+    }
+    let worker = Worker::new(umem, rx, tx, specs, cfg).map_err(|source| Refused::Worker {
+        ifname: iface.name.clone(),
+        queue,
+        source,
+    })?;
+    Ok((worker, mode))
+}
+
+/// Puts a worker's sockets on `busy` (preferred busy polling) or leaves
+/// them on `need_wakeup`, and says which once. A refused option is logged
+/// and costs only busy polling, never the start.
+fn set_wakeup(
+    ifname: &str,
+    queue: u32,
+    busy: Option<BusyPoll>,
+    rx: &mut RxSocket,
+    tx: &mut [TxSocket],
+    egress: &[&Interface],
+) {
+    let Some(bp) = busy else {
+        info!(
+            "AF_XDP {ifname} queue {queue}: wakeups by need_wakeup (busy polling off; {}=<usecs> turns it on)",
+            xsk::BUSY_POLL_ENV
+        );
+        return;
+    };
+    if let Err(e) = rx.set_busy_poll(bp) {
+        warn!("AF_XDP {ifname} queue {queue}: busy polling refused ({e}); wakeups by need_wakeup");
+        return;
+    }
+    let refused: Vec<String> = tx
+        .iter_mut()
+        .zip(egress)
+        .filter_map(|(t, e)| {
+            t.set_busy_poll(bp)
+                .err()
+                .map(|err| format!("{} ({err})", e.name))
+        })
+        .collect();
+    info!(
+        "AF_XDP {ifname} queue {queue}: wakeups by {bp}: recvfrom on every poll, an idle worker \
+         polls {} us before it sleeps{}",
+        bp.usecs,
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!("; TX sockets left on need_wakeup: {}", refused.join(", "))
+        }
+    );
+}

@@ -1,0 +1,221 @@
+//! The thread that runs one rx queue's [`super::worker::Worker`].
+//!
+//! Contract: the thread polls while there is work (received packets,
+//! completions, replicas in flight) and waits on its socket only when idle,
+//! looking at the stop flag and its [`Command`]s at least every
+//! [`STOP_POLL`]. Commands (a next hop's template today, the live plan
+//! changes later) are applied between two polls, never inside one. The
+//! worker's counters are published whole ([`crate::stats::Publisher`]) at
+//! least every [`PUBLISH_EVERY`] while busy, whenever it goes idle, and last
+//! when it stops; the queue's frame counters and the sockets' kernel
+//! statistics go to its [`XdpQueueSnapshot`] every [`KERNEL_STATS_EVERY`].
+//! On stop it keeps polling up to [`DRAIN`] for the completions of what it
+//! already handed to the TX rings, so that those replicas leave.
+//!
+//! Wakeups follow `need_wakeup`, unless busy polling was asked for
+//! ([`super::xsk::BusyPoll`]): then every poll's `recvfrom` runs the ingress
+//! NAPI in this thread, and an idle worker keeps polling that many
+//! microseconds before it sleeps; when the first packets show that the
+//! socket has no NAPI to poll (copy mode on Linux 6.13+: veth), the thread
+//! says so and goes back to `need_wakeup`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::queue::XdpWorker;
+use crate::engine::{PUBLISH_EVERY, STOP_POLL};
+use crate::stats::{Publisher, XdpQueueSnapshot};
+use crate::wire::ReplicaTemplate;
+
+/// How often a worker reads its sockets' kernel statistics.
+const KERNEL_STATS_EVERY: Duration = Duration::from_millis(200);
+
+/// Longest a stopping worker keeps polling for the completions of the
+/// replicas it already handed to TX rings.
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// A change for one worker, applied between two polls.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// A next hop resolved or changed: the output's new template (`None`:
+    /// unresolved again).
+    Template {
+        /// The flow's index in the worker.
+        flow: usize,
+        output: usize,
+        template: Option<ReplicaTemplate>,
+    },
+}
+
+/// Applies every command waiting for `w`.
+pub(super) fn apply_commands(w: &mut XdpWorker, commands: &Receiver<Command>) {
+    while let Ok(c) = commands.try_recv() {
+        match c {
+            Command::Template {
+                flow,
+                output,
+                template,
+            } => w.set_template(flow, output, template),
+        }
+    }
+}
+
+/// What a worker thread needs besides its worker.
+pub(super) struct WorkerCtx {
+    /// `in0 queue 0`, for the log.
+    pub(super) name: String,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Changes applied between two polls.
+    pub(super) commands: Receiver<Command>,
+    /// Where the worker's flow counters go.
+    pub(super) publisher: Publisher,
+    pub(super) snap: Arc<Mutex<XdpQueueSnapshot>>,
+    /// Egress interface name of each TX port.
+    pub(super) egress: Vec<String>,
+}
+
+/// Runs `w` until the stop flag; see the module documentation.
+pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
+    let mut last_publish = Instant::now();
+    let mut last_kernel = Instant::now() - KERNEL_STATS_EVERY;
+    // Busy polling: how long an idle worker keeps polling (each poll runs
+    // the ingress NAPI through `recvfrom`) before it sleeps on the socket.
+    let mut spin = w
+        .rx()
+        .busy_poll()
+        .map(|bp| Duration::from_micros(bp.usecs.into()));
+    let mut idle_since: Option<Instant> = None;
+    // Checked once, after the first packets: which NAPI the busy polls
+    // drive; none, and busy polling is turned off again.
+    let mut napi_checked = spin.is_none();
+    loop {
+        let r = w.poll();
+        if !napi_checked && r.received > 0 {
+            napi_checked = true;
+            if !check_napi(&mut w, &ctx) {
+                spin = None;
+            }
+        }
+        let busy = r.received > 0 || r.completed > 0 || w.replicas_in_flight() > 0;
+        let stopping = ctx.stop.load(Ordering::Relaxed);
+        let sleep = !busy
+            && match spin {
+                None => true,
+                Some(spin) => idle_since.get_or_insert_with(Instant::now).elapsed() >= spin,
+            };
+        if busy {
+            idle_since = None;
+        }
+        if sleep || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
+            ctx.publisher.publish(w.flow_counters());
+            apply_commands(&mut w, &ctx.commands);
+            if stopping || last_kernel.elapsed() >= KERNEL_STATS_EVERY {
+                kernel_snapshot(&w, &ctx);
+                last_kernel = Instant::now();
+            }
+            last_publish = Instant::now();
+        }
+        if stopping {
+            // Replicas counted as sent are in TX rings: let the kernel
+            // send them (copy mode sends from the wakeup) before the
+            // sockets close.
+            let deadline = Instant::now() + DRAIN;
+            while w.replicas_in_flight() > 0 && Instant::now() < deadline {
+                if w.poll().completed == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            ctx.publisher.publish(w.flow_counters());
+            kernel_snapshot(&w, &ctx);
+            break;
+        }
+        if sleep {
+            // Idle: sleep on the socket, but look at the stop flag and the
+            // template updates at least every STOP_POLL.
+            let _ = w.rx().wait(STOP_POLL);
+            idle_since = None;
+        }
+    }
+}
+
+/// Busy polling polls the NAPI instance the socket is marked with. Without
+/// one (copy mode on Linux 6.13+, or a driver that links no NAPI to its
+/// queues) each poll's `recvfrom` and the idle spin are pure cost: says
+/// so, puts the sockets back on `need_wakeup` and returns false.
+fn check_napi(w: &mut XdpWorker, ctx: &WorkerCtx) -> bool {
+    match w.rx().napi_id() {
+        Ok(id) if id != 0 => {
+            info!("AF_XDP {}: busy polling drives NAPI id {id}", ctx.name);
+            true
+        }
+        other => {
+            let why = match other {
+                Err(e) => format!("SO_INCOMING_NAPI_ID: {e}"),
+                _ => {
+                    "SO_INCOMING_NAPI_ID is 0: on Linux 6.13+ only zero-copy sockets get one".into()
+                }
+            };
+            warn!(
+                "AF_XDP {}: busy polling has no NAPI to poll ({why}); back to need_wakeup",
+                ctx.name
+            );
+            let (_, rx, tx) = w.parts_mut();
+            rx.clear_busy_poll();
+            for t in tx {
+                t.clear_busy_poll();
+            }
+            false
+        }
+    }
+}
+
+fn xdp_stats(st: io::Result<libc::xdp_statistics>) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    match st {
+        Ok(s) => {
+            for (k, v) in [
+                ("rx_dropped", s.rx_dropped),
+                ("rx_invalid_descs", s.rx_invalid_descs),
+                ("tx_invalid_descs", s.tx_invalid_descs),
+                ("rx_ring_full", s.rx_ring_full),
+                ("rx_fill_ring_empty_descs", s.rx_fill_ring_empty_descs),
+                ("tx_ring_empty_descs", s.tx_ring_empty_descs),
+            ] {
+                m.insert(k.to_owned(), v);
+            }
+        }
+        Err(_) => {
+            m.insert("unavailable".to_owned(), 1);
+        }
+    }
+    m
+}
+
+/// Refreshes the queue's snapshot: worker counters and kernel statistics.
+fn kernel_snapshot(w: &XdpWorker, ctx: &WorkerCtx) {
+    let in_flight = ("replicas_in_flight", w.replicas_in_flight() as u64);
+    let worker: BTreeMap<String, u64> = w
+        .counters()
+        .fields()
+        .into_iter()
+        .chain([in_flight])
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let rx_socket = xdp_stats(w.rx().kernel_stats());
+    let tx_sockets = w
+        .tx()
+        .iter()
+        .zip(&ctx.egress)
+        .map(|(t, name)| (name.clone(), xdp_stats(t.kernel_stats())))
+        .collect();
+    let mut snap = ctx.snap.lock().unwrap_or_else(|e| e.into_inner());
+    snap.worker = worker;
+    snap.rx_socket = rx_socket;
+    snap.tx_sockets = tx_sockets;
+}
