@@ -114,4 +114,50 @@ mod tests {
         assert_eq!(fmt_spread((2.0, 1.0, 3.0), 1.0, 0), "2 (1–3)");
         assert_eq!(fmt_spread((-1e-7, -1e-7, -1e-7), 100.0, 1), "0.0");
     }
+
+    #[test]
+    fn stats_of_a_cell() {
+        let rep = |offered, gen_secs, arrived, delivered, machine_ns, engine_ns, napi_ns| Rep {
+            offered,
+            gen_secs,
+            arrived,
+            delivered,
+            machine_ns,
+            edge_cpu_ns: delivered as f64,
+            engine_ns,
+            napi_ns,
+        };
+        let mut cell = Cell {
+            payload: 100,
+            outputs: 2,
+            reps: vec![
+                rep(1000, 1.0, 900, 1800, 3600.0, Some(900.0), 900.0),
+                rep(4000, 2.0, 4000, 8000, 8000.0, Some(8000.0), 0.0),
+            ],
+        };
+        let close = |got: Spread, want: Spread| {
+            let near = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
+            assert!(
+                near(got.0, want.0) && near(got.1, want.1) && near(got.2, want.2),
+                "{got:?} != {want:?}"
+            );
+        };
+        let s = Stats::of(&cell);
+        close(s.offered, (1500.0, 1000.0, 2000.0));
+        close(s.replicas, (2900.0, 1800.0, 4000.0));
+        close(s.gbps, (2.32e-3, 1.44e-3, 3.2e-3));
+        close(s.loss, (0.05, 0.0, 0.1));
+        close(s.ingress_loss, (0.05, 0.0, 0.1));
+        close(s.machine, (1.5, 1.0, 2.0));
+        close(s.edge, (1.0, 1.0, 1.0));
+        close(s.engine.unwrap(), (0.75, 0.5, 1.0));
+        close(s.napi, (0.25, 0.0, 0.5));
+        close(s.attributed, (1.0, 1.0, 1.0));
+        // A repetition without the engine's time (the kernel mode): no
+        // engine column, and the kernel threads alone are attributed.
+        cell.reps[1].engine_ns = None;
+        let s = Stats::of(&cell);
+        assert!(s.engine.is_none());
+        close(s.attributed, (0.5, 0.0, 1.0));
+    }
 }
