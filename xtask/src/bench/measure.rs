@@ -20,7 +20,7 @@ use super::{
     cpu::{idle_us, task_ns},
     lab::spawn,
     programs::{generate, start},
-    stats::{Stats, median},
+    stats::Stats,
 };
 
 /// Everything read before and after a repetition.
@@ -76,6 +76,15 @@ pub(super) struct ModeResult {
     pub(super) outcome: Outcome,
 }
 
+impl ModeResult {
+    fn unavailable(mode: Mode, why: String) -> ModeResult {
+        ModeResult {
+            mode,
+            outcome: Outcome::Unavailable(why),
+        }
+    }
+}
+
 /// Waits until the sinks' counters stop moving (the queues drained).
 fn settle(ctx: &Ctx, k: usize) -> Result<()> {
     let mut last = ctx.bench.sink_rx(k)?.iter().sum::<u64>();
@@ -121,23 +130,32 @@ fn one_rep(ctx: &Ctx, payload: usize, k: usize, engine: Option<u32>, napi: &[u32
     })
 }
 
+/// The plan's repetitions of one cell, one after the other.
+fn repetitions(
+    ctx: &Ctx,
+    payload: usize,
+    k: usize,
+    engine: Option<u32>,
+    napi: &[u32],
+) -> Result<Vec<Rep>> {
+    (0..ctx.plan.reps)
+        .map(|_| one_rep(ctx, payload, k, engine, napi))
+        .collect()
+}
+
 /// The generator's ceiling: no engine, in0 drops the stream (not joined).
 pub(super) fn measure_ceiling(ctx: &Ctx) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
     let napi = ctx.bench.kernel_threads()?;
     for &payload in &ctx.plan.payloads {
-        let mut reps = Vec::new();
-        for _ in 0..ctx.plan.reps {
-            reps.push(one_rep(ctx, payload, 1, None, &napi)?);
-        }
         let c = Cell {
             payload,
             outputs: 0,
-            reps,
+            reps: repetitions(ctx, payload, 1, None, &napi)?,
         };
         println!(
             "  generator alone, payload {payload}: {:.0} datagrams/s offered",
-            median(c.reps.iter().map(|r| r.offered as f64 / r.gen_secs))
+            Stats::of(&c).offered.0
         );
         cells.push(c);
     }
@@ -167,10 +185,7 @@ pub(super) fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
             Ok(p) => p,
             Err(why) => {
                 println!("  {}: not available: {why}", mode.name());
-                return Ok(ModeResult {
-                    mode,
-                    outcome: Outcome::Unavailable(why),
-                });
+                return Ok(ModeResult::unavailable(mode, why));
             }
         };
         let napi = ctx.bench.kernel_threads()?;
@@ -182,17 +197,11 @@ pub(super) fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
                 done.stderr.lines().last().unwrap_or("").trim()
             );
             println!("  {}: {why}", mode.name());
-            return Ok(ModeResult {
-                mode,
-                outcome: Outcome::Unavailable(why),
-            });
+            return Ok(ModeResult::unavailable(mode, why));
         }
         let pid = (mode != Mode::Kernel).then(|| engine.id());
         for &payload in &ctx.plan.payloads {
-            let mut reps = Vec::new();
-            for _ in 0..ctx.plan.reps {
-                reps.push(one_rep(ctx, payload, k, pid, &napi)?);
-            }
+            let reps = repetitions(ctx, payload, k, pid, &napi)?;
             if ctx.plan.perf {
                 profile(ctx, mode, payload, k)?;
             }
@@ -216,9 +225,7 @@ pub(super) fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
             let done = engine.finish(Duration::from_secs(10))?;
             // The engine's log (its rung, wakeup strategy, final report)
             // next to the other outputs.
-            let log = ctx
-                .work
-                .join(format!("{}-{k}.log", mode.name().replace(' ', "-")));
+            let log = ctx.work.join(format!("{}-{k}.log", mode.slug()));
             let _ = fs::write(&log, format!("{}{}", done.stdout, done.stderr));
             if mode != Mode::Kernel && !done.status.success() {
                 bail!(
@@ -247,7 +254,7 @@ pub(super) fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
 /// One unmeasured pass under `perf record -C <edge CPU> -g`; writes the
 /// top symbols (self time) next to the other outputs.
 fn profile(ctx: &Ctx, mode: Mode, payload: usize, k: usize) -> Result<()> {
-    let name = format!("perf-{}-{payload}-{k}", mode.name().replace(' ', "-"));
+    let name = format!("perf-{}-{payload}-{k}", mode.slug());
     let data = ctx.work.join(format!("{name}.data"));
     let secs = ctx.plan.seconds;
     let mut perf = Command::new("perf");

@@ -128,6 +128,10 @@ impl Mode {
             Mode::Kernel => "kernel mroute",
         }
     }
+    /// The name in file names: `fanout-socket`, `kernel-mroute`.
+    fn slug(self) -> String {
+        self.name().replace(' ', "-")
+    }
     fn color(self) -> &'static str {
         match self {
             Mode::Socket => "#1f77b4",

@@ -4,7 +4,7 @@
 
 use super::measure::{Cell, Rep};
 
-pub(super) fn median(values: impl Iterator<Item = f64>) -> f64 {
+fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     if v.is_empty() {
         return f64::NAN;
@@ -43,41 +43,25 @@ pub(super) struct Stats {
 
 impl Stats {
     pub(super) fn of(c: &Cell) -> Stats {
-        let per = |f: fn(&Rep) -> f64| spread(c.reps.iter().map(f));
+        let per = |f: &dyn Fn(&Rep) -> f64| spread(c.reps.iter().map(f));
         let k = c.outputs.max(1) as f64;
         let p = c.payload as f64;
         let d = |r: &Rep| r.delivered.max(1) as f64;
         Stats {
-            offered: per(|r| r.offered as f64 / r.gen_secs),
-            replicas: per(|r| r.delivered as f64 / r.gen_secs),
-            gbps: spread(
-                c.reps
-                    .iter()
-                    .map(|r| r.delivered as f64 * p * 8.0 / r.gen_secs / 1e9),
-            ),
-            loss: spread(
-                c.reps
-                    .iter()
-                    .map(|r| 1.0 - r.delivered as f64 / (r.offered as f64 * k).max(1.0)),
-            ),
-            ingress_loss: spread(
-                c.reps
-                    .iter()
-                    .map(|r| 1.0 - r.arrived as f64 / (r.offered as f64).max(1.0)),
-            ),
-            machine: spread(c.reps.iter().map(|r| r.machine_ns / d(r))),
-            edge: spread(c.reps.iter().map(|r| r.edge_cpu_ns / d(r))),
+            offered: per(&|r| r.offered as f64 / r.gen_secs),
+            replicas: per(&|r| r.delivered as f64 / r.gen_secs),
+            gbps: per(&|r| r.delivered as f64 * p * 8.0 / r.gen_secs / 1e9),
+            loss: per(&|r| 1.0 - r.delivered as f64 / (r.offered as f64 * k).max(1.0)),
+            ingress_loss: per(&|r| 1.0 - r.arrived as f64 / (r.offered as f64).max(1.0)),
+            machine: per(&|r| r.machine_ns / d(r)),
+            edge: per(&|r| r.edge_cpu_ns / d(r)),
             engine: c
                 .reps
                 .iter()
                 .all(|r| r.engine_ns.is_some())
-                .then(|| spread(c.reps.iter().map(|r| r.engine_ns.unwrap_or(0.0) / d(r)))),
-            napi: spread(c.reps.iter().map(|r| r.napi_ns / d(r))),
-            attributed: spread(
-                c.reps
-                    .iter()
-                    .map(|r| (r.engine_ns.unwrap_or(0.0) + r.napi_ns) / d(r)),
-            ),
+                .then(|| per(&|r| r.engine_ns.unwrap_or(0.0) / d(r))),
+            napi: per(&|r| r.napi_ns / d(r)),
+            attributed: per(&|r| (r.engine_ns.unwrap_or(0.0) + r.napi_ns) / d(r)),
         }
     }
 }
