@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::Args;
+use super::{Args, PAYLOADS};
 use crate::cargo;
 
 /// Instructions per replica of the in-memory engine (`benches/engine.rs`
@@ -42,10 +42,7 @@ pub(super) fn run(args: &Args) -> Result<()> {
         .context("no engine bench executable in cargo's output")?;
     let batch = args.batch.map_or(64, usize::from);
     let (r1, r2) = (20usize, 120usize);
-    let payloads = args
-        .payloads
-        .clone()
-        .unwrap_or_else(|| vec![64, 1472, 8972]);
+    let payloads = args.payloads.clone().unwrap_or_else(|| PAYLOADS.to_vec());
     let outputs_list = args.outputs.clone().unwrap_or_else(|| vec![8]);
     println!("instructions per replica (valgrind callgrind, batch {batch}, rounds {r2} - {r1}):");
     for (outputs, payload) in outputs_list

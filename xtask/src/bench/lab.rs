@@ -131,42 +131,40 @@ impl BenchLab {
         Ok(pids)
     }
 
-    /// Interface counters of `ns` by name: (rx_packets, tx_packets).
-    fn link_stats(ns: &Netns) -> Result<Vec<(String, u64, u64)>> {
+    /// `rx_packets` of every interface of `ns`, by name.
+    fn rx_packets(ns: &Netns) -> Result<Vec<(String, u64)>> {
         let json = ns.ip(&["-s", "-j", "link", "show"])?;
         let v: serde_json::Value = serde_json::from_str(&json).context("parse ip -s -j link")?;
         let mut out = Vec::new();
         for link in v.as_array().into_iter().flatten() {
             let name = link["ifname"].as_str().unwrap_or_default().to_owned();
             let rx = link["stats64"]["rx"]["packets"].as_u64().unwrap_or(0);
-            let tx = link["stats64"]["tx"]["packets"].as_u64().unwrap_or(0);
-            out.push((name, rx, tx));
+            out.push((name, rx));
         }
         Ok(out)
     }
 
     /// Datagrams received per sink interface `snk0..snk{k-1}`.
     pub(super) fn sink_rx(&self, k: usize) -> Result<Vec<u64>> {
-        let stats = Self::link_stats(&self.sink)?;
+        let links = Self::rx_packets(&self.sink)?;
         (0..k)
             .map(|i| {
                 let name = format!("snk{i}");
-                stats
-                    .iter()
-                    .find(|(n, _, _)| *n == name)
-                    .map(|&(_, rx, _)| rx)
+                rx_of(&links, &name)
                     .with_context(|| format!("no interface {name} in {}", self.sink.name()))
             })
             .collect()
     }
 
+    /// Datagrams received on `in0` (what entered the edge).
     pub(super) fn in0_rx(&self) -> Result<u64> {
-        Self::link_stats(&self.edge)?
-            .iter()
-            .find(|(n, _, _)| n == "in0")
-            .map(|&(_, rx, _)| rx)
-            .context("no in0")
+        rx_of(&Self::rx_packets(&self.edge)?, "in0").context("no in0")
     }
+}
+
+/// The count of interface `name` in a [`BenchLab::rx_packets`] list.
+fn rx_of(links: &[(String, u64)], name: &str) -> Option<u64> {
+    links.iter().find(|(n, _)| n == name).map(|&(_, rx)| rx)
 }
 
 /// Pids of kernel threads named `napi/{iface}-*`.

@@ -59,6 +59,10 @@ use lab::{BenchLab, In0Napi};
 use measure::{ModeResult, Outcome};
 use report::Report;
 
+/// The payloads measured by default: small, the largest UDP payload of a
+/// 1500-byte MTU, the largest of the lab's 9000.
+const PAYLOADS: [usize; 3] = [64, 1472, 8972];
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Short mode (CI): one payload, 2 output counts, 1 repetition, 1 s cells.
@@ -161,13 +165,10 @@ impl Plan {
                 .modes
                 .clone()
                 .unwrap_or_else(|| vec![Mode::Xdp, Mode::Socket, Mode::Kernel]),
-            payloads: args.payloads.clone().unwrap_or_else(|| {
-                if quick {
-                    vec![1472]
-                } else {
-                    vec![64, 1472, 8972]
-                }
-            }),
+            payloads: args
+                .payloads
+                .clone()
+                .unwrap_or_else(|| if quick { vec![1472] } else { PAYLOADS.to_vec() }),
             outputs: args
                 .outputs
                 .clone()
@@ -247,7 +248,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     };
     let prefix = lab::prefix();
     lab::install_interrupt_handler(prefix.clone())?;
-    let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_before = loadavg();
     let napi = In0Napi {
         defer_hard_irqs: args.in0_napi_defer,
         gro_flush_timeout: args.in0_gro_flush_timeout,
@@ -273,7 +274,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         results.push(measure::measure_mode(&ctx, mode)?);
     }
     drop(bench);
-    let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_after = loadavg();
 
     let command = report::command_line();
     let report = Report {
@@ -282,19 +283,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         ceiling: &ceiling,
         results: &results,
         command: &command,
-        load: format!(
-            "loadavg before {} / after {}",
-            load_before
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
-            load_after
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+        load: format!("loadavg before {load_before} / after {load_after}"),
     };
     let markdown = report.markdown();
     let svg = report.svg();
@@ -355,6 +344,16 @@ pub(crate) fn run(args: Args) -> Result<()> {
         bail!("benchmark produced no numbers for: {}", problems.join("; "));
     }
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages (empty when unreadable).
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What every measurement needs.

@@ -137,11 +137,11 @@ pub(super) fn start(ctx: &Ctx, mode: Mode, k: usize) -> Result<Result<Process, S
         Mode::Kernel => {
             let conf = ctx.work.join(format!("{tag}.conf"));
             fs::write(&conf, smcroute_config(k))?;
-            let ident = format!("{}-smcroute", ctx.bench.prefix);
+            let ident = smcroute_ident(ctx);
             cmd.args(["smcrouted", "-n", "-N", "-l", "notice", "-i", &ident, "-f"])
                 .arg(&conf)
                 .arg("-u")
-                .arg(ctx.work.join(format!("{ident}.sock")))
+                .arg(smcroute_socket(ctx))
                 .arg("-P")
                 .arg(ctx.work.join(format!("{ident}.pid")));
         }
@@ -166,7 +166,7 @@ pub(super) fn start(ctx: &Ctx, mode: Mode, k: usize) -> Result<Result<Process, S
             return Some(false);
         }
         let up = match mode {
-            Mode::Kernel => smcroute_ready(ctx, &ident_of(ctx)),
+            Mode::Kernel => smcroute_ready(ctx),
             _ => ready.exists(),
         };
         up.then_some(true)
@@ -192,13 +192,18 @@ pub(super) fn start(ctx: &Ctx, mode: Mode, k: usize) -> Result<Result<Process, S
     }
 }
 
-fn ident_of(ctx: &Ctx) -> String {
+/// smcrouted's identity (`-i`): names its control socket and pid file.
+fn smcroute_ident(ctx: &Ctx) -> String {
     format!("{}-smcroute", ctx.bench.prefix)
 }
 
+fn smcroute_socket(ctx: &Ctx) -> PathBuf {
+    ctx.work.join(format!("{}.sock", smcroute_ident(ctx)))
+}
+
 /// smcrouted answers on its control socket once it has read its config.
-fn smcroute_ready(ctx: &Ctx, ident: &str) -> bool {
-    let sock = ctx.work.join(format!("{ident}.sock"));
+fn smcroute_ready(ctx: &Ctx) -> bool {
+    let sock = smcroute_socket(ctx);
     sock.exists()
         && output_of(
             ctx.bench
