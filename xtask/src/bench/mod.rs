@@ -63,7 +63,7 @@ use report::Report;
 /// 1500-byte MTU, the largest of the lab's 9000.
 const PAYLOADS: [usize; 3] = [64, 1472, 8972];
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub(crate) struct Args {
     /// Short mode (CI): one payload, 2 output counts, 1 repetition, 1 s cells.
     #[arg(long)]
@@ -211,22 +211,16 @@ pub(crate) fn lab_quick() -> Result<String> {
     }
     run(Args {
         quick: true,
-        modes: None,
-        payloads: None,
-        outputs: None,
-        reps: None,
-        seconds: None,
-        rate: None,
-        perf: false,
-        callgrind: false,
         no_write: true,
-        batch: None,
-        in0_napi_defer: None,
-        in0_gro_flush_timeout: None,
+        ..Args::default()
     })?;
     Ok("cargo xtask bench --quick".to_owned())
 }
 
+/// `cargo xtask bench`: the callgrind mode, or the lab benchmark in this
+/// order: build fanout, bring the lab up, the generator's ceiling, each
+/// mode's cells, the lab down, the report written, then the check that
+/// every available mode produced numbers.
 pub(crate) fn run(args: Args) -> Result<()> {
     if args.callgrind {
         return callgrind::run(&args);
