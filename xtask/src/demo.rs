@@ -18,7 +18,8 @@ use fanout::{
     stats::Snapshot,
 };
 
-use crate::{cargo, ebpf, is_root, run_status, setup, target_dir};
+use crate::children::{build_fanout, on_interrupt, spawn};
+use crate::{ebpf, is_root, setup, target_dir};
 
 /// Namespace prefix of the demo lab.
 const PREFIX: &str = "fo-demo";
@@ -96,45 +97,6 @@ fn outputs() -> Vec<(String, String)> {
     out
 }
 
-/// Pids of the processes the demo started, for the interrupt handler.
-static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
-/// Spawns and registers a demo process.
-fn spawn(name: &str, cmd: &mut std::process::Command) -> Result<Process> {
-    let process = Process::spawn(name, cmd)?;
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(process.id());
-    Ok(process)
-}
-
-/// On Ctrl-C or SIGTERM: stop the processes the demo started (by pid), take
-/// the lab down and exit, so an interrupted demo leaves nothing behind.
-fn install_interrupt_handler() -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("install the SIGINT/SIGTERM handler")?;
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            eprintln!("\ninterrupted (signal {signal}): stopping the demo processes and the lab");
-            // The lab first: the main thread's guard then finds nothing to do.
-            match Lab::down(PREFIX) {
-                Ok(removed) => eprintln!("removed {}", removed.join(", ")),
-                Err(err) => eprintln!(
-                    "lab down failed: {err}; run `cargo xtask lab down --prefix {PREFIX}`"
-                ),
-            }
-            for &pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                let pid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-            std::process::exit(130);
-        }
-    });
-    Ok(())
-}
-
 fn stage(n: usize, text: &str) {
     println!("[{n}/7] {text}");
 }
@@ -161,28 +123,19 @@ pub fn run(args: Args) -> Result<()> {
     // The program first: fanout's build script embeds it, and the demo's
     // `mode = "auto"` then runs the XDP datapath. Without it the demo still
     // runs, on the socket engine, and says so.
-    let mut build = cargo();
-    match ebpf::build(true) {
+    let object = match ebpf::build(true) {
         Ok(object) => {
             println!("      XDP program {}", object.display());
-            build.env(ebpf::OBJECT_ENV, &object);
+            Some(object)
         }
-        Err(err) => println!(
-            "      XDP program not built ({err:#}): fanout will fall back to the socket engine"
-        ),
-    }
-    run_status(build.args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "fanout",
-        "--features",
-        "lab",
-        "--bin",
-        "fanout",
-    ]))?;
-    let bin = target_dir().join("release").join("fanout");
+        Err(err) => {
+            println!(
+                "      XDP program not built ({err:#}): fanout will fall back to the socket engine"
+            );
+            None
+        }
+    };
+    let bin = build_fanout(object.as_deref())?;
     println!(
         "      {} ({:.1} s)",
         bin.display(),
@@ -201,7 +154,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     stage(3, "lab up");
-    install_interrupt_handler()?;
+    on_interrupt("demo", PREFIX.to_owned())?;
     let removed = Lab::down(PREFIX)?;
     if !removed.is_empty() {
         println!(

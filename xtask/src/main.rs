@@ -7,7 +7,7 @@
 //! - `lab up|down`: leaves a lab running for manual work, or removes one;
 //! - `demo`: the tour: lab, engine, generator, sinks, a table of what arrived;
 //! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests;
-//! - `bench`: the lab benchmark (fanout socket/xdp vs kernel multicast routing, see `bench.rs`).
+//! - `bench`: the lab benchmark (fanout socket/xdp vs kernel multicast routing, see `bench/mod.rs`).
 
 use std::{
     ffi::OsString,
@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod children;
 mod demo;
 mod ebpf;
 mod load;
