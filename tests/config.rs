@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use fanout::config::Config;
 use fanout::plan::Plan;
 
 /// A unique directory under the system temp dir, removed on drop (also when
@@ -51,13 +52,22 @@ port = 5000
 "#;
 
 fn check(path: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .arg("check")
+    check_with_env(path, &[])
+}
+
+/// `fanout check --config path` with none of the `[engine]` overrides of
+/// this process's environment (`cargo xtask test` sets `FANOUT_EBPF_OBJ`),
+/// and with `env` set.
+fn check_with_env(path: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanout"));
+    cmd.arg("check")
         .arg("--config")
         .arg(path)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap()
+        .env("RUST_LOG", "off");
+    for knob in fanout::config::KNOBS {
+        cmd.env_remove(knob.env);
+    }
+    cmd.envs(env.iter().copied()).output().unwrap()
 }
 
 /// Writes `text` as `test.toml`, runs `fanout check` on it and asserts exit
@@ -97,6 +107,12 @@ fn good_config_on_lo_prints_the_plan() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], format!("{}: OK", path.display()));
     assert_eq!(lines[1], "engine: mode auto, batch size 64");
+    assert_eq!(lines[2], "  xdp_attach:   auto");
+    assert_eq!(lines[3], "  xdp_object:   embedded");
+    assert_eq!(lines[4], "  inline_max:   86 bytes");
+    assert_eq!(lines[5], "  busy_poll:    off (need_wakeup)");
+    assert_eq!(lines[6], "  tx_budget:    the whole TX ring");
+    let lines = [&lines[..2], &lines[7..]].concat();
     assert_eq!(lines[2], "flow \"iptv\": 239.10.0.1:5000");
     assert!(
         lines[3].starts_with(&format!("  ingress: lo (index {index}, mtu ")),
@@ -118,9 +134,41 @@ fn good_config_on_lo_prints_the_plan() {
     assert_eq!(lines[14], "      ttl:         4");
     assert_eq!(lines.len(), 15, "{stdout}");
 
-    // The whole output is the library's rendering of the same plan.
-    let plan = Plan::load(&path).unwrap();
+    // The whole output is the library's rendering of the same plan (read
+    // without this process's environment).
+    let config = Config::parse(GOOD, &path).unwrap();
+    let plan = Plan::resolve(&config).unwrap();
     assert_eq!(stdout, format!("{}: OK\n{plan}", path.display()));
+}
+
+/// An environment override is shown by `fanout check`; a bad one is a bad
+/// configuration: exit 2, the variable, the value and the reason.
+#[test]
+fn environment_overrides_are_shown_and_bad_ones_refused() {
+    let dir = TempDir::new("env");
+    let path = dir.0.join("fanout.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = check_with_env(
+        &path,
+        &[("FANOUT_XSK_INLINE", "0"), ("FANOUT_XDP_MODE", "generic")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\n  xdp_attach:   generic\n"), "{stdout}");
+    assert!(stdout.contains("\n  inline_max:   0 bytes\n"), "{stdout}");
+    assert!(
+        stdout.contains("\n  environment:  FANOUT_XDP_MODE=generic FANOUT_XSK_INLINE=0\n"),
+        "{stdout}"
+    );
+
+    let out = check_with_env(&path, &[("FANOUT_XSK_TX_BUDGET", "all")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: environment: FANOUT_XSK_TX_BUDGET=\"all\" (overrides [engine] tx_budget): \
+         expected an integer (0..=1048576)\n"
+    );
 }
 
 #[test]

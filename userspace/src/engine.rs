@@ -91,7 +91,7 @@ pub enum StartError {
 /// Starts the engine `plan.engine.mode` asks for; see the module
 /// documentation. `plan.flows` must not be empty.
 pub fn start(plan: &Plan) -> Result<Started, StartError> {
-    let xdp = match plan.mode {
+    let xdp = match plan.engine.mode {
         Mode::Socket => None,
         Mode::Xdp | Mode::Auto => Some(XdpEngine::start(plan)),
     };
@@ -109,7 +109,7 @@ pub fn start(plan: &Plan) -> Result<Started, StartError> {
                 announce,
             });
         }
-        Some(Err(e)) if plan.mode == Mode::Xdp => {
+        Some(Err(e)) if plan.engine.mode == Mode::Xdp => {
             return Err(StartError::XdpRequired(Box::new(e)));
         }
         Some(Err(e)) => (Some(e), String::new()),

@@ -24,6 +24,7 @@ enum Cmd {
     /// Validate a configuration and print the resolved plan.
     Check(cli::check::Args),
     /// Run the engine on a configuration until SIGINT/SIGTERM.
+    #[command(after_help = fanout::config::env_help())]
     Run(cli::run::Args),
     /// The lab's traffic tools (developers only: built with the feature `lab`).
     #[cfg(feature = "lab")]

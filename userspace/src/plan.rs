@@ -19,7 +19,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-use crate::config::{self, Config, Located, Location};
+use crate::config::{self, Config, EngineConfig, Located, Location};
 pub use crate::config::{Mode, OutputKind};
 
 /// A network interface as found on the running system.
@@ -37,9 +37,9 @@ pub struct Interface {
 /// Everything an engine needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    pub mode: Mode,
-    /// Datagrams received (and replicated) per batch.
-    pub batch_size: usize,
+    /// The engine and its options (`[engine]`, with the environment's
+    /// overrides applied).
+    pub engine: EngineConfig,
     pub flows: Vec<FlowPlan>,
 }
 
@@ -165,8 +165,7 @@ impl Plan {
             });
         }
         Ok(Plan {
-            mode: config.engine.mode,
-            batch_size: config.engine.batch_size,
+            engine: config.engine.clone(),
             flows,
         })
     }
@@ -179,7 +178,7 @@ impl Plan {
         if self == next {
             return None;
         }
-        if (self.mode, self.batch_size) != (next.mode, next.batch_size) {
+        if self.engine != next.engine {
             return Some("[engine] changed".into());
         }
         for f in &self.flows {
@@ -300,25 +299,6 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Auto => "auto",
-            Mode::Xdp => "xdp",
-            Mode::Socket => "socket",
-        })
-    }
-}
-
-impl fmt::Display for OutputKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OutputKind::Unicast => "unicast",
-            OutputKind::Multicast => "multicast",
-        })
-    }
-}
-
 /// `name (index 3, mtu 9000, mac 02:00:00:00:00:01, 10.0.0.1, fe80::1)`.
 impl fmt::Display for Interface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -344,11 +324,7 @@ impl fmt::Display for Interface {
 /// A readable, multi-line rendering (used by `fanout check`).
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "engine: mode {}, batch size {}",
-            self.mode, self.batch_size
-        )?;
+        write!(f, "{}", self.engine)?;
         for flow in &self.flows {
             let group = SocketAddr::new(flow.group, flow.port);
             writeln!(f, "flow {:?}: {group}", flow.name)?;
@@ -443,7 +419,10 @@ source = "2001:db8::9"
         })
         .unwrap();
         assert_eq!(asked, ["in0", "out0"]);
-        assert_eq!((plan.mode, plan.batch_size), (Mode::Socket, 8));
+        assert_eq!(
+            (plan.engine.mode, plan.engine.batch_size),
+            (Mode::Socket, 8)
+        );
         let [flow] = &plan.flows[..] else {
             panic!("{plan:?}")
         };
@@ -550,7 +529,12 @@ source = "2001:db8::9"
         .unwrap();
         assert_eq!(
             plan.to_string(),
-            "engine: mode socket, batch size 8\n\
+            "engine: mode socket, batch size 8\n  \
+             xdp_attach:   auto\n  \
+             xdp_object:   embedded\n  \
+             inline_max:   86 bytes\n  \
+             busy_poll:    off (need_wakeup)\n  \
+             tx_budget:    the whole TX ring\n\
              flow \"f\": [ff3e::1]:5000\n  \
              ingress: in0 (index 4, mtu 9000, mac 02:00:00:00:00:04, 10.0.0.4, fe80::4)\n  \
              vlan:    7\n  \

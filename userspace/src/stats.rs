@@ -588,6 +588,7 @@ impl fmt::Display for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EngineConfig;
     use crate::plan::{FlowPlan, Interface, Mode, OutputKind, OutputPlan};
 
     fn plan() -> Plan {
@@ -608,8 +609,11 @@ mod tests {
             ttl: 16,
         };
         Plan {
-            mode: Mode::Socket,
-            batch_size: 32,
+            engine: EngineConfig {
+                mode: Mode::Socket,
+                batch_size: 32,
+                ..EngineConfig::default()
+            },
             flows: vec![FlowPlan {
                 name: "tv".into(),
                 ingress: lo,

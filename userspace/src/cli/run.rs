@@ -52,6 +52,12 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    if !plan.engine.overrides.is_empty() {
+        log::info!(
+            "environment overrides in force: {}",
+            plan.engine.overrides.join(" ")
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {

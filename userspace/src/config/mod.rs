@@ -19,6 +19,7 @@
 //! `validate` holds the rules, field by field; `toml` the reader of the
 //! spanned tree that gives every error its line.
 
+mod options;
 mod toml;
 mod validate;
 
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use ::toml::de::{DeTable, DeValue};
 use serde_spanned::Spanned;
 
+pub use self::options::{EngineConfig, KNOBS, Kind, Knob, Value, XdpAttach, env_help};
 use self::toml::{Doc, Table};
 use self::validate::{check_flows, parse_engine, parse_flow};
 
@@ -52,7 +54,16 @@ pub(super) const VLAN_RANGE: RangeInclusive<i64> = 1..=4094;
 pub(super) const TTL_RANGE: RangeInclusive<i64> = 1..=255;
 
 pub(super) const ROOT_KEYS: &[&str] = &["engine", "flow"];
-pub(super) const ENGINE_KEYS: &[&str] = &["mode", "batch_size"];
+pub(super) const ENGINE_KEYS: &[&str] = &[
+    "mode",
+    "batch_size",
+    "xdp_attach",
+    "xdp_object",
+    "inline_max",
+    "busy_poll_us",
+    "busy_poll_budget",
+    "tx_budget",
+];
 pub(super) const FLOW_KEYS: &[&str] = &[
     "name",
     "interface",
@@ -87,6 +98,25 @@ pub enum Mode {
 pub enum OutputKind {
     Unicast,
     Multicast,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Xdp => "xdp",
+            Mode::Socket => "socket",
+        })
+    }
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputKind::Unicast => "unicast",
+            OutputKind::Multicast => "multicast",
+        })
+    }
 }
 
 /// Where something is in the configuration file.
@@ -141,6 +171,15 @@ pub enum Error {
         field: String,
         reason: String,
     },
+    /// An environment variable overrides an `[engine]` field with a value
+    /// that field does not take.
+    #[error("error: environment: {var}={value:?} (overrides [engine] {field}): {reason}")]
+    Environment {
+        var: &'static str,
+        value: String,
+        field: &'static str,
+        reason: String,
+    },
     /// The system could not be queried while resolving an interface (not the
     /// configuration's fault).
     #[error("error: {at}: {field} = {value}: {what}: {source}")]
@@ -160,6 +199,7 @@ impl Error {
         match self {
             Error::System { .. } => 1,
             Error::Read { .. }
+            | Error::Environment { .. }
             | Error::Syntax { .. }
             | Error::InvalidValue { .. }
             | Error::InvalidField { .. } => 2,
@@ -169,7 +209,7 @@ impl Error {
     /// The location the error points at, if any.
     pub fn location(&self) -> Option<&Location> {
         match self {
-            Error::Read { .. } => None,
+            Error::Read { .. } | Error::Environment { .. } => None,
             Error::Syntax { at, .. }
             | Error::InvalidValue { at, .. }
             | Error::InvalidField { at, .. }
@@ -195,23 +235,6 @@ pub struct Config {
     pub engine: EngineConfig,
     /// At least one.
     pub flows: Vec<FlowConfig>,
-}
-
-/// `[engine]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineConfig {
-    pub mode: Mode,
-    /// 1..=1024.
-    pub batch_size: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            mode: Mode::Auto,
-            batch_size: DEFAULT_BATCH_SIZE,
-        }
-    }
 }
 
 /// One `[[flow]]`.
@@ -254,13 +277,25 @@ pub struct OutputConfig {
 }
 
 impl Config {
-    /// Reads and validates the configuration file at `path`.
+    /// Reads and validates the configuration file at `path`, then applies
+    /// the environment's overrides of `[engine]` ([`KNOBS`]): the one place
+    /// where the process environment is read for the engine.
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config
+            .engine
+            .apply_env(|var| std::env::var(var).ok())
+            .map_err(|(knob, value, reason)| Error::Environment {
+                var: knob.env,
+                value,
+                field: knob.field,
+                reason,
+            })?;
+        Ok(config)
     }
 
     /// Validates configuration text; `path` is only used in error messages.
@@ -343,7 +378,8 @@ port = 5000
             c.engine,
             EngineConfig {
                 mode: Mode::Auto,
-                batch_size: 64
+                batch_size: 64,
+                ..EngineConfig::default()
             }
         );
         assert_eq!(c.flows.len(), 1);
@@ -400,7 +436,8 @@ source = "2001:db8::1"
             c.engine,
             EngineConfig {
                 mode: Mode::Xdp,
-                batch_size: 1024
+                batch_size: 1024,
+                ..EngineConfig::default()
             }
         );
         let f = &c.flows[0];
@@ -468,7 +505,8 @@ source = "2001:db8::1"
         assert_eq!(
             e("threads = 4"),
             "error: /etc/fanout.toml:2: engine.threads: \
-             unknown field (expected one of: mode, batch_size)"
+             unknown field (expected one of: mode, batch_size, xdp_attach, xdp_object, \
+             inline_max, busy_poll_us, busy_poll_budget, tx_budget)"
         );
         for (mode, want) in [
             ("auto", Mode::Auto),
@@ -1089,5 +1127,77 @@ source = "2001:db8::1"
                 proptest::prop_assert!(!msg.contains('\n'), "{}", msg);
             }
         }
+    }
+
+    #[test]
+    fn engine_knobs_are_typed_fields_of_the_engine_table() {
+        let text = GOOD.replacen(
+            "[[flow]]",
+            "[engine]\nxdp_attach = \"generic\"\nxdp_object = \"/opt/fanout.o\"\ninline_max = 0\n\
+             busy_poll_us = 50\nbusy_poll_budget = 16\ntx_budget = 0\n\n[[flow]]",
+            1,
+        );
+        let c = parse(&text).unwrap();
+        let e = &c.engine;
+        assert_eq!(e.xdp_attach, XdpAttach::Generic);
+        assert_eq!(e.xdp_object.as_deref(), Some(Path::new("/opt/fanout.o")));
+        assert_eq!(
+            (
+                e.inline_max,
+                e.busy_poll_us,
+                e.busy_poll_budget,
+                e.tx_budget
+            ),
+            (0, 50, Some(16), Some(0))
+        );
+        assert!(e.overrides.is_empty(), "parse never reads the environment");
+    }
+
+    #[test]
+    fn bad_engine_knobs_name_the_line_the_field_and_the_value() {
+        for (line, want) in [
+            (
+                "xdp_attach = \"turbo\"",
+                "engine.xdp_attach = \"turbo\": expected auto, native or generic",
+            ),
+            (
+                "inline_max = 129",
+                "engine.inline_max = 129: out of range (0..=128)",
+            ),
+            (
+                "busy_poll_budget = 0",
+                "engine.busy_poll_budget = 0: out of range (1..=65535)",
+            ),
+            (
+                "tx_budget = \"all\"",
+                "engine.tx_budget = \"all\": expected an integer (0..=1048576), found string",
+            ),
+            (
+                "xdp_object = \"\"",
+                "engine.xdp_object = \"\": must not be empty",
+            ),
+        ] {
+            let text = GOOD.replacen("[[flow]]", &format!("[engine]\n{line}\n\n[[flow]]"), 1);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let msg = e.to_string();
+            assert!(msg.starts_with(&format!("error: {FILE}:3: ")), "{msg}");
+            assert!(msg.contains(want), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_bad_environment_override_is_a_configuration_error() {
+        let e = Error::Environment {
+            var: "FANOUT_XSK_INLINE",
+            value: "lots".into(),
+            field: "inline_max",
+            reason: "expected an integer (0..=128)".into(),
+        };
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.to_string(),
+            "error: environment: FANOUT_XSK_INLINE=\"lots\" (overrides [engine] inline_max): expected an integer (0..=128)"
+        );
     }
 }

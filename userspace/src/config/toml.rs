@@ -119,6 +119,7 @@ pub(super) struct Str<'a> {
 /// An integer value (already range-checked) and where it is.
 pub(super) struct Int {
     pub(super) value: i64,
+    pub(super) span: Range<usize>,
 }
 
 /// A table being read, with its field path. Unknown keys are rejected when it
@@ -265,7 +266,10 @@ impl<'d, 'i> Table<'d, 'i> {
             ));
         };
         match i64::from_str_radix(int.as_str(), int.radix()) {
-            Ok(n) if range.contains(&n) => Ok(Some(Int { value: n })),
+            Ok(n) if range.contains(&n) => Ok(Some(Int {
+                value: n,
+                span: value.span(),
+            })),
             _ => Err(self.invalid(key, &value.span(), format!("out of range ({bounds})"))),
         }
     }

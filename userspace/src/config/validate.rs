@@ -21,6 +21,19 @@ pub(super) fn parse_engine(table: &Table<'_, '_>) -> Result<EngineConfig, Error>
     if let Some(batch) = table.integer("batch_size", BATCH_SIZE_RANGE)? {
         engine.batch_size = batch.value as usize;
     }
+    for knob in KNOBS {
+        let set = match &knob.kind {
+            Kind::Text => table
+                .string(knob.field)?
+                .map(|s| (engine.set(knob.field, Value::Text(s.value)), s.span)),
+            Kind::Int(range) => table
+                .integer(knob.field, range.clone())?
+                .map(|n| (engine.set(knob.field, Value::Int(n.value)), n.span)),
+        };
+        if let Some((Err(reason), span)) = set {
+            return Err(table.invalid(knob.field, &span, reason));
+        }
+    }
     Ok(engine)
 }
 

@@ -111,7 +111,7 @@ impl SocketEngine {
         let stats = Arc::new(Stats::for_plan(plan, "socket"));
         let stop = Arc::new(AtomicBool::new(false));
         let caps = Capabilities::probe();
-        let batch = plan.batch_size.clamp(1, 1024);
+        let batch = plan.engine.batch_size.clamp(1, 1024);
         let mut gro_logged = false;
         let mut prepared = Vec::with_capacity(plan.flows.len());
         for (index, flow) in plan.flows.iter().enumerate() {

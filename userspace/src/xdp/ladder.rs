@@ -1,6 +1,7 @@
-//! The XDP mode ladder (DESIGN decision 6): where the program comes from,
-//! how the operator asked to attach it, why a rung was refused, and how the
-//! rung reached is named.
+//! The XDP mode ladder (DESIGN decision 6): where the program comes from
+//! (`[engine] xdp_object`, else the embedded one), why a rung was refused,
+//! and how the rung reached is named. How to attach is
+//! [`crate::config::XdpAttach`].
 //!
 //! Contract: every way the XDP datapath can fail to start is a [`Refused`]
 //! that names the rung, the interface (and queue) and the cause, so that
@@ -10,26 +11,18 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::program::{self as xdp, AttachMode, XdpProgram};
 use super::spec::SetupError;
 use super::worker;
 use super::xsk::{self, BindMode};
 
-/// Run-time path of the XDP object; overrides the embedded one.
-pub const OBJECT_ENV: &str = "FANOUT_EBPF_OBJ";
-/// `generic` forces generic (skb) XDP; `native` refuses generic;
-/// unset or `auto` climbs the ladder.
-pub const MODE_ENV: &str = "FANOUT_XDP_MODE";
-
 /// A rung of the ladder that could not be climbed, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
     #[error("XDP program not built into this binary (run cargo xtask build-ebpf)")]
     NotBuilt,
-    #[error("{MODE_ENV}={0:?}: expected auto, native or generic")]
-    BadModeEnv(String),
     #[error("loading the XDP program: {0}")]
     Load(#[source] xdp::Error),
     #[error("interface {ifname}: {source}")]
@@ -38,7 +31,7 @@ pub enum Refused {
         #[source]
         source: xdp::Error,
     },
-    #[error("interface {ifname}: native XDP refused ({reason}) and {MODE_ENV}=native")]
+    #[error("interface {ifname}: native XDP refused ({reason}) and xdp_attach = \"native\"")]
     NativeRequired { ifname: String, reason: String },
     #[error("interface {ifname}: writing the XDP maps: {source}")]
     Map {
@@ -80,32 +73,6 @@ pub enum Refused {
     },
 }
 
-/// How the operator asked to attach (`FANOUT_XDP_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachPolicy {
-    /// Native, generic when refused.
-    Auto,
-    /// Native or nothing.
-    Native,
-    /// Generic straight away.
-    Generic,
-}
-
-impl AttachPolicy {
-    /// From `FANOUT_XDP_MODE` (unset: [`AttachPolicy::Auto`]).
-    pub fn from_env() -> Result<Self, Refused> {
-        match std::env::var(MODE_ENV) {
-            Err(_) => Ok(AttachPolicy::Auto),
-            Ok(v) => match v.as_str() {
-                "" | "auto" => Ok(AttachPolicy::Auto),
-                "native" => Ok(AttachPolicy::Native),
-                "generic" => Ok(AttachPolicy::Generic),
-                _ => Err(Refused::BadModeEnv(v)),
-            },
-        }
-    }
-}
-
 /// Where the XDP object comes from.
 #[derive(Debug, Clone)]
 pub enum ObjectSource {
@@ -114,11 +81,11 @@ pub enum ObjectSource {
 }
 
 impl ObjectSource {
-    /// `FANOUT_EBPF_OBJ` when set, else the embedded object.
-    pub fn find() -> Result<Self, Refused> {
-        match std::env::var_os(OBJECT_ENV) {
-            Some(p) if !p.is_empty() => Ok(ObjectSource::File(p.into())),
-            _ => xdp::embedded_object()
+    /// The file `[engine] xdp_object` names, else the embedded object.
+    pub fn find(file: Option<&Path>) -> Result<Self, Refused> {
+        match file {
+            Some(p) => Ok(ObjectSource::File(p.to_path_buf())),
+            None => xdp::embedded_object()
                 .map(ObjectSource::Embedded)
                 .ok_or(Refused::NotBuilt),
         }
@@ -134,7 +101,7 @@ impl ObjectSource {
 
     pub(super) fn describe(&self) -> String {
         match self {
-            ObjectSource::File(p) => format!("{} ({OBJECT_ENV})", p.display()),
+            ObjectSource::File(p) => format!("{} (xdp_object)", p.display()),
             ObjectSource::Embedded(b) => format!("embedded ({} bytes)", b.len()),
         }
     }

@@ -50,7 +50,7 @@ use std::thread::JoinHandle;
 use fanout_common::Counter;
 use log::{info, warn};
 
-pub use self::ladder::{AttachPolicy, ObjectSource, Refused};
+pub use self::ladder::{ObjectSource, Refused};
 use self::ladder::{attach_name, rung_name};
 use self::nexthops::{NextHops, routed_egress};
 use self::program::{AttachMode, XdpProgram};
@@ -58,6 +58,7 @@ pub use self::queue::queue_count;
 use self::queue::{XdpWorker, build_worker, egress_list};
 use self::thread::{Command, WorkerCtx, run_worker};
 use self::xsk::BindMode;
+use crate::config::XdpAttach;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::{FlowPlan, Interface, Plan};
 use crate::stats::{Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot, XdpSnapshot};
@@ -101,8 +102,8 @@ impl XdpEngine {
     /// Climbs the ladder and starts every worker; see the module
     /// documentation. `plan.flows` must not be empty.
     pub fn start(plan: &Plan) -> Result<XdpEngine, Refused> {
-        let object = ObjectSource::find()?;
-        let policy = AttachPolicy::from_env()?;
+        let object = ObjectSource::find(plan.engine.xdp_object.as_deref())?;
+        let policy = plan.engine.xdp_attach;
         let plan = routed_egress(plan)?;
         info!("XDP object: {}", object.describe());
         // Templates that need no neighbour first: refuse early on outputs
@@ -309,7 +310,7 @@ fn attach(
     plan: &Plan,
     iface: &Interface,
     object: &ObjectSource,
-    policy: AttachPolicy,
+    policy: XdpAttach,
     notes: &mut Vec<String>,
 ) -> Result<(Ingress, Vec<Queue>), Refused> {
     let map_err = |source| Refused::Map {
@@ -318,13 +319,13 @@ fn attach(
     };
     let mut program = object.load()?;
     let attached = program
-        .attach_with(&iface.name, policy == AttachPolicy::Generic)
+        .attach_with(&iface.name, policy == XdpAttach::Generic)
         .map_err(|source| Refused::Attach {
             ifname: iface.name.clone(),
             source,
         })?;
     if let Some(why) = &attached.native_refused {
-        if policy == AttachPolicy::Native {
+        if policy == XdpAttach::Native {
             return Err(Refused::NativeRequired {
                 ifname: iface.name.clone(),
                 reason: why.clone(),

@@ -179,7 +179,8 @@ impl XdpProgram {
     }
 
     /// [`attach`](Self::attach), or generic mode straight away when
-    /// `force_generic` (the operator asked for it: `FANOUT_XDP_MODE=generic`);
+    /// `force_generic` (the operator asked for it: `[engine] xdp_attach =
+    /// "generic"`);
     /// `native_refused` then says so.
     pub fn attach_with(&mut self, ifname: &str, force_generic: bool) -> Result<Attached, Error> {
         if let Some((a, _)) = &self.attached {
@@ -193,7 +194,7 @@ impl XdpProgram {
         })?;
         let prog = Self::program(&mut self.ebpf)?;
         let native = if force_generic {
-            Err("not tried: generic mode forced (FANOUT_XDP_MODE=generic)".to_owned())
+            Err("not tried: generic mode asked for (xdp_attach = \"generic\")".to_owned())
         } else {
             prog.attach_to_if_index(ifindex, XdpMode::Driver)
                 .map_err(|e| error_chain(&e))

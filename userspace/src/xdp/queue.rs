@@ -27,10 +27,6 @@ use crate::plan::{FlowPlan, Interface, Plan};
 /// header-slot frames.
 const RX_FRAMES: u32 = 4096;
 
-/// Environment override of [`WorkerConfig::inline_max`] (bytes; 0: every
-/// payload by reference).
-pub const INLINE_ENV: &str = "FANOUT_XSK_INLINE";
-
 /// The worker of one rx queue, over the kernel's rings.
 pub(super) type XdpWorker = Worker<XskUmem, RxSocket, TxSocket>;
 
@@ -82,7 +78,10 @@ pub(super) fn build_worker(
         }
     };
     let egress = egress_list(plan, flows);
-    let mut sizes = RingSizes::default();
+    let mut sizes = RingSizes {
+        tx_budget: plan.engine.tx_budget,
+        ..RingSizes::default()
+    };
     let ports = egress.len() as u32;
     // Header slots for every descriptor that can be in a TX ring or its
     // completion ring at once, per port (a slot per replica at most).
@@ -131,11 +130,15 @@ pub(super) fn build_worker(
             );
         }
     }
-    let batch = plan.batch_size.clamp(1, 1024);
+    let batch = plan.engine.batch_size.clamp(1, 1024);
     set_wakeup(
         &iface.name,
         queue,
-        BusyPoll::from_env(batch as u16),
+        BusyPoll::new(
+            plan.engine.busy_poll_us,
+            plan.engine.busy_poll_budget,
+            batch as u16,
+        ),
         &mut rx,
         &mut tx,
         &egress,
@@ -150,16 +153,7 @@ pub(super) fn build_worker(
         )?);
     }
     let mut cfg = WorkerConfig::new(batch, slot_frames);
-    if let Ok(v) = std::env::var(INLINE_ENV) {
-        match v.trim().parse::<u32>() {
-            Ok(n) => cfg.inline_max = n.min(MAX_INLINE),
-            Err(_) if queue == 0 => warn!(
-                "{INLINE_ENV}={v:?} is not a byte count: the default {} stays",
-                cfg.inline_max
-            ),
-            Err(_) => {}
-        }
-    }
+    cfg.inline_max = plan.engine.inline_max.min(MAX_INLINE);
     if queue == 0 {
         info!(
             "{}: payloads up to {} bytes that fit in a {}-byte header slot behind the headers are copied there (one descriptor per replica); longer ones are chained by reference",
@@ -187,8 +181,7 @@ fn set_wakeup(
 ) {
     let Some(bp) = busy else {
         info!(
-            "AF_XDP {ifname} queue {queue}: wakeups by need_wakeup (busy polling off; {}=<usecs> turns it on)",
-            xsk::BUSY_POLL_ENV
+            "AF_XDP {ifname} queue {queue}: wakeups by need_wakeup (busy polling off; [engine] busy_poll_us turns it on)"
         );
         return;
     };

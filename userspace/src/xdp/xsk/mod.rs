@@ -21,7 +21,7 @@
 //! `sendto` only when the kernel's ring flag asks for one; copy-mode TX
 //! always asks). [`RxSocket::set_busy_poll`] / [`TxSocket::set_busy_poll`]
 //! switch a socket to preferred busy polling instead (`SO_PREFER_BUSY_POLL`,
-//! `SO_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`; opt-in through [`BUSY_POLL_ENV`]):
+//! `SO_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`; opt-in: `[engine] busy_poll_us`):
 //! the RX side then calls `recvfrom` on every [`RxPort::wake`], which runs
 //! the ingress queue's NAPI poll in the caller's thread, and the TX side
 //! kicks whenever descriptors are pending, flags or not.
@@ -92,13 +92,18 @@ impl fmt::Display for BindMode {
     }
 }
 
-/// Entries per ring (each a power of two).
+/// Entries per ring (each a power of two), and what a TX socket's wakeup
+/// sends in copy mode.
 #[derive(Debug, Clone, Copy)]
 pub struct RingSizes {
     pub fill: u32,
     pub completion: u32,
     pub rx: u32,
     pub tx: u32,
+    /// TX descriptors one copy-mode wakeup sends (`XDP_MAX_TX_SKB_BUDGET`):
+    /// `None` the whole TX ring, `Some(0)` the kernel's own
+    /// [`KERNEL_TX_BUDGET`], else that many (at least 32, at most the ring).
+    pub tx_budget: Option<u32>,
 }
 
 impl Default for RingSizes {
@@ -108,6 +113,7 @@ impl Default for RingSizes {
             completion: 2048,
             rx: 2048,
             tx: 2048,
+            tx_budget: None,
         }
     }
 }
@@ -251,7 +257,7 @@ impl XskUmem {
             busy_poll: Wakeups::default(),
         };
         let tx_socket = tx.map(|tx| TxSocket {
-            budget: raise_tx_budget(fd.as_fd(), sizes.tx),
+            budget: raise_tx_budget(fd.as_fd(), &sizes),
             fd,
             tx,
             comp: comp.expect("completion ring requested"),
@@ -293,7 +299,7 @@ impl XskUmem {
         .map_err(|e| sys_err("bind(XDP_SHARED_UMEM)", e))?;
         let Rings { fill, comp, tx, .. } = rings;
         Ok(TxSocket {
-            budget: raise_tx_budget(fd.as_fd(), sizes.tx),
+            budget: raise_tx_budget(fd.as_fd(), &sizes),
             fd: Arc::new(fd),
             tx: tx.expect("tx ring requested"),
             comp: comp.expect("completion ring requested"),
@@ -439,15 +445,6 @@ impl Rings {
     }
 }
 
-/// Environment switch of preferred busy polling, for measurements:
-/// microseconds for `SO_BUSY_POLL` (`0` or unset: off, the sockets follow
-/// `need_wakeup`).
-pub const BUSY_POLL_ENV: &str = "FANOUT_XSK_BUSY_POLL";
-/// Environment override of the busy-poll budget (`SO_BUSY_POLL_BUDGET`:
-/// packets per NAPI poll that a `recvfrom` runs; default: the engine's
-/// batch size).
-pub const BUSY_POLL_BUDGET_ENV: &str = "FANOUT_XSK_BUSY_POLL_BUDGET";
-
 /// Preferred busy polling of a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BusyPoll {
@@ -460,24 +457,12 @@ pub struct BusyPoll {
 }
 
 impl BusyPoll {
-    /// From [`BUSY_POLL_ENV`] and [`BUSY_POLL_BUDGET_ENV`]; `None` when off
-    /// or unparsable. `default_budget` is used when no budget is given.
-    pub fn from_env(default_budget: u16) -> Option<BusyPoll> {
-        Self::parse(
-            std::env::var(BUSY_POLL_ENV).ok().as_deref(),
-            std::env::var(BUSY_POLL_BUDGET_ENV).ok().as_deref(),
-            default_budget,
-        )
-    }
-
-    /// [`from_env`](Self::from_env) over the two values given.
-    pub fn parse(usecs: Option<&str>, budget: Option<&str>, default_budget: u16) -> Option<Self> {
-        let usecs = usecs?.trim().parse::<u32>().ok().filter(|&u| u > 0)?;
-        let budget = budget
-            .and_then(|v| v.trim().parse::<u16>().ok())
-            .filter(|&b| b > 0)
-            .unwrap_or(default_budget.max(1));
-        Some(BusyPoll { usecs, budget })
+    /// Busy polling of `usecs` microseconds (`None` when 0: off) with
+    /// `budget` packets per poll, `default_budget` when none is given (never
+    /// 0). The engine's `[engine] busy_poll_us` and `busy_poll_budget`.
+    pub fn new(usecs: u32, budget: Option<u16>, default_budget: u16) -> Option<Self> {
+        let budget = budget.filter(|&b| b > 0).unwrap_or(default_budget.max(1));
+        (usecs > 0).then_some(BusyPoll { usecs, budget })
     }
 }
 
@@ -690,19 +675,15 @@ impl RxPort for RxSocket {
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 /// The kernel's own per-wakeup TX budget in copy mode (`TX_BATCH_SIZE`).
 pub const KERNEL_TX_BUDGET: u32 = 32;
-/// Environment override of the TX budget asked for (`0`: keep the
-/// kernel's default), for measurements.
-pub const TX_BUDGET_ENV: &str = "FANOUT_XSK_TX_BUDGET";
-
-/// Raises the TX budget per wakeup of `fd` to its whole TX ring (or
-/// `FANOUT_XSK_TX_BUDGET`), so that one `sendto` in copy mode sends what a
-/// poll submitted rather than 32 descriptors of it. Returns the budget in
-/// force; an older kernel (no such option) keeps 32.
-fn raise_tx_budget(fd: BorrowedFd<'_>, tx_entries: u32) -> u32 {
-    let wanted = match std::env::var(TX_BUDGET_ENV).ok().map(|v| v.parse::<u32>()) {
-        Some(Ok(0)) => return KERNEL_TX_BUDGET,
-        Some(Ok(n)) => n.clamp(KERNEL_TX_BUDGET, tx_entries),
-        _ => tx_entries,
+/// Raises the TX budget per wakeup of `fd` to its whole TX ring (or to
+/// what [`RingSizes::tx_budget`] asks), so that one `sendto` in copy mode
+/// sends what a poll submitted rather than 32 descriptors of it. Returns the
+/// budget in force; an older kernel (no such option) keeps 32.
+fn raise_tx_budget(fd: BorrowedFd<'_>, sizes: &RingSizes) -> u32 {
+    let wanted = match sizes.tx_budget {
+        Some(0) => return KERNEL_TX_BUDGET,
+        Some(n) => n.clamp(KERNEL_TX_BUDGET, sizes.tx),
+        None => sizes.tx,
     };
     match sys::set_opt(fd, XDP_MAX_TX_SKB_BUDGET, &wanted) {
         Ok(()) => wanted,
@@ -853,25 +834,24 @@ mod tests {
 
     #[test]
     fn busy_poll_is_opt_in() {
-        assert_eq!(BusyPoll::parse(None, None, 64), None);
-        assert_eq!(BusyPoll::parse(Some("0"), Some("16"), 64), None);
-        assert_eq!(BusyPoll::parse(Some("soon"), None, 64), None);
+        assert_eq!(BusyPoll::new(0, None, 64), None);
+        assert_eq!(BusyPoll::new(0, Some(16), 64), None);
         assert_eq!(
-            BusyPoll::parse(Some("50"), None, 64),
+            BusyPoll::new(50, None, 64),
             Some(BusyPoll {
                 usecs: 50,
                 budget: 64
             })
         );
         assert_eq!(
-            BusyPoll::parse(Some(" 20 "), Some("16"), 64),
+            BusyPoll::new(20, Some(16), 64),
             Some(BusyPoll {
                 usecs: 20,
                 budget: 16
             })
         );
-        // A bad or zero budget falls back to the default, never to 0.
-        assert_eq!(BusyPoll::parse(Some("20"), Some("0"), 0).unwrap().budget, 1);
+        // A zero budget falls back to the default, never to 0.
+        assert_eq!(BusyPoll::new(20, Some(0), 0).unwrap().budget, 1);
     }
 
     #[test]
