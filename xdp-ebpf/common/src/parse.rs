@@ -10,7 +10,8 @@
 //!
 //! What it deliberately leaves to the kernel: IPv4 fragments and IPv6 fragment
 //! headers (`Fragment`: the kernel reassembles), IPv6 extension headers in
-//! front of UDP (`NotUdp`), frames with three or more VLAN tags (`NotIp`).
+//! front of UDP (`NotUdp`), frames with three or more VLAN tags or an
+//! 802.1ad tag inside a tag (`NotIp`).
 //! Checksums are not verified here: the kernel or the engine does that.
 
 use crate::{FAMILY_IPV4, FAMILY_IPV6, FlowKey};
@@ -107,7 +108,9 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
     let mut l3 = ETH_HLEN;
     let mut vlan = 0;
     // Two tags at most, written out rather than looped so the verifier sees
-    // constant offsets. The innermost tag's VID is the key's VLAN.
+    // constant offsets: an outer 802.1ad or 802.1Q tag, then an 802.1Q tag.
+    // The innermost tag's VID is the key's VLAN. Any other TPID after a tag
+    // (an S-tag inside a tag, a third tag) is not IP.
     if is_vlan(ethertype) {
         let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
             return Verdict::Malformed;
@@ -115,7 +118,7 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
         vlan = be16(tag[0], tag[1]) & 0x0fff;
         ethertype = be16(tag[2], tag[3]);
         l3 += VLAN_HLEN;
-        if is_vlan(ethertype) {
+        if ethertype == ETHERTYPE_VLAN {
             let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
                 return Verdict::Malformed;
             };
@@ -355,6 +358,22 @@ mod tests {
             (ETHERTYPE_VLAN, 3),
         ];
         assert_eq!(classify(&frame(&three, false, 5, 8)[..]), Verdict::NotIp);
+    }
+
+    #[test]
+    fn an_s_tag_inside_a_tag_is_not_ip() {
+        // The second tag must be 802.1Q, as userspace requires: with an
+        // 802.1ad TPID there the frame is left to the kernel.
+        for inner in [ETHERTYPE_QINQ, 0x9100] {
+            for outer in [ETHERTYPE_VLAN, ETHERTYPE_QINQ] {
+                let f = frame(&[(outer, 10), (inner, 20)], false, 5, 8);
+                assert_eq!(classify(&f[..]), Verdict::NotIp, "{outer:#x}/{inner:#x}");
+            }
+        }
+        for outer in [ETHERTYPE_VLAN, ETHERTYPE_QINQ] {
+            let f = frame(&[(outer, 10), (ETHERTYPE_VLAN, 20)], true, 0, 8);
+            assert_eq!(datagram(classify(&f[..])).key.vlan, 20);
+        }
     }
 
     #[test]
