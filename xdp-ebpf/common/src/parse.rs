@@ -12,7 +12,9 @@
 //! headers (`Fragment`: the kernel reassembles), IPv6 extension headers in
 //! front of UDP (`NotUdp`), frames with three or more VLAN tags or an
 //! 802.1ad tag inside a tag (`NotIp`).
-//! Checksums are not verified here: the kernel or the engine does that.
+//! UDP over IPv6 with a zero checksum is `Malformed` (RFC 8200 forbids it;
+//! the kernel's stack judges). Checksums are not verified here: the kernel or
+//! the engine does that.
 
 use crate::{FAMILY_IPV4, FAMILY_IPV6, FlowKey};
 
@@ -223,6 +225,11 @@ fn udp<F: Frame + ?Sized>(
     if udp_len < UDP_HLEN || udp_len > ip_payload {
         return Verdict::Malformed;
     }
+    // Over IPv6 the checksum is mandatory (RFC 8200, section 8.1): a zero one
+    // is the kernel's to judge (UDP_NO_CHECK6_RX), not a datagram to replicate.
+    if family == FAMILY_IPV6 && be16(u[6], u[7]) == 0 {
+        return Verdict::Malformed;
+    }
     Verdict::Udp(Datagram {
         key: FlowKey {
             group,
@@ -274,7 +281,7 @@ mod tests {
         f.extend_from_slice(&4000u16.to_be_bytes());
         f.extend_from_slice(&5000u16.to_be_bytes());
         f.extend_from_slice(&udp_len.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&[0x12, 0x34]); // checksum: not verified, not 0
         f.extend((0..payload).map(|i| i as u8));
         f
     }
@@ -374,6 +381,19 @@ mod tests {
             let f = frame(&[(outer, 10), (ETHERTYPE_VLAN, 20)], true, 0, 8);
             assert_eq!(datagram(classify(&f[..])).key.vlan, 20);
         }
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_is_malformed_over_ipv6_only() {
+        let zero = |mut f: Vec<u8>| {
+            let at = f.len() - 8 - 2;
+            f[at..at + 2].fill(0);
+            f
+        };
+        let v6 = zero(frame(&[], true, 0, 8));
+        assert_eq!(classify(&v6[..]), Verdict::Malformed);
+        let v4 = zero(frame(&[], false, 5, 8));
+        assert_eq!(datagram(classify(&v4[..])).payload_len, 8);
     }
 
     #[test]
