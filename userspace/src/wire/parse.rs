@@ -8,6 +8,9 @@
 use super::ethernet::{self, Tags, ethertype};
 use super::{IPPROTO_UDP, IpPair, ParseError, ipv4, ipv6, udp};
 
+/// IPv6 next header of the fragment header.
+const IPV6_FRAGMENT: u8 = 44;
+
 /// What the engine needs to know about a received UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Datagram {
@@ -52,8 +55,9 @@ pub fn parse(frame: &[u8]) -> Result<Datagram, ParseError> {
 ///
 /// Checks, in order: Ethernet and VLAN tags, ethertype IPv4 or IPv6, IP
 /// version, IHL, lengths, IPv4 header checksum, IPv4 fragments, protocol
-/// UDP (IPv6: next header UDP, so any extension header is `NotUdp`), UDP
-/// length (`8 <= udp_len <=` IP payload length), IPv6 zero UDP checksum.
+/// UDP (IPv6: next header UDP; a fragment header is `Fragment`, any other
+/// extension header `NotUdp`), UDP length (`8 <= udp_len <=` IP payload
+/// length), IPv6 zero UDP checksum.
 pub fn parse_head(head: &[u8], frame_len: usize) -> Result<Datagram, ParseError> {
     let head = head.get(..frame_len).unwrap_or(head);
     match parse_plain_v4(head, frame_len) {
@@ -103,8 +107,10 @@ fn parse_general(head: &[u8], frame_len: usize) -> Result<Datagram, ParseError> 
             if ipv6::HEADER_LEN + usize::from(ip.payload_len()) > l3_avail {
                 return Err(ParseError::Truncated);
             }
-            if ip.next_header() != IPPROTO_UDP {
-                return Err(ParseError::NotUdp(ip.next_header()));
+            match ip.next_header() {
+                IPPROTO_UDP => {}
+                IPV6_FRAGMENT => return Err(ParseError::Fragment),
+                other => return Err(ParseError::NotUdp(other)),
             }
             let addrs = IpPair::V6 {
                 src: ip.src_addr(),
@@ -349,6 +355,7 @@ mod tests {
         assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 7] = 0x01), Err(Fragment)); // offset 8
         assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 9] = 6), Err(NotUdp(6)));
         assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 6] = 0), Err(NotUdp(0))); // hop-by-hop
+        assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 6] = 44), Err(Fragment));
         // UDP length below 8, and beyond the IP payload.
         assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 25] = 7), Err(BadLength));
         assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 45] = 7), Err(BadLength));
