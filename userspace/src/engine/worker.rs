@@ -836,9 +836,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 return;
             }
         };
-        let vlan = dg.inner_vlan.or(dg.outer_vlan).unwrap_or(0);
-        let key = FlowKey::new(dg.addrs.dst(), dg.dst_port, vlan);
-        let Some(f) = self.index.get(&key) else {
+        let Some(f) = self.index.get(&dg.flow_key()) else {
             self.worker_counters.no_flow += 1;
             return;
         };

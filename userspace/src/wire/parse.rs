@@ -7,6 +7,7 @@
 
 use super::ethernet::{self, Tags, ethertype};
 use super::{IPPROTO_UDP, IpPair, ParseError, ipv4, ipv6, udp};
+use fanout_common::FlowKey;
 
 /// IPv6 next header of the fragment header.
 const IPV6_FRAGMENT: u8 = 44;
@@ -36,6 +37,14 @@ pub struct Datagram {
 }
 
 impl Datagram {
+    /// The key of the flow this datagram belongs to: group, destination port
+    /// and the innermost VLAN id (0 untagged), as the XDP program computes it.
+    #[inline]
+    pub fn flow_key(&self) -> FlowKey {
+        let vlan = self.inner_vlan.or(self.outer_vlan).unwrap_or(0);
+        FlowKey::new(self.addrs.dst(), self.dst_port, vlan)
+    }
+
     /// The UDP payload's range in the frame.
     pub fn payload_range(&self) -> core::ops::Range<usize> {
         self.payload_offset..self.payload_offset + self.payload_len
