@@ -134,4 +134,6 @@ impl IpPair {
 }
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 pub(crate) mod testutil;
