@@ -4,6 +4,20 @@
 //! [`Datagram`] only when every header is whole, every length field is
 //! consistent with the frame and the IPv4 header checksum verifies, so a
 //! frame cut anywhere before its end is always an error.
+//!
+//! One decoder story: this is the engine's parser for what the XDP program
+//! redirects, and the program decides with its own no_std decoder,
+//! `fanout_common::parse::classify`. A differential property test in
+//! `userspace/src/wire/differential.rs` checks that the two agree on every
+//! input it generates (structured frames with any tag stack, IPv4 options,
+//! flags, lengths and checksums, IPv6 extension headers, padding, cut at
+//! every byte and split into buffers anywhere; mutated and random bytes):
+//! what the program redirects, this accepts with the same flow key
+//! ([`Datagram::flow_key`]), source and payload, and what it passes, this
+//! refuses, with a [`ParseError`] the test maps to the program's verdict.
+//! The one exception: this also verifies the IPv4 header checksum, so a
+//! frame with a bad one is redirected, then refused here and counted
+//! (`malformed`), where the kernel's stack would have dropped it too.
 
 use super::ethernet::{self, Tags, ethertype};
 use super::{IPPROTO_UDP, IpPair, ParseError, ipv4, ipv6, udp};

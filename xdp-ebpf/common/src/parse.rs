@@ -1,20 +1,34 @@
-//! The frame decoder shared by the XDP program and userspace.
+//! The XDP program's frame decoder (no_std; also built for userspace tests).
 //!
-//! [`classify`] reads Ethernet, up to two VLAN tags (802.1Q `0x8100`, 802.1ad
-//! `0x88a8`), IPv4 (any valid IHL) or IPv6, then UDP, and returns a
-//! [`Verdict`]: a [`Datagram`] with its [`FlowKey`] and source, or the reason it
-//! is not one. It reads the frame only through [`Frame::load`], which
-//! bounds-checks every access (the kernel's verifier demands exactly that), and
-//! it checks the IP and UDP length fields against [`Frame::total_len`], so a
-//! truncated frame is `Malformed`, never a datagram. It never panics.
+//! [`classify`] reads Ethernet, up to two VLAN tags (an outer 802.1ad
+//! `0x88a8` or 802.1Q `0x8100` tag, then an 802.1Q tag), IPv4 (any valid IHL)
+//! or IPv6, then UDP, and returns a [`Verdict`]: a [`Datagram`] with its
+//! [`FlowKey`] and source, or the reason it is not one. It reads the frame
+//! only through [`Frame::load`], which bounds-checks every access (the
+//! kernel's verifier demands exactly that), and it checks the IP and UDP
+//! length fields against [`Frame::total_len`], so a truncated frame is
+//! `Malformed`, never a datagram. It never panics.
 //!
-//! What it deliberately leaves to the kernel: IPv4 fragments and IPv6 fragment
-//! headers (`Fragment`: the kernel reassembles), IPv6 extension headers in
-//! front of UDP (`NotUdp`), frames with three or more VLAN tags or an
-//! 802.1ad tag inside a tag (`NotIp`).
-//! UDP over IPv6 with a zero checksum is `Malformed` (RFC 8200 forbids it;
-//! the kernel's stack judges). Checksums are not verified here: the kernel or
-//! the engine does that.
+//! What it deliberately leaves to the kernel: IPv4 fragments and IPv6
+//! fragment headers (`Fragment`: the kernel reassembles), other IPv6
+//! extension headers in front of UDP (`NotUdp`), any other tag stack (an
+//! 802.1ad tag inside a tag, three tags: `NotIp`), UDP over IPv6 with a zero
+//! checksum (`Malformed`: RFC 8200 forbids it, the kernel's stack judges).
+//! Checksums are not verified here.
+//!
+//! One decoder story: the engine does not call this function; it classifies
+//! what the program redirects with its own parser, `fanout::wire::parse_head`
+//! (typed views and a fast path for untagged IPv4). A differential property
+//! test in `userspace/src/wire/differential.rs` checks that the two agree on
+//! every input it generates (structured frames with any tag stack, IPv4
+//! options, flags, lengths and checksums, IPv6 extension headers, padding,
+//! cut at every byte and split into buffers anywhere; mutated and random
+//! bytes): every frame this redirects, the engine takes with the same key,
+//! source and payload, and every frame this passes, the engine would refuse,
+//! for a reason the test maps to this verdict. The one exception: the engine
+//! also verifies the IPv4 header checksum, so a frame with a bad one is
+//! redirected, then refused and counted (`malformed`), where the kernel's
+//! stack would have dropped it too.
 
 use crate::{FAMILY_IPV4, FAMILY_IPV6, FlowKey};
 
