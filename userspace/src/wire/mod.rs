@@ -75,11 +75,12 @@ pub enum ParseError {
     /// The IPv4 header checksum does not verify.
     #[error("bad IPv4 header checksum")]
     BadChecksum,
-    /// An IPv4 fragment (MF set or a non-zero offset).
-    #[error("IPv4 fragment")]
+    /// An IPv4 fragment (MF set or a non-zero offset), or an IPv6 packet
+    /// whose next header is a fragment header.
+    #[error("IP fragment")]
     Fragment,
     /// Not UDP (IPv4 protocol or IPv6 next header, which includes every
-    /// IPv6 extension header).
+    /// IPv6 extension header but the fragment header).
     #[error("not UDP: protocol {0}")]
     NotUdp(u8),
     /// UDP over IPv6 with a zero checksum (RFC 8200 section 8.1: discard).
@@ -132,5 +133,7 @@ impl IpPair {
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 pub(crate) mod testutil;

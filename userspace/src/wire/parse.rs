@@ -4,9 +4,27 @@
 //! [`Datagram`] only when every header is whole, every length field is
 //! consistent with the frame and the IPv4 header checksum verifies, so a
 //! frame cut anywhere before its end is always an error.
+//!
+//! One decoder story: this is the engine's parser for what the XDP program
+//! redirects, and the program decides with its own no_std decoder,
+//! `fanout_common::parse::classify`. A differential property test in
+//! `userspace/src/wire/differential.rs` checks that the two agree on every
+//! input it generates (structured frames with any tag stack, IPv4 options,
+//! flags, lengths and checksums, IPv6 extension headers, padding, cut at
+//! every byte and split into buffers anywhere; mutated and random bytes):
+//! what the program redirects, this accepts with the same flow key
+//! ([`Datagram::flow_key`]), source and payload, and what it passes, this
+//! refuses, with a [`ParseError`] the test maps to the program's verdict.
+//! The one exception: this also verifies the IPv4 header checksum, so a
+//! frame with a bad one is redirected, then refused here and counted
+//! (`malformed`), where the kernel's stack would have dropped it too.
 
 use super::ethernet::{self, Tags, ethertype};
 use super::{IPPROTO_UDP, IpPair, ParseError, ipv4, ipv6, udp};
+use fanout_common::FlowKey;
+
+/// IPv6 next header of the fragment header.
+const IPV6_FRAGMENT: u8 = 44;
 
 /// What the engine needs to know about a received UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +51,14 @@ pub struct Datagram {
 }
 
 impl Datagram {
+    /// The key of the flow this datagram belongs to: group, destination port
+    /// and the innermost VLAN id (0 untagged), as the XDP program computes it.
+    #[inline]
+    pub fn flow_key(&self) -> FlowKey {
+        let vlan = self.inner_vlan.or(self.outer_vlan).unwrap_or(0);
+        FlowKey::new(self.addrs.dst(), self.dst_port, vlan)
+    }
+
     /// The UDP payload's range in the frame.
     pub fn payload_range(&self) -> core::ops::Range<usize> {
         self.payload_offset..self.payload_offset + self.payload_len
@@ -52,8 +78,9 @@ pub fn parse(frame: &[u8]) -> Result<Datagram, ParseError> {
 ///
 /// Checks, in order: Ethernet and VLAN tags, ethertype IPv4 or IPv6, IP
 /// version, IHL, lengths, IPv4 header checksum, IPv4 fragments, protocol
-/// UDP (IPv6: next header UDP, so any extension header is `NotUdp`), UDP
-/// length (`8 <= udp_len <=` IP payload length), IPv6 zero UDP checksum.
+/// UDP (IPv6: next header UDP; a fragment header is `Fragment`, any other
+/// extension header `NotUdp`), UDP length (`8 <= udp_len <=` IP payload
+/// length), IPv6 zero UDP checksum.
 pub fn parse_head(head: &[u8], frame_len: usize) -> Result<Datagram, ParseError> {
     let head = head.get(..frame_len).unwrap_or(head);
     match parse_plain_v4(head, frame_len) {
@@ -103,8 +130,10 @@ fn parse_general(head: &[u8], frame_len: usize) -> Result<Datagram, ParseError> 
             if ipv6::HEADER_LEN + usize::from(ip.payload_len()) > l3_avail {
                 return Err(ParseError::Truncated);
             }
-            if ip.next_header() != IPPROTO_UDP {
-                return Err(ParseError::NotUdp(ip.next_header()));
+            match ip.next_header() {
+                IPPROTO_UDP => {}
+                IPV6_FRAGMENT => return Err(ParseError::Fragment),
+                other => return Err(ParseError::NotUdp(other)),
             }
             let addrs = IpPair::V6 {
                 src: ip.src_addr(),
@@ -349,6 +378,7 @@ mod tests {
         assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 7] = 0x01), Err(Fragment)); // offset 8
         assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 9] = 6), Err(NotUdp(6)));
         assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 6] = 0), Err(NotUdp(0))); // hop-by-hop
+        assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 6] = 44), Err(Fragment));
         // UDP length below 8, and beyond the IP payload.
         assert_eq!(parse_edited(&v4, |f, l3| f[l3 + 25] = 7), Err(BadLength));
         assert_eq!(parse_edited(&v6, |f, l3| f[l3 + 45] = 7), Err(BadLength));

@@ -1,5 +1,6 @@
 //! Map key and value types shared by the XDP program (`xdp-ebpf/program`) and
-//! the userspace loader, and the frame decoder both sides run.
+//! the userspace loader, and the program's frame decoder, which the engine's
+//! own parser is tested to agree with (see [`parse`]).
 //!
 //! Contract: everything stored in a map is `#[repr(C)]`, `Copy`, `no_std` and
 //! has its padding spelled out as named zero fields, so both sides agree on

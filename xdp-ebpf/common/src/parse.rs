@@ -1,17 +1,34 @@
-//! The frame decoder shared by the XDP program and userspace.
+//! The XDP program's frame decoder (no_std; also built for userspace tests).
 //!
-//! [`classify`] reads Ethernet, up to two VLAN tags (802.1Q `0x8100`, 802.1ad
-//! `0x88a8`), IPv4 (any valid IHL) or IPv6, then UDP, and returns a
-//! [`Verdict`]: a [`Datagram`] with its [`FlowKey`] and source, or the reason it
-//! is not one. It reads the frame only through [`Frame::load`], which
-//! bounds-checks every access (the kernel's verifier demands exactly that), and
-//! it checks the IP and UDP length fields against [`Frame::total_len`], so a
-//! truncated frame is `Malformed`, never a datagram. It never panics.
+//! [`classify`] reads Ethernet, up to two VLAN tags (an outer 802.1ad
+//! `0x88a8` or 802.1Q `0x8100` tag, then an 802.1Q tag), IPv4 (any valid IHL)
+//! or IPv6, then UDP, and returns a [`Verdict`]: a [`Datagram`] with its
+//! [`FlowKey`] and source, or the reason it is not one. It reads the frame
+//! only through [`Frame::load`], which bounds-checks every access (the
+//! kernel's verifier demands exactly that), and it checks the IP and UDP
+//! length fields against [`Frame::total_len`], so a truncated frame is
+//! `Malformed`, never a datagram. It never panics.
 //!
-//! What it deliberately leaves to the kernel: IPv4 fragments and IPv6 fragment
-//! headers (`Fragment`: the kernel reassembles), IPv6 extension headers in
-//! front of UDP (`NotUdp`), frames with three or more VLAN tags (`NotIp`).
-//! Checksums are not verified here: the kernel or the engine does that.
+//! What it deliberately leaves to the kernel: IPv4 fragments and IPv6
+//! fragment headers (`Fragment`: the kernel reassembles), other IPv6
+//! extension headers in front of UDP (`NotUdp`), any other tag stack (an
+//! 802.1ad tag inside a tag, three tags: `NotIp`), UDP over IPv6 with a zero
+//! checksum (`Malformed`: RFC 8200 forbids it, the kernel's stack judges).
+//! Checksums are not verified here.
+//!
+//! One decoder story: the engine does not call this function; it classifies
+//! what the program redirects with its own parser, `fanout::wire::parse_head`
+//! (typed views and a fast path for untagged IPv4). A differential property
+//! test in `userspace/src/wire/differential.rs` checks that the two agree on
+//! every input it generates (structured frames with any tag stack, IPv4
+//! options, flags, lengths and checksums, IPv6 extension headers, padding,
+//! cut at every byte and split into buffers anywhere; mutated and random
+//! bytes): every frame this redirects, the engine takes with the same key,
+//! source and payload, and every frame this passes, the engine would refuse,
+//! for a reason the test maps to this verdict. The one exception: the engine
+//! also verifies the IPv4 header checksum, so a frame with a bad one is
+//! redirected, then refused and counted (`malformed`), where the kernel's
+//! stack would have dropped it too.
 
 use crate::{FAMILY_IPV4, FAMILY_IPV6, FlowKey};
 
@@ -107,7 +124,9 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
     let mut l3 = ETH_HLEN;
     let mut vlan = 0;
     // Two tags at most, written out rather than looped so the verifier sees
-    // constant offsets. The innermost tag's VID is the key's VLAN.
+    // constant offsets: an outer 802.1ad or 802.1Q tag, then an 802.1Q tag.
+    // The innermost tag's VID is the key's VLAN. Any other TPID after a tag
+    // (an S-tag inside a tag, a third tag) is not IP.
     if is_vlan(ethertype) {
         let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
             return Verdict::Malformed;
@@ -115,7 +134,7 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
         vlan = be16(tag[0], tag[1]) & 0x0fff;
         ethertype = be16(tag[2], tag[3]);
         l3 += VLAN_HLEN;
-        if is_vlan(ethertype) {
+        if ethertype == ETHERTYPE_VLAN {
             let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
                 return Verdict::Malformed;
             };
@@ -220,6 +239,11 @@ fn udp<F: Frame + ?Sized>(
     if udp_len < UDP_HLEN || udp_len > ip_payload {
         return Verdict::Malformed;
     }
+    // Over IPv6 the checksum is mandatory (RFC 8200, section 8.1): a zero one
+    // is the kernel's to judge (UDP_NO_CHECK6_RX), not a datagram to replicate.
+    if family == FAMILY_IPV6 && be16(u[6], u[7]) == 0 {
+        return Verdict::Malformed;
+    }
     Verdict::Udp(Datagram {
         key: FlowKey {
             group,
@@ -271,7 +295,7 @@ mod tests {
         f.extend_from_slice(&4000u16.to_be_bytes());
         f.extend_from_slice(&5000u16.to_be_bytes());
         f.extend_from_slice(&udp_len.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&[0x12, 0x34]); // checksum: not verified, not 0
         f.extend((0..payload).map(|i| i as u8));
         f
     }
@@ -355,6 +379,35 @@ mod tests {
             (ETHERTYPE_VLAN, 3),
         ];
         assert_eq!(classify(&frame(&three, false, 5, 8)[..]), Verdict::NotIp);
+    }
+
+    #[test]
+    fn an_s_tag_inside_a_tag_is_not_ip() {
+        // The second tag must be 802.1Q, as userspace requires: with an
+        // 802.1ad TPID there the frame is left to the kernel.
+        for inner in [ETHERTYPE_QINQ, 0x9100] {
+            for outer in [ETHERTYPE_VLAN, ETHERTYPE_QINQ] {
+                let f = frame(&[(outer, 10), (inner, 20)], false, 5, 8);
+                assert_eq!(classify(&f[..]), Verdict::NotIp, "{outer:#x}/{inner:#x}");
+            }
+        }
+        for outer in [ETHERTYPE_VLAN, ETHERTYPE_QINQ] {
+            let f = frame(&[(outer, 10), (ETHERTYPE_VLAN, 20)], true, 0, 8);
+            assert_eq!(datagram(classify(&f[..])).key.vlan, 20);
+        }
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_is_malformed_over_ipv6_only() {
+        let zero = |mut f: Vec<u8>| {
+            let at = f.len() - 8 - 2;
+            f[at..at + 2].fill(0);
+            f
+        };
+        let v6 = zero(frame(&[], true, 0, 8));
+        assert_eq!(classify(&v6[..]), Verdict::Malformed);
+        let v4 = zero(frame(&[], false, 5, 8));
+        assert_eq!(datagram(classify(&v4[..])).payload_len, 8);
     }
 
     #[test]

@@ -4,8 +4,6 @@
 //! each TX port its chains ([`submit`]). Every replica ends in `sent` or in
 //! one drop reason of its output, in the same poll.
 
-use fanout_common::FlowKey;
-
 use super::frames::{Frames, SlotOwner};
 use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use super::stage::Stage;
@@ -72,9 +70,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 return;
             }
         };
-        let vlan = dg.inner_vlan.or(dg.outer_vlan).unwrap_or(0);
-        let key = FlowKey::new(dg.addrs.dst(), dg.dst_port, vlan);
-        let Some(f) = self.index.get(&key) else {
+        let Some(f) = self.index.get(&dg.flow_key()) else {
             self.frame_counters.no_flow += 1;
             return;
         };
