@@ -5,8 +5,10 @@
 //!
 //! - [`config`]: the TOML file, its validation and the engine options;
 //! - [`plan`]: the resolved plan (flows, outputs, interfaces) that engines run;
-//! - [`engine`]: the one interface every engine offers `fanout run` (start,
-//!   snapshot, supervise, apply a change, stop) and the choice between them;
+//! - [`engine`]: the one interface every engine offers `fanout run`
+//!   (snapshot, failure, apply a change, stop);
+//! - [`runtime`]: the choice of the engine for a plan (the one place that
+//!   knows both);
 //! - [`xdp`]: the XDP datapath in one folder: the program's loader, the
 //!   AF_XDP sockets and UMEM ([`xdp::xsk`], the only `unsafe` ring code), the
 //!   fan-out worker over the ring seam ([`xdp::worker`]), and its assembly;
@@ -28,6 +30,7 @@ pub mod lab;
 pub mod membership;
 pub mod neigh;
 pub mod plan;
+pub mod runtime;
 pub mod socket;
 pub mod stats;
 pub mod wire;

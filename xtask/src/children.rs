@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use anyhow::{Context as _, Result};
 use fanout::lab::{Lab, Process};
 
-use crate::{cargo, ebpf, run_status, target_dir};
+use crate::cmd::{cargo, run_status, target_dir};
+use crate::ebpf;
 
 /// Pids of the processes started through [`spawn`], for the interrupt handler.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());

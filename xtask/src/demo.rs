@@ -19,7 +19,8 @@ use fanout::{
 };
 
 use crate::children::{build_fanout, on_interrupt, spawn};
-use crate::{ebpf, is_root, setup, target_dir};
+use crate::cmd::{is_root, target_dir};
+use crate::{ebpf, setup};
 
 /// Namespace prefix of the demo lab.
 const PREFIX: &str = "fo-demo";

@@ -126,7 +126,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
     }
     // Configuration mistakes first: they need no build.
     let config = Config::load(&args.config).map_err(config_error)?;
-    if !crate::is_root() {
+    if !crate::cmd::is_root() {
         anyhow::bail!("loading an XDP program and pinning it needs root");
     }
     let object = ebpf::build(true)?;

@@ -9,20 +9,18 @@
 //! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests;
 //! - `bench`: the lab benchmark (fanout socket/xdp vs kernel multicast routing, see `bench/mod.rs`).
 
-use std::{
-    ffi::OsString,
-    path::PathBuf,
-    process::{Command, ExitCode},
-};
+use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod children;
+mod cmd;
 mod demo;
 mod ebpf;
 mod load;
+mod modules;
 mod setup;
 mod test;
 
@@ -58,6 +56,9 @@ enum Cmd {
     Test,
     /// The lab benchmark: fanout socket / xdp against kernel multicast routing.
     Bench(bench::Args),
+    /// The module graph: files and line counts per folder, and a check that
+    /// no file imports another that imports it back.
+    Modules,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +104,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test => test::run(),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Modules => modules::run(),
     }
 }
 
@@ -152,42 +154,4 @@ fn lab(action: LabAction) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The cargo that runs us (so `cargo +toolchain xtask` stays consistent).
-fn cargo() -> Command {
-    let mut cmd =
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
-    cmd.current_dir(ebpf::repo_root());
-    cmd
-}
-
-/// The target directory cargo builds into.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ebpf::repo_root().join("target"))
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Runs `cmd` with inherited stdio; an error naming it when it fails.
-fn run_status(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
-}
-
-/// Runs `cmd`, capturing output; `None` when it cannot start or fails.
-fn output_of(cmd: &mut Command) -> Option<String> {
-    let out = cmd.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

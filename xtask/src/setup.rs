@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{is_root, output_of, run_status};
+use crate::cmd::{is_root, output_of, run_status};
 
 /// Debian packages: iproute2 for the lab; clang/LLVM 22, libelf, zlib,
 /// pkg-config and m4 for bpf-linker and for the vendored libbpf that

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, ebpf, is_root, run_status, setup};
+use crate::cmd::{cargo, is_root, run_status};
+use crate::{ebpf, setup};
 
 /// Environment variable through which tests find the built XDP object.
 const EBPF_OBJECT_ENV: &str = ebpf::OBJECT_ENV;
@@ -91,7 +92,7 @@ pub fn run() -> Result<()> {
     };
     // A test that skips at run time (a kernel feature this machine lacks)
     // passes for libtest: the skips are collected here and said below.
-    let skip_log = crate::target_dir().join("xtask-test-skips.txt");
+    let skip_log = crate::cmd::target_dir().join("xtask-test-skips.txt");
     let _ = std::fs::remove_file(&skip_log);
     tests.env(fanout::lab::SKIP_LOG_ENV, &skip_log);
     let mut totals = Totals::default();

@@ -8,7 +8,7 @@
 //! and every group joined: tests and supervisors wait on it. It holds the
 //! same announcement line as stderr (`engine xdp native copy (skipped: ...)`).
 //!
-//! The engine is chosen by [`fanout::engine::start`] (DESIGN decision 6):
+//! The engine is chosen by [`fanout::runtime::start`] (DESIGN decision 6):
 //! `mode = "xdp"` and `"auto"` climb the XDP ladder ([`fanout::xdp`]); the
 //! rung reached is said once on stderr (`fanout: engine xdp native copy
 //! ...`) with every skipped rung and its reason, and is the `engine` of the
@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fanout::engine::{self, Engine, StartError, Started};
+use fanout::engine::Engine;
 use fanout::plan::Plan;
+use fanout::runtime::{self, StartError, Started};
 use fanout::stats::Snapshot;
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +66,7 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let started = match engine::start(&plan) {
+    let started = match runtime::start(&plan) {
         Ok(started) => started,
         Err(StartError::XdpRequired(e)) => {
             eprintln!(

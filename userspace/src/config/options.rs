@@ -16,8 +16,33 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use super::{DEFAULT_BATCH_SIZE, Mode};
 use crate::xdp::worker::{DEFAULT_INLINE_MAX, MAX_INLINE};
+
+/// Default `[engine] batch_size`.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+/// Accepted `[engine] batch_size` values.
+pub const BATCH_SIZE_RANGE: RangeInclusive<i64> = 1..=1024;
+
+/// How the engine should move packets (`[engine] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// XDP where the interface and kernel allow it, the socket engine otherwise.
+    Auto,
+    /// XDP only: refuse to start without it.
+    Xdp,
+    /// The socket engine only.
+    Socket,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Xdp => "xdp",
+            Mode::Socket => "socket",
+        })
+    }
+}
 
 /// How the XDP program is attached (`[engine] xdp_attach`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

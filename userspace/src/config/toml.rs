@@ -8,7 +8,7 @@ use std::path::Path;
 use ::toml::de::{DeTable, DeValue};
 use serde_spanned::Spanned;
 
-use super::{Error, Location};
+use super::types::{Error, Location};
 
 /// Lines and columns are `u32` (keeps [`Error`] small); saturates.
 fn count(n: usize) -> u32 {

@@ -4,11 +4,103 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::Path;
 
+use ::toml::de::{DeTable, DeValue};
+use serde_spanned::Spanned;
+
+use super::options::{BATCH_SIZE_RANGE, EngineConfig, KNOBS, Kind, Mode, Value};
 use super::toml::{Doc, Str, Table};
-use super::*;
+use super::types::{
+    Config, DEFAULT_MULTICAST_TTL, DEFAULT_UNICAST_TTL, Error, FlowConfig, Located,
+    MAX_INTERFACE_NAME, MAX_NAME, OutputConfig, OutputKind,
+};
 
-pub(super) fn parse_engine(table: &Table<'_, '_>) -> Result<EngineConfig, Error> {
+const PORT_RANGE: RangeInclusive<i64> = 1..=65535;
+const VLAN_RANGE: RangeInclusive<i64> = 1..=4094;
+const TTL_RANGE: RangeInclusive<i64> = 1..=255;
+
+const ROOT_KEYS: &[&str] = &["engine", "flow"];
+const ENGINE_KEYS: &[&str] = &[
+    "mode",
+    "batch_size",
+    "xdp_attach",
+    "xdp_object",
+    "inline_max",
+    "busy_poll_us",
+    "busy_poll_budget",
+    "tx_budget",
+];
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "interface",
+    "group",
+    "port",
+    "vlan",
+    "source",
+    "output",
+];
+const OUTPUT_KEYS: &[&str] = &[
+    "unicast",
+    "multicast",
+    "interface",
+    "source_port",
+    "ttl",
+    "name",
+];
+
+impl Config {
+    /// Reads and validates the configuration file at `path`, then applies
+    /// the environment's overrides of `[engine]` ([`KNOBS`]): the one place
+    /// where the process environment is read for the engine.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        config
+            .engine
+            .apply_env(|var| std::env::var(var).ok())
+            .map_err(|(knob, value, reason)| Error::Environment {
+                var: knob.env,
+                value,
+                field: knob.field,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Validates configuration text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let doc = Doc { path, src: text };
+        let root = DeTable::parse(text).map_err(|e| doc.syntax(&e))?;
+        let root_value = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+        let root = Table::new(&doc, String::new(), &root_value, ROOT_KEYS)?;
+
+        let engine = match root.get("engine") {
+            None => EngineConfig::default(),
+            Some(value) => parse_engine(&Table::new(&doc, "engine".into(), value, ENGINE_KEYS)?)?,
+        };
+
+        let flow_tables = root.array_of_tables("flow", "[[flow]]")?;
+        let mut flows = Vec::with_capacity(flow_tables.len());
+        for (i, value) in flow_tables.iter().enumerate() {
+            let table = Table::new(&doc, format!("flow[{i}]"), value, FLOW_KEYS)?;
+            flows.push(parse_flow(&table)?);
+        }
+        check_flows(&doc, &flows)?;
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            engine,
+            flows,
+        })
+    }
+}
+
+fn parse_engine(table: &Table<'_, '_>) -> Result<EngineConfig, Error> {
     let mut engine = EngineConfig::default();
     if let Some(mode) = table.string("mode")? {
         engine.mode = match mode.value {
@@ -37,7 +129,7 @@ pub(super) fn parse_engine(table: &Table<'_, '_>) -> Result<EngineConfig, Error>
     Ok(engine)
 }
 
-pub(super) fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
+fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
     let name = table.required("name", table.string("name")?)?;
     check_name(table, "name", &name)?;
     let interface = table.required("interface", table.string("interface")?)?;
@@ -242,7 +334,7 @@ fn parse_output(table: &Table<'_, '_>, flow: &FlowConfig) -> Result<OutputConfig
 }
 
 /// Rules across flows: unique names, no two flows taking the same stream.
-pub(super) fn check_flows(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
+fn check_flows(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
     for (i, flow) in flows.iter().enumerate() {
         for (k, earlier) in flows[..i].iter().enumerate() {
             if earlier.name == flow.name {

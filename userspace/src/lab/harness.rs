@@ -15,8 +15,7 @@ use std::{
     },
 };
 
-use super::NAME_PREFIX;
-use super::netns::ip;
+use super::netns::{NAME_PREFIX, ip};
 
 /// A lab prefix unique to this process and call: `fo-{tag}{pid}{n}`.
 /// Tests use `unique_prefix("t")`.

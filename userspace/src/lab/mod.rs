@@ -39,8 +39,6 @@
 //! (what arrived against what was sent) and [`SinkReport`] (the JSON a sink
 //! writes).
 
-use std::{io, path::PathBuf};
-
 pub mod harness;
 pub mod icmp;
 pub mod netns;
@@ -53,131 +51,8 @@ pub use harness::{
     SKIP_LOG_ENV, privileged, skip_loudly, unique_prefix, xdp_object_path, xdp_ready,
 };
 pub use icmp::{echo_request, ping};
-pub use netns::{Lab, Netns, veth};
+pub use netns::{Lab, LabError, MTU, NAME_PREFIX, Netns, addr, iface, veth};
 pub use payload::PayloadError;
 pub use process::{Finished, Process, wait_until};
 pub use report::{OutputReport, SinkReport};
 pub use seq::SeqTracker;
-
-/// Every namespace the lab creates starts with this.
-pub const NAME_PREFIX: &str = "fo-";
-
-/// The MTU of every lab link.
-pub const MTU: u32 = 9000;
-
-/// Interface names inside the lab namespaces.
-pub mod iface {
-    /// Source side of the ingress link (source namespace).
-    pub const SRC0: &str = "src0";
-    /// Edge side of the ingress link (edge namespace).
-    pub const IN0: &str = "in0";
-    /// Edge side of the first egress link (edge namespace).
-    pub const OUT0: &str = "out0";
-    /// Sink side of the first egress link (sink namespace).
-    pub const SNK0: &str = "snk0";
-    /// Edge side of the second egress link (edge namespace).
-    pub const OUT1: &str = "out1";
-    /// Sink side of the second egress link (sink namespace).
-    pub const SNK1: &str = "snk1";
-}
-
-/// The private addresses of the lab (IPv4 /24, IPv6 /64 with `nodad`).
-pub mod addr {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    /// IPv4 prefix length of every lab link.
-    pub const PREFIX_V4: u8 = 24;
-    /// IPv6 prefix length of every lab link.
-    pub const PREFIX_V6: u8 = 64;
-
-    pub const SRC0_V4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
-    pub const SRC0_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0, 1);
-    pub const IN0_V4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-    pub const IN0_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0, 2);
-    pub const OUT0_V4: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
-    pub const OUT0_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x202, 0, 0, 0, 0, 0, 1);
-    pub const SNK0_V4: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
-    pub const SNK0_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x202, 0, 0, 0, 0, 0, 2);
-    pub const OUT1_V4: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
-    pub const OUT1_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, 1);
-    pub const SNK1_V4: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-    pub const SNK1_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, 2);
-}
-
-/// Errors of the lab. Each names the command or namespace involved.
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    /// A command ran and exited unsuccessfully.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The command line, as run.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// Its standard error, trimmed.
-        stderr: String,
-    },
-    /// A command could not be started at all.
-    #[error("could not start `{command}`: {source}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// Why it could not start.
-        #[source]
-        source: io::Error,
-    },
-    /// A namespace name or lab prefix the lab refuses to use.
-    #[error("invalid lab name {name:?}: {reason}")]
-    Name {
-        /// The rejected name.
-        name: String,
-        /// Why it was rejected.
-        reason: &'static str,
-    },
-    /// The namespace file could not be opened.
-    #[error("open network namespace {}: {source}", path.display())]
-    Open {
-        /// The namespace file.
-        path: PathBuf,
-        /// Why it could not be opened.
-        #[source]
-        source: io::Error,
-    },
-    /// `setns(CLONE_NEWNET)` into the namespace failed.
-    #[error("setns(CLONE_NEWNET) into {name}: {source}")]
-    Setns {
-        /// The namespace.
-        name: String,
-        /// The errno.
-        #[source]
-        source: nix::Error,
-    },
-    /// A signal could not be sent to a lab process.
-    #[error("signal {name}: {source}")]
-    Signal {
-        /// The process's label.
-        name: String,
-        /// The errno.
-        #[source]
-        source: nix::Error,
-    },
-    /// Something did not happen in time.
-    #[error("timed out after {timeout:?} waiting for {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// How long.
-        timeout: std::time::Duration,
-    },
-    /// A sysctl inside a namespace could not be written.
-    #[error("write {key} in namespace {name}: {source}")]
-    Sysctl {
-        /// The namespace.
-        name: String,
-        /// The /proc/sys path.
-        key: String,
-        /// Why the write failed.
-        #[source]
-        source: io::Error,
-    },
-}

@@ -8,8 +8,7 @@
 
 use std::process::Command;
 
-use super::LabError;
-use super::netns::describe;
+use super::netns::{LabError, describe};
 
 /// A child process started by a lab user (engine, generator, sink), with its
 /// stdout and stderr collected on background threads (so a chatty child never

@@ -1,9 +1,7 @@
 //! Per-output accounting of numbered datagrams against an expected count.
 
-use super::{
-    OutputReport,
-    payload::{self, PayloadError},
-};
+use super::payload::{self, PayloadError};
+use super::report::OutputReport;
 
 /// What one received datagram turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,74 +26,18 @@ mod open;
 mod send;
 mod worker;
 
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use log::{info, warn};
-use nix::sys::socket::sockopt;
-use socket2::{Domain, Protocol, Socket, Type};
+use log::info;
 
 use crate::engine::{ApplyError, Engine};
-use crate::membership;
 use crate::plan::Plan;
 use crate::stats::{Snapshot, Stats};
 
 pub use batch::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
-
-/// Why the engine could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Join(#[from] membership::Error),
-    #[error("flow {flow:?}, output {output:?} ({dest}): {op}: {source}")]
-    Output {
-        flow: String,
-        output: String,
-        dest: SocketAddr,
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("flow {flow:?}: starting its worker thread: {source}")]
-    Spawn {
-        flow: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// Kernel capabilities probed once per engine.
-#[derive(Debug, Clone, Copy)]
-pub struct Capabilities {
-    /// `UDP_SEGMENT` is known to the kernel.
-    pub gso: bool,
-}
-
-impl Capabilities {
-    /// Probes on a throw-away socket and logs the outcome once.
-    pub fn probe() -> Self {
-        let gso = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
-            nix::sys::socket::getsockopt(&s, sockopt::UdpGsoSegment).map_err(io::Error::from)
-        });
-        match gso {
-            Ok(_) => {
-                info!(
-                    "socket engine: UDP GSO available: equal-size datagrams leave as one send per output"
-                );
-                Capabilities { gso: true }
-            }
-            Err(e) => {
-                warn!(
-                    "socket engine: UDP GSO not available ({e}); sending one datagram per message"
-                );
-                Capabilities { gso: false }
-            }
-        }
-    }
-}
+pub use open::{Capabilities, Error};
 
 /// A running socket engine: one worker thread per flow.
 #[derive(Debug)]

@@ -1,19 +1,72 @@
 //! The sockets of one flow: its receive socket (the joined socket of
 //! [`crate::membership::join`] with a large buffer, a timeout and GRO) and
 //! one connected, non-blocking socket per output (TTL, egress interface,
-//! source port, no multicast loop). Every error names the flow, the output,
-//! the destination and the call.
+//! source port, no multicast loop), the kernel's capabilities they use
+//! (probed once), and why the engine cannot start ([`Error`]: each names
+//! the flow, the output, the destination and the call).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
+use log::{info, warn};
 use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{Capabilities, Error};
 use crate::engine::STOP_POLL;
 use crate::membership::{self, v6_scope};
 use crate::plan::{FlowPlan, OutputKind, OutputPlan};
+
+/// Why the engine could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Join(#[from] membership::Error),
+    #[error("flow {flow:?}, output {output:?} ({dest}): {op}: {source}")]
+    Output {
+        flow: String,
+        output: String,
+        dest: SocketAddr,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("flow {flow:?}: starting its worker thread: {source}")]
+    Spawn {
+        flow: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Kernel capabilities probed once per engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// `UDP_SEGMENT` is known to the kernel.
+    pub gso: bool,
+}
+
+impl Capabilities {
+    /// Probes on a throw-away socket and logs the outcome once.
+    pub fn probe() -> Self {
+        let gso = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
+            nix::sys::socket::getsockopt(&s, sockopt::UdpGsoSegment).map_err(io::Error::from)
+        });
+        match gso {
+            Ok(_) => {
+                info!(
+                    "socket engine: UDP GSO available: equal-size datagrams leave as one send per output"
+                );
+                Capabilities { gso: true }
+            }
+            Err(e) => {
+                warn!(
+                    "socket engine: UDP GSO not available ({e}); sending one datagram per message"
+                );
+                Capabilities { gso: false }
+            }
+        }
+    }
+}
 
 /// Receive buffer requested per flow (forced when privileged).
 const RCVBUF: usize = 8 << 20;

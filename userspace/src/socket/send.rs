@@ -193,9 +193,8 @@ fn sendmmsg_all(
 
 #[cfg(test)]
 mod tests {
-    use super::super::Capabilities;
     use super::super::batch::GSO_MAX_BYTES;
-    use super::super::open::open_output;
+    use super::super::open::{Capabilities, open_output};
     use super::*;
     use crate::plan::{FlowPlan, Interface, OutputKind, OutputPlan};
     use crate::stats::FlowCounters;

@@ -15,7 +15,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{IPPROTO_UDP, IpPair};
+use super::ip::{IPPROTO_UDP, IpPair};
 
 /// Folds a 64-bit one's-complement accumulator to 16 bits (no complement).
 #[inline]
@@ -105,6 +105,17 @@ pub const fn udp_update(ipv4: bool, hc: u16, old: u16, new: u16) -> u16 {
     match update(hc, old, new) {
         0 => 0xffff,
         c => c,
+    }
+}
+
+impl IpPair {
+    /// Unfolded one's-complement sum of both addresses (see [`fold`]).
+    #[inline]
+    pub(crate) fn sum(&self) -> u64 {
+        match *self {
+            Self::V4 { src, dst } => sum_v4(src) + sum_v4(dst),
+            Self::V6 { src, dst } => sum_v6(src) + sum_v6(dst),
+        }
     }
 }
 

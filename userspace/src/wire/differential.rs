@@ -39,8 +39,9 @@
 //! [`the_structured_frames_reach_every_row`] checks that the inputs reach
 //! every row of the table, and most of them the datagram comparison.
 
+use super::error::ParseError;
+use super::parse::{Datagram, parse_head};
 use super::testutil::ref_sum;
-use super::{Datagram, ParseError, parse_head};
 use fanout_common::FlowKey;
 use fanout_common::parse::{ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use fanout_common::parse::{Frame, Verdict, classify};

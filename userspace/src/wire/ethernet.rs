@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use super::ParseError;
+use super::error::ParseError;
 use super::field::{Field, Rest};
 
 /// Ethertypes fanout knows about.

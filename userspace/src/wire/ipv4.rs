@@ -8,8 +8,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::ParseError;
 use super::checksum;
+use super::error::ParseError;
 use super::field::Field;
 
 /// Length of a header without options.

@@ -7,7 +7,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::ParseError;
+use super::error::ParseError;
 use super::field::Field;
 
 /// Length of the fixed header.

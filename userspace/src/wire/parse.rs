@@ -19,8 +19,10 @@
 //! frame with a bad one is redirected, then refused here and counted
 //! (`malformed`), where the kernel's stack would have dropped it too.
 
+use super::error::ParseError;
 use super::ethernet::{self, Tags, ethertype};
-use super::{IPPROTO_UDP, IpPair, ParseError, ipv4, ipv6, udp};
+use super::ip::{IPPROTO_UDP, IpPair};
+use super::{ipv4, ipv6, udp};
 use fanout_common::FlowKey;
 
 /// IPv6 next header of the fragment header.

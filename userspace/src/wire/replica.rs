@@ -28,7 +28,9 @@ use std::net::IpAddr;
 
 use super::checksum::{self, fold};
 use super::ethernet::{self, VlanTag, ethertype};
-use super::{Datagram, IPPROTO_UDP, IpPair, ipv4, ipv6, udp};
+use super::ip::{IPPROTO_UDP, IpPair};
+use super::parse::Datagram;
+use super::{ipv4, ipv6, udp};
 
 /// The longest replica header: Ethernet, one VLAN tag, IPv6, UDP.
 pub const MAX_HEADER_LEN: usize =

@@ -2,7 +2,7 @@
 //! the slow, obvious way, independent of the code under test.
 
 use super::ethernet::ethertype;
-use super::{IPPROTO_UDP, IpPair};
+use super::ip::{IPPROTO_UDP, IpPair};
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -7,8 +7,10 @@
 //! [`Packet::fill_checksum`], which sends a computed 0 as `0xffff`); over
 //! IPv6 the checksum is mandatory and 0 never verifies.
 
+use super::checksum;
+use super::error::ParseError;
 use super::field::Field;
-use super::{IpPair, ParseError, checksum};
+use super::ip::IpPair;
 
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;

@@ -9,8 +9,8 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Args, PAYLOADS};
-use crate::cargo;
+use super::plan::{Args, PAYLOADS};
+use crate::cmd::cargo;
 
 /// Instructions per replica of the in-memory engine (`benches/engine.rs`
 /// in its `FANOUT_CALLGRIND` mode): two runs of one cell with different

@@ -18,10 +18,10 @@ use anyhow::{Context as _, Result, bail};
 use crate::children::spawn;
 
 use super::{
-    Ctx, Mode,
     cpu::{idle_us, task_ns},
+    plan::{Ctx, Mode},
     programs::{generate, start},
-    stats::Stats,
+    stats::{Cell, Rep, Stats},
 };
 
 /// Everything read before and after a repetition.
@@ -43,26 +43,6 @@ fn sample(ctx: &Ctx, k: usize, engine: Option<u32>, napi: &[u32]) -> Result<Samp
         napi_ns: napi.iter().map(|&p| task_ns(p)).sum(),
         at: Instant::now(),
     })
-}
-
-/// One repetition of one cell.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Rep {
-    pub(super) offered: u64,
-    pub(super) gen_secs: f64,
-    pub(super) arrived: u64,
-    pub(super) delivered: u64,
-    pub(super) machine_ns: f64,
-    pub(super) edge_cpu_ns: f64,
-    pub(super) engine_ns: Option<f64>,
-    pub(super) napi_ns: f64,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct Cell {
-    pub(super) payload: usize,
-    pub(super) outputs: usize,
-    pub(super) reps: Vec<Rep>,
 }
 
 #[derive(Debug)]

@@ -12,9 +12,10 @@ use std::{fmt::Write as _, fs, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use fanout::lab::{Process, wait_until};
 
-use super::{Ctx, Mode};
+use super::plan::{Ctx, Mode};
 use crate::children::spawn;
-use crate::{ebpf, output_of};
+use crate::cmd::output_of;
+use crate::ebpf;
 
 /// The group and port the generator sends to and the engines replicate.
 const GROUP: &str = "239.1.1.1";

@@ -10,12 +10,13 @@ use std::{fmt::Write as _, fs, process::Command};
 use anyhow::{Context as _, Result};
 
 use super::{
-    Mode, Plan,
     cpu::Layout,
-    measure::{Cell, ModeResult, Outcome},
-    stats::{Stats, fmt_spread},
+    measure::{ModeResult, Outcome},
+    plan::{Mode, Plan},
+    stats::{Cell, Stats, fmt_spread},
 };
-use crate::{ebpf, output_of};
+use crate::cmd::output_of;
+use crate::ebpf;
 
 /// Markers of a generated section in BENCHMARKS.md (one per offered load:
 /// `unpaced` or `rate-N`), with the tag in between.

@@ -2,7 +2,25 @@
 //! computed from the raw counts of [`Rep`] and nothing else, and printed
 //! so that what rounds to zero reads as zero. Pure functions, no I/O.
 
-use super::measure::{Cell, Rep};
+/// One repetition of one cell.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Rep {
+    pub(super) offered: u64,
+    pub(super) gen_secs: f64,
+    pub(super) arrived: u64,
+    pub(super) delivered: u64,
+    pub(super) machine_ns: f64,
+    pub(super) edge_cpu_ns: f64,
+    pub(super) engine_ns: Option<f64>,
+    pub(super) napi_ns: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Cell {
+    pub(super) payload: usize,
+    pub(super) outputs: usize,
+    pub(super) reps: Vec<Rep>,
+}
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();

@@ -61,7 +61,6 @@ pub use self::config::{
 pub use self::frames::FrameCensus;
 use self::frames::Frames;
 use self::index::FlowIndex;
-use self::replicate::submit;
 use self::ring::{Desc, RxPort, TxPort, Umem};
 use self::stage::Stage;
 use crate::stats::{FlowCounters, FrameCounters};
@@ -239,19 +238,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     pub fn poll(&mut self) -> PollResult {
         let completed = self.reap();
         let received = self.receive();
-        for p in 0..self.tx.len() {
-            submit(
-                &mut self.tx[p],
-                &mut self.stages[p],
-                &mut self.frames,
-                &mut self.counters,
-            );
-            // Every port, every poll: what a port took on an earlier poll
-            // may still wait for a kick (copy mode sends a bounded number
-            // of descriptors per system call); the port decides whether
-            // the kernel needs one.
-            self.tx[p].flush();
-        }
+        self.transmit();
         self.refill();
         self.rx.wake();
         PollResult {

@@ -4,14 +4,32 @@
 //! each TX port its chains ([`submit`]). Every replica ends in `sent` or in
 //! one drop reason of its output, in the same poll.
 
+use super::config::{MAX_INLINE, MAX_RX_CHAIN};
 use super::frames::{Frames, SlotOwner};
 use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use super::stage::Stage;
-use super::{Flow, MAX_INLINE, MAX_RX_CHAIN, Worker};
+use super::{Flow, Worker};
 use crate::stats::{DropReason, FlowCounters};
 use crate::wire::{self, replica::MAX_HEADER_LEN};
 
 impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
+    /// Hands every TX port its staged chains and flushes every port once.
+    pub(super) fn transmit(&mut self) {
+        for p in 0..self.tx.len() {
+            submit(
+                &mut self.tx[p],
+                &mut self.stages[p],
+                &mut self.frames,
+                &mut self.counters,
+            );
+            // Every port, every poll: what a port took on an earlier poll
+            // may still wait for a kick (copy mode sends a bounded number
+            // of descriptors per system call); the port decides whether
+            // the kernel needs one.
+            self.tx[p].flush();
+        }
+    }
+
     /// Takes a batch from the RX ring and replicates it; returns the number
     /// of packets.
     pub(super) fn receive(&mut self) -> usize {
@@ -310,7 +328,7 @@ fn drop_unwritable(flow: &Flow, fc: &mut FlowCounters, chain_fits: bool, slots: 
 /// take whole is a replica dropped as [`DropReason::RingFull`] (staging
 /// counted it as sent; this takes it back); its untaken descriptors are
 /// released at once (taken ones come back as completions).
-pub(super) fn submit<T: TxPort>(
+fn submit<T: TxPort>(
     tx: &mut T,
     stage: &mut Stage,
     frames: &mut Frames,
