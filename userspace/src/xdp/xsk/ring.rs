@@ -147,6 +147,38 @@ impl<T: Copy> Core<T> {
     }
 }
 
+/// A ring mapped from a socket: its entry type, and how it is built on its
+/// mapping (the one trait both ring directions share, so that the mapping's
+/// length is computed from the very type the ring reads and writes).
+pub trait MappedRing: Sized {
+    /// The entries: `u64` addresses (fill, completion) or descriptors (RX, TX).
+    type Entry: Copy;
+
+    /// # Safety
+    ///
+    /// `map` holds a ring laid out as `layout` says with `size` entries of
+    /// [`Self::Entry`] (see [`ProducerRing::new`], [`ConsumerRing::new`]).
+    unsafe fn from_map(map: Arc<Mmap>, layout: Layout, size: u32) -> Self;
+}
+
+impl<T: Copy> MappedRing for ProducerRing<T> {
+    type Entry = T;
+
+    unsafe fn from_map(map: Arc<Mmap>, layout: Layout, size: u32) -> Self {
+        // SAFETY: forwarded caller contract.
+        unsafe { ProducerRing::new(map, layout, size) }
+    }
+}
+
+impl<T: Copy> MappedRing for ConsumerRing<T> {
+    type Entry = T;
+
+    unsafe fn from_map(map: Arc<Mmap>, layout: Layout, size: u32) -> Self {
+        // SAFETY: forwarded caller contract.
+        unsafe { ConsumerRing::new(map, layout, size) }
+    }
+}
+
 /// A ring userspace writes: fill (`u64` addresses) or TX ([`Desc`](crate::xdp::worker::ring::Desc)).
 #[derive(Debug)]
 pub struct ProducerRing<T>(Core<T>);
