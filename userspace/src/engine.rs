@@ -13,6 +13,10 @@
 //! ([`Engine::apply`]), never in the middle of one.
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::plan::Plan;
@@ -69,5 +73,62 @@ pub(crate) fn apply_unchanged(engine: &str, running: &Plan, next: &Plan) -> Resu
             engine: engine.to_owned(),
             what,
         }),
+    }
+}
+
+/// The threads of one engine and the flag that stops them: what both
+/// engines run their workers on, so that failure and stop read the same.
+/// Dropping it stops and joins every thread.
+#[derive(Debug, Default)]
+pub(crate) struct Threads {
+    stop: Arc<AtomicBool>,
+    running: Vec<(String, JoinHandle<()>)>,
+}
+
+impl Threads {
+    /// The flag every thread looks at (at least every [`STOP_POLL`]).
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Starts `f` on a thread named `name`.
+    pub(crate) fn spawn(
+        &mut self,
+        name: String,
+        f: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
+        let handle = std::thread::Builder::new().name(name.clone()).spawn(f)?;
+        self.running.push((name, handle));
+        Ok(())
+    }
+
+    /// A thread that ended before [`Threads::stop`]: `thread NAME ended`.
+    pub(crate) fn failed(&self) -> Option<String> {
+        self.running
+            .iter()
+            .find(|(_, h)| h.is_finished())
+            .map(|(name, _)| format!("thread {name} ended"))
+    }
+
+    /// Sets the stop flag and waits for every thread; names those that
+    /// panicked.
+    pub(crate) fn stop(&mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let panicked: Vec<String> = self
+            .running
+            .drain(..)
+            .filter_map(|(name, h)| h.join().is_err().then(|| format!("thread {name} panicked")))
+            .collect();
+        if panicked.is_empty() {
+            Ok(())
+        } else {
+            Err(panicked.join("; "))
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        let _ = self.stop();
     }
 }

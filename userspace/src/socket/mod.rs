@@ -27,12 +27,10 @@ mod send;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 use log::info;
 
-use crate::engine::{ApplyError, Engine};
+use crate::engine::{ApplyError, Engine, Threads};
 use crate::plan::Plan;
 use crate::stats::{Snapshot, Stats};
 
@@ -44,8 +42,7 @@ pub use open::{Capabilities, Error};
 pub struct SocketEngine {
     plan: Plan,
     stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<(String, JoinHandle<()>)>,
+    threads: Threads,
 }
 
 impl SocketEngine {
@@ -53,7 +50,8 @@ impl SocketEngine {
     /// workers. When this returns `Ok`, every membership is in place.
     pub fn start(plan: &Plan) -> Result<Self, Error> {
         let stats = Arc::new(Stats::for_plan(plan, "socket"));
-        let stop = Arc::new(AtomicBool::new(false));
+        // Dropped on an error below, it stops the workers already started.
+        let mut threads = Threads::default();
         let caps = Capabilities::probe();
         let batch = plan.engine.batch_size.clamp(1, 1024);
         let mut gro_logged = false;
@@ -88,32 +86,19 @@ impl SocketEngine {
                 outputs,
                 batch,
                 stats.publisher(&[index]),
-                stop.clone(),
+                threads.stop_flag(),
             ));
         }
-        let mut workers = Vec::with_capacity(prepared.len());
         for w in prepared {
-            let name = w.flow_name().to_owned();
-            let handle = std::thread::Builder::new()
-                .name(format!("fanout-{name}"))
-                .spawn(move || w.run());
-            match handle {
-                Ok(handle) => workers.push((name, handle)),
-                Err(source) => {
-                    // Those already running stop with the engine's flag.
-                    stop.store(true, Ordering::Relaxed);
-                    for (_, h) in workers {
-                        let _ = h.join();
-                    }
-                    return Err(Error::Spawn { flow: name, source });
-                }
-            }
+            let flow = w.flow_name().to_owned();
+            threads
+                .spawn(format!("fanout-{flow}"), move || w.run())
+                .map_err(|source| Error::Spawn { flow, source })?;
         }
         Ok(SocketEngine {
             plan: plan.clone(),
             stats,
-            stop,
-            workers,
+            threads,
         })
     }
 }
@@ -128,10 +113,7 @@ impl Engine for SocketEngine {
     }
 
     fn failed(&self) -> Option<String> {
-        self.workers
-            .iter()
-            .find(|(_, h)| h.is_finished())
-            .map(|(flow, _)| format!("the worker of flow {flow:?} ended"))
+        self.threads.failed()
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
@@ -139,27 +121,6 @@ impl Engine for SocketEngine {
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let panicked: Vec<String> = self
-            .workers
-            .drain(..)
-            .filter_map(|(flow, h)| {
-                h.join()
-                    .is_err()
-                    .then(|| format!("the worker of flow {flow:?} panicked"))
-            })
-            .collect();
-        if panicked.is_empty() {
-            Ok(())
-        } else {
-            Err(panicked.join("; "))
-        }
-    }
-}
-
-impl Drop for SocketEngine {
-    fn drop(&mut self) {
-        // Stopped already, or dropped on an error path: no thread outlives it.
-        let _ = Engine::stop(self);
+        self.threads.stop()
     }
 }

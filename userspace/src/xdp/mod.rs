@@ -42,10 +42,8 @@ pub mod worker;
 pub mod xsk;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use fanout_common::Counter;
 use log::{info, warn};
@@ -59,7 +57,7 @@ use self::queue::{XdpWorker, build_worker, egress_list};
 use self::thread::{Command, WorkerCtx, run_worker};
 use self::xsk::BindMode;
 use crate::config::XdpAttach;
-use crate::engine::{ApplyError, Engine};
+use crate::engine::{ApplyError, Engine, Threads};
 use crate::plan::{FlowPlan, Interface, Plan};
 use crate::stats::{Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot, XdpSnapshot};
 
@@ -91,10 +89,9 @@ pub struct XdpEngine {
     rung: String,
     notes: Vec<String>,
     stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
     ingress: Vec<Ingress>,
-    workers: Vec<(String, JoinHandle<()>)>,
-    neigh: Option<JoinHandle<()>>,
+    /// The queues' workers and the next-hop thread.
+    threads: Threads,
     _membership: Vec<socket2::Socket>,
 }
 
@@ -134,7 +131,6 @@ impl XdpEngine {
             .collect();
         let rung = rung_name(&each);
         let stats = Arc::new(Stats::for_plan(&plan, &rung));
-        let stop = Arc::new(AtomicBool::new(false));
 
         let mut hops = NextHops::default();
         let (senders, receivers): (Vec<Sender<Command>>, Vec<Receiver<Command>>) =
@@ -150,17 +146,15 @@ impl XdpEngine {
             rung,
             notes,
             stats,
-            stop,
             ingress,
-            workers: Vec::new(),
-            neigh: None,
+            threads: Threads::default(),
             _membership: membership,
         };
         // On an error below, dropping `engine` stops what already runs.
         for (q, commands) in queues.into_iter().zip(receivers) {
             engine.spawn_worker(q, commands)?;
         }
-        engine.neigh = hops.spawn(plan, senders, engine.stop.clone())?;
+        hops.spawn(&mut engine.threads, plan, senders)?;
         Ok(engine)
     }
 
@@ -187,20 +181,17 @@ impl XdpEngine {
                 .map(|i| i.name.clone())
                 .collect(),
             publisher: self.stats.publisher(&flows),
-            stop: self.stop.clone(),
+            stop: self.threads.stop_flag(),
             commands,
             snap,
         };
         let name = format!("fanout-xdp-{ifname}-{queue}");
-        let handle = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || run_worker(worker, ctx))
+        self.threads
+            .spawn(name.clone(), move || run_worker(worker, ctx))
             .map_err(|source| Refused::Io {
                 what: format!("starting thread {name}"),
                 source,
-            })?;
-        self.workers.push((name, handle));
-        Ok(())
+            })
     }
 }
 
@@ -244,13 +235,7 @@ impl Engine for XdpEngine {
     }
 
     fn failed(&self) -> Option<String> {
-        let worker = self.workers.iter().find(|(_, h)| h.is_finished());
-        let neigh = self.neigh.as_ref().filter(|h| h.is_finished());
-        match (worker, neigh) {
-            (Some((name, _)), _) => Some(format!("thread {name} ended")),
-            (None, Some(_)) => Some("thread fanout-neigh ended".into()),
-            (None, None) => None,
-        }
+        self.threads.failed()
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
@@ -265,30 +250,15 @@ impl Engine for XdpEngine {
     /// Waits for every thread (they stop on the stop flag); the workers
     /// publish their last counters first.
     fn stop(&mut self) -> Result<(), String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut bad = Vec::new();
-        for (name, h) in self.workers.drain(..) {
-            if h.join().is_err() {
-                bad.push(format!("thread {name} panicked"));
-            }
-        }
-        if let Some(h) = self.neigh.take()
-            && h.join().is_err()
-        {
-            bad.push("thread fanout-neigh panicked".into());
-        }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(bad.join("; "))
-        }
+        self.threads.stop()
     }
 }
 
 impl Drop for XdpEngine {
     fn drop(&mut self) {
-        // Stopped already, or dropped on an error path: no thread outlives it.
-        let _ = Engine::stop(self);
+        // Stopped already, or dropped on an error path: the threads stop
+        // before the sockets and programs they use are dropped.
+        let _ = self.threads.stop();
     }
 }
 

@@ -15,10 +15,8 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -27,7 +25,7 @@ use super::ladder::Refused;
 use super::spec as setup;
 use super::thread::Command;
 use crate::config::OutputKind;
-use crate::engine::STOP_POLL;
+use crate::engine::{STOP_POLL, Threads};
 use crate::plan::Plan;
 use crate::wire::ReplicaTemplate;
 
@@ -160,22 +158,23 @@ impl NextHops {
         }
     }
 
-    /// Follows the next hops on the thread `fanout-neigh` until `stop`;
-    /// `None` when no output needs one.
+    /// Follows the next hops on the thread `fanout-neigh` of `threads`
+    /// until their stop flag; nothing when no output needs a next hop.
     pub(super) fn spawn(
         self,
+        threads: &mut Threads,
         plan: Plan,
         senders: Vec<Sender<Command>>,
-        stop: Arc<AtomicBool>,
-    ) -> Result<Option<JoinHandle<()>>, Refused> {
+    ) -> Result<(), Refused> {
         if self.targets.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        std::thread::Builder::new()
-            .name("fanout-neigh".into())
-            .spawn(move || self.follow(&plan, &senders, &stop))
-            .map(Some)
-            .map_err(|source: io::Error| Refused::Io {
+        let stop = threads.stop_flag();
+        threads
+            .spawn("fanout-neigh".into(), move || {
+                self.follow(&plan, &senders, &stop)
+            })
+            .map_err(|source| Refused::Io {
                 what: "starting the next-hop thread".into(),
                 source,
             })
