@@ -2,7 +2,7 @@
 //!
 //! Contract: [`start`] takes a resolved [`Plan`] and returns a running
 //! [`Engine`] together with the line that says which engine runs and why
-//! (DESIGN decision 6: a silent fallback is a bug): `mode = "socket"` runs
+//! (architecture.md decision 6: a silent fallback is a bug): `mode = "socket"` runs
 //! the socket engine; `"xdp"` climbs the XDP ladder and refuses to start
 //! when a rung cannot be climbed; `"auto"` climbs it and falls back to the
 //! socket engine, saying why. The one place that knows both engines.

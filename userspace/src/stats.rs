@@ -11,7 +11,7 @@
 //! `Display`). The same names run from the counters to the JSON, the table
 //! and future metrics; nothing translates between them.
 //!
-//! Accounting contract (DESIGN decision 11): `received` counts the datagrams
+//! Accounting contract (architecture.md decision 11): `received` counts the datagrams
 //! a flow accepted for replication (after the source check and the sanity
 //! checks, which are counted in `source_rejected` and `malformed` instead).
 //! Every accepted datagram ends, for every output, either in `sent` or in

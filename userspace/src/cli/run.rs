@@ -8,7 +8,7 @@
 //! and every group joined: tests and supervisors wait on it. It holds the
 //! same announcement line as stderr (`engine xdp native copy (skipped: ...)`).
 //!
-//! The engine is chosen by [`fanout::runtime::start`] (DESIGN decision 6):
+//! The engine is chosen by [`fanout::runtime::start`] (architecture.md decision 6):
 //! `mode = "xdp"` and `"auto"` climb the XDP ladder ([`fanout::xdp`]); the
 //! rung reached is said once on stderr (`fanout: engine xdp native copy
 //! ...`) with every skipped rung and its reason, and is the `engine` of the

@@ -7,7 +7,7 @@
 //! any-source (`IP_ADD_MEMBERSHIP` / `IPV6_JOIN_GROUP`) or source-specific
 //! when a source is configured (`MCAST_JOIN_SOURCE_GROUP`, IGMPv3 / MLDv2).
 //! The membership lasts as long as the returned socket: switches and routers
-//! keep forwarding the stream meanwhile (DESIGN decision 7). The socket
+//! keep forwarding the stream meanwhile (architecture.md decision 7). The socket
 //! engine receives the stream on that socket; the XDP engine holds it and
 //! never reads it (its program redirects first). Every error names the flow,
 //! the interface and the call. Nothing here sends or receives.

@@ -1,4 +1,4 @@
-//! The XDP mode ladder (DESIGN decision 6): where the program comes from
+//! The XDP mode ladder (architecture.md decision 6): where the program comes from
 //! (`[engine] xdp_object`, else the embedded one), why a rung was refused,
 //! and how the rung reached is named. How to attach is
 //! [`crate::config::XdpAttach`].

@@ -1,7 +1,7 @@
 //! The XDP datapath, in one folder: what `fanout run` starts when XDP is
 //! available.
 //!
-//! Contract: [`XdpEngine::start`] climbs the mode ladder (DESIGN decision 6)
+//! Contract: [`XdpEngine::start`] climbs the mode ladder (architecture.md decision 6)
 //! for every ingress interface of the plan and either returns a running
 //! [`Engine`] whose rung ([`Engine::name`], e.g. `xdp native copy`) and
 //! skipped rungs ([`XdpEngine::notes`]) the caller says aloud once, or a
@@ -353,7 +353,7 @@ fn attach(
 }
 
 /// Joins `flow`'s group through a kernel socket, for the switches' and
-/// routers' sake (DESIGN decision 7), as the socket engine does: a VLAN
+/// routers' sake (architecture.md decision 7), as the socket engine does: a VLAN
 /// flow on its VLAN sub-interface, so that the report leaves tagged. A VLAN
 /// flow whose parent has no such sub-interface still runs here (the
 /// program matches the tag on the parent, unlike the socket engine, which

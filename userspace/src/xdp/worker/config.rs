@@ -52,7 +52,7 @@ pub struct WorkerConfig {
     /// Payloads of at most this many bytes that arrived in one buffer are
     /// copied into each replica's header slot, behind the headers: one
     /// descriptor per replica instead of a chain, and the received frame
-    /// goes back to the fill ring at once (DESIGN decision 3: "for tiny
+    /// goes back to the fill ring at once (architecture.md decision 3: "for tiny
     /// payloads a single copied descriptor may be cheaper than a chain").
     /// At most [`MAX_INLINE`]; only what fits in a slot behind the longest
     /// header of the flow's outputs is copied; 0 never copies.

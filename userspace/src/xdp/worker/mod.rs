@@ -24,7 +24,7 @@
 //! 4. gives the free frames to the fill ring and wakes the kernel.
 //!
 //! Promises: payload bytes are never copied or read, except a tiny payload
-//! copied into the header slots as above (DESIGN decision 3); a frame goes back to
+//! copied into the header slots as above (architecture.md decision 3); a frame goes back to
 //! the fill ring exactly once, after the last descriptor pointing into it has
 //! completed (or was refused); a malformed or unmatched packet is counted and
 //! its frames recycled in the same poll; a full or refusing TX ring costs
