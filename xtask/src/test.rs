@@ -1,5 +1,6 @@
-//! `cargo xtask test`: the CI tiers, in order: setup, `cargo fmt --check`,
-//! clippy with warnings denied, the eBPF build, then `cargo test --workspace`,
+//! `cargo xtask test`: the CI tiers, in order: setup, the eBPF build, `cargo
+//! fmt --check`, clippy with warnings denied (the workspace, then the product
+//! build without the lab), then `cargo test --workspace`,
 //! then the benchmarks' short modes (criterion `--test`, `xtask bench --quick`).
 //! As root the privileged tests must run (`FANOUT_REQUIRE_PRIVILEGED=1`: a
 //! privileged test that cannot run fails instead of skipping). Every step
@@ -75,6 +76,14 @@ pub fn run() -> Result<()> {
         "warnings",
     ]));
     summary.step("clippy", t, false, clippy.map(|()| String::new()));
+
+    // The product build, without the lab (the workspace build above turns it
+    // on for the tests): what a package ships must be lint-clean too.
+    let t = Instant::now();
+    let product = run_status(cargo().args([
+        "clippy", "-p", "fanout", "--lib", "--bins", "--", "-D", "warnings",
+    ]));
+    summary.step("clippy-product", t, false, product.map(|()| String::new()));
 
     let t = Instant::now();
     let mut tests = cargo();
