@@ -20,8 +20,11 @@
 //!
 //! The VLAN scenario, which each engine does its own way, runs as socket
 //! engine tests (a sub-interface) and as XDP tests (the tag matched on the
-//! parent). Then the refusals that need no privileges. The harness
-//! (`Case`, `Engine`, `for_each_engine!`, the receivers) is `tests/common`.
+//! parent). Then the engine choice without a loadable program (`xdp`
+//! refuses, `auto` falls back), and the refusals that need no privileges.
+//! What only the XDP datapath does (untouched traffic, overload, next-hop
+//! resolution) is in `tests/xdp_run.rs`; the harness (`Case`, `Engine`,
+//! `for_each_engine!`, the receivers) is `tests/common`.
 //!
 //! Privileged tests need root and `ip netns`: they fail under
 //! `FANOUT_REQUIRE_PRIVILEGED=1` and otherwise skip loudly. The tests at the
@@ -32,13 +35,16 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use common::engine::{Case, EngineKind, assert_xdp_carried, for_each_engine, program_counter};
-use common::traffic::{
-    assert_stream, drain, multicast_receiver, payloads, receive, send_all, sender, unicast_receiver,
+use common::engine::{
+    Case, EngineKind, assert_xdp_carried, for_each_engine, program_counter, run_command,
 };
-use common::{DEADLINE, FANOUT, Scratch, fanout};
-use fanout::lab::{self, Netns, addr, iface, payload};
-use fanout::stats::DropReason;
+use common::traffic::{
+    assert_stream, datagram, drain, multicast_receiver, payloads, receive, send_all, sender,
+    unicast_receiver,
+};
+use common::{DEADLINE, FANOUT, Scratch, fanout, wait_for_file};
+use fanout::lab::{self, Netns, Process, addr, iface, payload};
+use fanout::stats::{DropReason, Snapshot};
 
 /// One flow, three outputs (unicast with a fixed source port on out0,
 /// unicast routed via out1, multicast re-emission on out1): every datagram
@@ -213,6 +219,178 @@ for_each_engine!(ipv6_every_datagram:
     ipv6_every_datagram_reaches_every_output_in_order,
     ipv6_every_datagram_reaches_every_output_in_order_xdp_native,
     ipv6_every_datagram_reaches_every_output_in_order_xdp_generic);
+
+/// The nine outputs of [`nine_outputs`]: 8 unicast to the sink on out0
+/// (ports 6001..=6008, source port 4000; up to [`ROUTED_FROM`] they name
+/// out0, above it they leave the interface to the routing table, which
+/// sends the sink's subnet out of out0) and one multicast re-emission on
+/// out1 with TTL 4.
+const NINE_PORTS: std::ops::RangeInclusive<u16> = 6001..=6008;
+/// Unicast outputs above this port have no `interface`: the route decides.
+const ROUTED_FROM: u16 = 6004;
+
+/// The configuration of [`nine_outputs`]: flow `f` of `group:5000` on in0.
+fn nine_outputs_config(mode: &str, group: IpAddr, sink: IpAddr, regroup: IpAddr) -> String {
+    let mut toml = format!(
+        "[engine]\nmode = \"{mode}\"\n\n[[flow]]\nname = \"f\"\ninterface = \"{}\"\ngroup = \"{group}\"\nport = 5000\n",
+        iface::IN0,
+    );
+    for port in NINE_PORTS {
+        let interface = if port <= ROUTED_FROM {
+            format!("  interface = \"{}\"\n", iface::OUT0)
+        } else {
+            String::new()
+        };
+        toml += &format!(
+            "\n  [[flow.output]]\n  name = \"u{port}\"\n  unicast = \"{}\"\n{interface}  source_port = 4000\n",
+            SocketAddr::new(sink, port),
+        );
+    }
+    toml += &format!(
+        "\n  [[flow.output]]\n  name = \"m\"\n  multicast = \"{}\"\n  interface = \"{}\"\n  ttl = 4\n",
+        SocketAddr::new(regroup, 7000),
+        iface::OUT1
+    );
+    toml
+}
+
+/// One flow, nine outputs ([`NINE_PORTS`], half of them routed, and a
+/// multicast one), the sinks' neighbours left for the engine to resolve;
+/// numbered datagrams of 64, 1472 and jumbo size (8972 for IPv4, 8952 for
+/// IPv6: the largest unfragmented at MTU 9000), sizes interleaved, paced.
+/// Every output receives every one of them, byte-exact, in order, once,
+/// from the egress address (unicast: from source port 4000); the sinks'
+/// kernels count no UDP checksum error (they would have dropped the
+/// datagram); the final table and the stats name the engine; per output
+/// `sent == datagrams`, the payload bytes, nothing dropped. Under XDP each
+/// routed output is said aloud with the interface the route chose (the
+/// socket engine leaves the route to the kernel, datagram by datagram),
+/// and AF_XDP carried every datagram, out of out0 and out1.
+fn nine_outputs(test: &str, kind: EngineKind, v4: bool) {
+    let Some(case) = Case::unpinned(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let pick = |v4_addr: IpAddr, v6_addr: IpAddr| if v4 { v4_addr } else { v6_addr };
+    let group = pick(
+        Ipv4Addr::new(239, 10, 0, 1).into(),
+        Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x10, 1).into(),
+    );
+    let regroup = pick(
+        Ipv4Addr::new(239, 255, 10, 1).into(),
+        Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x20, 1).into(),
+    );
+    let sink = pick(addr::SNK0_V4.into(), addr::SNK0_V6.into());
+    let src = pick(addr::SRC0_V4.into(), addr::SRC0_V6.into());
+    let out0 = pick(addr::OUT0_V4.into(), addr::OUT0_V6.into());
+    let out1 = pick(addr::OUT1_V4.into(), addr::OUT1_V6.into());
+    let sizes: [usize; 3] = if v4 {
+        [64, 1472, 8972]
+    } else {
+        [64, 1452, 8952]
+    };
+    // Receivers first (the multicast one joins on snk1).
+    let mut rxs: Vec<(String, std::net::UdpSocket)> = NINE_PORTS
+        .map(|p| (format!("u{p}"), unicast_receiver(&lab.sink, (sink, p))))
+        .collect();
+    rxs.push((
+        "m".into(),
+        multicast_receiver(&lab.sink, regroup, 7000, iface::SNK1),
+    ));
+    let engine = case.start(&nine_outputs_config(kind.mode(), group, sink, regroup));
+
+    // Numbered datagrams, sizes interleaved, paced so that no socket
+    // buffer on the way overflows.
+    let want: Vec<Vec<u8>> = (0..20 * sizes.len())
+        .map(|i| datagram(1, i as u64, sizes[i % sizes.len()]))
+        .collect();
+    let tx = sender(&lab.src, (src, 0));
+    for d in &want {
+        assert_eq!(tx.send_to(d, (group, 5000)).unwrap(), d.len());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got: Vec<_> = rxs.iter().map(|(_, rx)| receive(rx, want.len())).collect();
+    // Every replica's UDP checksum was valid: the sink's kernel counted
+    // no checksum error (it would have dropped the datagram).
+    let csum_errors =
+        udp_counter(&lab.sink, "InCsumErrors") + udp6_counter(&lab.sink, "Udp6InCsumErrors");
+    assert_eq!(csum_errors, 0, "UDP checksum errors at the sink");
+    let (snap, done) = engine.stop();
+    for ((name, rx), got) in rxs.iter().zip(&got) {
+        assert_stream(&format!("{test} output {name}"), got, &want);
+        assert!(
+            drain(rx).is_empty(),
+            "output {name}: datagrams beyond the stream"
+        );
+        for (_, from) in got {
+            if name == "m" {
+                assert_eq!(from.ip(), out1, "output {name}: source address");
+            } else {
+                assert_eq!(*from, SocketAddr::new(out0, 4000), "output {name}: source");
+            }
+        }
+    }
+    assert!(
+        done.stdout.contains(&format!("engine: {}", kind.rung())),
+        "{}",
+        done.stdout
+    );
+    if kind.is_xdp() {
+        for port in NINE_PORTS.filter(|p| *p > ROUTED_FROM) {
+            let said = format!(
+                "output \"u{port}\": no interface configured; the route to {sink} leaves by {}",
+                iface::OUT0
+            );
+            assert!(done.stderr.contains(&said), "not said: {said}");
+        }
+    }
+
+    let n = want.len() as u64;
+    let bytes: u64 = want.iter().map(|d| d.len() as u64).sum();
+    let flow = snap.flow("f").expect("flow f in the stats");
+    assert_eq!(
+        (
+            flow.received,
+            flow.received_bytes,
+            flow.source_rejected,
+            flow.malformed
+        ),
+        (n, bytes, 0, 0),
+        "{snap}"
+    );
+    assert_eq!(flow.outputs.len(), 9, "{snap}");
+    for o in &flow.outputs {
+        assert_eq!(
+            (o.sent, o.dropped_total()),
+            (n, 0),
+            "output {}: {:?}",
+            o.name,
+            o.dropped
+        );
+        // UDP payload bytes, in either engine (the XDP worker counts whole
+        // frames; the stats take the headers off).
+        assert_eq!(o.sent_bytes, bytes, "output {} bytes", o.name);
+    }
+    assert_xdp_carried(&snap, kind, n, 2);
+}
+
+fn ipv4_nine_outputs(test: &str, kind: EngineKind) {
+    nine_outputs(test, kind, true);
+}
+
+for_each_engine!(ipv4_nine_outputs:
+    ipv4_nine_outputs_named_or_routed_get_every_datagram,
+    ipv4_nine_outputs_named_or_routed_get_every_datagram_xdp_native,
+    ipv4_nine_outputs_named_or_routed_get_every_datagram_xdp_generic);
+
+fn ipv6_nine_outputs(test: &str, kind: EngineKind) {
+    nine_outputs(test, kind, false);
+}
+
+for_each_engine!(ipv6_nine_outputs:
+    ipv6_nine_outputs_named_or_routed_get_every_datagram,
+    ipv6_nine_outputs_named_or_routed_get_every_datagram_xdp_native,
+    ipv6_nine_outputs_named_or_routed_get_every_datagram_xdp_generic);
 
 /// A source that sends UDP GSO trains. Socket engine: the trains reach its
 /// GRO-enabled socket unsegmented (veth keeps GSO packets whole), and the
@@ -603,6 +781,18 @@ fn udp_counter(ns: &Netns, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
 }
 
+/// The counter `name` of `/proc/net/snmp6` of `ns` (`Udp6InCsumErrors`...).
+fn udp6_counter(ns: &Netns, name: &str) -> u64 {
+    let snmp6 = ns.exec(&["cat", "/proc/net/snmp6"]).unwrap();
+    snmp6
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {snmp6}"))
+}
+
 #[test]
 fn vlan_flow_without_subinterface_is_refused_with_the_fix() {
     let test = "vlan_flow_without_subinterface_is_refused_with_the_fix";
@@ -924,6 +1114,62 @@ fn udp4_frame(
     u.payload_mut().copy_from_slice(payload);
     u.fill_checksum(&IpPair::V4 { src, dst: group });
     f
+}
+
+// ---- the engine choice ---------------------------------------------------
+
+/// Without a loadable XDP object, `mode = "xdp"` refuses to start (exit 1,
+/// the reason on stderr, no stats) and `mode = "auto"` says why and runs
+/// the socket engine (whose stats balance).
+#[test]
+fn xdp_refuses_and_auto_falls_back_without_the_program() {
+    let test = "xdp_refuses_and_auto_falls_back_without_the_program";
+    let Some(case) = Case::unpinned(test, EngineKind::Socket) else {
+        return;
+    };
+    let missing = case.files.path("no-such-object");
+    let run = |mode: &str| {
+        let config = nine_outputs_config(
+            mode,
+            Ipv4Addr::new(239, 10, 0, 1).into(),
+            addr::SNK0_V4.into(),
+            Ipv4Addr::new(239, 255, 10, 1).into(),
+        );
+        let (mut cmd, files) = run_command(&case.lab.edge, &case.files, mode, &config);
+        cmd.env("FANOUT_EBPF_OBJ", &missing);
+        let mut p = Process::spawn("fanout run", &mut cmd).unwrap();
+        if wait_for_file(&mut p, &files.ready, DEADLINE) {
+            p.terminate().unwrap();
+        }
+        let done = p.finish(DEADLINE).unwrap();
+        let snap = std::fs::read_to_string(&files.stats).ok();
+        (done, snap)
+    };
+
+    let (done, snap) = run("xdp");
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(
+        done.stderr
+            .contains("mode = \"xdp\", but the XDP datapath cannot start: loading the XDP program")
+            && done.stderr.contains("no-such-object"),
+        "{}",
+        done.stderr
+    );
+    assert!(snap.is_none(), "a refused engine wrote stats");
+
+    let (done, snap) = run("auto");
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stderr.contains(
+            "fanout: engine socket (mode = \"auto\"; XDP refused: loading the XDP program"
+        ) && done.stderr.contains("no-such-object"),
+        "{}",
+        done.stderr
+    );
+    let snap: Snapshot = serde_json::from_str(&snap.expect("stats of the socket engine")).unwrap();
+    assert_eq!(snap.engine, "socket");
+    assert!(snap.xdp.is_none());
+    snap.check_accounting().unwrap();
 }
 
 // ---- unprivileged: refusals before any socket exists -------------------

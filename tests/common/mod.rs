@@ -6,6 +6,9 @@
 //!   deadlines, compare byte for byte);
 //! - [`engine`]: the real `fanout run` in the lab's edge namespace, for the
 //!   socket engine and the XDP datapath alike, and the checks of its stats;
+//! - [`xdp`]: the XDP program and AF_XDP sockets driven in-process
+//!   (attachment, pins, rings), and the two-namespace topology of those
+//!   tests;
 //! - here: scratch directories, links and neighbours, child processes.
 //!
 //! Contract: every namespace belongs to a `fanout::lab` guard (`Lab` or
@@ -20,6 +23,7 @@
 
 pub mod engine;
 pub mod traffic;
+pub mod xdp;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
