@@ -710,6 +710,16 @@ port = 5000
     assert_stream("b before it vanished", &got_b, &first);
     let no_ports_before = udp_counter(&lab.sink, "NoPorts");
     drop(rx_b); // the sink now answers with ICMP port unreachable
+    // Closing our descriptor ends the socket only if nothing else holds it
+    // (a child that another test thread is spawning can hold a copy until
+    // its exec, and the socket would take b's first replicas): wait until
+    // the sink's kernel has no socket on b's port.
+    assert!(
+        lab::wait_until(DEADLINE, || (!udp_port_bound(&lab.sink, b.port()))
+            .then_some(()))
+        .is_some(),
+        "b's socket outlived its descriptor"
+    );
     send_all(&tx, group, &second);
 
     let all: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
@@ -752,7 +762,10 @@ port = 5000
             .map_or_else(no_ports, |()| no_ports());
         assert_eq!(no_ports, after, "sink's UDP NoPorts\n{snap}");
     } else {
-        let n = no_ports();
+        // The sink's kernel takes the trains asynchronously: wait for the
+        // first one.
+        let n = lab::wait_until(DEADLINE, || Some(no_ports()).filter(|&n| n >= 1))
+            .unwrap_or_else(no_ports);
         assert!(
             (1..=after).contains(&n),
             "sink's UDP NoPorts {n}, {after} replicas sent to b after it vanished\n{snap}"
@@ -779,6 +792,20 @@ fn udp_counter(ns: &Netns, name: &str) -> u64 {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.parse().unwrap())
         .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
+}
+
+/// Whether a UDP socket (IPv4 or IPv6) in `ns` is bound to local `port`
+/// (`/proc/net/udp`, `/proc/net/udp6`: `local_address` is `ADDR:PORT`, hex).
+fn udp_port_bound(ns: &Netns, port: u16) -> bool {
+    let table = ns
+        .exec(&["cat", "/proc/net/udp", "/proc/net/udp6"])
+        .unwrap();
+    table.lines().any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .is_some_and(|(_, p)| u16::from_str_radix(p, 16) == Ok(port))
+    })
 }
 
 /// The counter `name` of `/proc/net/snmp6` of `ns` (`Udp6InCsumErrors`...).
