@@ -18,481 +18,33 @@
 //! engines differ (GRO, ICMP errors, the byte count of a replica), the test
 //! says so and asserts what each one truly does.
 //!
+//! The VLAN scenario, which each engine does its own way, runs as socket
+//! engine tests (a sub-interface) and as XDP tests (the tag matched on the
+//! parent). Then the engine choice without a loadable program (`xdp`
+//! refuses, `auto` falls back), and the refusals that need no privileges.
+//! What only the XDP datapath does (untouched traffic, overload, next-hop
+//! resolution) is in `tests/xdp_run.rs`; the harness (`Case`, `Engine`,
+//! `for_each_engine!`, the receivers) is `tests/common`.
+//!
 //! Privileged tests need root and `ip netns`: they fail under
 //! `FANOUT_REQUIRE_PRIVILEGED=1` and otherwise skip loudly. The tests at the
 //! end (bad configuration, xdp mode refused on `lo`) need no privileges.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use fanout::lab::payload;
-use fanout::lab::{self, Lab, Netns, Process, addr, iface};
-use fanout::stats::{DropReason, Snapshot, XdpInterfaceSnapshot};
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
-const FANOUT: &str = env!("CARGO_BIN_EXE_fanout");
-/// How long anything may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A scratch directory for one test's files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(prefix: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("{prefix}-files"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The engine a scenario runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum EngineKind {
-    /// `mode = "socket"`.
-    Socket,
-    /// `mode = "xdp"`, native attach (`FANOUT_XDP_MODE=auto` takes it on veth).
-    XdpNative,
-    /// `mode = "xdp"`, generic attach (`FANOUT_XDP_MODE=generic`).
-    XdpGeneric,
-}
-
-impl EngineKind {
-    fn is_xdp(self) -> bool {
-        self != EngineKind::Socket
-    }
-
-    /// The `[engine] mode` of the configuration.
-    fn mode(self) -> &'static str {
-        match self {
-            EngineKind::Socket => "socket",
-            EngineKind::XdpNative | EngineKind::XdpGeneric => "xdp",
-        }
-    }
-
-    /// The engine's name in the stats (`snap.engine`); veth has no zero-copy.
-    fn rung(self) -> &'static str {
-        match self {
-            EngineKind::Socket => "socket",
-            EngineKind::XdpNative => "xdp native copy",
-            EngineKind::XdpGeneric => "xdp generic copy",
-        }
-    }
-
-    /// The start of the one line where `fanout run` says which engine runs.
-    fn announcement(self) -> String {
-        match self {
-            EngineKind::Socket => "fanout: engine socket (mode = \"socket\")".to_owned(),
-            _ => format!("fanout: engine {}", self.rung()),
-        }
-    }
-}
-
-/// Generates the three tests of one scenario: `$socket` (the socket
-/// engine), `$native` and `$generic` (the XDP datapath), each calling
-/// `$body(test name, kind)`.
-macro_rules! for_each_engine {
-    ($body:ident: $socket:ident, $native:ident, $generic:ident) => {
-        #[test]
-        fn $socket() {
-            $body(stringify!($socket), EngineKind::Socket);
-        }
-
-        #[test]
-        fn $native() {
-            $body(stringify!($native), EngineKind::XdpNative);
-        }
-
-        #[test]
-        fn $generic() {
-            $body(stringify!($generic), EngineKind::XdpGeneric);
-        }
-    };
-}
-
-/// One privileged scenario's world: the lab, a scratch directory, the
-/// engine kind (and for XDP, the program object).
-struct Case {
-    lab: Lab,
-    files: Scratch,
-    kind: EngineKind,
-    object: Option<PathBuf>,
-}
-
-impl Case {
-    /// Root, netns and (for XDP) the program object; otherwise skip
-    /// loudly, or fail under `FANOUT_REQUIRE_PRIVILEGED=1`. Brings the lab
-    /// up and pins the sinks' neighbours.
-    fn new(test: &str, kind: EngineKind) -> Option<Case> {
-        let object = if kind.is_xdp() {
-            Some(lab::xdp_ready(test)?)
-        } else {
-            if !lab::privileged(test) {
-                return None;
-            }
-            None
-        };
-        let prefix = lab::unique_prefix("se");
-        let lab = Lab::up(&prefix).expect("lab up");
-        pin_neighbours(&lab);
-        Some(Case {
-            lab,
-            files: Scratch::new(&prefix),
-            kind,
-            object,
-        })
-    }
-
-    /// Starts the engine of this case on `config` in the edge namespace.
-    fn start(&self, config: &str) -> Engine {
-        Engine::start(
-            &self.lab.edge,
-            &self.files,
-            self.kind,
-            self.object.as_deref(),
-            config,
-        )
-    }
-}
-
-/// A running `fanout run` in the edge namespace.
-struct Engine {
-    process: Process,
-    stats: PathBuf,
-    kind: EngineKind,
-}
-
-impl Engine {
-    /// Writes `config`, starts the engine of `kind` in `ns` and waits for
-    /// its ready file.
-    fn start(
-        ns: &Netns,
-        files: &Scratch,
-        kind: EngineKind,
-        object: Option<&Path>,
-        config: &str,
-    ) -> Engine {
-        let cfg = files.path("fanout.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let ready = files.path("ready");
-        let stats = files.path("stats.json");
-        let mut cmd = ns.command(FANOUT);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--stats-json")
-            .arg(&stats)
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("RUST_LOG", "info");
-        match kind {
-            EngineKind::Socket => {}
-            EngineKind::XdpNative | EngineKind::XdpGeneric => {
-                let generic = kind == EngineKind::XdpGeneric;
-                cmd.env("FANOUT_EBPF_OBJ", object.expect("the XDP object"))
-                    .env("FANOUT_XDP_MODE", if generic { "generic" } else { "auto" });
-            }
-        }
-        let mut process = Process::spawn("fanout run", &mut cmd).expect("spawn fanout run");
-        let deadline = Instant::now() + DEADLINE;
-        while !ready.exists() {
-            if !process.is_running() {
-                let f = process.finish(Duration::from_secs(1)).unwrap();
-                panic!(
-                    "fanout run exited before ready: {:?}\n{}",
-                    f.status, f.stderr
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fanout run not ready within {DEADLINE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Engine {
-            process,
-            stats,
-            kind,
-        }
-    }
-
-    /// SIGTERM, clean exit, the final counters (which must balance).
-    fn stop(mut self) -> (Snapshot, String) {
-        self.process.terminate().unwrap();
-        let f = self
-            .process
-            .finish(DEADLINE)
-            .expect("fanout run stops on SIGTERM");
-        assert!(
-            f.status.success(),
-            "fanout run: {:?}\n{}",
-            f.status,
-            f.stderr
-        );
-        // Said exactly once, and it is the engine asked for.
-        let said: Vec<&str> = f
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("fanout: engine "))
-            .collect();
-        assert!(
-            said.len() == 1 && said[0].starts_with(&self.kind.announcement()),
-            "the engine choice ({}) is said exactly once:\n{}",
-            self.kind.announcement(),
-            f.stderr
-        );
-        let json = std::fs::read_to_string(&self.stats).expect("stats JSON written on stop");
-        let snap: Snapshot = serde_json::from_str(&json).expect("stats JSON parses");
-        assert_eq!(snap.engine, self.kind.rung(), "{snap}");
-        assert_eq!(snap.xdp.is_some(), self.kind.is_xdp(), "{snap}");
-        snap.check_accounting()
-            .unwrap_or_else(|e| panic!("{e}\n{snap}"));
-        assert!(
-            f.stdout.contains("flow "),
-            "final table on stdout:\n{}",
-            f.stdout
-        );
-        (snap, f.stderr)
-    }
-}
-
-/// Under XDP: the counters that prove AF_XDP carried exactly `carried`
-/// datagrams on `in0` (the program matched and redirected each once, the
-/// worker received each once, nothing was dropped or invalid on the way),
-/// through `egress` TX sockets. Returns the interface's counters for the
-/// scenario's own checks; `None` for the socket engine.
-fn assert_xdp_carried(
-    snap: &Snapshot,
-    kind: EngineKind,
-    carried: u64,
-    egress: usize,
-) -> Option<&XdpInterfaceSnapshot> {
-    if !kind.is_xdp() {
-        assert!(snap.xdp.is_none(), "{snap}");
-        return None;
-    }
-    let xdp = snap.xdp.as_ref().expect("the XDP section of the stats");
-    assert_eq!(xdp.interfaces.len(), 1, "{xdp:?}");
-    let i = &xdp.interfaces[0];
-    assert_eq!(i.interface, iface::IN0);
-    let attach = if kind == EngineKind::XdpGeneric {
-        "generic"
-    } else {
-        "native"
-    };
-    assert_eq!(i.attach, attach, "{i:?}");
-    assert_eq!(i.bind, "copy", "veth has no zero-copy");
-    let c = program_counter(i);
-    assert_eq!(c("matched"), carried, "{i:?}");
-    assert_eq!(
-        c("redirected"),
-        carried,
-        "AF_XDP carried every datagram: {i:?}"
-    );
-    for k in ["no_socket", "malformed", "fragment"] {
-        assert_eq!(c(k), 0, "{k}: {i:?}");
-    }
-    assert_eq!(i.queues.len(), 1, "{i:?}");
-    let q = &i.queues[0];
-    assert_eq!(q.worker["rx_packets"], carried, "{q:?}");
-    for k in [
-        "malformed",
-        "no_flow",
-        "bad_rx_desc",
-        "bad_completion",
-        "fill_short",
-        "replicas_in_flight",
-    ] {
-        assert_eq!(q.worker[k], 0, "{k}: {q:?}");
-    }
-    for k in ["rx_dropped", "rx_invalid_descs"] {
-        assert_eq!(q.rx_socket[k], 0, "{k}: {q:?}");
-    }
-    assert_eq!(q.tx_sockets.len(), egress, "{q:?}");
-    for (dev, st) in &q.tx_sockets {
-        assert_eq!(st["tx_invalid_descs"], 0, "{dev}: {st:?}");
-    }
-    Some(i)
-}
-
-/// A reader of the program's counters of `i` (`matched`, `source_rejected`...).
-fn program_counter(i: &XdpInterfaceSnapshot) -> impl Fn(&str) -> u64 + '_ {
-    move |k| {
-        *i.program
-            .get(k)
-            .unwrap_or_else(|| panic!("program counter {k}: {i:?}"))
-    }
-}
-
-/// Pins the sinks' MAC addresses on the edge, so that no replica waits for
-/// (or is dropped during) neighbour resolution.
-fn pin_neighbours(lab: &Lab) {
-    for (sink_if, edge_if, v4, v6) in [
-        (iface::SNK0, iface::OUT0, addr::SNK0_V4, addr::SNK0_V6),
-        (iface::SNK1, iface::OUT1, addr::SNK1_V4, addr::SNK1_V6),
-    ] {
-        let link = lab
-            .sink
-            .ip(&["-o", "link", "show", "dev", sink_if])
-            .unwrap();
-        let mac = link
-            .split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no MAC in {link}"))
-            .to_owned();
-        for ip in [v4.to_string(), v6.to_string()] {
-            lab.edge
-                .ip(&[
-                    "neigh",
-                    "replace",
-                    &ip,
-                    "lladdr",
-                    &mac,
-                    "dev",
-                    edge_if,
-                    "nud",
-                    "permanent",
-                ])
-                .unwrap();
-        }
-    }
-}
-
-fn udp_socket(family: IpAddr) -> Socket {
-    let domain = if family.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    if !family.is_ipv4() {
-        s.set_only_v6(true).unwrap();
-    }
-    // Room for a whole test stream: nothing is lost in the receiver.
-    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(32 << 20));
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    s
-}
-
-/// A unicast receiver on `at`, created in `ns`.
-fn unicast_receiver(ns: &Netns, at: SocketAddr) -> UdpSocket {
-    ns.run_in(|| {
-        let s = udp_socket(at.ip());
-        s.bind(&at.into()).unwrap();
-        s.into()
-    })
-}
-
-/// A receiver of `group:port` joined on `ifname`, created in `ns`.
-fn multicast_receiver(ns: &Netns, group: IpAddr, port: u16, ifname: &str) -> UdpSocket {
-    ns.run_in(|| {
-        let index = nix::net::if_::if_nametoindex(ifname).unwrap();
-        let s = udp_socket(group);
-        s.set_reuse_address(true).unwrap();
-        match group {
-            IpAddr::V4(g) => s
-                .join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(index))
-                .unwrap(),
-            IpAddr::V6(g) => s.join_multicast_v6(&g, index).unwrap(),
-        }
-        s.bind(&SocketAddr::new(group, port).into()).unwrap();
-        s.into()
-    })
-}
-
-/// A sender bound to `from` (port 0) in `ns`.
-fn sender(ns: &Netns, from: IpAddr) -> UdpSocket {
-    ns.run_in(|| {
-        let s = udp_socket(from);
-        s.bind(&SocketAddr::new(from, 0).into()).unwrap();
-        s.into()
-    })
-}
-
-/// Numbered, self-checking payloads of `stream`: `count` of each size, in
-/// size order, sequence numbers from `first_seq`.
-fn payloads(stream: u32, first_seq: u64, sizes: &[usize], count: usize) -> Vec<Vec<u8>> {
-    let mut seq = first_seq;
-    let mut out = Vec::new();
-    for &size in sizes {
-        for _ in 0..count {
-            let mut p = vec![0u8; size];
-            payload::fill(stream, seq, &mut p);
-            seq += 1;
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Sends every datagram (bounded: the list is finite), yielding every 16 so
-/// the stream stays a stream, not one burst.
-fn send_all(tx: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>]) {
-    for (i, d) in datagrams.iter().enumerate() {
-        assert_eq!(tx.send_to(d, to).unwrap(), d.len(), "send datagram {i}");
-        if i % 16 == 15 {
-            std::thread::sleep(Duration::from_micros(500));
-        }
-    }
-}
-
-/// Receives until `want` datagrams arrived or the deadline passed; returns
-/// them with their senders.
-fn receive(rx: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while got.len() < want && Instant::now() < deadline {
-        match rx.recv_from(&mut buf) {
-            Ok((n, from)) => got.push((buf[..n].to_vec(), from)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-    got
-}
-
-/// Whatever is still queued on `rx` (non-blocking).
-fn drain(rx: &UdpSocket) -> Vec<Vec<u8>> {
-    rx.set_nonblocking(true).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let mut got = Vec::new();
-    while let Ok(n) = rx.recv(&mut buf) {
-        got.push(buf[..n].to_vec());
-    }
-    got
-}
-
-/// Asserts that `got` is exactly `want`, byte for byte and in order.
-fn assert_stream(label: &str, got: &[(Vec<u8>, SocketAddr)], want: &[Vec<u8>]) {
-    for (i, ((g, _), w)) in got.iter().zip(want).enumerate() {
-        if g != w {
-            let what = payload::check(g).map(|(s, q)| format!("stream {s} seq {q}"));
-            panic!(
-                "{label}: datagram {i} differs: got {} bytes ({what:?}), want {} bytes",
-                g.len(),
-                w.len()
-            );
-        }
-    }
-    assert_eq!(got.len(), want.len(), "{label}: datagram count");
-}
+use common::engine::{
+    Case, EngineKind, assert_xdp_carried, for_each_engine, program_counter, run_command,
+};
+use common::traffic::{
+    assert_stream, datagram, drain, multicast_receiver, payloads, receive, send_all, sender,
+    unicast_receiver,
+};
+use common::{DEADLINE, FANOUT, Scratch, fanout, wait_for_file};
+use fanout::lab::{self, Netns, Process, addr, iface, payload};
+use fanout::stats::{DropReason, Snapshot};
 
 /// One flow, three outputs (unicast with a fixed source port on out0,
 /// unicast routed via out1, multicast re-emission on out1): every datagram
@@ -567,7 +119,7 @@ port = 5000
     let engine = case.start(&config);
 
     let want = payloads(1, 0, sizes, 40);
-    let tx = sender(&lab.src, src);
+    let tx = sender(&lab.src, (src, 0));
     send_all(&tx, SocketAddr::new(group, 5000), &want);
 
     let got_a = receive(&rx_a, want.len());
@@ -647,7 +199,7 @@ for_each_engine!(ipv4_every_datagram:
 /// IPv6: 8952 = 9000 - 40 - 8 is the largest unfragmented IPv6 datagram.
 /// The socket engine also gets 8972, fragmented by the source and again by
 /// the engine. The XDP datapath does not: the program leaves fragments to
-/// the kernel (counted as `fragment`; DESIGN: fragments are not
+/// the kernel (counted as `fragment`; docs/architecture.md: fragments are not
 /// reassembled), so in XDP mode a fragmented stream is not replicated.
 fn ipv6_every_datagram(test: &str, kind: EngineKind) {
     let sizes: &[usize] = if kind.is_xdp() {
@@ -667,6 +219,178 @@ for_each_engine!(ipv6_every_datagram:
     ipv6_every_datagram_reaches_every_output_in_order,
     ipv6_every_datagram_reaches_every_output_in_order_xdp_native,
     ipv6_every_datagram_reaches_every_output_in_order_xdp_generic);
+
+/// The nine outputs of [`nine_outputs`]: 8 unicast to the sink on out0
+/// (ports 6001..=6008, source port 4000; up to [`ROUTED_FROM`] they name
+/// out0, above it they leave the interface to the routing table, which
+/// sends the sink's subnet out of out0) and one multicast re-emission on
+/// out1 with TTL 4.
+const NINE_PORTS: std::ops::RangeInclusive<u16> = 6001..=6008;
+/// Unicast outputs above this port have no `interface`: the route decides.
+const ROUTED_FROM: u16 = 6004;
+
+/// The configuration of [`nine_outputs`]: flow `f` of `group:5000` on in0.
+fn nine_outputs_config(mode: &str, group: IpAddr, sink: IpAddr, regroup: IpAddr) -> String {
+    let mut toml = format!(
+        "[engine]\nmode = \"{mode}\"\n\n[[flow]]\nname = \"f\"\ninterface = \"{}\"\ngroup = \"{group}\"\nport = 5000\n",
+        iface::IN0,
+    );
+    for port in NINE_PORTS {
+        let interface = if port <= ROUTED_FROM {
+            format!("  interface = \"{}\"\n", iface::OUT0)
+        } else {
+            String::new()
+        };
+        toml += &format!(
+            "\n  [[flow.output]]\n  name = \"u{port}\"\n  unicast = \"{}\"\n{interface}  source_port = 4000\n",
+            SocketAddr::new(sink, port),
+        );
+    }
+    toml += &format!(
+        "\n  [[flow.output]]\n  name = \"m\"\n  multicast = \"{}\"\n  interface = \"{}\"\n  ttl = 4\n",
+        SocketAddr::new(regroup, 7000),
+        iface::OUT1
+    );
+    toml
+}
+
+/// One flow, nine outputs ([`NINE_PORTS`], half of them routed, and a
+/// multicast one), the sinks' neighbours left for the engine to resolve;
+/// numbered datagrams of 64, 1472 and jumbo size (8972 for IPv4, 8952 for
+/// IPv6: the largest unfragmented at MTU 9000), sizes interleaved, paced.
+/// Every output receives every one of them, byte-exact, in order, once,
+/// from the egress address (unicast: from source port 4000); the sinks'
+/// kernels count no UDP checksum error (they would have dropped the
+/// datagram); the final table and the stats name the engine; per output
+/// `sent == datagrams`, the payload bytes, nothing dropped. Under XDP each
+/// routed output is said aloud with the interface the route chose (the
+/// socket engine leaves the route to the kernel, datagram by datagram),
+/// and AF_XDP carried every datagram, out of out0 and out1.
+fn nine_outputs(test: &str, kind: EngineKind, v4: bool) {
+    let Some(case) = Case::unpinned(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let pick = |v4_addr: IpAddr, v6_addr: IpAddr| if v4 { v4_addr } else { v6_addr };
+    let group = pick(
+        Ipv4Addr::new(239, 10, 0, 1).into(),
+        Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x10, 1).into(),
+    );
+    let regroup = pick(
+        Ipv4Addr::new(239, 255, 10, 1).into(),
+        Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x20, 1).into(),
+    );
+    let sink = pick(addr::SNK0_V4.into(), addr::SNK0_V6.into());
+    let src = pick(addr::SRC0_V4.into(), addr::SRC0_V6.into());
+    let out0 = pick(addr::OUT0_V4.into(), addr::OUT0_V6.into());
+    let out1 = pick(addr::OUT1_V4.into(), addr::OUT1_V6.into());
+    let sizes: [usize; 3] = if v4 {
+        [64, 1472, 8972]
+    } else {
+        [64, 1452, 8952]
+    };
+    // Receivers first (the multicast one joins on snk1).
+    let mut rxs: Vec<(String, std::net::UdpSocket)> = NINE_PORTS
+        .map(|p| (format!("u{p}"), unicast_receiver(&lab.sink, (sink, p))))
+        .collect();
+    rxs.push((
+        "m".into(),
+        multicast_receiver(&lab.sink, regroup, 7000, iface::SNK1),
+    ));
+    let engine = case.start(&nine_outputs_config(kind.mode(), group, sink, regroup));
+
+    // Numbered datagrams, sizes interleaved, paced so that no socket
+    // buffer on the way overflows.
+    let want: Vec<Vec<u8>> = (0..20 * sizes.len())
+        .map(|i| datagram(1, i as u64, sizes[i % sizes.len()]))
+        .collect();
+    let tx = sender(&lab.src, (src, 0));
+    for d in &want {
+        assert_eq!(tx.send_to(d, (group, 5000)).unwrap(), d.len());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got: Vec<_> = rxs.iter().map(|(_, rx)| receive(rx, want.len())).collect();
+    // Every replica's UDP checksum was valid: the sink's kernel counted
+    // no checksum error (it would have dropped the datagram).
+    let csum_errors =
+        udp_counter(&lab.sink, "InCsumErrors") + udp6_counter(&lab.sink, "Udp6InCsumErrors");
+    assert_eq!(csum_errors, 0, "UDP checksum errors at the sink");
+    let (snap, done) = engine.stop();
+    for ((name, rx), got) in rxs.iter().zip(&got) {
+        assert_stream(&format!("{test} output {name}"), got, &want);
+        assert!(
+            drain(rx).is_empty(),
+            "output {name}: datagrams beyond the stream"
+        );
+        for (_, from) in got {
+            if name == "m" {
+                assert_eq!(from.ip(), out1, "output {name}: source address");
+            } else {
+                assert_eq!(*from, SocketAddr::new(out0, 4000), "output {name}: source");
+            }
+        }
+    }
+    assert!(
+        done.stdout.contains(&format!("engine: {}", kind.rung())),
+        "{}",
+        done.stdout
+    );
+    if kind.is_xdp() {
+        for port in NINE_PORTS.filter(|p| *p > ROUTED_FROM) {
+            let said = format!(
+                "output \"u{port}\": no interface configured; the route to {sink} leaves by {}",
+                iface::OUT0
+            );
+            assert!(done.stderr.contains(&said), "not said: {said}");
+        }
+    }
+
+    let n = want.len() as u64;
+    let bytes: u64 = want.iter().map(|d| d.len() as u64).sum();
+    let flow = snap.flow("f").expect("flow f in the stats");
+    assert_eq!(
+        (
+            flow.received,
+            flow.received_bytes,
+            flow.source_rejected,
+            flow.malformed
+        ),
+        (n, bytes, 0, 0),
+        "{snap}"
+    );
+    assert_eq!(flow.outputs.len(), 9, "{snap}");
+    for o in &flow.outputs {
+        assert_eq!(
+            (o.sent, o.dropped_total()),
+            (n, 0),
+            "output {}: {:?}",
+            o.name,
+            o.dropped
+        );
+        // UDP payload bytes, in either engine (the XDP worker counts whole
+        // frames; the stats take the headers off).
+        assert_eq!(o.sent_bytes, bytes, "output {} bytes", o.name);
+    }
+    assert_xdp_carried(&snap, kind, n, 2);
+}
+
+fn ipv4_nine_outputs(test: &str, kind: EngineKind) {
+    nine_outputs(test, kind, true);
+}
+
+for_each_engine!(ipv4_nine_outputs:
+    ipv4_nine_outputs_named_or_routed_get_every_datagram,
+    ipv4_nine_outputs_named_or_routed_get_every_datagram_xdp_native,
+    ipv4_nine_outputs_named_or_routed_get_every_datagram_xdp_generic);
+
+fn ipv6_nine_outputs(test: &str, kind: EngineKind) {
+    nine_outputs(test, kind, false);
+}
+
+for_each_engine!(ipv6_nine_outputs:
+    ipv6_nine_outputs_named_or_routed_get_every_datagram,
+    ipv6_nine_outputs_named_or_routed_get_every_datagram_xdp_native,
+    ipv6_nine_outputs_named_or_routed_get_every_datagram_xdp_generic);
 
 /// A source that sends UDP GSO trains. Socket engine: the trains reach its
 /// GRO-enabled socket unsegmented (veth keeps GSO packets whole), and the
@@ -713,7 +437,7 @@ port = 5000
     );
     let rx = unicast_receiver(&lab.sink, a);
     let engine = case.start(&config);
-    let tx = sender(&lab.src, addr::SRC0_V4.into());
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
     let group = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(
         Ipv4Addr::new(239, 1, 1, 1),
         5000,
@@ -746,7 +470,8 @@ port = 5000
         want.extend(datagrams);
     }
     let got = receive(&rx, want.len());
-    let (snap, stderr) = engine.stop();
+    let (snap, done) = engine.stop();
+    let stderr = &done.stderr;
     assert_stream("output a", &got, &want);
     assert!(drain(&rx).is_empty());
     let n = want.len() as u64;
@@ -810,8 +535,8 @@ source = "{src}"
     );
     let rx = unicast_receiver(&lab.sink, a);
     let engine = case.start(&config);
-    let good_tx = sender(&lab.src, addr::SRC0_V4.into());
-    let bad_tx = sender(&lab.src, rogue.into());
+    let good_tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let bad_tx = sender(&lab.src, (rogue, 0));
     let group: SocketAddr = "232.1.1.1:5000".parse().unwrap();
     let good = payloads(1, 0, &[64, 1472, 8972], 30);
     let bad = payloads(666, 0, &[64, 1472, 8972], 30);
@@ -892,7 +617,7 @@ port = 5000
     let rx_a = unicast_receiver(&lab.sink, a);
     let rx_b = unicast_receiver(&lab.sink, b);
     let engine = case.start(&config);
-    let tx = sender(&lab.src, addr::SRC0_V4.into());
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
     let low = payloads(1, 0, &[64, 1472, 8972], 30);
     let high = payloads(2, 0, &[8972, 1472, 64], 30);
     for (l, h) in low.iter().zip(&high) {
@@ -975,7 +700,7 @@ port = 5000
     let rx_a = unicast_receiver(&lab.sink, a);
     let rx_b = unicast_receiver(&lab.sink, b);
     let engine = case.start(&config);
-    let tx = sender(&lab.src, addr::SRC0_V4.into());
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
     let group: SocketAddr = "239.1.1.1:5000".parse().unwrap();
     let first = payloads(1, 0, &[1472], 100);
     let second = payloads(1, 100, &[1472, 8972, 64], 100);
@@ -983,13 +708,24 @@ port = 5000
     send_all(&tx, group, &first);
     let got_b = receive(&rx_b, first.len());
     assert_stream("b before it vanished", &got_b, &first);
-    let no_ports_before = udp_no_ports(&lab.sink);
+    let no_ports_before = udp_counter(&lab.sink, "NoPorts");
     drop(rx_b); // the sink now answers with ICMP port unreachable
+    // Closing our descriptor ends the socket only if nothing else holds it
+    // (a child that another test thread is spawning can hold a copy until
+    // its exec, and the socket would take b's first replicas): wait until
+    // the sink's kernel has no socket on b's port.
+    assert!(
+        lab::wait_until(DEADLINE, || (!udp_port_bound(&lab.sink, b.port()))
+            .then_some(()))
+        .is_some(),
+        "b's socket outlived its descriptor"
+    );
     send_all(&tx, group, &second);
 
     let all: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
     let got_a = receive(&rx_a, all.len());
-    let (snap, stderr) = engine.stop();
+    let (snap, done) = engine.stop();
+    let stderr = &done.stderr;
     assert_stream("a (healthy output)", &got_a, &all);
     let flow = snap.flow("tv").unwrap();
     assert_eq!(flow.received, all.len() as u64, "{snap}");
@@ -1020,13 +756,16 @@ port = 5000
     // equal-sized replicas as UDP GSO trains, which veth hands to the sink
     // whole: one `NoPorts` for a whole train, so at most one per replica.
     let after = ob.sent - first.len() as u64;
-    let no_ports = || udp_no_ports(&lab.sink) - no_ports_before;
+    let no_ports = || udp_counter(&lab.sink, "NoPorts") - no_ports_before;
     if kind.is_xdp() {
         let no_ports = lab::wait_until(DEADLINE, || (no_ports() >= after).then_some(()))
             .map_or_else(no_ports, |()| no_ports());
         assert_eq!(no_ports, after, "sink's UDP NoPorts\n{snap}");
     } else {
-        let n = no_ports();
+        // The sink's kernel takes the trains asynchronously: wait for the
+        // first one.
+        let n = lab::wait_until(DEADLINE, || Some(no_ports()).filter(|&n| n >= 1))
+            .unwrap_or_else(no_ports);
         assert!(
             (1..=after).contains(&n),
             "sink's UDP NoPorts {n}, {after} replicas sent to b after it vanished\n{snap}"
@@ -1041,18 +780,44 @@ for_each_engine!(vanished_receiver:
     vanished_receiver_costs_only_its_own_replicas_xdp_native,
     vanished_receiver_costs_only_its_own_replicas_xdp_generic);
 
-/// The `NoPorts` count of `Udp:` in `/proc/net/snmp` of `ns`: UDP datagrams
-/// that arrived for a port with no socket.
-fn udp_no_ports(ns: &Netns) -> u64 {
+/// The counter `name` of the `Udp:` table in `/proc/net/snmp` of `ns`
+/// (`NoPorts`: datagrams for a port with no socket; `InCsumErrors`).
+fn udp_counter(ns: &Netns, name: &str) -> u64 {
     let snmp = ns.exec(&["cat", "/proc/net/snmp"]).unwrap();
     let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp: ")).collect();
     assert_eq!(udp.len(), 2, "{snmp}");
     udp[0]
         .split_whitespace()
         .zip(udp[1].split_whitespace())
-        .find(|(k, _)| *k == "NoPorts")
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or_else(|| panic!("no Udp NoPorts in {snmp}"))
+        .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
+}
+
+/// Whether a UDP socket (IPv4 or IPv6) in `ns` is bound to local `port`
+/// (`/proc/net/udp`, `/proc/net/udp6`: `local_address` is `ADDR:PORT`, hex).
+fn udp_port_bound(ns: &Netns, port: u16) -> bool {
+    let table = ns
+        .exec(&["cat", "/proc/net/udp", "/proc/net/udp6"])
+        .unwrap();
+    table.lines().any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .is_some_and(|(_, p)| u16::from_str_radix(p, 16) == Ok(port))
+    })
+}
+
+/// The counter `name` of `/proc/net/snmp6` of `ns` (`Udp6InCsumErrors`...).
+fn udp6_counter(ns: &Netns, name: &str) -> u64 {
+    let snmp6 = ns.exec(&["cat", "/proc/net/snmp6"]).unwrap();
+    snmp6
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {snmp6}"))
 }
 
 #[test]
@@ -1155,7 +920,7 @@ vlan = 200
     );
     let rx = unicast_receiver(&lab.sink, a);
     let engine = case.start(&config);
-    let tx = sender(&lab.src, "10.210.0.1".parse().unwrap());
+    let tx = sender(&lab.src, (Ipv4Addr::new(10, 210, 0, 1), 0));
     let want = payloads(3, 0, &[64, 1472, 8000], 20);
     send_all(&tx, "239.2.2.2:5000".parse().unwrap(), &want);
     let got = receive(&rx, want.len());
@@ -1229,7 +994,8 @@ vlan = 200
         }
     }
     let got = receive(&rx, want.len());
-    let (snap, stderr) = engine.stop();
+    let (snap, done) = engine.stop();
+    let stderr = &done.stderr;
     // No sub-interface: no kernel socket can join the group on VLAN 200.
     assert_eq!(
         stderr
@@ -1377,22 +1143,71 @@ fn udp4_frame(
     f
 }
 
+// ---- the engine choice ---------------------------------------------------
+
+/// Without a loadable XDP object, `mode = "xdp"` refuses to start (exit 1,
+/// the reason on stderr, no stats) and `mode = "auto"` says why and runs
+/// the socket engine (whose stats balance).
+#[test]
+fn xdp_refuses_and_auto_falls_back_without_the_program() {
+    let test = "xdp_refuses_and_auto_falls_back_without_the_program";
+    let Some(case) = Case::unpinned(test, EngineKind::Socket) else {
+        return;
+    };
+    let missing = case.files.path("no-such-object");
+    let run = |mode: &str| {
+        let config = nine_outputs_config(
+            mode,
+            Ipv4Addr::new(239, 10, 0, 1).into(),
+            addr::SNK0_V4.into(),
+            Ipv4Addr::new(239, 255, 10, 1).into(),
+        );
+        let (mut cmd, files) = run_command(&case.lab.edge, &case.files, mode, &config);
+        cmd.env("FANOUT_EBPF_OBJ", &missing);
+        let mut p = Process::spawn("fanout run", &mut cmd).unwrap();
+        if wait_for_file(&mut p, &files.ready, DEADLINE) {
+            p.terminate().unwrap();
+        }
+        let done = p.finish(DEADLINE).unwrap();
+        let snap = std::fs::read_to_string(&files.stats).ok();
+        (done, snap)
+    };
+
+    let (done, snap) = run("xdp");
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(
+        done.stderr
+            .contains("mode = \"xdp\", but the XDP datapath cannot start: loading the XDP program")
+            && done.stderr.contains("no-such-object"),
+        "{}",
+        done.stderr
+    );
+    assert!(snap.is_none(), "a refused engine wrote stats");
+
+    let (done, snap) = run("auto");
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stderr.contains(
+            "fanout: engine socket (mode = \"auto\"; XDP refused: loading the XDP program"
+        ) && done.stderr.contains("no-such-object"),
+        "{}",
+        done.stderr
+    );
+    let snap: Snapshot = serde_json::from_str(&snap.expect("stats of the socket engine")).unwrap();
+    assert_eq!(snap.engine, "socket");
+    assert!(snap.xdp.is_none());
+    snap.check_accounting().unwrap();
+}
+
 // ---- unprivileged: refusals before any socket exists -------------------
 
+/// Writes `config` and runs `fanout run --config` on it outside any
+/// namespace: its exit code and stderr.
 fn run_unprivileged(config: &str, tag: &str) -> (Option<i32>, String) {
     let files = Scratch::new(&format!("fanout-se-{tag}-{}", std::process::id()));
     let cfg = files.path("fanout.toml");
     std::fs::write(&cfg, config).unwrap();
-    let out = Command::new(FANOUT)
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    fanout(&["run", "--config", cfg.to_str().unwrap()])
 }
 
 const LO_FLOW: &str = r#"
@@ -1420,13 +1235,12 @@ fn bad_configuration_exits_2_with_the_config_error() {
 
 #[test]
 fn missing_configuration_file_exits_2() {
-    let out = Command::new(FANOUT)
-        .args(["run", "--config"])
-        .arg(Path::new("/nonexistent/fanout-socket-engine-test.toml"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = fanout(&[
+        "run",
+        "--config",
+        "/nonexistent/fanout-socket-engine-test.toml",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("/nonexistent/fanout-socket-engine-test.toml"),
         "{stderr}"

@@ -3,13 +3,19 @@
 //! edge namespace (IPv4 and IPv6, jumbo datagrams byte-exact), the egress links
 //! carry unicast, and nothing with the prefix remains once the guard is gone.
 
+mod common;
+
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
+use common::Scratch;
+use common::traffic::{datagram, multicast_receiver, recv_from_within, sender, unicast_receiver};
 use fanout::lab::{self, Lab, addr, iface};
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+
+/// How long a datagram may take across the lab.
+const WITHIN: Duration = Duration::from_secs(5);
 
 /// Namespaces currently present whose name starts with `{prefix}-`.
 fn namespaces_with(prefix: &str) -> Vec<String> {
@@ -26,39 +32,6 @@ fn namespaces_with(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// A pattern that differs at every offset, so a shifted or altered byte shows.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8))
-        .collect()
-}
-
-/// A receiver bound to `group:port` and joined on `ifname`, created in the
-/// calling thread's namespace.
-fn joined_receiver(group: IpAddr, port: u16, ifname: &str) -> UdpSocket {
-    let index = nix::net::if_::if_nametoindex(ifname).expect("if_nametoindex");
-    let domain = if group.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    sock.set_reuse_address(true).unwrap();
-    match group {
-        IpAddr::V4(g) => {
-            sock.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(index))
-                .unwrap();
-        }
-        IpAddr::V6(g) => {
-            sock.set_only_v6(true).unwrap();
-            sock.join_multicast_v6(&g, index).unwrap();
-        }
-    }
-    sock.bind(&SocketAddr::new(group, port).into()).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    sock.into()
-}
-
 /// Sends `payloads` from the source namespace to `group:port` and checks that
 /// each arrives byte-exact on a socket joined on `in0` in the edge namespace.
 fn multicast_reaches_edge(group: IpAddr, port: u16, sizes: &[usize]) {
@@ -68,7 +41,7 @@ fn multicast_reaches_edge(group: IpAddr, port: u16, sizes: &[usize]) {
     }
     let prefix = lab::unique_prefix("t");
     let lab = Lab::up(&prefix).expect("lab up");
-    let rx = lab.edge.run_in(|| joined_receiver(group, port, iface::IN0));
+    let rx = multicast_receiver(&lab.edge, group, port, iface::IN0);
     let tx = lab.src.run_in(|| {
         let any: SocketAddr = match group {
             IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -76,13 +49,12 @@ fn multicast_reaches_edge(group: IpAddr, port: u16, sizes: &[usize]) {
         };
         UdpSocket::bind(any).unwrap()
     });
-    let mut buf = vec![0u8; 65536];
     for (i, &size) in sizes.iter().enumerate() {
-        let sent = pattern(size, i as u8);
+        let sent = datagram(1, i as u64, size);
         assert_eq!(tx.send_to(&sent, (group, port)).unwrap(), size);
-        let (n, from) = rx.recv_from(&mut buf).expect("datagram within 5 s");
-        assert_eq!(n, size, "length of datagram {i}");
-        assert!(buf[..n] == sent[..], "payload of datagram {i} differs");
+        let (got, from) = recv_from_within(&rx, WITHIN, &format!("datagram {i}"));
+        assert_eq!(got.len(), size, "length of datagram {i}");
+        assert!(got == sent, "payload of datagram {i} differs");
         let expected_from: IpAddr = match group {
             IpAddr::V4(_) => addr::SRC0_V4.into(),
             IpAddr::V6(_) => addr::SRC0_V6.into(),
@@ -142,17 +114,12 @@ fn lab_topology_and_unicast_egress() {
         (addr::SNK0_V6.into(), addr::OUT0_V6.into()),
         (addr::SNK1_V6.into(), addr::OUT1_V6.into()),
     ] {
-        let rx = lab.sink.run_in(|| {
-            let s = UdpSocket::bind((dst, 6001)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s
-        });
-        let tx = lab.edge.run_in(|| UdpSocket::bind((src, 0)).unwrap());
-        let sent = pattern(8900, 7);
+        let rx = unicast_receiver(&lab.sink, (dst, 6001));
+        let tx = sender(&lab.edge, (src, 0));
+        let sent = datagram(2, 7, 8900);
         tx.send_to(&sent, (dst, 6001)).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let (n, from) = rx.recv_from(&mut buf).expect("unicast within 5 s");
-        assert_eq!(&buf[..n], &sent[..], "{src} -> {dst}");
+        let (got, from) = recv_from_within(&rx, WITHIN, "unicast");
+        assert!(got == sent, "{src} -> {dst}");
         assert_eq!(from.ip(), src);
     }
     drop(lab);
@@ -209,11 +176,10 @@ fn lab_tools_gen_to_sink() {
     if !lab::privileged("lab_tools_gen_to_sink") {
         return;
     }
-    let bin = env!("CARGO_BIN_EXE_fanout");
+    let bin = common::FANOUT;
     let prefix = lab::unique_prefix("t");
     let lab = Lab::up(&prefix).expect("lab up");
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
+    let files = Scratch::new(&prefix);
     let count = 300u64;
 
     struct Case<'a> {
@@ -259,8 +225,8 @@ fn lab_tools_gen_to_sink() {
             join,
             sizes,
         } = case;
-        let report = dir.join(format!("report{i}.json"));
-        let ready = dir.join(format!("ready{i}"));
+        let report = files.path(&format!("report{i}.json"));
+        let ready = files.path(&format!("ready{i}"));
         let mut cmd = rx_ns.command(bin);
         cmd.args([
             "lab",
@@ -323,7 +289,7 @@ fn lab_tools_gen_to_sink() {
         );
         assert_eq!(out.status(), "ok");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(files);
     drop(lab);
     assert!(namespaces_with(&prefix).is_empty());
 }
@@ -338,12 +304,11 @@ fn lab_tools_sink_reports_loss() {
     if !lab::privileged("lab_tools_sink_reports_loss") {
         return;
     }
-    let bin = env!("CARGO_BIN_EXE_fanout");
+    let bin = common::FANOUT;
     let prefix = lab::unique_prefix("t");
     let lab = Lab::up(&prefix).expect("lab up");
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (report, ready) = (dir.join("report.json"), dir.join("ready"));
+    let files = Scratch::new(&prefix);
+    let (report, ready) = (files.path("report.json"), files.path("ready"));
     let dest = format!("{}:6001", addr::SNK1_V4);
     let mut cmd = lab.sink.command(bin);
     cmd.args([
@@ -384,5 +349,4 @@ fn lab_tools_sink_reports_loss() {
     assert_eq!((out.duplicated, out.corrupted, out.unexpected), (0, 0, 0));
     assert_eq!(out.bytes, 100 * 1472);
     assert_eq!(out.first_missing, (100..110).collect::<Vec<u64>>());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,19 +2,9 @@
 //! and a message naming the argument, before any socket is opened. (Their
 //! traffic is tested inside the lab, in tests/lab.rs.)
 
-use std::process::Command;
+mod common;
 
-/// Runs `fanout ARGS` and returns (exit code, stderr).
-fn fanout(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args(args)
-        .output()
-        .expect("run fanout");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::fanout;
 
 #[test]
 fn gen_refuses_bad_arguments() {

@@ -1,27 +1,38 @@
-//! The real XDP program, loaded into the kernel and fed crafted frames through
-//! `BPF_PROG_TEST_RUN`.
+//! The real XDP program alone: loaded into the kernel and fed crafted
+//! frames through `BPF_PROG_TEST_RUN`, and attached to, detached from and
+//! pinned on a veth in a namespace of its own.
 //!
-//! Contract checked here: for every frame in the corpus, the action the program
-//! returns, the frame it hands on (byte for byte unchanged) and the delta of
-//! every per-CPU counter. No socket is put in `XSKS`, so a matched datagram
-//! falls back to `XDP_PASS` (fail-open) and is told apart from an unmatched one
-//! by the `matched`/`no_socket` counters.
+//! Contract checked through `BPF_PROG_TEST_RUN`: for every frame in the
+//! corpus, the action the program returns, the frame it hands on (byte for
+//! byte unchanged) and the delta of every per-CPU counter. No socket is put
+//! in `XSKS`, so a matched datagram falls back to `XDP_PASS` (fail-open) and
+//! is told apart from an unmatched one by the `matched`/`no_socket`
+//! counters.
+//!
+//! Contract checked on a veth (`common::xdp::Pair`): dropping the loaded
+//! program detaches it; a pinned link keeps it attached after the program
+//! is dropped, with its maps pinned beside it, until `unpin` removes the
+//! pins (and a second `unpin` finds none). Across processes (a loader that
+//! exits) see `tests/xdp_failopen.rs`.
 //!
 //! The object comes from `FANOUT_EBPF_OBJ`, else from the default output of
-//! `cargo xtask build-ebpf`. Without the object or the privileges to load it,
-//! each test fails when `FANOUT_REQUIRE_PRIVILEGED=1` and is skipped loudly
-//! otherwise. A verifier rejection always fails.
+//! `cargo xtask build-ebpf --release` (`fanout::lab::xdp_object_path`).
+//! Without the object or the privileges to load it, each test fails when
+//! `FANOUT_REQUIRE_PRIVILEGED=1` and is skipped loudly otherwise. A verifier
+//! rejection always fails.
+
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
 
+use common::xdp::{Bpffs, Pair, wait_detached, xdp_attached};
+use fanout::lab;
+use fanout::xdp::program::XdpProgram;
 use fanout_common::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME};
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 
 const XDP_PASS: u32 = 2;
-/// Default output of `cargo xtask build-ebpf` (see xtask/src/ebpf.rs).
-const DEFAULT_OBJECT: &str = "xdp-ebpf/target/bpfel-unknown-none/release/fanout-ebpf";
 
 const G4: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 const G4_SSM: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
@@ -34,27 +45,13 @@ const VLAN: u16 = 100;
 
 // ---------------------------------------------------------------- harness --
 
-fn required() -> bool {
-    std::env::var("FANOUT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
-fn skip(test: &str, reason: &str) -> Option<Harness> {
-    assert!(
-        !required(),
-        "{test}: {reason} (FANOUT_REQUIRE_PRIVILEGED=1)"
-    );
-    fanout::lab::skip_loudly(test, reason);
+/// A test that cannot run: it fails under `FANOUT_REQUIRE_PRIVILEGED=1`,
+/// else it is skipped loudly.
+fn cannot_run(test: &str, reason: &str) -> Option<Harness> {
+    let required = std::env::var("FANOUT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    assert!(!required, "{test}: {reason} (FANOUT_REQUIRE_PRIVILEGED=1)");
+    lab::skip_loudly(test, reason);
     None
-}
-
-fn object_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FANOUT_EBPF_OBJ") {
-        return Some(PathBuf::from(p));
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(DEFAULT_OBJECT);
-    p.exists().then_some(p)
 }
 
 /// The loaded object with the flows of the corpus configured.
@@ -64,19 +61,23 @@ struct Harness {
 
 impl Harness {
     fn load(test: &str) -> Option<Self> {
-        let Some(path) = object_path() else {
-            return skip(
+        let path = lab::xdp_object_path();
+        if !path.is_file() {
+            return cannot_run(
                 test,
-                "no XDP object: set FANOUT_EBPF_OBJ or run `cargo xtask build-ebpf`",
+                &format!(
+                    "no XDP object at {} (set FANOUT_EBPF_OBJ or run cargo xtask build-ebpf --release)",
+                    path.display()
+                ),
             );
-        };
+        }
         let open = ObjectBuilder::default()
             .open_file(&path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
         let obj = match open.load() {
             Ok(obj) => obj,
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return skip(
+                return cannot_run(
                     test,
                     &format!("loading {} needs CAP_BPF: {e}", path.display()),
                 );
@@ -847,4 +848,65 @@ fn the_loaded_program_decides_as_classify_on_corrupted_frames() {
     ] {
         assert!(seen.contains_key(o), "no case ended as {o}: {seen:?}");
     }
+}
+
+// ------------------------------------------------- attach, detach, pins --
+
+/// How long the kernel may take to detach a program whose link is gone.
+const DETACH: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[test]
+fn pinned_link_outlives_the_program_until_unpinned() {
+    let Some(obj) = lab::xdp_ready("pinned_link_outlives_the_program_until_unpinned") else {
+        return;
+    };
+    let pair = Pair::up("xpn");
+    let bpffs = Bpffs::mount(std::env::temp_dir().join(format!("{}-bpffs", pair.a.name())));
+    let dir = bpffs.dir().join("fanout").join("ia");
+
+    pair.a.run_in(|| {
+        let mut prog = XdpProgram::load_file(&obj).unwrap();
+        // Pinning needs an attachment.
+        assert!(matches!(
+            prog.pin(&dir),
+            Err(fanout::xdp::program::Error::NotAttached)
+        ));
+        prog.attach("ia").unwrap();
+        assert!(xdp_attached(&pair.a, "ia"));
+        prog.pin(&dir).unwrap();
+        drop(prog);
+    });
+    assert!(xdp_attached(&pair.a, "ia"), "the pinned link detached");
+    for name in ["link", "FLOWS", "XSKS", "COUNTERS"] {
+        assert!(dir.join(name).exists(), "{name} not pinned");
+    }
+    assert!(fanout::xdp::program::unpin(&dir).unwrap());
+    assert!(!dir.exists());
+    // The link's last reference is gone: the program is detached.
+    assert!(
+        wait_detached(&pair.a, "ia", DETACH),
+        "still attached after unpin"
+    );
+    assert!(
+        !fanout::xdp::program::unpin(&dir).unwrap(),
+        "second unpin found pins"
+    );
+}
+
+#[test]
+fn dropping_the_program_detaches_it() {
+    let Some(obj) = lab::xdp_ready("dropping_the_program_detaches_it") else {
+        return;
+    };
+    let pair = Pair::up("xpn");
+    pair.a.run_in(|| {
+        let mut prog = XdpProgram::load_file(&obj).unwrap();
+        prog.attach("ia").unwrap();
+        assert!(xdp_attached(&pair.a, "ia"));
+        drop(prog);
+    });
+    assert!(
+        wait_detached(&pair.a, "ia", DETACH),
+        "still attached after drop"
+    );
 }

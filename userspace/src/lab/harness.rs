@@ -22,7 +22,7 @@ use super::netns::{NAME_PREFIX, ip};
 pub fn unique_prefix(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{NAME_PREFIX}{tag}{}{n}", std::process::id())
+    format!("{NAME_PREFIX}{tag}{}-{n}", std::process::id())
 }
 
 /// Whether a privileged (root + `ip netns`) test can run.
