@@ -124,24 +124,16 @@ pub fn check_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `program args`, returns its stdout; an error when it cannot start or
-/// exits non-zero.
+/// Runs `program args` (outside any rustup toolchain override), returns its
+/// stdout; an error when it cannot start or exits non-zero.
 fn output<I, S>(program: &str, args: I) -> anyhow::Result<String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = Command::new(program)
-        .args(args)
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::cmd::captured(
+        Command::new(program)
+            .args(args)
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
 }

@@ -17,7 +17,7 @@ use std::{
 
 use super::netns::{NAME_PREFIX, ip};
 
-/// A lab prefix unique to this process and call: `fo-{tag}{pid}{n}`.
+/// A lab prefix unique to this process and call: `fo-{tag}{pid}-{n}`.
 /// Tests use `unique_prefix("t")`.
 pub fn unique_prefix(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

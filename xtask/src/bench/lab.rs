@@ -10,7 +10,7 @@
 
 use std::{fs, process::Command};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use fanout::lab::{self, Netns};
 
 use super::cpu::Layout;
@@ -114,7 +114,7 @@ impl BenchLab {
             .filter(|p| !self.foreign_napi.contains(p))
             .collect();
         for pid in &ours {
-            run_quiet(Command::new("taskset").args([
+            crate::cmd::captured(Command::new("taskset").args([
                 "-pc",
                 &self.edge_cpu.to_string(),
                 &pid.to_string(),
@@ -185,18 +185,4 @@ fn threads_named(want: &str) -> Vec<u32> {
         (comm == want || (want.ends_with('-') && comm.starts_with(want))).then_some(pid)
     })
     .collect()
-}
-
-fn run_quiet(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
