@@ -2,18 +2,24 @@
 //! running a command with an error that names it.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::ebpf;
+/// The repository root (the root workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
 
 /// The cargo that runs us (so `cargo +toolchain xtask` stays consistent).
 pub fn cargo() -> Command {
     let mut cmd =
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
-    cmd.current_dir(ebpf::repo_root());
+    cmd.current_dir(repo_root());
     cmd
 }
 
@@ -21,7 +27,7 @@ pub fn cargo() -> Command {
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| ebpf::repo_root().join("target"))
+        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 pub fn is_root() -> bool {

@@ -26,22 +26,14 @@ pub const TOOLCHAIN: &str = "nightly";
 
 const PACKAGE: &str = "fanout-ebpf";
 
-/// The repository root (the root workspace).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the repository root")
-        .to_path_buf()
-}
-
 /// The program's crate directory.
 pub fn program_dir() -> PathBuf {
-    repo_root().join("xdp-ebpf").join("program")
+    crate::cmd::repo_root().join("xdp-ebpf").join("program")
 }
 
 /// The program's own target directory (ignored by git).
 pub fn target_dir() -> PathBuf {
-    repo_root().join("xdp-ebpf").join("target")
+    crate::cmd::repo_root().join("xdp-ebpf").join("target")
 }
 
 /// Where [`build`] leaves the object file.

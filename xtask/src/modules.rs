@@ -484,7 +484,7 @@ fn expand(tree: &str) -> Vec<Vec<String>> {
 /// `cargo xtask modules`: prints the library's and xtask's trees and fails
 /// when two files use each other.
 pub fn run() -> Result<()> {
-    let root = crate::ebpf::repo_root();
+    let root = crate::cmd::repo_root();
     let mut bad = Vec::new();
     for (name, src) in [("fanout", "userspace/src"), ("xtask", "xtask/src")] {
         let graph = Graph::read(&root.join(src))?;
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn no_file_imports_another_that_imports_it_back() {
-        let root = crate::ebpf::repo_root();
+        let root = crate::cmd::repo_root();
         for src in ["userspace/src", "xtask/src"] {
             let graph = Graph::read(&root.join(src)).unwrap();
             assert!(graph.lines.len() > 10, "{src}: read {:?}", graph.lines);

@@ -55,7 +55,6 @@ use std::{fs, time::Instant};
 use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{cargo, is_root, run_status, target_dir};
-use crate::ebpf;
 use cpu::Layout;
 use lab::{BenchLab, In0Napi};
 use measure::{ModeResult, Outcome};
@@ -160,7 +159,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             .map_or("unpaced".to_owned(), |r| format!("rate-{r}"));
         let svg_name = format!("benchmarks-{tag}.svg");
         report::write_benchmarks_md(&markdown, &tag, &svg_name)?;
-        let sv = ebpf::repo_root().join("docs").join(&svg_name);
+        let sv = crate::cmd::repo_root().join("docs").join(&svg_name);
         fs::write(&sv, &svg).with_context(|| format!("write {}", sv.display()))?;
         println!(
             "written: BENCHMARKS.md (generated section) and {}",

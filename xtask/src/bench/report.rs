@@ -16,7 +16,6 @@ use super::{
     stats::{Cell, Stats, fmt_spread},
 };
 use crate::cmd::output_of;
-use crate::ebpf;
 
 /// Markers of a generated section in BENCHMARKS.md (one per offered load:
 /// `unpaced` or `rate-N`), with the tag in between.
@@ -277,7 +276,7 @@ pub(super) fn command_line() -> String {
 
 /// Replaces the generated section `tag` of BENCHMARKS.md (or appends one).
 pub(super) fn write_benchmarks_md(markdown: &str, tag: &str, svg_name: &str) -> Result<()> {
-    let path = ebpf::repo_root().join("BENCHMARKS.md");
+    let path = crate::cmd::repo_root().join("BENCHMARKS.md");
     let old = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
     let (begin, end) = (format!("{BEGIN} {tag} -->"), format!("{END} {tag} -->"));
     let section = format!(
