@@ -131,7 +131,7 @@ pub fn run() -> Result<()> {
     println!();
     println!("xtask test summary:");
     for (name, line, secs) in &summary.lines {
-        println!("  {name:<11} {secs:>7.1} s  {line}");
+        println!("  {name:<14} {secs:>7.1} s  {line}");
     }
     // The plain closing line CI reads: the tests of every binary added up.
     println!();
