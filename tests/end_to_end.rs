@@ -576,6 +576,148 @@ for_each_engine!(source_specific:
     source_specific_flow_forwards_only_its_source_xdp_native,
     source_specific_flow_forwards_only_its_source_xdp_generic);
 
+/// A source-specific flow whose sender the edge routes out of another
+/// interface, under the lab's strict reverse-path filter: the kernel drops
+/// the stream before any socket sees it (proved with a plain joined socket
+/// and the kernel's `IPReversePathFilter` counter), so the socket engine
+/// refuses to start and says why and what to change, rather than run and
+/// receive nothing; the XDP engine takes the stream before the filter and
+/// delivers every datagram.
+fn reverse_path(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    // A sender off the ingress link (private, lab only); the edge's route
+    // back to it leaves by out0.
+    let far = Ipv4Addr::new(10, 99, 0, 1);
+    lab.src
+        .ip(&["addr", "add", &format!("{far}/32"), "dev", iface::SRC0])
+        .unwrap();
+    lab.edge
+        .ip(&["route", "add", "10.99.0.0/24", "dev", iface::OUT0])
+        .unwrap();
+    let group: SocketAddr = "232.1.2.3:5000".parse().unwrap();
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "far"
+interface = "{in0}"
+group = "{g}"
+port = {port}
+source = "{far}"
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{a}"
+  interface = "{out0}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        out0 = iface::OUT0,
+        g = group.ip(),
+        port = group.port(),
+    );
+    let tx = sender(&lab.src, (far, 0));
+    let sent = payloads(7, 0, &[64, 1472, 8972], 20);
+    if !kind.is_xdp() {
+        // What the kernel does with the stream: a socket joined to (far, G)
+        // on in0 gets nothing, and each datagram is counted as filtered.
+        let joined = lab.edge.run_in(|| {
+            // Only the name and index matter to the join (sysfs is the
+            // host's in this thread: the index comes from the namespace).
+            let ingress = fanout::plan::Interface {
+                name: iface::IN0.into(),
+                index: nix::net::if_::if_nametoindex(iface::IN0).unwrap(),
+                mtu: lab::MTU,
+                mac: None,
+                ipv4: vec![],
+                ipv6: vec![],
+            };
+            let flow = fanout::plan::FlowPlan {
+                name: "probe".into(),
+                ingress,
+                group: group.ip(),
+                port: group.port(),
+                vlan: None,
+                source: Some(far.into()),
+                outputs: vec![],
+            };
+            fanout::membership::join(&flow).unwrap().sock
+        });
+        let joined: std::net::UdpSocket = joined.into();
+        let before = netstat_counter(&lab.edge, "IPReversePathFilter");
+        send_all(&tx, group, &sent);
+        let filtered = lab::wait_until(DEADLINE, || {
+            let now = netstat_counter(&lab.edge, "IPReversePathFilter");
+            (now >= before + sent.len() as u64).then_some(now)
+        });
+        assert!(filtered.is_some(), "the kernel did not filter the stream");
+        assert!(drain(&joined).is_empty(), "the kernel delivered the stream");
+
+        let (mut cmd, files) = run_command(&lab.edge, &case.files, "fanout", &config);
+        let mut p = Process::spawn("fanout run", &mut cmd).unwrap();
+        let f = p.finish(DEADLINE).expect("fanout run refuses at once");
+        assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+        for want in [
+            "flow \"far\": the kernel's reverse-path filter (rp_filter = 1 for in0) drops the \
+             stream from 10.99.0.1 before any socket sees it: the route to 10.99.0.1 leaves by \
+             out0, not in0; route 10.99.0.1 via in0, or loosen the filter to 2",
+            "the XDP engine is not affected",
+        ] {
+            assert!(f.stderr.contains(want), "{want:?} not in:\n{}", f.stderr);
+        }
+        assert!(!files.ready.exists(), "a refused engine is never ready");
+        return;
+    }
+    let rx = unicast_receiver(&lab.sink, a);
+    let engine = case.start(&config);
+    send_all(&tx, group, &sent);
+    let got = receive(&rx, sent.len());
+    let (snap, _) = engine.stop();
+    assert_stream("output a", &got, &sent);
+    assert!(drain(&rx).is_empty(), "more than was sent");
+    let flow = snap.flow("far").unwrap();
+    assert_eq!(
+        (flow.received, flow.source_rejected),
+        (sent.len() as u64, 0),
+        "{snap}"
+    );
+    let o = flow.output("a").unwrap();
+    assert_eq!(
+        (o.sent, o.dropped_total()),
+        (sent.len() as u64, 0),
+        "{snap}"
+    );
+    assert_xdp_carried(&snap, kind, sent.len() as u64, 1);
+}
+
+for_each_engine!(reverse_path:
+    reverse_path_filtered_source_is_refused_with_the_fix,
+    reverse_path_filtered_source_is_carried_xdp_native,
+    reverse_path_filtered_source_is_carried_xdp_generic);
+
+/// The counter `name` of the `TcpExt:` table in `/proc/net/netstat` of `ns`
+/// (where the kernel counts `IPReversePathFilter`).
+fn netstat_counter(ns: &Netns, name: &str) -> u64 {
+    let netstat = ns.exec(&["cat", "/proc/net/netstat"]).unwrap();
+    let ext: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt: "))
+        .collect();
+    assert_eq!(ext.len(), 2, "{netstat}");
+    ext[0]
+        .split_whitespace()
+        .zip(ext[1].split_whitespace())
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no TcpExt {name} in {netstat}"))
+}
+
 /// Two groups, one multicast MAC: each flow gets only its group (the
 /// program matches the address, never the MAC alone).
 fn groups_sharing_a_mac(test: &str, kind: EngineKind) {

@@ -105,7 +105,7 @@ fn lab_topology_and_unicast_egress() {
         assert!(link.contains("mtu 9000"), "{dev}: {link}");
         assert!(link.contains(",UP"), "{dev}: {link}");
         let rp = ns.exec(&["cat", &format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter")]);
-        assert_eq!(rp.unwrap().trim(), "0", "{dev} rp_filter");
+        assert_eq!(rp.unwrap().trim(), lab::STRICT_RP_FILTER, "{dev} rp_filter");
     }
     // Unicast out of each egress link to the sink, both address families.
     for (dst, src) in [

@@ -26,7 +26,8 @@
 //! ```
 //!
 //! In the source namespace 224.0.0.0/4 and ff00::/8 route via `src0`, so a
-//! generator's multicast stream reaches `in0`; `rp_filter` is off everywhere.
+//! generator's multicast stream reaches `in0`; `rp_filter` is strict (1)
+//! everywhere, as on a hardened host.
 
 //!
 //! The lab is a developer's tool, not part of the product: it is built only
@@ -51,7 +52,7 @@ pub use harness::{
     SKIP_LOG_ENV, privileged, skip_loudly, unique_prefix, xdp_object_path, xdp_ready,
 };
 pub use icmp::{echo_request, ping};
-pub use netns::{Lab, LabError, MTU, NAME_PREFIX, Netns, addr, iface, veth};
+pub use netns::{Lab, LabError, MTU, NAME_PREFIX, Netns, STRICT_RP_FILTER, addr, iface, veth};
 pub use payload::PayloadError;
 pub use process::{Finished, Process, wait_until};
 pub use report::{OutputReport, SinkReport};

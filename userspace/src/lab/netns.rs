@@ -140,6 +140,9 @@ pub enum LabError {
     },
 }
 
+/// `rp_filter` value of every lab interface: strict reverse-path filtering.
+pub const STRICT_RP_FILTER: &str = "1";
+
 /// Directory where `ip netns` keeps its named namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
@@ -382,11 +385,14 @@ impl Lab {
                 dev,
                 "nodad",
             ])?;
-            ns.sysctl(&format!("net/ipv4/conf/{dev}/rp_filter"), "0")?;
+            ns.sysctl(&format!("net/ipv4/conf/{dev}/rp_filter"), STRICT_RP_FILTER)?;
         }
+        // Strict reverse-path filtering, as a hardened host has it (RHEL's
+        // default; Debian's systemd sets the looser 2): the engines must
+        // work with it on, so the lab never turns it off.
         for ns in [&src, &edge, &sink] {
-            ns.sysctl("net/ipv4/conf/all/rp_filter", "0")?;
-            ns.sysctl("net/ipv4/conf/default/rp_filter", "0")?;
+            ns.sysctl("net/ipv4/conf/all/rp_filter", STRICT_RP_FILTER)?;
+            ns.sysctl("net/ipv4/conf/default/rp_filter", STRICT_RP_FILTER)?;
         }
         src.ip(&["route", "add", "224.0.0.0/4", "dev", SRC0])?;
         src.ip(&["-6", "route", "add", "ff00::/8", "dev", SRC0])?;

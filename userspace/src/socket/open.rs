@@ -30,6 +30,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "flow {flow:?}: the kernel's reverse-path filter (rp_filter = {rp_filter} for {iface}) \
+         drops the stream from {sender} before any socket sees it: the route to {sender} {route}; \
+         route {sender} via {iface}, or loosen the filter to 2 (net.ipv4.conf.all.rp_filter and \
+         net.ipv4.conf.{iface}.rp_filter: the kernel takes the larger); the XDP engine is not \
+         affected (its program takes the stream before the filter)"
+    )]
+    ReversePath {
+        flow: String,
+        iface: String,
+        sender: IpAddr,
+        rp_filter: u32,
+        route: String,
+    },
     #[error("flow {flow:?}: starting its worker thread: {source}")]
     Spawn {
         flow: String,
@@ -96,8 +110,87 @@ pub(super) fn open_receive(flow: &FlowPlan) -> Result<ReceiveSocket, Error> {
             op: "SO_RCVTIMEO",
             source,
         })?;
+    check_reverse_path(flow, &iface)?;
     let gro = setsockopt(&sock, sockopt::UdpGroSegment, &true).is_ok();
     Ok(ReceiveSocket { sock, iface, gro })
+}
+
+/// Refuses a source-specific IPv4 flow whose stream the kernel's
+/// reverse-path filter would drop on `iface` before the socket engine sees
+/// it (a silent total loss otherwise). The filter in force is the larger of
+/// `net.ipv4.conf.all.rp_filter` and the interface's own; any-source flows
+/// name no sender to check, and IPv6 has no such filter.
+fn check_reverse_path(flow: &FlowPlan, iface: &str) -> Result<(), Error> {
+    let Some(source @ IpAddr::V4(_)) = flow.source else {
+        return Ok(());
+    };
+    let read = |conf: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let rp_filter = read("all").max(read(iface));
+    if rp_filter == 0 {
+        return Ok(());
+    }
+    let route = match crate::neigh::route_dev(source) {
+        Ok(dev) => Some(dev),
+        Err(crate::neigh::Error::NoRoute { .. } | crate::neigh::Error::Failed { .. }) => None,
+        Err(e) => {
+            // Cannot tell: the engine starts, and says why it did not check.
+            warn!("flow {:?}: reverse-path check skipped: {e}", flow.name);
+            return Ok(());
+        }
+    };
+    match reverse_path_drops(rp_filter, route.as_deref(), iface) {
+        None => Ok(()),
+        Some(route) => Err(Error::ReversePath {
+            flow: flow.name.clone(),
+            iface: iface.to_owned(),
+            sender: source,
+            rp_filter,
+            route,
+        }),
+    }
+}
+
+/// Whether a reverse-path filter of `rp_filter` on `iface` drops a
+/// sender whose route leaves by `route_dev` (`None`: no route): what the
+/// route does, when it does. Strict (1) wants the route on `iface`, loose
+/// (2) any route.
+fn reverse_path_drops(rp_filter: u32, route_dev: Option<&str>, iface: &str) -> Option<String> {
+    match (rp_filter, route_dev) {
+        (0, _) => None,
+        (_, None) => Some("is missing".to_owned()),
+        (1, Some(dev)) if dev != iface => Some(format!("leaves by {dev}, not {iface}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reverse_path_filter_is_read_as_the_kernel_does() {
+        assert_eq!(reverse_path_drops(0, None, "in0"), None);
+        assert_eq!(reverse_path_drops(0, Some("out0"), "in0"), None);
+        assert_eq!(reverse_path_drops(1, Some("in0"), "in0"), None);
+        assert_eq!(
+            reverse_path_drops(1, Some("out0"), "in0").as_deref(),
+            Some("leaves by out0, not in0")
+        );
+        assert_eq!(
+            reverse_path_drops(1, None, "in0").as_deref(),
+            Some("is missing")
+        );
+        assert_eq!(reverse_path_drops(2, Some("out0"), "in0"), None);
+        assert_eq!(
+            reverse_path_drops(2, None, "in0").as_deref(),
+            Some("is missing")
+        );
+    }
 }
 
 /// One output's socket and its send-side state.

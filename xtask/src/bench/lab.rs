@@ -57,11 +57,13 @@ impl BenchLab {
             sink.ip(&["addr", "add", &format!("10.211.{i}.2/24"), "dev", &snk])?;
             edge.exec(&["ethtool", "-K", &out, "tx-udp-segmentation", "off"])?;
         }
+        // Strict reverse-path filtering, as in `Lab::up`: what a hardened
+        // host has, for every replicator alike.
         for ns in [&src, &edge, &sink] {
-            ns.sysctl("net/ipv4/conf/all/rp_filter", "0")?;
-            ns.sysctl("net/ipv4/conf/default/rp_filter", "0")?;
+            ns.sysctl("net/ipv4/conf/all/rp_filter", lab::STRICT_RP_FILTER)?;
+            ns.sysctl("net/ipv4/conf/default/rp_filter", lab::STRICT_RP_FILTER)?;
         }
-        edge.sysctl("net/ipv4/conf/in0/rp_filter", "0")?;
+        edge.sysctl("net/ipv4/conf/in0/rp_filter", lab::STRICT_RP_FILTER)?;
         // No TSO on src0: veth hands a frame to in0's NAPI (rather than to
         // the sender's backlog) only when the sender cannot do TSO or in0
         // does UDP GRO forwarding (which would merge the kernel mode's frames).
