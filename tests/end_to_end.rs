@@ -650,10 +650,20 @@ source = "{far}"
             fanout::membership::join(&flow).unwrap().sock
         });
         let joined: std::net::UdpSocket = joined.into();
-        let before = netstat_counter(&lab.edge, "IPReversePathFilter");
+        let before = proc_counter(
+            &lab.edge,
+            "/proc/net/netstat",
+            "TcpExt",
+            "IPReversePathFilter",
+        );
         send_all(&tx, group, &sent);
         let filtered = lab::wait_until(DEADLINE, || {
-            let now = netstat_counter(&lab.edge, "IPReversePathFilter");
+            let now = proc_counter(
+                &lab.edge,
+                "/proc/net/netstat",
+                "TcpExt",
+                "IPReversePathFilter",
+            );
             (now >= before + sent.len() as u64).then_some(now)
         });
         assert!(filtered.is_some(), "the kernel did not filter the stream");
@@ -700,23 +710,6 @@ for_each_engine!(reverse_path:
     reverse_path_filtered_source_is_refused_with_the_fix,
     reverse_path_filtered_source_is_carried_xdp_native,
     reverse_path_filtered_source_is_carried_xdp_generic);
-
-/// The counter `name` of the `TcpExt:` table in `/proc/net/netstat` of `ns`
-/// (where the kernel counts `IPReversePathFilter`).
-fn netstat_counter(ns: &Netns, name: &str) -> u64 {
-    let netstat = ns.exec(&["cat", "/proc/net/netstat"]).unwrap();
-    let ext: Vec<&str> = netstat
-        .lines()
-        .filter(|l| l.starts_with("TcpExt: "))
-        .collect();
-    assert_eq!(ext.len(), 2, "{netstat}");
-    ext[0]
-        .split_whitespace()
-        .zip(ext[1].split_whitespace())
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or_else(|| panic!("no TcpExt {name} in {netstat}"))
-}
 
 /// Two groups, one multicast MAC: each flow gets only its group (the
 /// program matches the address, never the MAC alone).
@@ -925,15 +918,22 @@ for_each_engine!(vanished_receiver:
 /// The counter `name` of the `Udp:` table in `/proc/net/snmp` of `ns`
 /// (`NoPorts`: datagrams for a port with no socket; `InCsumErrors`).
 fn udp_counter(ns: &Netns, name: &str) -> u64 {
-    let snmp = ns.exec(&["cat", "/proc/net/snmp"]).unwrap();
-    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp: ")).collect();
-    assert_eq!(udp.len(), 2, "{snmp}");
-    udp[0]
+    proc_counter(ns, "/proc/net/snmp", "Udp", name)
+}
+
+/// The counter `name` of the table `table` in `file` of `ns`, a file of
+/// header and value line pairs (`/proc/net/snmp`, `/proc/net/netstat`).
+fn proc_counter(ns: &Netns, file: &str, table: &str, name: &str) -> u64 {
+    let text = ns.exec(&["cat", file]).unwrap();
+    let prefix = format!("{table}: ");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    rows[0]
         .split_whitespace()
-        .zip(udp[1].split_whitespace())
+        .zip(rows[1].split_whitespace())
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or_else(|| panic!("no Udp {name} in {snmp}"))
+        .unwrap_or_else(|| panic!("no {table} {name} in {file}: {text}"))
 }
 
 /// Whether a UDP socket (IPv4 or IPv6) in `ns` is bound to local `port`

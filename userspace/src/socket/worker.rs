@@ -51,7 +51,7 @@ pub(super) struct Worker {
     outputs: Vec<OutputSocket>,
     batch: usize,
     /// The flow's counters, this thread's own; published through `publisher`.
-    counters: Vec<FlowCounters>,
+    counters: FlowCounters,
     publisher: Publisher,
     stop: Arc<AtomicBool>,
     bufs: Vec<u8>,
@@ -104,7 +104,8 @@ impl Worker {
             rx,
             outputs,
             batch,
-            counters: publisher.counters(),
+            // One flow per worker (the publisher was made for it alone).
+            counters: publisher.counters().swap_remove(0),
             publisher,
             stop,
             bufs: vec![0; batch * SLOT],
@@ -134,7 +135,7 @@ impl Worker {
         let mut published = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             if published.elapsed() >= PUBLISH_EVERY {
-                self.publisher.publish(&self.counters);
+                self.publisher.publish(std::slice::from_ref(&self.counters));
                 published = Instant::now();
             }
             s.metas.clear();
@@ -142,7 +143,7 @@ impl Worker {
                 Ok(()) => {}
                 Err(Errno::EAGAIN) => {
                     // Idle for STOP_POLL: what is counted shows now.
-                    self.publisher.publish(&self.counters);
+                    self.publisher.publish(std::slice::from_ref(&self.counters));
                     published = Instant::now();
                     continue;
                 }
@@ -174,9 +175,7 @@ impl Worker {
                 );
                 gro_seen = true;
             }
-            let Some(flow) = self.counters.first_mut() else {
-                break; // one flow per worker, made in new()
-            };
+            let flow = &mut self.counters;
             classify(&s.metas, self.source, flow, &mut s.dgrams);
             if s.dgrams.is_empty() {
                 continue;
@@ -205,7 +204,7 @@ impl Worker {
             tx_msgs = recycle(msgs);
             tx_iov = recycle(iov);
         }
-        self.publisher.publish(&self.counters);
+        self.publisher.publish(std::slice::from_ref(&self.counters));
         debug!("socket engine: flow {:?}: worker stopped", self.flow_name);
     }
 

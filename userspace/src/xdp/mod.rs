@@ -32,12 +32,12 @@
 //! ring seam, testable in memory) and [`xsk`] (AF_XDP rings and UMEM: the
 //! only `unsafe` ring code).
 
-pub mod ladder;
-pub mod nexthops;
+mod ladder;
+mod nexthops;
 pub mod program;
-pub mod queue;
-pub mod spec;
-pub mod thread;
+mod queue;
+mod spec;
+mod thread;
 pub mod worker;
 pub mod xsk;
 
@@ -48,12 +48,12 @@ use std::sync::{Arc, Mutex};
 use fanout_common::Counter;
 use log::{info, warn};
 
-pub use self::ladder::{ObjectSource, Refused};
+use self::ladder::ObjectSource;
+pub use self::ladder::Refused;
 use self::ladder::{attach_name, rung_name};
 use self::nexthops::{NextHops, routed_egress};
 use self::program::{AttachMode, XdpProgram};
-pub use self::queue::queue_count;
-use self::queue::{XdpWorker, build_worker, egress_list};
+use self::queue::{XdpWorker, build_worker, egress_list, queue_count};
 use self::thread::{Command, WorkerCtx, run_worker};
 use self::xsk::BindMode;
 use crate::config::XdpAttach;
