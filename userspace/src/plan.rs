@@ -554,4 +554,59 @@ source = "2001:db8::9"
              ttl:         64\n"
         );
     }
+
+    /// What `Engine::apply` reports for a plan it cannot apply: the first
+    /// difference, named for an operator; none for an equal plan.
+    #[test]
+    fn first_difference_names_what_changed() {
+        let plan = Plan::resolve_with(&config(), |name| {
+            Ok(Some(fake(name, if name == "in0" { 4 } else { 5 })))
+        })
+        .unwrap();
+        assert_eq!(plan.first_difference(&plan.clone()), None);
+        let changed = |edit: &dyn Fn(&mut Plan)| {
+            let mut next = plan.clone();
+            edit(&mut next);
+            plan.first_difference(&next)
+        };
+        let say = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            changed(&|p| p.engine.batch_size = 9),
+            say("[engine] changed")
+        );
+        assert_eq!(
+            changed(&|p| p.flows[0].outputs[1].ttl = 4),
+            say("flow \"f\": output \"m\" changed")
+        );
+        assert_eq!(
+            changed(&|p| {
+                p.flows[0].outputs.remove(1);
+            }),
+            say("flow \"f\": output \"m\" removed")
+        );
+        assert_eq!(
+            changed(&|p| {
+                let mut o = p.flows[0].outputs[1].clone();
+                o.name = "n".into();
+                p.flows[0].outputs.push(o);
+            }),
+            say("flow \"f\": output \"n\" added")
+        );
+        assert_eq!(
+            changed(&|p| p.flows[0].port = 5001),
+            say("flow \"f\" changed")
+        );
+        assert_eq!(
+            changed(&|p| p.flows[0].name = "g".into()),
+            say("flow \"f\" removed")
+        );
+        assert_eq!(
+            changed(&|p| {
+                let mut f = p.flows[0].clone();
+                f.name = "g".into();
+                p.flows.push(f);
+            }),
+            say("flow \"g\" added")
+        );
+    }
 }

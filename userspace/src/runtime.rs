@@ -37,32 +37,25 @@ pub enum StartError {
 /// Starts the engine `plan.engine.mode` asks for; see the module
 /// documentation. `plan.flows` must not be empty.
 pub fn start(plan: &Plan) -> Result<Started, StartError> {
-    let xdp = match plan.engine.mode {
-        Mode::Socket => None,
-        Mode::Xdp | Mode::Auto => Some(XdpEngine::start(plan)),
-    };
-    let (fallback, why) = match xdp {
-        None => (None, "mode = \"socket\"".to_owned()),
-        Some(Ok(engine)) => {
-            let skipped = if engine.notes().is_empty() {
-                String::new()
-            } else {
-                format!(" (skipped: {})", engine.notes().join("; "))
-            };
-            let announce = format!("engine {}{skipped}", engine.name());
-            return Ok(Started {
-                engine: Box::new(engine),
-                announce,
-            });
-        }
-        Some(Err(e)) if plan.engine.mode == Mode::Xdp => {
-            return Err(StartError::XdpRequired(Box::new(e)));
-        }
-        Some(Err(e)) => (Some(e), String::new()),
-    };
-    let why = match fallback {
-        Some(e) => format!("mode = \"auto\"; XDP refused: {e}"),
-        None => why,
+    let why = match plan.engine.mode {
+        Mode::Socket => "mode = \"socket\"".to_owned(),
+        Mode::Xdp | Mode::Auto => match XdpEngine::start(plan) {
+            Ok(engine) => {
+                let skipped = if engine.notes().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (skipped: {})", engine.notes().join("; "))
+                };
+                return Ok(Started {
+                    announce: format!("engine {}{skipped}", engine.name()),
+                    engine: Box::new(engine),
+                });
+            }
+            Err(e) if plan.engine.mode == Mode::Xdp => {
+                return Err(StartError::XdpRequired(Box::new(e)));
+            }
+            Err(e) => format!("mode = \"auto\"; XDP refused: {e}"),
+        },
     };
     let engine = SocketEngine::start(plan)?;
     Ok(Started {
