@@ -160,6 +160,9 @@ pub struct FlowCounters {
     pub source_rejected: u64,
     /// Datagrams of the flow that were truncated or malformed.
     pub malformed: u64,
+    /// Received datagrams whose UDP checksum the sender left unfinished
+    /// (`CHECKSUM_PARTIAL`) and the XDP worker completed (replicated).
+    pub checksum_completed: u64,
     pub outputs: Vec<OutputCounters>,
 }
 
@@ -184,6 +187,7 @@ impl FlowCounters {
         self.received_bytes += other.received_bytes;
         self.source_rejected += other.source_rejected;
         self.malformed += other.malformed;
+        self.checksum_completed += other.checksum_completed;
         for (o, other) in self.outputs.iter_mut().zip(&other.outputs) {
             o.add(other);
         }
@@ -370,6 +374,7 @@ impl Stats {
                     received_bytes: c.received_bytes,
                     source_rejected: c.source_rejected,
                     malformed: c.malformed,
+                    checksum_completed: c.checksum_completed,
                     outputs: f
                         .outputs
                         .iter()
@@ -445,6 +450,12 @@ pub struct FlowSnapshot {
     pub source_rejected: u64,
     /// Malformed or truncated datagrams (not replicated).
     pub malformed: u64,
+    /// Datagrams received with the sender's unfinished UDP checksum
+    /// (`CHECKSUM_PARTIAL`: a local sender over veth, a container, a VM),
+    /// completed once by the XDP worker before replication (replicated;
+    /// 0 in the socket engine, where the kernel completes them).
+    #[serde(default)]
+    pub checksum_completed: u64,
     pub outputs: Vec<OutputSnapshot>,
 }
 
@@ -507,6 +518,41 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// What an operator must be told about the counters' change since
+    /// `before` (an earlier snapshot of the same engine): losses with a
+    /// known cause that no output's drop counters show. Empty when nothing
+    /// of the kind happened.
+    pub fn warnings_since(&self, before: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(xdp) = &self.xdp else {
+            return out;
+        };
+        for i in &xdp.interfaces {
+            let was = before
+                .xdp
+                .as_ref()
+                .and_then(|x| x.interfaces.iter().find(|b| b.interface == i.interface))
+                .and_then(|b| b.program.get("oversize").copied())
+                .unwrap_or(0);
+            let now = i.program.get("oversize").copied().unwrap_or(0);
+            if now > was {
+                out.push(format!(
+                    "{}: {} datagram(s) of configured flows were longer than the \
+                     interface's MTU and were passed to the kernel, not replicated \
+                     (XDP counter oversize, {now} in all): a local sender's UDP GSO \
+                     trains, which {} XDP sees unsegmented; attach XDP natively, or \
+                     have the sender not use UDP_SEGMENT",
+                    i.interface,
+                    now - was,
+                    i.attach
+                ));
+            }
+        }
+        out
+    }
+}
+
 impl FlowSnapshot {
     /// The output named `name`.
     pub fn output(&self, name: &str) -> Option<&OutputSnapshot> {
@@ -521,8 +567,14 @@ impl fmt::Display for Snapshot {
         for flow in &self.flows {
             writeln!(
                 f,
-                "flow {}: received {} datagrams ({} bytes), source-rejected {}, malformed {}",
-                flow.name, flow.received, flow.received_bytes, flow.source_rejected, flow.malformed
+                "flow {}: received {} datagrams ({} bytes), source-rejected {}, malformed {}, \
+                 checksums completed {}",
+                flow.name,
+                flow.received,
+                flow.received_bytes,
+                flow.source_rejected,
+                flow.malformed,
+                flow.checksum_completed
             )?;
             let name_w = flow
                 .outputs

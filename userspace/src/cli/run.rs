@@ -112,9 +112,12 @@ fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow:
         plan.flows.len(),
         engine.name()
     );
-    let failed = supervise(args, stop, engine.as_ref());
+    let mut watch = Watch::new(engine.snapshot());
+    let failed = supervise(args, stop, engine.as_ref(), &mut watch);
     let stopped = engine.stop();
-    final_report(args, &engine.snapshot())?;
+    let last = engine.snapshot();
+    watch.finish(&last);
+    final_report(args, &last)?;
     stopped.map_err(anyhow::Error::msg)?;
     match failed {
         Some(why) => Err(anyhow::anyhow!("{why} before the stop")),
@@ -125,7 +128,12 @@ fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow:
 /// Waits for the stop flag, printing (stderr) and writing (`--stats-json`)
 /// the counters every `--stats-interval`; returns early, with the reason,
 /// when a worker of the engine ended on its own.
-fn supervise(args: &Args, stop: &AtomicBool, engine: &dyn Engine) -> Option<String> {
+fn supervise(
+    args: &Args,
+    stop: &AtomicBool,
+    engine: &dyn Engine,
+    watch: &mut Watch,
+) -> Option<String> {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -134,6 +142,7 @@ fn supervise(args: &Args, stop: &AtomicBool, engine: &dyn Engine) -> Option<Stri
             log::error!("{why}: stopping the engine");
             return Some(why);
         }
+        watch.poll(engine);
         if let Some(every) = interval
             && last.elapsed() >= every
         {
@@ -148,6 +157,55 @@ fn supervise(args: &Args, stop: &AtomicBool, engine: &dyn Engine) -> Option<Stri
         }
     }
     None
+}
+
+/// Looks at the counters once a second for losses an operator must be told
+/// about ([`Snapshot::warnings_since`]) and logs them: the first at once,
+/// then at most once per [`Watch::QUIET`] while they last.
+struct Watch {
+    told: Snapshot,
+    told_at: Option<Instant>,
+    looked_at: Instant,
+}
+
+impl Watch {
+    const EVERY: Duration = Duration::from_secs(1);
+    const QUIET: Duration = Duration::from_secs(10);
+
+    fn new(start: Snapshot) -> Self {
+        Self {
+            told: start,
+            told_at: None,
+            looked_at: Instant::now(),
+        }
+    }
+
+    fn poll(&mut self, engine: &dyn Engine) {
+        if self.looked_at.elapsed() < Self::EVERY
+            || self.told_at.is_some_and(|t| t.elapsed() < Self::QUIET)
+        {
+            return;
+        }
+        self.looked_at = Instant::now();
+        self.tell(engine.snapshot());
+    }
+
+    /// At the stop: what the last look did not see yet, whatever the time.
+    fn finish(&mut self, last: &Snapshot) {
+        self.tell(last.clone());
+    }
+
+    fn tell(&mut self, snap: Snapshot) {
+        let warnings = snap.warnings_since(&self.told);
+        if warnings.is_empty() {
+            return;
+        }
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        self.told = snap;
+        self.told_at = Some(Instant::now());
+    }
 }
 
 /// The final counters: the table on stdout, the JSON file.

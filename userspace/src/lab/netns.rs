@@ -396,13 +396,6 @@ impl Lab {
         }
         src.ip(&["route", "add", "224.0.0.0/4", "dev", SRC0])?;
         src.ip(&["-6", "route", "add", "ff00::/8", "dev", SRC0])?;
-        // A datagram a local socket sends over veth leaves with only the
-        // pseudo-header sum in its UDP checksum (CHECKSUM_PARTIAL, to be
-        // completed by "hardware" that veth does not have). The XDP engine
-        // adjusts that field incrementally and would forward an invalid
-        // checksum. A real source's NIC puts complete checksums on the wire:
-        // so does src0, with TX checksum offload off.
-        src.exec(&["ethtool", "-K", SRC0, "tx", "off"])?;
 
         Ok(Lab {
             src,

@@ -88,6 +88,56 @@ pub fn pseudo_header(addrs: &IpPair, udp_len: u32) -> u16 {
     fold(addrs.sum() + u64::from(IPPROTO_UDP) + u64::from(udp_len))
 }
 
+/// A one's-complement sum over consecutive pieces of one byte stream, of
+/// any lengths: a piece that starts at an odd offset of the stream has its
+/// sum byte-swapped (RFC 1071 section 2(B)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sum {
+    acc: u64,
+    odd: bool,
+}
+
+impl Sum {
+    /// Adds the next piece of the stream.
+    #[inline]
+    pub fn add(&mut self, bytes: &[u8]) {
+        let s = data(bytes);
+        self.acc += u64::from(if self.odd { s.swap_bytes() } else { s });
+        self.odd ^= bytes.len() % 2 == 1;
+    }
+
+    /// The folded sum so far (not complemented).
+    #[inline]
+    pub fn folded(&self) -> u16 {
+        fold(self.acc)
+    }
+}
+
+/// Whether a received UDP checksum is one a sender left for its NIC to
+/// finish (Linux `CHECKSUM_PARTIAL`: the field holds the folded
+/// pseudo-header sum, not complemented, `~csum_tcpudp_magic(.., 0)`). A
+/// local sender over veth, a container or a VM's tap put such datagrams on
+/// the "wire"; a real NIC would have completed them.
+///
+/// A complete checksum equals this value for 1 datagram in 65 536: then
+/// [`complete_partial`] recomputes the same value, so both readings agree.
+#[inline]
+pub fn is_partial(addrs: &IpPair, udp_len: u16, check: u16) -> bool {
+    check != 0 && check == pseudo_header(addrs, u32::from(udp_len))
+}
+
+/// The complete UDP checksum of a datagram whose checksum field holds the
+/// pseudo-header sum ([`is_partial`]), from `segment`, the folded sum of
+/// its UDP header (checksum field as received) and payload: what the
+/// sender's NIC would have written (`~sum`, and `0xffff` for 0).
+#[inline]
+pub const fn complete_partial(segment: u16) -> u16 {
+    match !segment {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
 /// RFC 1624 eqn. 3: the checksum `hc` after the words summing to `old` were
 /// replaced by words summing to `new` (both folded sums, or single words).
 #[inline]
@@ -187,10 +237,45 @@ mod tests {
         assert_eq!(fold(sum_v6(b)), ref_sum(&[&b.octets()]));
     }
 
+    #[test]
+    fn partial_checksums_are_completed_like_a_nic() {
+        use crate::wire::testutil::ref_udp_checksum;
+        let addrs = IpPair::V4 {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(239, 1, 1, 1),
+        };
+        let mut udp = vec![0x13, 0x88, 0x13, 0x88, 0, 13, 0, 0, 1, 2, 3, 4, 5];
+        let pseudo = pseudo_header(&addrs, 13);
+        // What Linux leaves in the field for the NIC.
+        udp[6..8].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(is_partial(&addrs, 13, pseudo));
+        let c = complete_partial(data(&udp));
+        assert_eq!(c, ref_udp_checksum(&addrs, &udp));
+        // A complete checksum is not partial (unless it equals the sum).
+        assert!(!is_partial(&addrs, 13, c));
+        assert!(!is_partial(&addrs, 13, 0));
+    }
+
     proptest! {
         #[test]
         fn data_matches_reference(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             prop_assert_eq!(data(&bytes), ref_sum(&[&bytes]));
+        }
+
+        #[test]
+        fn sum_of_pieces_matches_the_whole(
+            bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+            cuts in proptest::collection::vec(0usize..3000, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut sum = Sum::default();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                sum.add(&bytes[at..c]);
+                at = c;
+            }
+            prop_assert_eq!(sum.folded(), fold(u64::from(ref_sum(&[&bytes]))));
         }
 
         #[test]

@@ -115,6 +115,16 @@ pub fn build_frame(spec: &FrameSpec, payload: &[u8]) -> (Vec<u8>, usize) {
     (f, off)
 }
 
+/// Rewrites the UDP checksum of `frame` (built by [`build_frame`]) to what
+/// a Linux sender leaves for its NIC to finish (`CHECKSUM_PARTIAL`): the
+/// folded pseudo-header sum, not complemented.
+pub fn make_partial(frame: &mut [u8]) {
+    let d = crate::wire::parse(frame).unwrap();
+    let pseudo = crate::wire::checksum::pseudo_header(&d.addrs, u32::from(d.udp_len));
+    let at = d.payload_offset - 2;
+    frame[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+}
+
 /// VLAN tag stacks for tests: none, one C-tag, or S-tag + C-tag.
 pub fn tags_for(n: usize) -> Vec<(u16, u16)> {
     match n {

@@ -168,7 +168,7 @@ const fn ip_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
 /// leaves by exactly one action:
 ///
 /// - `seen = matched + source_rejected + no_flow + malformed + fragment + not_ip + not_udp`
-/// - `matched = redirected + no_socket`
+/// - `matched = redirected + no_socket + oversize`
 /// - `seen = redirected + passed`
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,11 +195,17 @@ pub enum Counter {
     NoFlow = 9,
     /// Matched, but no AF_XDP socket on that queue: passed (fail-open).
     NoSocket = 10,
+    /// Matched, but the IP packet is longer than the ingress interface's
+    /// MTU: no single datagram that crossed a wire is, so it is a GSO or GRO
+    /// train (a local sender's UDP GSO over veth or a tap, seen by generic
+    /// XDP, which runs on the kernel's unsegmented skb). Its segment size is
+    /// not in the packet, so it cannot be split: passed to the kernel.
+    Oversize = 11,
 }
 
 impl Counter {
     /// Number of counters (entries of [`COUNTERS_MAP`]).
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -214,6 +220,7 @@ impl Counter {
         Counter::NotUdp,
         Counter::NoFlow,
         Counter::NoSocket,
+        Counter::Oversize,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -230,6 +237,7 @@ impl Counter {
             Counter::NotUdp => "not_udp",
             Counter::NoFlow => "no_flow",
             Counter::NoSocket => "no_socket",
+            Counter::Oversize => "oversize",
         }
     }
 

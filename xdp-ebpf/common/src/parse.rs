@@ -87,6 +87,9 @@ pub struct Datagram {
     pub payload_offset: usize,
     /// Length of the UDP payload (UDP length minus 8).
     pub payload_len: usize,
+    /// Length of the IP packet as its header says (IPv4 total length, IPv6
+    /// 40 + payload length): what the ingress MTU bounds.
+    pub ip_len: usize,
 }
 
 /// What a frame is, as far as the flow table is concerned.
@@ -179,6 +182,7 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
     source[..4].copy_from_slice(&h[12..16]);
     udp(
         frame,
+        l3,
         l3 + hlen,
         total - hlen,
         FAMILY_IPV4,
@@ -211,6 +215,7 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
     group.copy_from_slice(&h[24..40]);
     udp(
         frame,
+        l3,
         l3 + IPV6_HLEN,
         payload,
         FAMILY_IPV6,
@@ -220,11 +225,16 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
     )
 }
 
-/// `l4`: offset of the UDP header; `ip_payload`: bytes the IP header says
-/// follow it (already checked against the frame length).
+/// `l3`, `l4`: offsets of the IP and UDP headers; `ip_payload`: bytes the
+/// IP header says follow it (already checked against the frame length).
 #[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined: the parser's state, spelled out"
+)]
 fn udp<F: Frame + ?Sized>(
     frame: &F,
+    l3: usize,
     l4: usize,
     ip_payload: usize,
     family: u8,
@@ -256,6 +266,7 @@ fn udp<F: Frame + ?Sized>(
         source_port: be16(u[0], u[1]),
         payload_offset: l4 + UDP_HLEN,
         payload_len: udp_len - UDP_HLEN,
+        ip_len: l4 - l3 + ip_payload,
     })
 }
 

@@ -10,7 +10,8 @@
 //!   source) is redirected with `bpf_redirect_map(XSKS, rx_queue, XDP_PASS)`:
 //!   without a socket on that queue it goes to the kernel (fail-open);
 //! - everything else returns `XDP_PASS`, untouched: malformed frames,
-//!   fragments, non-UDP, unknown flows, rejected sources;
+//!   fragments, non-UDP, unknown flows, rejected sources, and matched
+//!   datagrams longer than the ingress MTU (GSO trains, `Oversize`);
 //! - the program never drops, never rewrites, never aborts;
 //! - each frame bumps `Seen`, one verdict counter and one action counter in
 //!   the per-CPU `COUNTERS` (see `fanout_common::Counter` for the equations).
@@ -30,7 +31,8 @@
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{HashMap, PerCpuArray, XskMap},
-    helpers::generated::bpf_xdp_get_buff_len,
+    bindings::bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED,
+    helpers::generated::{bpf_check_mtu, bpf_xdp_get_buff_len},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -82,10 +84,26 @@ fn handle(ctx: &XdpContext) -> u32 {
         return pass(Counter::SourceRejected);
     }
     count(Counter::Matched);
+    if longer_than_mtu(ctx, datagram.ip_len) {
+        return pass(Counter::Oversize);
+    }
     match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
         Ok(action) => action,
         Err(_) => pass(Counter::NoSocket),
     }
+}
+
+/// Whether an IP packet of `ip_len` bytes exceeds the MTU of the interface
+/// the frame arrived on (`bpf_check_mtu` with ifindex 0 and the L3 length,
+/// so VLAN tags do not count, as for the MTU itself). A helper error (none
+/// is expected for ifindex 0) counts as "fits": the datagram is redirected.
+#[inline(always)]
+fn longer_than_mtu(ctx: &XdpContext, ip_len: usize) -> bool {
+    let mut mtu_len = ip_len as u32;
+    // SAFETY: `ctx.ctx` is the program's context pointer and `mtu_len` a
+    // live u32 on the stack, which is what the helper takes.
+    let ret = unsafe { bpf_check_mtu(ctx.ctx.cast(), 0, &mut mtu_len, 0, 0) };
+    ret == i64::from(BPF_MTU_CHK_RET_FRAG_NEEDED)
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use super::stage::Stage;
 use super::{Flow, Worker};
 use crate::stats::{DropReason, FlowCounters};
-use crate::wire::{self, replica::MAX_HEADER_LEN};
+use crate::wire::{self, checksum, replica::MAX_HEADER_LEN, udp};
 
 impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     /// Hands every TX port its staged chains and flushes every port once.
@@ -121,6 +121,15 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         if let Some(last) = self.payload.last_mut() {
             last.options = 0;
         }
+        // A sender's unfinished checksum (a local socket over veth, a
+        // container, a VM's tap: CHECKSUM_PARTIAL) is completed once here,
+        // for all replicas: the incremental update of each replica's
+        // checksum starts from a correct one.
+        let mut dg = dg;
+        if checksum::is_partial(&dg.addrs, dg.udp_len, dg.udp_checksum) {
+            dg.udp_checksum = self.completed_checksum(first, &dg);
+            self.counters[f as usize].checksum_completed += 1;
+        }
 
         // Once per datagram, for all its replicas: the received half of
         // the headers, whether a chain fits, and a reference per replica
@@ -177,6 +186,24 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 }
             }
         }
+    }
+}
+
+impl<U: Umem, R, T> Worker<U, R, T> {
+    /// The UDP checksum the sender's NIC would have written for `dg`, whose
+    /// checksum field holds the pseudo-header sum ([`checksum::is_partial`]):
+    /// one read of its UDP header (in the first buffer, `first`) and of the
+    /// payload pieces in `self.payload`.
+    fn completed_checksum(&self, first: Desc, dg: &wire::Datagram) -> u16 {
+        let mut sum = checksum::Sum::default();
+        let head = self.umem.bytes(first.addr, first.len);
+        let udp_header = dg.payload_offset.saturating_sub(udp::HEADER_LEN)..dg.payload_offset;
+        // parse_head found the UDP header in the first buffer.
+        sum.add(head.get(udp_header).unwrap_or_default());
+        for p in &self.payload {
+            sum.add(self.umem.bytes(p.addr, p.len));
+        }
+        checksum::complete_partial(sum.folded())
     }
 }
 

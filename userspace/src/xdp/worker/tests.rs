@@ -10,7 +10,7 @@ use super::ring::{Desc, Umem, XDP_PKT_CONTD};
 use super::*;
 use crate::stats::DropReason;
 use crate::wire::ethernet::ethertype;
-use crate::wire::testutil::{FrameSpec, build_frame, ref_udp_checksum};
+use crate::wire::testutil::{FrameSpec, build_frame, make_partial, ref_udp_checksum};
 use crate::wire::{self, IpPair, ReplicaSpec, ReplicaTemplate, TosPolicy};
 
 type W = Worker<MemUmem, MemRx, MemTx>;
@@ -583,6 +583,91 @@ fn ethernet_padding_and_empty_payloads_are_not_sent() {
         complete_chain(&mut w, 0, c);
     }
     settle(&mut w);
+}
+
+/// A sender's unfinished checksum (CHECKSUM_PARTIAL, what a local socket
+/// over veth delivers) is completed once per datagram: every replica of
+/// every size, family and split (odd-length first buffers included, by
+/// reference and inline) leaves with a valid checksum, and the flow counts
+/// each completion. Complete checksums are left alone and not counted.
+#[test]
+fn partial_checksums_are_completed_once_for_all_replicas() {
+    for inline_max in [0, 86] {
+        let mut w = Setup {
+            inline_max,
+            frames: 256,
+            fill_cap: 256,
+            rx_cap: 256,
+            ..Setup::default()
+        }
+        .build();
+        let f = flows();
+        let mut want: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 2]; // per port
+        let mut partial = [0u64; 2];
+        let cases: [(usize, IpAddr, IpAddr, usize); 8] = [
+            (0, SRC4.into(), GROUP4.into(), 1),
+            (0, SRC4.into(), GROUP4.into(), 64),
+            (0, SRC4.into(), GROUP4.into(), 1472),
+            (0, SRC4.into(), GROUP4.into(), 8972),
+            (1, src6(), group6(), 1),
+            (1, src6(), group6(), 64),
+            (1, src6(), group6(), 1452),
+            (1, src6(), group6(), 8952),
+        ];
+        for (i, &(flow, src, dst, size)) in cases.iter().enumerate() {
+            let payload = pattern(size, i as u8);
+            let mut frame = frame_from(src, dst, PORT, vec![], &payload);
+            let complete = frame.clone();
+            make_partial(&mut frame);
+            assert_ne!(frame, complete, "case {i}");
+            // The kernel's split, and an odd one: an odd-length first
+            // buffer (one payload byte, or 11), then the rest in odd pieces.
+            let head = frame.len() - payload.len();
+            let odd = head + size.min(11) - usize::from(size > 1 && size < 11);
+            let mut lens = vec![odd];
+            let mut rest = frame.len() - odd;
+            while rest > 0 {
+                lens.push(rest.min(3001));
+                rest -= rest.min(3001);
+            }
+            for split in [None, Some(lens)] {
+                match &split {
+                    None => deliver(&mut w, &frame).unwrap(),
+                    Some(lens) => deliver_split(&mut w, &frame, lens).unwrap(),
+                };
+                partial[flow] += 1;
+                for out in &f[flow].outputs {
+                    let t = out.template.as_ref().unwrap();
+                    want[out.tx].push(expected(t, &complete));
+                }
+            }
+            // One datagram with a complete checksum: not counted.
+            deliver(&mut w, &complete).unwrap();
+            for out in &f[flow].outputs {
+                want[out.tx].push(expected(out.template.as_ref().unwrap(), &complete));
+            }
+            w.poll();
+        }
+        for (port, want) in want.iter().enumerate() {
+            let got: Vec<Vec<u8>> = take_all(&mut w, port)
+                .iter()
+                .map(|c| chain_bytes(&w, c))
+                .collect();
+            assert_eq!(got.len(), want.len(), "port {port}");
+            for (k, (got, want)) in got.iter().zip(want).enumerate() {
+                assert_eq!(got, want, "inline {inline_max} port {port} replica {k}");
+                let d = wire::parse(got).unwrap();
+                let udp = &got[d.payload_offset - 8..];
+                assert_eq!(d.udp_checksum, ref_udp_checksum(&d.addrs, udp));
+            }
+        }
+        for (flow, n) in partial.iter().enumerate() {
+            let fc = &w.flow_counters()[flow];
+            assert_eq!(fc.checksum_completed, *n, "inline {inline_max} flow {flow}");
+            assert_eq!(fc.received, n + 4, "inline {inline_max} flow {flow}");
+        }
+        assert_balanced(&w);
+    }
 }
 
 #[test]
