@@ -163,6 +163,22 @@ impl Case {
     }
 }
 
+/// Every scenario ends with the receivers' verdict: the sinks' kernels,
+/// which verify every checksum, counted no error (a replica counted there
+/// was dropped, not delivered). Not checked while a test already panics.
+impl Drop for Case {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let errors = super::checksum_errors(&self.lab.sink);
+        assert!(
+            errors.iter().all(|(_, n)| *n == 0),
+            "the sinks' kernels rejected replicas for bad checksums: {errors:?}"
+        );
+    }
+}
+
 /// The files of one `fanout run` in a scratch directory.
 #[derive(Debug, Clone)]
 pub struct RunFiles {

@@ -153,3 +153,23 @@ pub fn sigkill(p: &Process) {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
         .unwrap_or_else(|e| panic!("SIGKILL {pid}: {e}"));
 }
+
+/// The counter `name` of the `Udp:` table in `/proc/net/snmp` of `ns`
+/// (`NoPorts`: datagrams for a port with no socket; `InCsumErrors`).
+pub fn udp_counter(ns: &Netns, name: &str) -> u64 {
+    proc_counter(ns, "/proc/net/snmp", "Udp", name)
+}
+
+/// The counter `name` of the table `table` in `file` of `ns`, a file of
+/// header and value line pairs (`/proc/net/snmp`, `/proc/net/netstat`).
+pub fn proc_counter(ns: &Netns, file: &str, table: &str, name: &str) -> u64 {
+    let text = ns.exec(&["cat", file]).unwrap();
+    fanout::lab::snmp::table_counter(&text, table, name)
+        .unwrap_or_else(|| panic!("no {table} {name} in {file}: {text}"))
+}
+
+/// The checksum errors the kernel of `ns` counted on what it received
+/// ([`fanout::lab::snmp::checksum_errors`]).
+pub fn checksum_errors(ns: &Netns) -> [(&'static str, u64); 3] {
+    fanout::lab::snmp::checksum_errors(ns).unwrap_or_else(|e| panic!("{e}"))
+}

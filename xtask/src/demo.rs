@@ -340,6 +340,20 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         report.stopped
     );
 
+    // What the sink's kernel refused: a replica with a bad IP or UDP
+    // checksum is dropped before any socket sees it, so it is not in the
+    // table above; these counters say whether any was.
+    let csum_errors = lab::snmp::checksum_errors(&lab.sink)?;
+    let rejected: u64 = csum_errors.iter().map(|(_, n)| n).sum();
+    println!(
+        "  rejected by the sinks' kernel for bad checksums: {rejected} ({})",
+        csum_errors
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
     println!();
     println!("The engine's own counters (fanout run, on SIGTERM):");
     print!("{}", indent(&stopped.stdout));
@@ -365,7 +379,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
     println!("      engine rung: {rung}");
 
     println!();
-    if report.is_clean() && stopped.status.success() && accounting.is_ok() {
+    if report.is_clean() && rejected == 0 && stopped.status.success() && accounting.is_ok() {
         println!(
             "PASS: all {} outputs received all {} datagrams, byte-exact, no duplicates (engine: {rung})",
             labels.len(),
@@ -373,7 +387,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
         );
         Ok(())
     } else {
-        let bad: Vec<String> = report
+        let mut bad: Vec<String> = report
             .outputs
             .iter()
             .filter(|o| !o.is_clean())
@@ -388,6 +402,11 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
                 )
             })
             .collect();
+        if rejected > 0 {
+            bad.push(format!(
+                "{rejected} replica(s) rejected by the sinks' kernel for bad checksums"
+            ));
+        }
         bail!(
             "FAIL: {}{}",
             if bad.is_empty() {

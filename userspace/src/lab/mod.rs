@@ -35,7 +35,8 @@
 //! on; `cargo build -p fanout` leaves it out), and so are the `fanout lab`
 //! commands. Its parts: [`netns`] (namespaces, links, the topology),
 //! [`process`] (children and deadlines), [`harness`] (privileged tests),
-//! [`icmp`] (ping), and the numbered datagrams of `fanout lab gen` /
+//! [`icmp`] (ping), [`snmp`] (the kernel's counters of what receivers
+//! accepted), and the numbered datagrams of `fanout lab gen` /
 //! `fanout lab sink`: [`payload`] (the self-checking format), [`SeqTracker`]
 //! (what arrived against what was sent) and [`SinkReport`] (the JSON a sink
 //! writes).
@@ -47,6 +48,7 @@ pub mod payload;
 pub mod process;
 mod report;
 mod seq;
+pub mod snmp;
 
 pub use harness::{
     SKIP_LOG_ENV, privileged, skip_loudly, unique_prefix, xdp_object_path, xdp_ready,

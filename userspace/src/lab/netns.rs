@@ -127,6 +127,14 @@ pub enum LabError {
         /// How long.
         timeout: std::time::Duration,
     },
+    /// A protocol counter the lab reads is not in the namespace's `/proc`.
+    #[error("no counter {name} in /proc/net of namespace {namespace}")]
+    Counter {
+        /// The namespace.
+        namespace: String,
+        /// The counter (`Udp InCsumErrors`...).
+        name: String,
+    },
     /// A sysctl inside a namespace could not be written.
     #[error("write {key} in namespace {name}: {source}")]
     Sysctl {

@@ -256,6 +256,38 @@ mod tests {
         assert!(!is_partial(&addrs, 13, 0));
     }
 
+    /// The one ambiguity: a complete, valid checksum that happens to equal
+    /// the pseudo-header sum looks partial. Completing it gives it back
+    /// unchanged, so no replica is harmed by the mistake.
+    #[test]
+    fn a_complete_checksum_equal_to_the_pseudo_header_sum_survives_completion() {
+        use crate::wire::testutil::ref_udp_checksum;
+        let addrs = IpPair::V4 {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(239, 1, 1, 1),
+        };
+        let len = 14u16;
+        let pseudo = pseudo_header(&addrs, u32::from(len));
+        let mut udp = vec![0x13, 0x88, 0x13, 0x88, 0, len as u8, 0, 0, 1, 2, 3, 4, 0, 0];
+        udp[6..8].copy_from_slice(&pseudo.to_be_bytes());
+        // Choose the last payload word so that the datagram's checksum,
+        // verified with `pseudo` in its field, is valid.
+        let w = !fold(u64::from(pseudo) + u64::from(data(&udp)));
+        udp[12..14].copy_from_slice(&w.to_be_bytes());
+        let verified = fold(u64::from(pseudo) + u64::from(data(&udp)));
+        assert_eq!(verified, 0xffff, "valid as received");
+        assert_eq!(
+            ref_udp_checksum(&addrs, &{
+                let mut z = udp.clone();
+                z[6..8].copy_from_slice(&[0, 0]);
+                z
+            }),
+            pseudo
+        );
+        assert!(is_partial(&addrs, len, pseudo));
+        assert_eq!(complete_partial(data(&udp)), pseudo);
+    }
+
     proptest! {
         #[test]
         fn data_matches_reference(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {

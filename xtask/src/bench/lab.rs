@@ -76,11 +76,11 @@ impl BenchLab {
             "tso",
             "off",
         ])?;
-        // src0 keeps TX checksum offload (unlike `Lab::up`): the sinks count
-        // frames at the interface, so the UDP checksum of a replica does not
-        // change a count, and the generator's ceiling stays where it is. In
-        // XDP mode the replicas of a CHECKSUM_PARTIAL frame carry an invalid
-        // UDP checksum here; the tests check checksums, not this benchmark.
+        // src0 keeps TX checksum offload, as `Lab::up` does: the source's
+        // UDP checksums arrive partial (CHECKSUM_PARTIAL), and the XDP
+        // worker completes each once per datagram, a cost this benchmark
+        // includes. The sinks count frames at the interface; the tests and
+        // the demo check that receivers accept every replica's checksums.
         // GRO gives in0 a NAPI instance; threaded, its kthread is pinnable.
         edge.exec(&["ethtool", "-K", "in0", "gro", "on"])?;
         edge.exec(&["sh", "-c", "echo 1 > /sys/class/net/in0/threaded"])?;
