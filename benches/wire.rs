@@ -5,7 +5,9 @@
 //! - `udp_checksum/{incremental,full}/<payload>`: a replica's headers with
 //!   the UDP checksum adjusted (RFC 1624, payload untouched) against the same
 //!   headers with the checksum recomputed over the whole payload, for 64,
-//!   1472 and 8972-byte payloads (throughput in payload bytes).
+//!   1472 and 8972-byte payloads (throughput in payload bytes);
+//!   `udp_checksum/complete/<payload>`: a partial checksum completed over
+//!   the UDP header and payload, once per datagram (not per replica).
 //!
 //! Short mode (CI): `cargo bench -p fanout --bench wire -- --test`.
 
@@ -14,7 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fanout::wire::{
-    self, Datagram, IpPair, ReplicaSpec, ReplicaTemplate, TosPolicy, replica::MAX_HEADER_LEN, udp,
+    self, Datagram, IpPair, ReplicaSpec, ReplicaTemplate, TosPolicy, checksum,
+    replica::MAX_HEADER_LEN, udp,
 };
 
 const PAYLOADS: [usize; 3] = [64, 1472, 8972];
@@ -148,6 +151,20 @@ fn bench_udp_checksum(c: &mut Criterion) {
             b.iter(|| {
                 let n = t.write(black_box(&rx), &mut replica[..h]).unwrap();
                 udp::Packet::new_unchecked(&mut replica[n - 8..]).fill_checksum(black_box(&addrs));
+            })
+        });
+        // A partial checksum (a local sender's CHECKSUM_PARTIAL) completed
+        // as the XDP worker does it, once per datagram for all replicas:
+        // the UDP header and the payload summed piece by piece, in the
+        // pieces a multi-buffer frame of 4096-byte UMEM chunks has.
+        let udp_and_payload = &frame[rx.payload_offset - 8..];
+        g.bench_with_input(BenchmarkId::new("complete", len), &len, |b, _| {
+            b.iter(|| {
+                let mut sum = checksum::Sum::default();
+                for piece in black_box(udp_and_payload).chunks(4096) {
+                    sum.add(piece);
+                }
+                checksum::complete_partial(sum.folded())
             })
         });
         // Both ways give the same bytes.
