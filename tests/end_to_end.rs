@@ -39,8 +39,8 @@ use common::engine::{
     Case, EngineKind, assert_xdp_carried, for_each_engine, program_counter, run_command,
 };
 use common::traffic::{
-    assert_stream, datagram, drain, multicast_receiver, payloads, receive, send_all, sender,
-    unicast_receiver,
+    assert_stream, datagram, drain, multicast_receiver, payloads, receive, receive_with_ttl,
+    send_all, sender, unicast_receiver,
 };
 use common::{DEADLINE, FANOUT, Scratch, fanout, proc_counter, udp_counter, wait_for_file};
 use fanout::lab::{self, Netns, Process, addr, iface, payload};
@@ -282,6 +282,101 @@ for_each_engine!(ipv6_offload_off:
     ipv6_sender_without_checksum_offload_is_replicated_alike,
     ipv6_sender_without_checksum_offload_is_replicated_alike_xdp_native,
     ipv6_sender_without_checksum_offload_is_replicated_alike_xdp_generic);
+
+/// TTL like a router's: a datagram received with TTL 1 is not replicated
+/// (counted `ttl_expired`), and a replica's TTL is min(configured, received
+/// - 1), datagram by datagram, as the receivers' kernels see it.
+fn ttl_like_a_router(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let regroup = Ipv4Addr::new(239, 255, 0, 1);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "tv"
+interface = "{in0}"
+group = "239.1.1.1"
+port = 5000
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{a}"
+
+  [[flow.output]]
+  name = "m"
+  multicast = "{regroup}:7000"
+  interface = "{out1}"
+  ttl = 4
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        out1 = iface::OUT1,
+    );
+    let rx_a = unicast_receiver(&lab.sink, a);
+    let rx_m = multicast_receiver(&lab.sink, regroup.into(), 7000, iface::SNK1);
+    let engine = case.start(&config);
+    // Ten datagrams each with TTL 1, 3 and 16, one stream, in order.
+    let want: Vec<Vec<u8>> = (0..30u64)
+        .map(|i| datagram(1, i, [64, 1472, 8972][i as usize % 3]))
+        .collect();
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let group = SocketAddr::new(Ipv4Addr::new(239, 1, 1, 1).into(), 5000);
+    for (chunk, ttl) in want.chunks(10).zip([1u32, 3, 16]) {
+        socket2::SockRef::from(&tx)
+            .set_multicast_ttl_v4(ttl)
+            .unwrap();
+        send_all(&tx, group, chunk);
+    }
+    let got_a = receive_with_ttl(&rx_a, 20);
+    let got_m = receive_with_ttl(&rx_m, 20);
+    let (snap, done) = engine.stop();
+    assert!(
+        done.stderr
+            .contains("flow tv: 10 datagram(s) arrived with TTL (hop limit) 1 or 0"),
+        "the operator is told:\n{}",
+        done.stderr
+    );
+    assert!(drain(&rx_a).is_empty() && drain(&rx_m).is_empty());
+    // Received 3: 2 left for a (configured 64) and m (4); 16: 15 and 4.
+    let expect = |late: u8| -> Vec<(Vec<u8>, u8)> {
+        want[10..]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), if i < 10 { 2 } else { late }))
+            .collect()
+    };
+    for (name, got, late) in [("a", &got_a, 15), ("m", &got_m, 4)] {
+        let ttls = |v: &[(Vec<u8>, u8)]| v.iter().map(|(_, t)| *t).collect::<Vec<_>>();
+        assert_eq!(ttls(got), ttls(&expect(late)), "output {name}: TTLs");
+        assert!(*got == expect(late), "output {name}: payloads");
+    }
+    let flow = snap.flow("tv").unwrap();
+    assert_eq!((flow.received, flow.ttl_expired), (20, 10), "{snap}");
+    for name in ["a", "m"] {
+        let o = flow.output(name).unwrap();
+        assert_eq!((o.sent, o.dropped_total()), (20, 0), "{snap}");
+    }
+    // XDP: all thirty were redirected; the worker refused the ten.
+    if let Some(xdp) = &snap.xdp {
+        let program = program_counter(&xdp.interfaces[0]);
+        assert_eq!(
+            (program("matched"), program("redirected")),
+            (30, 30),
+            "{snap}"
+        );
+    }
+}
+
+for_each_engine!(ttl_like_a_router:
+    ttl_is_decremented_and_expired_like_a_router,
+    ttl_is_decremented_and_expired_like_a_router_xdp_native,
+    ttl_is_decremented_and_expired_like_a_router_xdp_generic);
 
 /// The nine outputs of [`nine_outputs`]: 8 unicast to the sink on out0
 /// (ports 6001..=6008, source port 4000; up to [`ROUTED_FROM`] they name

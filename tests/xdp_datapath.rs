@@ -33,8 +33,8 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::traffic::{
-    assert_empty, assert_ping, datagram, multicast_receiver, ping_socket, recv_within, sender,
-    unicast_receiver,
+    SENDER_TTL, assert_empty, assert_ping, datagram, multicast_receiver, ping_socket, recv_within,
+    sender, unicast_receiver,
 };
 use common::xdp::{Pair, fill_frames, frame_bytes, receive_packet};
 use common::{DEADLINE, mac, mac_octets, pin_neighbour};
@@ -224,7 +224,7 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
                 }
             );
             assert_eq!((dg.src_port, dg.dst_port), (4000, PORT));
-            assert_eq!(dg.ttl, 1);
+            assert_eq!(u32::from(dg.ttl), SENDER_TTL);
             assert_eq!(dg.payload_offset, 42);
             assert_eq!(&frame[dg.payload_range()], &data[..], "{len}-byte payload");
             eprintln!(

@@ -66,9 +66,15 @@ pub fn multicast_receiver(ns: &Netns, group: IpAddr, port: u16, ifname: &str) ->
     })
 }
 
+/// The multicast TTL (hop limit) of [`sender`]: hops left for the engine
+/// (which, like a router, replicates nothing received with TTL 1) and for
+/// the outputs' configured TTLs to apply.
+pub const SENDER_TTL: u32 = 16;
+
 /// A sender bound to `from` in `ns`. Its multicast leaves with TTL (hop
-/// limit) 1 and does not loop back; IPv4 multicast leaves by the interface
-/// of `from`, IPv6 multicast by the route (the lab's `ff00::/8`).
+/// limit) [`SENDER_TTL`] and does not loop back; IPv4 multicast leaves by
+/// the interface of `from`, IPv6 multicast by the route (the lab's
+/// `ff00::/8`).
 pub fn sender(ns: &Netns, from: impl Into<SocketAddr>) -> UdpSocket {
     let from = from.into();
     ns.run_in(|| {
@@ -76,11 +82,11 @@ pub fn sender(ns: &Netns, from: impl Into<SocketAddr>) -> UdpSocket {
         match from.ip() {
             IpAddr::V4(a) => {
                 s.set_multicast_if_v4(&a).unwrap();
-                s.set_multicast_ttl_v4(1).unwrap();
+                s.set_multicast_ttl_v4(SENDER_TTL).unwrap();
                 s.set_multicast_loop_v4(false).unwrap();
             }
             IpAddr::V6(_) => {
-                s.set_multicast_hops_v6(1).unwrap();
+                s.set_multicast_hops_v6(SENDER_TTL).unwrap();
                 s.set_multicast_loop_v6(false).unwrap();
             }
         }
@@ -203,6 +209,47 @@ pub fn receive(rx: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(e) => panic!("recv: {e}"),
+        }
+    }
+    got
+}
+
+/// [`receive`] with each datagram's TTL (IPv4) or hop limit (IPv6) as the
+/// receiving kernel saw it (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`).
+pub fn receive_with_ttl(rx: &UdpSocket, want: usize) -> Vec<(Vec<u8>, u8)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+    use std::os::fd::AsRawFd;
+    if rx.local_addr().unwrap().is_ipv4() {
+        setsockopt(rx, sockopt::Ipv4RecvTtl, &true).unwrap();
+    } else {
+        setsockopt(rx, sockopt::Ipv6RecvHopLimit, &true).unwrap();
+    }
+    rx.set_nonblocking(false).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + super::DEADLINE;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while got.len() < want && Instant::now() < deadline {
+        let mut cmsg = nix::cmsg_space!(libc::c_int);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(rx.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+            Ok(m) => {
+                let ttl = m
+                    .cmsgs()
+                    .unwrap()
+                    .find_map(|c| match c {
+                        ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                            Some(u8::try_from(t).unwrap())
+                        }
+                        _ => None,
+                    })
+                    .expect("the kernel says the TTL");
+                let n = m.bytes;
+                got.push((buf[..n].to_vec(), ttl));
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            Err(e) => panic!("recvmsg: {e}"),
         }
     }
     got

@@ -163,6 +163,9 @@ pub struct FlowCounters {
     /// Received datagrams whose UDP checksum the sender left unfinished
     /// (`CHECKSUM_PARTIAL`) and the XDP worker completed (replicated).
     pub checksum_completed: u64,
+    /// Datagrams received with TTL (hop limit) 1 or 0: none left for the
+    /// replicas' hop, so not replicated, as a router would not forward them.
+    pub ttl_expired: u64,
     pub outputs: Vec<OutputCounters>,
 }
 
@@ -188,6 +191,7 @@ impl FlowCounters {
         self.source_rejected += other.source_rejected;
         self.malformed += other.malformed;
         self.checksum_completed += other.checksum_completed;
+        self.ttl_expired += other.ttl_expired;
         for (o, other) in self.outputs.iter_mut().zip(&other.outputs) {
             o.add(other);
         }
@@ -375,6 +379,7 @@ impl Stats {
                     source_rejected: c.source_rejected,
                     malformed: c.malformed,
                     checksum_completed: c.checksum_completed,
+                    ttl_expired: c.ttl_expired,
                     outputs: f
                         .outputs
                         .iter()
@@ -456,6 +461,10 @@ pub struct FlowSnapshot {
     /// 0 in the socket engine, where the kernel completes them).
     #[serde(default)]
     pub checksum_completed: u64,
+    /// Datagrams received with TTL (hop limit) <= 1 (not replicated): a
+    /// replica's TTL is min(configured, received - 1), as a router's.
+    #[serde(default)]
+    pub ttl_expired: u64,
     pub outputs: Vec<OutputSnapshot>,
 }
 
@@ -525,6 +534,19 @@ impl Snapshot {
     /// of the kind happened.
     pub fn warnings_since(&self, before: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
+        for f in &self.flows {
+            let was = before.flow(&f.name).map_or(0, |b| b.ttl_expired);
+            if f.ttl_expired > was {
+                out.push(format!(
+                    "flow {}: {} datagram(s) arrived with TTL (hop limit) 1 or 0 and were \
+                     not replicated ({} in all): like a router, fanout replicates only a \
+                     datagram with a hop left; have the sender use a multicast TTL of 2 or more",
+                    f.name,
+                    f.ttl_expired - was,
+                    f.ttl_expired
+                ));
+            }
+        }
         let Some(xdp) = &self.xdp else {
             return out;
         };
@@ -568,12 +590,13 @@ impl fmt::Display for Snapshot {
             writeln!(
                 f,
                 "flow {}: received {} datagrams ({} bytes), source-rejected {}, malformed {}, \
-                 checksums completed {}",
+                 ttl-expired {}, checksums completed {}",
                 flow.name,
                 flow.received,
                 flow.received_bytes,
                 flow.source_rejected,
                 flow.malformed,
+                flow.ttl_expired,
                 flow.checksum_completed
             )?;
             let name_w = flow
@@ -721,6 +744,48 @@ mod tests {
         let err = stats.snapshot().check_accounting().unwrap_err();
         assert!(err.contains("output \"a\""), "{err}");
         assert!(err.contains("11 != received 10"), "{err}");
+    }
+
+    /// What `fanout run` tells an operator: each increase of a loss with a
+    /// known cause that no output shows, once, with the numbers.
+    #[test]
+    fn warnings_name_each_new_loss_once() {
+        let stats = Stats::for_plan(&plan(), "xdp generic copy");
+        let before = stats.snapshot();
+        assert!(before.warnings_since(&before).is_empty());
+        let mut now = before.clone();
+        now.flows[0].ttl_expired = 3;
+        now.xdp = Some(XdpSnapshot {
+            interfaces: vec![XdpInterfaceSnapshot {
+                interface: "in0".into(),
+                attach: "generic".into(),
+                program: [("oversize".to_owned(), 2)].into(),
+                ..XdpInterfaceSnapshot::default()
+            }],
+        });
+        let w = now.warnings_since(&before);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("flow tv: 3 datagram(s) arrived with TTL (hop limit) 1 or 0"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("in0: 2 datagram(s) of configured flows were longer than"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("generic XDP sees unsegmented"), "{w:?}");
+        // Told once: nothing new, nothing said.
+        assert!(now.warnings_since(&now).is_empty());
+        let mut later = now.clone();
+        later.flows[0].ttl_expired = 5;
+        assert_eq!(
+            later.warnings_since(&now),
+            [
+                "flow tv: 2 datagram(s) arrived with TTL (hop limit) 1 or 0 and were not \
+              replicated (5 in all): like a router, fanout replicates only a datagram with a \
+              hop left; have the sender use a multicast TTL of 2 or more"
+            ]
+        );
     }
 
     /// Two workers serving the same flow (two rx queues): the snapshot is

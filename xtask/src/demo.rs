@@ -269,7 +269,7 @@ fn run_in_lab(args: &Args, lab: &Lab, bin: &Path, work: &Path) -> Result<()> {
             iface::SRC0,
         ])
         .args(["--sizes", SIZES, "--count", &args.count.to_string()])
-        .args(["--rate", &args.rate.to_string(), "--ttl", "1"]);
+        .args(["--rate", &args.rate.to_string(), "--ttl", "8"]);
     let budget = Duration::from_secs(args.count / args.rate.max(1) + 30);
     let sent = spawn("fanout gen", &mut gen_cmd)?.finish(budget)?;
     print!("{}", indent(&sent.stdout));

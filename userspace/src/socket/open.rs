@@ -111,6 +111,19 @@ pub(super) fn open_receive(flow: &FlowPlan) -> Result<ReceiveSocket, Error> {
             source,
         })?;
     check_reverse_path(flow, &iface)?;
+    // The received TTL (hop limit) of every datagram, for a router's rule:
+    // none left, no replica; otherwise at most the received one less one.
+    let recv_ttl = if flow.group.is_ipv4() {
+        setsockopt(&sock, sockopt::Ipv4RecvTtl, &true).map_err(|e| (e, "IP_RECVTTL"))
+    } else {
+        setsockopt(&sock, sockopt::Ipv6RecvHopLimit, &true).map_err(|e| (e, "IPV6_RECVHOPLIMIT"))
+    };
+    recv_ttl.map_err(|(e, op)| membership::Error::Receive {
+        flow: flow.name.clone(),
+        iface: iface.clone(),
+        op,
+        source: e.into(),
+    })?;
     let gro = setsockopt(&sock, sockopt::UdpGroSegment, &true).is_ok();
     Ok(ReceiveSocket { sock, iface, gro })
 }
@@ -201,6 +214,10 @@ pub(super) struct OutputSocket {
     /// Largest GSO segment this output may use; 0 when GSO is off for it.
     pub(super) gso_max_seg: usize,
     pub(super) gso_logged: bool,
+    /// The configured TTL (hop limit), set on the socket; a datagram
+    /// received with fewer hops left is sent with those instead.
+    pub(super) ttl: u8,
+    pub(super) ipv4: bool,
 }
 
 pub(super) fn open_output(
@@ -297,5 +314,7 @@ pub(super) fn open_output(
         name: o.name.clone(),
         gso_max_seg: if caps.gso { usize::MAX } else { 0 },
         gso_logged: false,
+        ttl: o.ttl,
+        ipv4: o.dest.is_ipv4(),
     })
 }

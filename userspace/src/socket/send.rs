@@ -16,16 +16,64 @@ use super::batch;
 use super::open::OutputSocket;
 use crate::stats::{DropReason, OutputCounters};
 
+/// The `sendmmsg` headers of one worker, one set per shape of control
+/// message (the kernel refuses a control buffer with unused space, so each
+/// set has room for exactly what it carries): plain, UDP GSO, and each with
+/// a TTL (hop limit) for the datagrams whose received TTL caps the output's.
+pub(super) struct TxHeaders {
+    plain: MultiHeaders<()>,
+    plain_ttl: MultiHeaders<()>,
+    gso: MultiHeaders<()>,
+    gso_ttl: MultiHeaders<()>,
+}
+
+impl TxHeaders {
+    pub(super) fn new(batch: usize) -> Self {
+        TxHeaders {
+            plain: MultiHeaders::preallocate(batch, None),
+            plain_ttl: MultiHeaders::preallocate(batch, Some(nix::cmsg_space!(libc::c_int))),
+            gso: MultiHeaders::preallocate(batch, Some(nix::cmsg_space!(u16))),
+            gso_ttl: MultiHeaders::preallocate(batch, Some(nix::cmsg_space!(u16, libc::c_int))),
+        }
+    }
+
+    fn pick(&mut self, gso: bool, ttl: bool) -> &mut MultiHeaders<()> {
+        match (gso, ttl) {
+            (false, false) => &mut self.plain,
+            (false, true) => &mut self.plain_ttl,
+            (true, false) => &mut self.gso,
+            (true, true) => &mut self.gso_ttl,
+        }
+    }
+}
+
 /// The send-side scratch of one worker, borrowed for one batch.
 pub(super) struct Tx<'w> {
-    pub(super) plain: &'w mut MultiHeaders<()>,
-    pub(super) gso: &'w mut MultiHeaders<()>,
+    pub(super) hdrs: &'w mut TxHeaders,
     pub(super) no_addrs: &'w [Option<()>],
     pub(super) outcome: &'w mut Vec<Option<Errno>>,
 }
 
+/// The TTL (hop limit) a replica is sent with when it is not the output's
+/// own: the received one less this hop, where that is lower (a router's
+/// rule: `min(configured, received - 1)`).
+fn ttl_cap(out: &OutputSocket, ttl_left: u8) -> Option<libc::c_int> {
+    (ttl_left < out.ttl).then_some(libc::c_int::from(ttl_left))
+}
+
+/// What one `sendmmsg` carries besides the data.
+#[derive(Debug, Clone, Copy)]
+struct Cmsgs {
+    gso: Option<u16>,
+    ttl: Option<libc::c_int>,
+    ipv4: bool,
+}
+
 impl Tx<'_> {
-    /// Sends one batch to one output and accounts for every replica.
+    /// Sends one batch to one output and accounts for every replica; the
+    /// batch's datagrams arrived with `ttl_left` hops left (received TTL
+    /// less one), which caps the output's TTL.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_batch(
         &mut self,
         out: &mut OutputSocket,
@@ -34,8 +82,12 @@ impl Tx<'_> {
         lens: &[usize],
         msg_iovs: &[&[IoSlice<'_>]],
         singles: &[&[IoSlice<'_>]],
+        ttl_left: u8,
     ) {
         let fd = out.sock.as_raw_fd();
+        let (ttl, ipv4) = (ttl_cap(out, ttl_left), out.ipv4);
+        let cmsgs = |gso| Cmsgs { gso, ttl, ipv4 };
+        let plain = cmsgs(None);
         let mut i = 0;
         while i < msgs.len() {
             let gso_key =
@@ -48,15 +100,15 @@ impl Tx<'_> {
             match key {
                 None => {
                     let dg = msgs[i].first..msgs[j - 1].datagrams().end;
-                    self.send_plain(fd, counters, lens, dg, singles);
+                    self.send_plain(fd, counters, lens, dg, singles, plain);
                 }
                 Some(seg) => {
                     let seg16 = u16::try_from(seg).unwrap_or(u16::MAX);
                     sendmmsg_all(
                         fd,
-                        self.gso,
+                        self.hdrs,
                         &msg_iovs[i..j],
-                        Some(seg16),
+                        cmsgs(Some(seg16)),
                         self.no_addrs,
                         self.outcome,
                     );
@@ -91,7 +143,7 @@ impl Tx<'_> {
                                     out.gso_logged = true;
                                 }
                                 let mut saved = std::mem::take(self.outcome);
-                                self.send_plain(fd, counters, lens, m.datagrams(), singles);
+                                self.send_plain(fd, counters, lens, m.datagrams(), singles, plain);
                                 std::mem::swap(self.outcome, &mut saved);
                             }
                             Some(e) => {
@@ -113,12 +165,13 @@ impl Tx<'_> {
         lens: &[usize],
         dg: std::ops::Range<usize>,
         singles: &[&[IoSlice<'_>]],
+        cmsgs: Cmsgs,
     ) {
         sendmmsg_all(
             fd,
-            self.plain,
+            self.hdrs,
             &singles[dg.clone()],
-            None,
+            cmsgs,
             self.no_addrs,
             self.outcome,
         );
@@ -144,31 +197,44 @@ impl Tx<'_> {
 /// recorded as would-block without further calls: the loop never waits.
 fn sendmmsg_all(
     fd: RawFd,
-    hdrs: &mut MultiHeaders<()>,
+    hdrs: &mut TxHeaders,
     iovs: &[&[IoSlice<'_>]],
-    gso: Option<u16>,
+    cmsgs: Cmsgs,
     no_addrs: &[Option<()>],
     outcome: &mut Vec<Option<Errno>>,
 ) {
     outcome.clear();
+    let hdrs = hdrs.pick(cmsgs.gso.is_some(), cmsgs.ttl.is_some());
+    let seg = cmsgs.gso.unwrap_or(0);
+    let ttl = cmsgs.ttl.unwrap_or(0);
+    let ttl_msg = if cmsgs.ipv4 {
+        ControlMessage::Ipv4Ttl(&ttl)
+    } else {
+        ControlMessage::Ipv6HopLimit(&ttl)
+    };
+    let gso_msg = ControlMessage::UdpGsoSegments(&seg);
+    let all = [gso_msg, ttl_msg];
+    let control: &[ControlMessage<'_>] = match (cmsgs.gso.is_some(), cmsgs.ttl.is_some()) {
+        (false, false) => &[],
+        (false, true) => &all[1..],
+        (true, false) => &all[..1],
+        (true, true) => &all,
+    };
     let cap = no_addrs.len().max(1);
     let mut idx = 0;
     while idx < iovs.len() {
         let end = (idx + cap).min(iovs.len());
         let chunk = &iovs[idx..end];
         let addrs = &no_addrs[..end - idx];
-        let result = match gso {
-            Some(seg) => {
-                let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
-                sendmmsg(fd, hdrs, chunk.iter(), addrs, cmsg, MsgFlags::MSG_DONTWAIT)
-                    .map(|r| r.count())
-            }
-            None => {
-                let cmsg: [ControlMessage<'_>; 0] = [];
-                sendmmsg(fd, hdrs, chunk.iter(), addrs, cmsg, MsgFlags::MSG_DONTWAIT)
-                    .map(|r| r.count())
-            }
-        };
+        let result = sendmmsg(
+            fd,
+            hdrs,
+            chunk.iter(),
+            addrs,
+            control,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|r| r.count());
         match result {
             Ok(0) => {
                 outcome.push(Some(Errno::UnknownErrno));
@@ -247,8 +313,7 @@ mod tests {
             .map(|o| open_output(&flow, o, caps).unwrap())
             .collect();
 
-        let mut plain = MultiHeaders::preallocate(4, None);
-        let mut gso = MultiHeaders::preallocate(4, Some(nix::cmsg_space!(u16)));
+        let mut hdrs = TxHeaders::new(4);
         let no_addrs = vec![None; 4];
         let mut outcome = Vec::new();
         let mut expected = Vec::new();
@@ -266,13 +331,12 @@ mod tests {
             f.received += 7;
             f.received_bytes += lens.iter().sum::<usize>() as u64;
             let mut tx = Tx {
-                plain: &mut plain,
-                gso: &mut gso,
+                hdrs: &mut hdrs,
                 no_addrs: &no_addrs,
                 outcome: &mut outcome,
             };
             for (o, c) in outs.iter_mut().zip(&mut f.outputs) {
-                tx.send_batch(o, c, &msgs, &lens, &msg_iovs, &singles);
+                tx.send_batch(o, c, &msgs, &lens, &msg_iovs, &singles, u8::MAX);
             }
             expected.extend(payloads);
             std::thread::sleep(Duration::from_millis(5));

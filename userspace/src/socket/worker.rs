@@ -16,7 +16,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStor
 
 use super::batch::{self, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use super::open::{OutputSocket, ReceiveSocket};
-use super::send::Tx;
+use super::send::{Tx, TxHeaders};
 use crate::engine::PUBLISH_EVERY;
 use crate::plan::FlowPlan;
 use crate::stats::{FlowCounters, Publisher};
@@ -30,6 +30,8 @@ struct RecvMeta {
     len: usize,
     src: Option<IpAddr>,
     gro_seg: Option<usize>,
+    /// The received TTL (hop limit); `None` if the kernel did not say.
+    ttl: Option<u8>,
     truncated: bool,
 }
 
@@ -62,8 +64,7 @@ pub(super) struct Worker {
 /// pointers, so each worker thread builds its own).
 struct Headers {
     rx: MultiHeaders<SockaddrStorage>,
-    tx_plain: MultiHeaders<()>,
-    tx_gso: MultiHeaders<()>,
+    tx: TxHeaders,
 }
 
 impl std::fmt::Debug for Worker {
@@ -80,13 +81,21 @@ impl std::fmt::Debug for Worker {
 struct Scratch {
     metas: Vec<RecvMeta>,
     dgrams: Vec<std::ops::Range<usize>>,
+    /// Per datagram of `dgrams`: the hops it has left (received TTL - 1).
+    ttls: Vec<u8>,
     lens: Vec<usize>,
     msgs: Vec<batch::Msg>,
     outcome: Vec<Option<Errno>>,
 }
 
+/// Receive headers with room for the TTL and, with GRO, the segment size.
 fn rx_headers(batch: usize, gro: bool) -> MultiHeaders<SockaddrStorage> {
-    MultiHeaders::preallocate(batch, gro.then(|| nix::cmsg_space!(i32)))
+    let space = if gro {
+        nix::cmsg_space!(i32, libc::c_int)
+    } else {
+        nix::cmsg_space!(libc::c_int)
+    };
+    MultiHeaders::preallocate(batch, Some(space))
 }
 
 impl Worker {
@@ -124,8 +133,7 @@ impl Worker {
         let mut s = Scratch::default();
         let mut h = Headers {
             rx: rx_headers(self.batch, self.rx.gro),
-            tx_plain: MultiHeaders::preallocate(self.batch, None),
-            tx_gso: MultiHeaders::preallocate(self.batch, Some(nix::cmsg_space!(u16))),
+            tx: TxHeaders::new(self.batch),
         };
         let mut tx_iov: Vec<IoSlice<'static>> = Vec::new();
         let mut tx_msgs: Vec<&'static [IoSlice<'static>]> = Vec::new();
@@ -176,33 +184,43 @@ impl Worker {
                 gro_seen = true;
             }
             let flow = &mut self.counters;
-            classify(&s.metas, self.source, flow, &mut s.dgrams);
-            if s.dgrams.is_empty() {
-                continue;
-            }
-            s.lens.clear();
-            s.lens.extend(s.dgrams.iter().map(|r| r.len()));
-            batch::plan_messages(&s.lens, GSO_MAX_SEGMENTS, GSO_MAX_BYTES, &mut s.msgs);
+            classify(&s.metas, self.source, flow, &mut s.dgrams, &mut s.ttls);
+            // One send per run of datagrams with the same hops left (a
+            // stream's TTL rarely changes), so a replica's TTL is
+            // min(configured, received - 1) datagram by datagram.
+            let mut start = 0;
+            while start < s.dgrams.len() {
+                let ttl_left = s.ttls[start];
+                let end = start
+                    + s.ttls[start..]
+                        .iter()
+                        .take_while(|t| **t == ttl_left)
+                        .count();
+                let run = &s.dgrams[start..end];
+                start = end;
+                s.lens.clear();
+                s.lens.extend(run.iter().map(|r| r.len()));
+                batch::plan_messages(&s.lens, GSO_MAX_SEGMENTS, GSO_MAX_BYTES, &mut s.msgs);
 
-            let mut iov: Vec<IoSlice<'_>> = recycle(std::mem::take(&mut tx_iov));
-            iov.extend(s.dgrams.iter().map(|r| IoSlice::new(&self.bufs[r.clone()])));
-            let mut msgs: Vec<&[IoSlice<'_>]> = recycle(std::mem::take(&mut tx_msgs));
-            msgs.extend(s.msgs.iter().map(|m| &iov[m.datagrams()]));
-            let mut singles: Vec<&[IoSlice<'_>]> = recycle(std::mem::take(&mut tx_singles));
-            singles.extend(iov.chunks(1));
+                let mut iov: Vec<IoSlice<'_>> = recycle(std::mem::take(&mut tx_iov));
+                iov.extend(run.iter().map(|r| IoSlice::new(&self.bufs[r.clone()])));
+                let mut msgs: Vec<&[IoSlice<'_>]> = recycle(std::mem::take(&mut tx_msgs));
+                msgs.extend(s.msgs.iter().map(|m| &iov[m.datagrams()]));
+                let mut singles: Vec<&[IoSlice<'_>]> = recycle(std::mem::take(&mut tx_singles));
+                singles.extend(iov.chunks(1));
 
-            let mut tx = Tx {
-                plain: &mut h.tx_plain,
-                gso: &mut h.tx_gso,
-                no_addrs: &self.no_addrs,
-                outcome: &mut s.outcome,
-            };
-            for (out, counters) in self.outputs.iter_mut().zip(&mut flow.outputs) {
-                tx.send_batch(out, counters, &s.msgs, &s.lens, &msgs, &singles);
+                let mut tx = Tx {
+                    hdrs: &mut h.tx,
+                    no_addrs: &self.no_addrs,
+                    outcome: &mut s.outcome,
+                };
+                for (out, counters) in self.outputs.iter_mut().zip(&mut flow.outputs) {
+                    tx.send_batch(out, counters, &s.msgs, &s.lens, &msgs, &singles, ttl_left);
+                }
+                tx_singles = recycle(singles);
+                tx_msgs = recycle(msgs);
+                tx_iov = recycle(iov);
             }
-            tx_singles = recycle(singles);
-            tx_msgs = recycle(msgs);
-            tx_iov = recycle(iov);
         }
         self.publisher.publish(std::slice::from_ref(&self.counters));
         debug!("socket engine: flow {:?}: worker stopped", self.flow_name);
@@ -219,9 +237,9 @@ impl Worker {
         hdrs: &mut MultiHeaders<SockaddrStorage>,
         metas: &mut Vec<RecvMeta>,
     ) -> Result<(), Errno> {
-        if self.rx.gro {
-            *hdrs = rx_headers(self.batch, true);
-        }
+        // Every batch: the TTL (and GRO) control messages shrink
+        // `msg_controllen`.
+        *hdrs = rx_headers(self.batch, self.rx.gro);
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
             .bufs
             .chunks_mut(SLOT)
@@ -237,11 +255,18 @@ impl Worker {
                             .map(|a| IpAddr::V4(a.ip()))
                             .or_else(|| a.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
                     });
-                    let mut gro_seg = None;
+                    let (mut gro_seg, mut ttl) = (None, None);
                     if let Ok(cmsgs) = m.cmsgs() {
                         for c in cmsgs {
-                            if let ControlMessageOwned::UdpGroSegments(seg) = c {
-                                gro_seg = usize::try_from(seg).ok();
+                            match c {
+                                ControlMessageOwned::UdpGroSegments(seg) => {
+                                    gro_seg = usize::try_from(seg).ok();
+                                }
+                                ControlMessageOwned::Ipv4Ttl(t)
+                                | ControlMessageOwned::Ipv6HopLimit(t) => {
+                                    ttl = u8::try_from(t).ok();
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -249,6 +274,7 @@ impl Worker {
                         len: m.bytes,
                         src,
                         gro_seg,
+                        ttl,
                         truncated: m
                             .flags
                             .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC),
@@ -262,37 +288,47 @@ impl Worker {
 }
 
 /// Turns received slots (slot `i` at `i * SLOT` in the buffer) into the
-/// ranges of the datagrams to replicate, counting the rejected ones in
-/// `flow`: truncated slots are malformed, and with a configured `source`
-/// every datagram from another sender is source-rejected.
+/// ranges of the datagrams to replicate and the hops each has left
+/// (`ttls`: received TTL - 1), counting the rejected ones in `flow`:
+/// truncated slots are malformed, with a configured `source` every
+/// datagram from another sender is source-rejected, and one received with
+/// TTL (hop limit) <= 1 is TTL-expired (a GRO train shares one TTL).
 fn classify(
     metas: &[RecvMeta],
     source: Option<IpAddr>,
     flow: &mut FlowCounters,
     dgrams: &mut Vec<std::ops::Range<usize>>,
+    ttls: &mut Vec<u8>,
 ) {
     dgrams.clear();
-    let (mut rejected, mut malformed, mut bytes) = (0u64, 0u64, 0u64);
+    ttls.clear();
+    let (mut rejected, mut malformed, mut expired, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     for (slot, m) in metas.iter().enumerate() {
         let base = slot * SLOT;
         if m.truncated || m.len > SLOT {
             malformed += 1;
             continue;
         }
+        // A GRO train comes from one sender with one TTL.
+        let datagrams = m
+            .gro_seg
+            .filter(|s| *s > 0)
+            .map_or(1, |seg| m.len.div_ceil(seg).max(1)) as u64;
         if source.is_some_and(|want| m.src != Some(want)) {
-            // A GRO train comes from one sender: all its datagrams go.
-            let datagrams = m
-                .gro_seg
-                .filter(|s| *s > 0)
-                .map_or(1, |seg| m.len.div_ceil(seg).max(1));
-            rejected += datagrams as u64;
+            rejected += datagrams;
+            continue;
+        }
+        if m.ttl.is_some_and(|t| t <= 1) {
+            expired += datagrams;
             continue;
         }
         batch::split_gro(base, m.len, m.gro_seg, dgrams);
+        ttls.resize(dgrams.len(), m.ttl.map_or(u8::MAX, |t| t - 1));
         bytes += m.len as u64;
     }
     flow.source_rejected += rejected;
     flow.malformed += malformed;
+    flow.ttl_expired += expired;
     flow.received += dgrams.len() as u64;
     flow.received_bytes += bytes;
 }
@@ -309,6 +345,7 @@ mod tests {
             len,
             src: Some(src),
             gro_seg,
+            ttl: Some(64),
             truncated,
         };
         let metas = [
@@ -320,7 +357,9 @@ mod tests {
         ];
         let mut f = FlowCounters::default();
         let mut dgrams = Vec::new();
-        classify(&metas, Some(good), &mut f, &mut dgrams);
+        let mut ttls = Vec::new();
+        classify(&metas, Some(good), &mut f, &mut dgrams, &mut ttls);
+        assert_eq!(ttls, vec![63; 4]);
         assert_eq!(
             dgrams,
             vec![
@@ -337,7 +376,29 @@ mod tests {
 
         // Without a configured source every sender is accepted.
         let mut f = FlowCounters::default();
-        classify(&metas[..2], None, &mut f, &mut dgrams);
+        classify(&metas[..2], None, &mut f, &mut dgrams, &mut ttls);
         assert_eq!(dgrams.len(), 4);
+
+        // TTL like a router: 1 and 0 leave no hop (a train of 3 counts 3);
+        // the others carry what they have left; unknown caps nothing.
+        let with_ttl = |len, gro_seg, ttl| RecvMeta {
+            len,
+            src: Some(good),
+            gro_seg,
+            ttl,
+            truncated: false,
+        };
+        let metas = [
+            with_ttl(100, None, Some(1)),
+            with_ttl(3000, Some(1000), Some(0)),
+            with_ttl(200, None, Some(2)),
+            with_ttl(2000, Some(1000), Some(16)),
+            with_ttl(50, None, None),
+        ];
+        let mut f = FlowCounters::default();
+        classify(&metas, None, &mut f, &mut dgrams, &mut ttls);
+        assert_eq!(ttls, vec![1, 15, 15, 255]);
+        assert_eq!(dgrams.len(), 4);
+        assert_eq!((f.received, f.ttl_expired), (4, 4));
     }
 }

@@ -87,6 +87,8 @@ pub enum WriteError {
     BadLength(u16),
     #[error("UDP over IPv6 without checksum: cannot be adjusted")]
     ZeroChecksumV6,
+    #[error("received with TTL (hop limit) {0}: none left for another hop")]
+    TtlExpired(u8),
 }
 
 /// The precomputed headers of one output's replicas.
@@ -166,11 +168,14 @@ impl ReplicaTemplate {
                 ip.set_version(4);
                 ip.set_header_len(ipv4::HEADER_LEN);
                 ip.set_dont_frag(true);
-                ip.set_ttl(spec.ttl);
                 ip.set_protocol(IPPROTO_UDP);
                 ip.set_src_addr(src);
                 ip.set_dst_addr(dst);
-                (end, checksum::data(&header[ip_offset..end]))
+                // The sum without the TTL, which each replica adds: it is
+                // min(configured, received - 1), as a router's.
+                let sum = checksum::data(&header[ip_offset..end]);
+                ipv4::Packet::new_unchecked(&mut header[ip_offset..end]).set_ttl(spec.ttl);
+                (end, sum)
             }
             IpPair::V6 { src, dst } => {
                 let end = ip_offset + ipv6::HEADER_LEN;
@@ -292,12 +297,17 @@ impl ReplicaTemplate {
     fn patch_v4<const IP: usize>(&self, rx: &Received, out: &mut [u8]) {
         const L: usize = ipv4::HEADER_LEN;
         let tos = (rx.tos & self.tos_keep) | self.tos_set;
+        let ttl = self.spec.ttl.min(rx.ttl_left);
         if let Some(ip) = out.get_mut(IP..IP + L) {
             let mut ip = ipv4::Packet::new_unchecked(ip);
             ip.set_tos(tos);
             ip.set_total_len(rx.ip_total);
+            ip.set_ttl(ttl);
             ip.set_checksum(!checksum::fold32(
-                u32::from(self.ip_sum) + u32::from(tos) + u32::from(rx.ip_total),
+                u32::from(self.ip_sum)
+                    + u32::from(tos)
+                    + u32::from(rx.ip_total)
+                    + (u32::from(ttl) << 8),
             ));
         }
         if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
@@ -313,6 +323,7 @@ impl ReplicaTemplate {
             let mut ip = ipv6::Packet::new_unchecked(ip);
             ip.set_traffic_class(tos);
             ip.set_payload_len(rx.udp_len);
+            ip.set_hop_limit(self.spec.ttl.min(rx.ttl_left));
         }
         if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
             self.patch_udp(rx, udp);
@@ -345,6 +356,9 @@ pub struct Received {
     udp_len: u16,
     /// IPv4 total length (`udp_len` + 20); 0 for IPv6.
     ip_total: u16,
+    /// The received TTL (hop limit) less this hop: a replica's is at most
+    /// this ([`Received::new`] refuses a datagram with none left).
+    ttl_left: u8,
     /// A received IPv4 UDP checksum of 0 ("none"), which stays 0.
     no_checksum: bool,
     /// RFC 1624, eqn. 3 without `m'`: `~HC + ~m`, `m` the received
@@ -362,6 +376,9 @@ impl Received {
     pub fn new(rx: &Datagram) -> Result<Self, WriteError> {
         if usize::from(rx.udp_len) < udp::HEADER_LEN {
             return Err(WriteError::BadLength(rx.udp_len));
+        }
+        if rx.ttl <= 1 {
+            return Err(WriteError::TtlExpired(rx.ttl));
         }
         let ipv4 = rx.addrs.is_ipv4();
         if !ipv4 && rx.udp_checksum == 0 {
@@ -384,6 +401,7 @@ impl Received {
             src_port: rx.src_port,
             udp_len: rx.udp_len,
             ip_total,
+            ttl_left: rx.ttl - 1,
             no_checksum: ipv4 && rx.udp_checksum == 0,
             partial_kept: not_hc + u32::from(!fold(m)),
             partial_set: not_hc + u32::from(!fold(m + u64::from(rx.src_port))),
@@ -457,7 +475,8 @@ mod tests {
         #[rustfmt::skip]
         let mut expected: [u8; 46] = [
             0x02, 0xdd, 0, 0, 0, 0x02, 0x02, 0x55, 0, 0, 0, 0x01, 0x81, 0x00, 0x00, 42, 0x08, 0x00,
-            0x45, 0xb8, 0x00, 20 + 8 + 9, 0x00, 0x00, 0x40, 0x00, 64, 17, 0xff, 0xff,
+            // TTL: min(configured 64, received 16 - 1).
+            0x45, 0xb8, 0x00, 20 + 8 + 9, 0x00, 0x00, 0x40, 0x00, 15, 17, 0xff, 0xff,
             192, 168, 1, 1, 192, 168, 1, 2,
             0x1b, 0x58, 0x17, 0x70, 0x00, 8 + 9, 0xff, 0xff,
         ];
@@ -687,6 +706,15 @@ mod tests {
             let (rx_frame, _) = build_frame(&rx_spec, &payload);
             let rx = parse(&rx_frame).unwrap();
             let t = ReplicaTemplate::new(spec).unwrap();
+            if rx.ttl <= 1 {
+                // No hop left: refused for every output, whatever it is.
+                prop_assert_eq!(Received::new(&rx).err(), Some(WriteError::TtlExpired(rx.ttl)));
+                prop_assert_eq!(
+                    t.write(&rx, &mut [0u8; MAX_HEADER_LEN]),
+                    Err(WriteError::TtlExpired(rx.ttl))
+                );
+                return Ok(());
+            }
             let mut frame = vec![0u8; MAX_HEADER_LEN];
             let n = t.write(&rx, &mut frame).unwrap();
             prop_assert_eq!(n, t.header_len());
@@ -701,7 +729,7 @@ mod tests {
             prop_assert_eq!(d.outer_vlan, spec.vlan);
             prop_assert_eq!(d.inner_vlan, None);
             prop_assert_eq!(d.addrs, t.addrs());
-            prop_assert_eq!(d.ttl, spec.ttl);
+            prop_assert_eq!(d.ttl, spec.ttl.min(rx.ttl - 1));
             let tos = match spec.tos { TosPolicy::CopyDscp => rx_spec.tos & 0xfc, TosPolicy::Set(v) => v };
             prop_assert_eq!(d.tos, tos);
             prop_assert_eq!(d.src_port, spec.src_port.unwrap_or(rx_spec.src_port));
@@ -718,6 +746,11 @@ mod tests {
                 prop_assert_eq!(d.udp_checksum, ref_udp_checksum(&d.addrs, udp_bytes));
             }
             prop_assert!(udp::Packet::new_checked(udp_bytes).unwrap().verify_checksum(&d.addrs));
+            if d.addrs.is_ipv4() {
+                // The IPv4 header checksum covers the TTL each replica sets.
+                let ip = d.payload_offset - 8 - ipv4::HEADER_LEN;
+                prop_assert_eq!(ref_sum(&[&frame[ip..ip + ipv4::HEADER_LEN]]), 0xffff);
+            }
         }
     }
 }

@@ -32,7 +32,9 @@ pub struct Args {
     /// Egress interface (SO_BINDTODEVICE, and the multicast interface).
     #[arg(long)]
     iface: Option<String>,
-    /// TTL / hop limit (multicast or unicast, after the destination). Default: 1 for multicast.
+    /// TTL / hop limit (multicast or unicast, after the destination). Default for
+    /// multicast: 8 (hops left for a replicator: fanout, like a router, does not
+    /// replicate a datagram received with TTL 1, the kernel's default).
     #[arg(long)]
     ttl: Option<u32>,
     /// Payload sizes in bytes, cycled by sequence number (each 24..=65507).
@@ -130,7 +132,7 @@ pub(crate) fn open(args: &Args) -> anyhow::Result<UdpSocket> {
     }
     match dest.ip() {
         IpAddr::V4(group) if group.is_multicast() => {
-            sock.set_multicast_ttl_v4(args.ttl.unwrap_or(1))
+            sock.set_multicast_ttl_v4(args.ttl.unwrap_or(8))
                 .context("IP_MULTICAST_TTL")?;
             if let Some(local) = args.iface.as_deref().and_then(ipv4_of) {
                 sock.set_multicast_if_v4(&local)
@@ -138,7 +140,7 @@ pub(crate) fn open(args: &Args) -> anyhow::Result<UdpSocket> {
             }
         }
         IpAddr::V6(group) if group.is_multicast() => {
-            sock.set_multicast_hops_v6(args.ttl.unwrap_or(1))
+            sock.set_multicast_hops_v6(args.ttl.unwrap_or(8))
                 .context("IPV6_MULTICAST_HOPS")?;
             if let Some(iface) = &args.iface {
                 let index = nix::net::if_::if_nametoindex(iface.as_str())

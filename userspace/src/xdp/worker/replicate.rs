@@ -98,6 +98,11 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             fc.source_rejected += 1;
             return;
         }
+        // Like a router: no hop left, no replica.
+        if dg.ttl <= 1 {
+            fc.ttl_expired += 1;
+            return;
+        }
         fc.received += 1;
         fc.received_bytes += dg.payload_len as u64;
 
