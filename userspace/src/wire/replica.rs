@@ -171,11 +171,8 @@ impl ReplicaTemplate {
                 ip.set_protocol(IPPROTO_UDP);
                 ip.set_src_addr(src);
                 ip.set_dst_addr(dst);
-                // The sum without the TTL, which each replica adds: it is
-                // min(configured, received - 1), as a router's.
-                let sum = checksum::data(&header[ip_offset..end]);
-                ipv4::Packet::new_unchecked(&mut header[ip_offset..end]).set_ttl(spec.ttl);
-                (end, sum)
+                ip.set_ttl(spec.ttl);
+                (end, checksum::data(&header[ip_offset..end]))
             }
             IpPair::V6 { src, dst } => {
                 let end = ip_offset + ipv6::HEADER_LEN;
@@ -297,18 +294,18 @@ impl ReplicaTemplate {
     fn patch_v4<const IP: usize>(&self, rx: &Received, out: &mut [u8]) {
         const L: usize = ipv4::HEADER_LEN;
         let tos = (rx.tos & self.tos_keep) | self.tos_set;
-        let ttl = self.spec.ttl.min(rx.ttl_left);
         if let Some(ip) = out.get_mut(IP..IP + L) {
             let mut ip = ipv4::Packet::new_unchecked(ip);
             ip.set_tos(tos);
             ip.set_total_len(rx.ip_total);
-            ip.set_ttl(ttl);
-            ip.set_checksum(!checksum::fold32(
-                u32::from(self.ip_sum)
-                    + u32::from(tos)
-                    + u32::from(rx.ip_total)
-                    + (u32::from(ttl) << 8),
-            ));
+            let mut sum = u32::from(self.ip_sum) + u32::from(tos) + u32::from(rx.ip_total);
+            if rx.ttl_left < self.spec.ttl {
+                // A router's rule, min(configured, received - 1): the
+                // image's TTL (in `ip_sum`) replaced by the lower one.
+                ip.set_ttl(rx.ttl_left);
+                sum += u32::from(!(u16::from(self.spec.ttl) << 8)) + (u32::from(rx.ttl_left) << 8);
+            }
+            ip.set_checksum(!checksum::fold32(sum));
         }
         if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
             self.patch_udp(rx, udp);
@@ -323,7 +320,9 @@ impl ReplicaTemplate {
             let mut ip = ipv6::Packet::new_unchecked(ip);
             ip.set_traffic_class(tos);
             ip.set_payload_len(rx.udp_len);
-            ip.set_hop_limit(self.spec.ttl.min(rx.ttl_left));
+            if rx.ttl_left < self.spec.ttl {
+                ip.set_hop_limit(rx.ttl_left);
+            }
         }
         if let Some(udp) = out.get_mut(IP + L..IP + L + udp::HEADER_LEN) {
             self.patch_udp(rx, udp);
