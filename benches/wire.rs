@@ -67,7 +67,7 @@ fn rx_frame((src, dst): (IpAddr, IpAddr), vlan: Option<u16>, payload_len: usize)
         inner_vlan: None,
         addrs,
         tos: 0xb8,
-        ttl: 1,
+        ttl: 64,
         src_port: 5000,
         dst_port: 6000,
         udp_len,

@@ -759,6 +759,103 @@ for_each_engine!(source_specific:
     source_specific_flow_forwards_only_its_source_xdp_native,
     source_specific_flow_forwards_only_its_source_xdp_generic);
 
+/// IPTV SSM channels commonly share one group and port and differ by
+/// source: `(S1, G)` and `(S2, G)` are two flows, each source's stream
+/// reaches only its own flow's outputs, a third source reaches none, and
+/// the XDP engine serves both (the source is part of the program's key),
+/// not refusing them into the socket engine.
+fn ssm_channels(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    // Two more senders on the source link (private, lab only).
+    let s2 = Ipv4Addr::new(10, 201, 0, 8);
+    let third = Ipv4Addr::new(10, 201, 0, 9);
+    for ip in [s2, third] {
+        lab.src
+            .ip(&["addr", "add", &format!("{ip}/24"), "dev", iface::SRC0])
+            .unwrap();
+    }
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let b = SocketAddr::new(addr::SNK0_V4.into(), 6002);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "ch1"
+interface = "{in0}"
+group = "232.1.1.1"
+port = 5000
+source = "{s1}"
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{a}"
+
+[[flow]]
+name = "ch2"
+interface = "{in0}"
+group = "232.1.1.1"
+port = 5000
+source = "{s2}"
+
+  [[flow.output]]
+  name = "b"
+  unicast = "{b}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        s1 = addr::SRC0_V4,
+    );
+    let rx_a = unicast_receiver(&lab.sink, a);
+    let rx_b = unicast_receiver(&lab.sink, b);
+    let engine = case.start(&config);
+    let tx1 = sender(&lab.src, (addr::SRC0_V4, 0));
+    let tx2 = sender(&lab.src, (s2, 0));
+    let tx3 = sender(&lab.src, (third, 0));
+    let group: SocketAddr = "232.1.1.1:5000".parse().unwrap();
+    let one = payloads(1, 0, &[64, 1472, 8972], 30);
+    let two = payloads(2, 0, &[64, 1472, 8972], 30);
+    let bad = payloads(666, 0, &[64, 1472, 8972], 30);
+    for ((p1, p2), p3) in one.iter().zip(&two).zip(&bad) {
+        tx3.send_to(p3, group).unwrap();
+        tx1.send_to(p1, group).unwrap();
+        tx2.send_to(p2, group).unwrap();
+    }
+    let got_a = receive(&rx_a, one.len());
+    let got_b = receive(&rx_b, two.len());
+    let (snap, _) = engine.stop();
+    assert_stream("channel 1", &got_a, &one);
+    assert_stream("channel 2", &got_b, &two);
+    assert!(
+        drain(&rx_a).is_empty() && drain(&rx_b).is_empty(),
+        "extra datagrams"
+    );
+    for (name, out, n) in [("ch1", "a", one.len()), ("ch2", "b", two.len())] {
+        let flow = snap.flow(name).unwrap();
+        assert_eq!(
+            (flow.received, flow.source_rejected),
+            (n as u64, 0),
+            "{name}: {snap}"
+        );
+        let o = flow.output(out).unwrap();
+        assert_eq!((o.sent, o.dropped_total()), (n as u64, 0), "{snap}");
+    }
+    let carried = (one.len() + two.len()) as u64;
+    if let Some(i) = assert_xdp_carried(&snap, kind, carried, 1) {
+        let c = program_counter(i);
+        assert_eq!(c("source_rejected"), bad.len() as u64, "{i:?}");
+    }
+}
+
+for_each_engine!(ssm_channels:
+    ssm_channels_sharing_a_group_reach_their_own_outputs,
+    ssm_channels_sharing_a_group_reach_their_own_outputs_xdp_native,
+    ssm_channels_sharing_a_group_reach_their_own_outputs_xdp_generic);
+
 /// A source-specific flow whose sender the edge routes out of another
 /// interface, under the lab's strict reverse-path filter: the kernel drops
 /// the stream before any socket sees it (proved with a plain joined socket

@@ -28,6 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use common::xdp::{Bpffs, Pair, wait_detached, xdp_attached};
 use fanout::lab;
 use fanout::xdp::program::XdpProgram;
+use fanout::xdp::worker::{Claim, layout};
 use fanout_common::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME};
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
@@ -39,6 +40,8 @@ const G4_SSM: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
 const G6: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x10);
 const G6_SSM: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x20);
 const S4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The source of a second channel on `G4_SSM`.
+const S4_OTHER_CHANNEL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 const S6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 const PORT: u16 = 5000;
 const VLAN: u16 = 100;
@@ -91,24 +94,39 @@ impl Harness {
         Some(h)
     }
 
-    /// The flows of the corpus.
-    fn flows() -> [(FlowKey, FlowValue); 5] {
-        [
-            (FlowKey::new(G4.into(), PORT, 0), FlowValue::any_source(1)),
-            (FlowKey::new(G6.into(), PORT, 0), FlowValue::any_source(2)),
-            (
-                FlowKey::new(G4.into(), PORT, VLAN),
-                FlowValue::any_source(3),
-            ),
-            (
-                FlowKey::new(G4_SSM.into(), PORT, 0),
-                FlowValue::with_source(4, S4.into()),
-            ),
-            (
-                FlowKey::new(G6_SSM.into(), PORT, 0),
-                FlowValue::with_source(5, S6.into()),
-            ),
-        ]
+    /// The flows of the corpus, laid out by the engine's own
+    /// [`layout`]: any-source flows on IPv4, IPv6 and a VLAN, and
+    /// source-specific channels, two of them sharing `G4_SSM`.
+    fn flows() -> Vec<(FlowKey, FlowValue)> {
+        let claim = |id, group: IpAddr, vlan, source: Option<IpAddr>| Claim {
+            id,
+            group,
+            port: PORT,
+            vlan,
+            source,
+        };
+        layout(&[
+            claim(1, G4.into(), None, None),
+            claim(2, G6.into(), None, None),
+            claim(3, G4.into(), Some(VLAN), None),
+            claim(4, G4_SSM.into(), None, Some(S4.into())),
+            claim(5, G6_SSM.into(), None, Some(S6.into())),
+            claim(6, G4_SSM.into(), None, Some(S4_OTHER_CHANNEL.into())),
+        ])
+        .expect("the corpus's flows do not overlap")
+    }
+
+    /// The program's verdict for a datagram of `key` from `source`, as the
+    /// flow table says it.
+    fn verdict(flows: &[(FlowKey, FlowValue)], key: FlowKey, source: [u8; 16]) -> Outcome {
+        let find = |k: FlowKey| flows.iter().find(|(e, _)| *e == k).map(|(_, v)| *v);
+        match find(key) {
+            None => Passed(Counter::NoFlow),
+            Some(v) if v.is_by_source() && find(key.with_source(source)).is_none() => {
+                Passed(Counter::SourceRejected)
+            }
+            Some(_) => Matched,
+        }
     }
 
     fn add_flow(&self, key: FlowKey, value: FlowValue) {
@@ -487,6 +505,12 @@ fn source_specific_flows_reject_other_sources() {
         &Spec::v4(G4_SSM).src(Ipv4Addr::new(10, 0, 0, 2)).build(),
         Passed(Counter::SourceRejected),
     );
+    // A second channel on the same group and port: its source matches too.
+    h.expect(
+        "ipv4 ssm second channel",
+        &Spec::v4(G4_SSM).src(S4_OTHER_CHANNEL).build(),
+        Matched,
+    );
     h.expect("ipv6 ssm right source", &Spec::v6(G6_SSM).build(), Matched);
     h.expect(
         "ipv6 ssm wrong source",
@@ -824,11 +848,7 @@ fn the_loaded_program_decides_as_classify_on_corrupted_frames() {
             }
         }
         let outcome = match verdict {
-            Verdict::Udp(d) => match flows.iter().find(|(k, _)| *k == d.key) {
-                None => Passed(Counter::NoFlow),
-                Some((_, v)) if !v.accepts(&d.source) => Passed(Counter::SourceRejected),
-                Some(_) => Matched,
-            },
+            Verdict::Udp(d) => Harness::verdict(&flows, d.key, d.source),
             Verdict::Malformed => Passed(Counter::Malformed),
             Verdict::Fragment => Passed(Counter::Fragment),
             Verdict::NotIp => Passed(Counter::NotIp),

@@ -172,8 +172,8 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
             why.as_deref().unwrap_or("unknown")
         ),
     }
+    prog.insert_flows(&flows)?;
     for (id, flow) in &flows {
-        prog.insert_flow(*id, flow)?;
         let dest = std::net::SocketAddr::new(flow.group, flow.port);
         let mut line = format!("  flow {id} {:?}: {dest}", flow.name);
         if let Some(vlan) = flow.vlan {

@@ -310,11 +310,9 @@ fn attach(
         .filter(|(_, f)| f.ingress.index == iface.index)
         .map(|(i, _)| i)
         .collect();
-    for &f in &flows {
-        program
-            .insert_flow(f as u32, &plan.flows[f])
-            .map_err(map_err)?;
-    }
+    let entries: Vec<(u32, &crate::plan::FlowPlan)> =
+        flows.iter().map(|&f| (f as u32, &plan.flows[f])).collect();
+    program.insert_flows(&entries).map_err(map_err)?;
     let count = queue_count(&iface.name, "rx").map_err(|source| Refused::Io {
         what: format!("counting the rx queues of {}", iface.name),
         source,

@@ -25,6 +25,7 @@ use aya::programs::{ProgramError, Xdp, XdpMode};
 use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME, XSKS_MAP};
 
 use crate::plan::FlowPlan;
+use crate::xdp::worker::{Claim, layout};
 
 /// Root of the pins made by [`XdpProgram::pin`] (`cargo xtask load`).
 pub const PIN_ROOT: &str = "/sys/fs/bpf/fanout";
@@ -81,6 +82,11 @@ pub enum Error {
     },
     #[error("{path} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)")]
     NotBpffs { path: PathBuf },
+    #[error(
+        "flows {flow:?} and {other:?} claim the same datagrams on one interface (same group, \
+         port and VLAN, and a source that does not tell them apart)"
+    )]
+    FlowConflict { flow: String, other: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -243,27 +249,24 @@ impl XdpProgram {
         })
     }
 
-    /// Writes the `FLOWS` entry of `flow` with id `flow_id` (its index in
-    /// the plan): group, port, VLAN (0 when untagged) and source.
-    pub fn insert_flow(&mut self, flow_id: u32, flow: &FlowPlan) -> Result<(), Error> {
-        let (key, value) = flow_entry(flow_id, flow);
-        self.flows()?
-            .insert(key, value, 0)
-            .map_err(|source| Error::Map {
+    /// Writes the `FLOWS` entries of `flows` (each with its id, its index
+    /// in the plan), as [`flow_entries`] lays them out.
+    pub fn insert_flows(&mut self, flows: &[(u32, &FlowPlan)]) -> Result<(), Error> {
+        let entries = flow_entries(flows)?;
+        let mut map = self.flows()?;
+        for (key, value) in entries {
+            map.insert(key, value, 0).map_err(|source| Error::Map {
                 map: FLOWS_MAP,
-                op: format!("insert flow {:?} (id {flow_id})", flow.name),
+                op: format!("insert {key:?} => {value:?}"),
                 source: Box::new(source),
-            })
+            })?;
+        }
+        Ok(())
     }
 
-    /// Removes the `FLOWS` entry of `flow`.
-    pub fn remove_flow(&mut self, flow: &FlowPlan) -> Result<(), Error> {
-        let (key, _) = flow_entry(0, flow);
-        self.flows()?.remove(&key).map_err(|source| Error::Map {
-            map: FLOWS_MAP,
-            op: format!("remove flow {:?}", flow.name),
-            source: Box::new(source),
-        })
+    /// [`XdpProgram::insert_flows`] for one flow.
+    pub fn insert_flow(&mut self, flow_id: u32, flow: &FlowPlan) -> Result<(), Error> {
+        self.insert_flows(&[(flow_id, flow)])
     }
 
     fn xsks(&mut self) -> Result<XskMap<&mut MapData>, Error> {
@@ -417,14 +420,35 @@ pub fn unpin(dir: &Path) -> Result<bool, Error> {
     Ok(found)
 }
 
-/// The `FLOWS` key and value of `flow`.
-pub fn flow_entry(flow_id: u32, flow: &FlowPlan) -> (FlowKey, FlowValue) {
-    let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
-    let value = match flow.source {
-        Some(src) => FlowValue::with_source(flow_id, src),
-        None => FlowValue::any_source(flow_id),
-    };
-    (key, value)
+/// The `FLOWS` entries of one interface's flows, laid out as the workers'
+/// indexes are ([`crate::xdp::worker::layout`]): an any-source flow under
+/// its stream key, source-specific channels under their source with one
+/// `by_source` marker per stream, so that `(S1, G)` and `(S2, G)` on one
+/// port are two flows. Two flows claiming the same datagrams (the
+/// configuration refuses them too) are an [`Error::FlowConflict`].
+pub fn flow_entries(flows: &[(u32, &FlowPlan)]) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
+    let claims: Vec<Claim> = flows
+        .iter()
+        .map(|&(id, f)| Claim {
+            id,
+            group: f.group,
+            port: f.port,
+            vlan: f.vlan,
+            source: f.source,
+        })
+        .collect();
+    layout(&claims).map_err(|(flow, other)| {
+        let name = |id: u32| {
+            flows
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map_or_else(String::new, |(_, f)| f.name.clone())
+        };
+        Error::FlowConflict {
+            flow: name(flow),
+            other: name(other),
+        }
+    })
 }
 
 /// Also used by tests that build a key by hand.
@@ -448,7 +472,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::plan::Interface;
-    use fanout_common::{FAMILY_IPV4, FAMILY_IPV6, FLOW_HAS_SOURCE};
+    use fanout_common::FAMILY_IPV6;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn flow(group: IpAddr, vlan: Option<u16>, source: Option<IpAddr>) -> FlowPlan {
@@ -473,21 +497,71 @@ mod tests {
     #[test]
     fn flow_entries_carry_group_port_vlan_and_source() {
         let g = IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3));
-        let (k, v) = flow_entry(7, &flow(g, None, None));
-        assert_eq!(k, FlowKey::new(g, 5000, 0));
-        assert_eq!(k.family, FAMILY_IPV4);
-        assert_eq!(v, FlowValue::any_source(7));
+        let asm = flow(g, None, None);
+        assert_eq!(
+            flow_entries(&[(7, &asm)]).unwrap(),
+            vec![(FlowKey::new(g, 5000, 0), FlowValue::flow(7))]
+        );
 
         let g6 = IpAddr::V6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 1));
         let s6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9));
-        let (k, v) = flow_entry(2, &flow(g6, Some(100), Some(s6)));
-        assert_eq!((k.family, k.vlan, k.port), (FAMILY_IPV6, 100, 5000));
-        assert_eq!(v.flags, FLOW_HAS_SOURCE);
+        let ssm = flow(g6, Some(100), Some(s6));
+        let stream = flow_key(g6, 5000, Some(100));
         assert_eq!(
-            v.source,
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9).octets()
+            (stream.family, stream.vlan, stream.port),
+            (FAMILY_IPV6, 100, 5000)
         );
-        assert_eq!(flow_key(g6, 5000, Some(100)), k);
+        assert_eq!(
+            flow_entries(&[(2, &ssm)]).unwrap(),
+            vec![
+                (stream, FlowValue::by_source(2)),
+                (stream.with_source_ip(s6), FlowValue::flow(2)),
+            ]
+        );
+    }
+
+    #[test]
+    fn ssm_channels_share_their_stream_entry() {
+        let g = IpAddr::V4(Ipv4Addr::new(232, 1, 1, 1));
+        let s1 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let s2 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let (a, b) = (flow(g, None, Some(s1)), flow(g, None, Some(s2)));
+        let other = flow(IpAddr::V4(Ipv4Addr::new(239, 9, 9, 9)), None, None);
+        let stream = flow_key(g, 5000, None);
+        assert_eq!(
+            flow_entries(&[(4, &a), (1, &b), (0, &other)]).unwrap(),
+            vec![
+                (stream, FlowValue::by_source(1)),
+                (stream.with_source_ip(s1), FlowValue::flow(4)),
+                (stream.with_source_ip(s2), FlowValue::flow(1)),
+                (flow_key(other.group, 5000, None), FlowValue::flow(0)),
+            ]
+        );
+        // The same stream on another VLAN is another stream.
+        let tagged = flow(g, Some(5), Some(s1));
+        assert_eq!(flow_entries(&[(0, &a), (1, &tagged)]).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn flows_that_claim_the_same_datagrams_are_refused() {
+        let g = IpAddr::V4(Ipv4Addr::new(232, 1, 1, 1));
+        let s1 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let mut asm = flow(g, None, None);
+        asm.name = "asm".into();
+        let mut ssm = flow(g, None, Some(s1));
+        ssm.name = "ssm".into();
+        let e = flow_entries(&[(0, &ssm), (1, &asm)]).unwrap_err();
+        assert_eq!(
+            (
+                e.to_string().contains("\"asm\""),
+                e.to_string().contains("\"ssm\"")
+            ),
+            (true, true),
+            "{e}"
+        );
+        assert!(flow_entries(&[(0, &asm), (1, &ssm)]).is_err());
+        assert!(flow_entries(&[(0, &ssm), (1, &ssm)]).is_err());
+        assert!(flow_entries(&[(0, &asm), (1, &asm)]).is_err());
     }
 
     #[test]

@@ -36,9 +36,12 @@ pub const FAMILY_IPV4: u8 = 4;
 /// [`FlowKey::family`] of an IPv6 flow.
 pub const FAMILY_IPV6: u8 = 6;
 
-/// [`FlowValue::flags`]: the flow is source-specific; only datagrams from
-/// [`FlowValue::source`] match it.
-pub const FLOW_HAS_SOURCE: u32 = 1;
+/// [`FlowValue::flags`]: the entry is a stream of source-specific channels
+/// (every flow on it has a `source`), not a flow: the datagram's flow is
+/// the entry under the same key with the datagram's source
+/// ([`FlowKey::with_source`]); no such entry means no channel of the
+/// stream has that source (`SourceRejected`).
+pub const FLOW_BY_SOURCE: u32 = 1;
 
 /// Key of the flows map: which datagrams belong to a configured flow.
 ///
@@ -47,12 +50,21 @@ pub const FLOW_HAS_SOURCE: u32 = 1;
 /// untagged). Matching is exact: an entry with `vlan = 0` does not match tagged
 /// frames, because the same group on two VLANs is two different streams and
 /// merging them would corrupt both.
+///
+/// `source` is zero in the key of a stream (group, port, VLAN), which is the
+/// key the decoder gives; a source-specific channel is found under the same
+/// key with its source, after the stream's entry said [`FLOW_BY_SOURCE`].
+/// IPTV SSM channels commonly share one group and port and differ by source:
+/// `(S1, G)` and `(S2, G)` are two flows with two outputs lists.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Group address in network order; IPv4 uses the first 4 bytes, the rest
     /// stays zero.
     pub group: [u8; 16],
+    /// Source address (same layout as `group`) of a channel's key; zero in
+    /// a stream's key.
+    pub source: [u8; 16],
     /// UDP destination port, host order.
     pub port: u16,
     /// VLAN id (12 bits), 0 when untagged.
@@ -64,15 +76,16 @@ pub struct FlowKey {
 }
 
 /// Size of a [`FlowKey`] in a map.
-pub const FLOW_KEY_LEN: usize = 24;
+pub const FLOW_KEY_LEN: usize = 40;
 const _: () = assert!(core::mem::size_of::<FlowKey>() == FLOW_KEY_LEN);
 
 impl FlowKey {
-    /// The key for `group`, `port` and `vlan` (0 = untagged).
+    /// The stream key for `group`, `port` and `vlan` (0 = untagged).
     pub const fn new(group: IpAddr, port: u16, vlan: u16) -> Self {
         let (family, group) = ip_bytes(group);
         Self {
             group,
+            source: [0; 16],
             port,
             vlan,
             family,
@@ -80,60 +93,70 @@ impl FlowKey {
         }
     }
 
+    /// The key of this stream's channel from `source` (16-byte layout, as
+    /// in [`parse::Datagram::source`]).
+    #[inline(always)]
+    pub const fn with_source(mut self, source: [u8; 16]) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The key of this stream's channel from the address `source`.
+    pub const fn with_source_ip(self, source: IpAddr) -> Self {
+        self.with_source(ip_bytes(source).1)
+    }
+
     /// The key's bytes as the map stores them (host byte order for `port`
     /// and `vlan`), for map APIs that take raw bytes.
     pub fn to_ne_bytes(&self) -> [u8; FLOW_KEY_LEN] {
         let mut b = [0u8; FLOW_KEY_LEN];
         b[..16].copy_from_slice(&self.group);
-        b[16..18].copy_from_slice(&self.port.to_ne_bytes());
-        b[18..20].copy_from_slice(&self.vlan.to_ne_bytes());
-        b[20] = self.family;
-        b[21..24].copy_from_slice(&self.pad);
+        b[16..32].copy_from_slice(&self.source);
+        b[32..34].copy_from_slice(&self.port.to_ne_bytes());
+        b[34..36].copy_from_slice(&self.vlan.to_ne_bytes());
+        b[36] = self.family;
+        b[37..40].copy_from_slice(&self.pad);
         b
     }
 }
 
-/// Value of the flows map: which flow it is and whom it accepts.
+/// Value of the flows map: which flow a key is, or that its channels are
+/// told apart by source.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowValue {
-    /// The engine's index of the flow (position in the plan).
+    /// The engine's index of the flow (position in the plan); for a
+    /// [`FLOW_BY_SOURCE`] stream, the index of its first channel (to which
+    /// the stream's rejected sources are attributed).
     pub flow_id: u32,
     /// Bit set of `FLOW_*` flags.
     pub flags: u32,
-    /// With [`FLOW_HAS_SOURCE`]: the only accepted source address (network
-    /// order, same family and layout as the key's group); zero otherwise.
-    pub source: [u8; 16],
 }
 
 /// Size of a [`FlowValue`] in a map.
-pub const FLOW_VALUE_LEN: usize = 24;
+pub const FLOW_VALUE_LEN: usize = 8;
 const _: () = assert!(core::mem::size_of::<FlowValue>() == FLOW_VALUE_LEN);
 
 impl FlowValue {
-    /// A flow accepting every source (any-source multicast).
-    pub const fn any_source(flow_id: u32) -> Self {
+    /// The entry of flow `flow_id`: an any-source flow under its stream
+    /// key, a source-specific channel under its channel key.
+    pub const fn flow(flow_id: u32) -> Self {
+        Self { flow_id, flags: 0 }
+    }
+
+    /// The entry of a stream whose flows are source-specific channels;
+    /// `first` is the lowest flow index among them.
+    pub const fn by_source(first: u32) -> Self {
         Self {
-            flow_id,
-            flags: 0,
-            source: [0; 16],
+            flow_id: first,
+            flags: FLOW_BY_SOURCE,
         }
     }
 
-    /// A source-specific flow: only datagrams from `source` match.
-    pub const fn with_source(flow_id: u32, source: IpAddr) -> Self {
-        Self {
-            flow_id,
-            flags: FLOW_HAS_SOURCE,
-            source: ip_bytes(source).1,
-        }
-    }
-
-    /// Whether a datagram from `source` (as in [`parse::Datagram::source`])
-    /// belongs to this flow.
+    /// Whether the datagram's flow is found again under its source.
     #[inline(always)]
-    pub fn accepts(&self, source: &[u8; 16]) -> bool {
-        self.flags & FLOW_HAS_SOURCE == 0 || self.source == *source
+    pub const fn is_by_source(&self) -> bool {
+        self.flags & FLOW_BY_SOURCE != 0
     }
 
     /// The value's bytes as the map stores them (host byte order).
@@ -141,7 +164,6 @@ impl FlowValue {
         let mut b = [0u8; FLOW_VALUE_LEN];
         b[..4].copy_from_slice(&self.flow_id.to_ne_bytes());
         b[4..8].copy_from_slice(&self.flags.to_ne_bytes());
-        b[8..].copy_from_slice(&self.source);
         b
     }
 }
@@ -183,7 +205,8 @@ pub enum Counter {
     Passed = 3,
     /// Broken or truncated headers (bad version, IHL, lengths).
     Malformed = 4,
-    /// A configured flow from a source other than its configured one.
+    /// A source-specific stream (`FLOW_BY_SOURCE`) from a source that none
+    /// of its channels has.
     SourceRejected = 5,
     /// An IPv4 fragment or an IPv6 fragment header: left to the kernel.
     Fragment = 6,
@@ -266,35 +289,40 @@ mod tests {
     fn key_bytes_are_laid_out_as_documented() {
         let k = FlowKey::new(IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3)), 5000, 100);
         let b = k.to_ne_bytes();
-        let mut want = [0u8; 24];
+        let mut want = [0u8; FLOW_KEY_LEN];
         want[..4].copy_from_slice(&[239, 1, 2, 3]);
-        want[16..18].copy_from_slice(&5000u16.to_ne_bytes());
-        want[18..20].copy_from_slice(&100u16.to_ne_bytes());
-        want[20] = FAMILY_IPV4;
+        want[32..34].copy_from_slice(&5000u16.to_ne_bytes());
+        want[34..36].copy_from_slice(&100u16.to_ne_bytes());
+        want[36] = FAMILY_IPV4;
         assert_eq!(b, want);
+
+        let s = k.with_source_ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        want[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(s.to_ne_bytes(), want);
+        assert_ne!(s, k);
+        assert_eq!(s.with_source([0; 16]), k);
 
         let g6 = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x1234);
         let k6 = FlowKey::new(IpAddr::V6(g6), 1, 0);
         assert_eq!(k6.family, FAMILY_IPV6);
         assert_eq!(&k6.to_ne_bytes()[..16], &g6.octets());
+        let s6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+        assert_eq!(
+            &k6.with_source_ip(IpAddr::V6(s6)).to_ne_bytes()[16..32],
+            &s6.octets()
+        );
     }
 
     #[test]
-    fn value_bytes_and_source_check() {
-        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-        let v = FlowValue::with_source(7, src);
-        let b = v.to_ne_bytes();
-        assert_eq!(&b[..4], &7u32.to_ne_bytes());
-        assert_eq!(&b[4..8], &FLOW_HAS_SOURCE.to_ne_bytes());
-        assert_eq!(&b[8..12], &[10, 0, 0, 1]);
-        assert_eq!(&b[12..], &[0; 12]);
-        let mut ok = [0u8; 16];
-        ok[..4].copy_from_slice(&[10, 0, 0, 1]);
-        let mut bad = ok;
-        bad[3] = 2;
-        assert!(v.accepts(&ok));
-        assert!(!v.accepts(&bad));
-        assert!(FlowValue::any_source(1).accepts(&bad));
+    fn value_bytes_and_flags() {
+        let v = FlowValue::flow(7);
+        assert_eq!(v.to_ne_bytes()[..4], 7u32.to_ne_bytes());
+        assert_eq!(v.to_ne_bytes()[4..], [0; 4]);
+        assert!(!v.is_by_source());
+        let s = FlowValue::by_source(3);
+        assert_eq!(s.to_ne_bytes()[..4], 3u32.to_ne_bytes());
+        assert_eq!(s.to_ne_bytes()[4..], FLOW_BY_SOURCE.to_ne_bytes());
+        assert!(s.is_by_source());
     }
 
     #[test]

@@ -257,6 +257,7 @@ fn udp<F: Frame + ?Sized>(
     Verdict::Udp(Datagram {
         key: FlowKey {
             group,
+            source: [0; 16],
             port: be16(u[2], u[3]),
             vlan,
             family,

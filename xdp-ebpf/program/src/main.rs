@@ -5,10 +5,13 @@
 //! - it is classified by `fanout_common::parse::classify` (Ethernet, up to two
 //!   VLAN tags, IPv4 with any valid IHL or IPv6, UDP; every read bounds-checked
 //!   against `data_end`, lengths checked against the whole multi-buffer frame);
-//! - a datagram whose (family, group, port, VLAN) is in `FLOWS` and whose
-//!   source is accepted by the flow (source-specific flows accept only their
-//!   source) is redirected with `bpf_redirect_map(XSKS, rx_queue, XDP_PASS)`:
-//!   without a socket on that queue it goes to the kernel (fail-open);
+//! - a datagram whose stream (family, group, port, VLAN) is in `FLOWS` is
+//!   matched: an any-source flow by that entry; a stream of source-specific
+//!   channels (`FLOW_BY_SOURCE`, several may share a group) by a second
+//!   lookup under the datagram's source, a miss being `SourceRejected`;
+//!   matched, it is redirected with `bpf_redirect_map(XSKS, rx_queue,
+//!   XDP_PASS)`: without a socket on that queue it goes to the kernel
+//!   (fail-open);
 //! - everything else returns `XDP_PASS`, untouched: malformed frames,
 //!   fragments, non-UDP, unknown flows, rejected sources, and matched
 //!   datagrams longer than the ingress MTU (GSO trains, `Oversize`);
@@ -77,10 +80,14 @@ fn handle(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: the value is copied out at once; nothing is held across another
     // map operation, so a concurrent update from userspace cannot alias it.
-    let Some(flow) = (unsafe { FLOWS.get(datagram.key) }).copied() else {
+    let Some(stream) = (unsafe { FLOWS.get(datagram.key) }).copied() else {
         return pass(Counter::NoFlow);
     };
-    if !flow.accepts(&datagram.source) {
+    // SAFETY: only whether the channel's entry exists is read; no reference
+    // to it is kept.
+    if stream.is_by_source()
+        && unsafe { FLOWS.get(datagram.key.with_source(datagram.source)) }.is_none()
+    {
         return pass(Counter::SourceRejected);
     }
     count(Counter::Matched);

@@ -38,7 +38,7 @@ fn sample(ctx: &Ctx, k: usize, engine: Option<u32>, napi: &[u32]) -> Result<Samp
     Ok(Sample {
         sink: ctx.bench.sink_rx(k)?,
         in0: ctx.bench.in0_rx()?,
-        idle: idle_us(ctx.layout.cpus)?,
+        idle: idle_us(ctx.layout.idle, ctx.layout.cpus)?,
         engine_ns: engine.map_or(0, task_ns),
         napi_ns: napi.iter().map(|&p| task_ns(p)).sum(),
         at: Instant::now(),

@@ -28,7 +28,8 @@
 //!
 //! CPU: whole-machine and per-CPU busy time from the cpuidle residency
 //! counters (`/sys/devices/system/cpu/cpu*/cpuidle/state*/time`, exact,
-//! unlike the tick-sampled `/proc/stat`); the engine's and the NAPI thread's
+//! unlike the tick-sampled `/proc/stat`, read instead on a host without a
+//! cpuidle driver and said so in the report); the engine's and the NAPI thread's
 //! own time from `/proc/PID/task/*/schedstat` (nanoseconds on CPU).
 //!
 //! The parts, one concept each: [`lab`] builds that topology and owns its
@@ -104,6 +105,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         gen_cpu: cpus[0],
         edge_cpu: *cpus.get(1).unwrap_or(&cpus[0]),
         cpus: cpus.len(),
+        idle: cpu::IdleClock::detect(),
     };
     let prefix = lab::prefix();
     crate::children::on_interrupt("benchmark", prefix.clone())?;

@@ -73,12 +73,13 @@ impl Report<'_> {
             "- columns: *offered* = datagrams/s the generator sent; *replicas/s* = datagrams/s \
              counted on all sink interfaces together; *Gbps* = UDP payload bits delivered; \
              *loss* = 1 − delivered / (offered × outputs); *in0 loss* = the part of the offered datagrams that never entered the edge (dropped at in0's NAPI ring); *machine* = busy time of all CPUs \
-             (cpuidle residency) per delivered replica, generator included; *edge CPU* = busy \
+             ({idle}) per delivered replica, generator included; *edge CPU* = busy \
              time of the edge CPU per replica; *engine* = the fanout process's own CPU time \
              (schedstat) per replica; *kernel threads* = CPU time of the in0 NAPI kthread and the edge CPU's ksoftirqd \
              per replica (where the kernel mode replicates); *engine + kernel threads* is the \
              edge's work measured per thread (schedstat), immune to other processes on the \
-             machine, unlike *machine* and *edge CPU* (idle residency counts every process)."
+             machine, unlike *machine* and *edge CPU* (idle time counts every process).",
+            idle = self.layout.idle.describe()
         );
         let _ = writeln!(md);
         let _ = writeln!(md, "Generator ceiling (no engine; in0 drops the stream):");

@@ -1,5 +1,9 @@
 //! The flow index of one worker: exact match of a [`FlowKey`] (group, port,
-//! innermost VLAN) to the flow's number, once per received datagram.
+//! innermost VLAN) to the flow's number, once per received datagram, and a
+//! second time under the datagram's source for a stream of source-specific
+//! channels; and the layout of those keys ([`layout`]), which the XDP
+//! program's `FLOWS` map shares, so that the program and the worker find
+//! the same flow for every datagram.
 //!
 //! A `HashMap` over the key's three 64-bit words with an Fx-style hasher
 //! (one multiply-rotate per word): the keys are configured by the operator,
@@ -11,9 +15,58 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use fanout_common::{FLOW_KEY_LEN, FlowKey};
+use std::net::IpAddr;
 
-/// A [`FlowKey`] as three native words: cheap to hash and to compare.
+use fanout_common::{FLOW_KEY_LEN, FlowKey, FlowValue};
+
+/// What one flow claims of the traffic: its id and its datagrams.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub id: u32,
+    pub group: IpAddr,
+    pub port: u16,
+    pub vlan: Option<u16>,
+    pub source: Option<IpAddr>,
+}
+
+/// The flow table's entries for `claims`: an any-source flow under its
+/// stream key (group, port, VLAN); a source-specific channel under its
+/// channel key (the stream key with its source), and once per stream of
+/// channels the stream key marked [`FlowValue::by_source`], pointing at its
+/// lowest flow id. So `(S1, G)` and `(S2, G)` on one port are two flows.
+/// Two claims on the same datagrams (an any-source flow and a channel of
+/// one stream, or twice the same key) are refused as `Err((flow, other))`,
+/// the later claim's id first.
+pub fn layout(claims: &[Claim]) -> Result<Vec<(FlowKey, FlowValue)>, (u32, u32)> {
+    // (key, value, the id of the claim that made the entry)
+    let mut entries: Vec<(FlowKey, FlowValue, u32)> = Vec::with_capacity(claims.len() * 2);
+    for c in claims {
+        let stream = FlowKey::new(c.group, c.port, c.vlan.unwrap_or(0));
+        let mut claim =
+            |key: FlowKey, value: FlowValue| match entries.iter_mut().find(|(k, _, _)| *k == key) {
+                None => {
+                    entries.push((key, value, c.id));
+                    Ok(())
+                }
+                // The channels of one stream share its marker.
+                Some((_, v, _)) if value.is_by_source() && v.is_by_source() => {
+                    v.flow_id = v.flow_id.min(c.id);
+                    Ok(())
+                }
+                Some((_, _, other)) => Err((c.id, *other)),
+            };
+        match c.source {
+            None => claim(stream, FlowValue::flow(c.id))?,
+            Some(src) => {
+                claim(stream, FlowValue::by_source(c.id))?;
+                claim(stream.with_source_ip(src), FlowValue::flow(c.id))?;
+            }
+        }
+    }
+    Ok(entries.into_iter().map(|(k, v, _)| (k, v)).collect())
+}
+
+/// A [`FlowKey`] as five native words: cheap to hash and to compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Words([u64; FLOW_KEY_LEN / 8]);
 
@@ -22,11 +75,7 @@ impl From<&FlowKey> for Words {
     fn from(key: &FlowKey) -> Self {
         let b = key.to_ne_bytes();
         let (words, _) = b.as_chunks::<8>();
-        Self([
-            u64::from_ne_bytes(words[0]),
-            u64::from_ne_bytes(words[1]),
-            u64::from_ne_bytes(words[2]),
-        ])
+        Self(std::array::from_fn(|i| u64::from_ne_bytes(words[i])))
     }
 }
 
@@ -66,9 +115,9 @@ impl Hasher for FxHasher {
     }
 }
 
-/// Flow keys to flow numbers.
+/// Flow keys to their entries (as in the program's `FLOWS`).
 #[derive(Debug)]
-pub(super) struct FlowIndex(HashMap<Words, u32, BuildHasherDefault<FxHasher>>);
+pub(super) struct FlowIndex(HashMap<Words, FlowValue, BuildHasherDefault<FxHasher>>);
 
 impl FlowIndex {
     pub(super) fn with_capacity(n: usize) -> Self {
@@ -76,12 +125,12 @@ impl FlowIndex {
     }
 
     #[inline]
-    pub(super) fn get(&self, key: &FlowKey) -> Option<u32> {
+    pub(super) fn get(&self, key: &FlowKey) -> Option<FlowValue> {
         self.0.get(&Words::from(key)).copied()
     }
 
-    pub(super) fn insert(&mut self, key: &FlowKey, flow: u32) {
-        self.0.insert(Words::from(key), flow);
+    pub(super) fn insert(&mut self, key: &FlowKey, value: FlowValue) {
+        self.0.insert(Words::from(key), value);
     }
 
     #[cfg(test)]
@@ -107,11 +156,13 @@ mod tests {
             FlowKey::new(group, 5000 + (i % 7) as u16, vlan)
         };
         for i in 0..300 {
-            index.insert(&key(i, 0), i);
+            index.insert(&key(i, 0), FlowValue::flow(i));
         }
+        let src: IpAddr = "10.0.0.1".parse().unwrap();
         for i in 0..300 {
-            assert_eq!(index.get(&key(i, 0)), Some(i));
+            assert_eq!(index.get(&key(i, 0)), Some(FlowValue::flow(i)));
             assert_eq!(index.get(&key(i, 1)), None);
+            assert_eq!(index.get(&key(i, 0).with_source_ip(src)), None);
         }
     }
 }

@@ -46,13 +46,10 @@
 mod config;
 mod frames;
 mod index;
+pub use self::index::{Claim, layout};
 mod replicate;
 pub mod ring;
 mod stage;
-
-use std::net::IpAddr;
-
-use fanout_common::FlowKey;
 
 pub use self::config::{
     DEFAULT_INLINE_MAX, DEFAULT_SLOT_SIZE, FlowSpec, MAX_INLINE, MAX_RX_CHAIN, MAX_TX_CHAIN,
@@ -87,7 +84,6 @@ struct Output {
 
 #[derive(Debug)]
 struct Flow {
-    source: Option<IpAddr>,
     outputs: Vec<Output>,
     /// Longest payload copied behind the headers: `inline_max`, and what
     /// fits in a slot behind the longest header of the flow's outputs.
@@ -170,21 +166,33 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 frame_count,
             });
         }
-        let mut index = FlowIndex::with_capacity(flows.len());
+        let claims: Vec<Claim> = (0u32..)
+            .zip(&flows)
+            .map(|(id, f)| Claim {
+                id,
+                group: f.group,
+                port: f.port,
+                vlan: f.vlan,
+                source: f.source,
+            })
+            .collect();
+        let entries = layout(&claims).map_err(|(f, other)| {
+            let flow = &flows[f as usize];
+            WorkerError::DuplicateFlow {
+                flow: f as usize,
+                other: other as usize,
+                group: flow.group,
+                port: flow.port,
+                vlan: flow.vlan,
+            }
+        })?;
+        let mut index = FlowIndex::with_capacity(entries.len());
+        for (key, value) in &entries {
+            index.insert(key, *value);
+        }
         let mut counters = Vec::with_capacity(flows.len());
         let mut runs = Vec::with_capacity(flows.len());
         for (f, flow) in flows.into_iter().enumerate() {
-            let key = FlowKey::new(flow.group, flow.port, flow.vlan.unwrap_or(0));
-            if let Some(other) = index.get(&key) {
-                return Err(WorkerError::DuplicateFlow {
-                    flow: f,
-                    other: other as usize,
-                    group: flow.group,
-                    port: flow.port,
-                    vlan: flow.vlan,
-                });
-            }
-            index.insert(&key, f as u32);
             let mut outputs = Vec::with_capacity(flow.outputs.len());
             for (o, out) in flow.outputs.into_iter().enumerate() {
                 if out.tx >= tx.len() {
@@ -202,7 +210,6 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             }
             counters.push(FlowCounters::with_outputs(outputs.len()));
             let mut run = Flow {
-                source: flow.source,
                 outputs,
                 inline_limit: 0,
             };

@@ -88,16 +88,24 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 return;
             }
         };
-        let Some(f) = self.index.get(&dg.flow_key()) else {
+        let key = dg.flow_key();
+        let Some(entry) = self.index.get(&key) else {
             self.frame_counters.no_flow += 1;
             return;
         };
-        let flow = &self.flows[f as usize];
+        // A stream of source-specific channels: the channel is the source's.
+        let f = if entry.is_by_source() {
+            match self.index.get(&key.with_source_ip(dg.addrs.src())) {
+                Some(channel) => channel.flow_id,
+                None => {
+                    self.counters[entry.flow_id as usize].source_rejected += 1;
+                    return;
+                }
+            }
+        } else {
+            entry.flow_id
+        };
         let fc = &mut self.counters[f as usize];
-        if flow.source.is_some_and(|s| s != dg.addrs.src()) {
-            fc.source_rejected += 1;
-            return;
-        }
         // Like a router: no hop left, no replica.
         if dg.ttl <= 1 {
             fc.ttl_expired += 1;

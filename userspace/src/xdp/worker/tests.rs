@@ -1090,6 +1090,65 @@ fn flow_matching_by_group_port_vlan_and_source() {
     settle(&mut w);
 }
 
+/// IPTV SSM channels on one group and port, told apart by source: each
+/// source's datagrams reach its own flow's outputs only, a third source is
+/// rejected (counted on the stream's first channel), and the same group
+/// on a VLAN is another stream.
+#[test]
+fn ssm_channels_sharing_a_group_are_told_apart_by_source() {
+    let s2: IpAddr = "10.0.0.2".parse().unwrap();
+    let channel = |source: IpAddr, tx: usize, vlan: Option<u16>| FlowSpec {
+        group: GROUP4.into(),
+        port: PORT,
+        vlan,
+        source: Some(source),
+        outputs: vec![OutputSpec {
+            tx,
+            template: Some(template("10.1.0.2", 6000 + tx as u16, None)),
+        }],
+    };
+    let mut w = Setup {
+        flows: vec![
+            channel(SRC4.into(), 0, None),
+            channel(s2, 1, None),
+            channel(s2, 0, Some(7)),
+        ],
+        ..Setup::default()
+    }
+    .build();
+    let third: IpAddr = "10.0.0.3".parse().unwrap();
+    for (src, vlan, body) in [
+        (IpAddr::from(SRC4), vec![], b"a1"),
+        (s2, vec![], b"b1"),
+        (third, vec![], b"x1"),
+        (s2, vec![], b"b2"),
+        (IpAddr::from(SRC4), vec![], b"a2"),
+        (s2, vec![(ethertype::VLAN, 7)], b"c1"),
+        (IpAddr::from(SRC4), vec![(ethertype::VLAN, 7)], b"x2"),
+    ] {
+        deliver(&mut w, &frame_from(src, GROUP4.into(), PORT, vlan, body)).unwrap();
+    }
+    w.poll();
+    let fc = w.flow_counters();
+    let got: Vec<(u64, u64)> = fc.iter().map(|f| (f.received, f.source_rejected)).collect();
+    assert_eq!(got, [(2, 1), (2, 0), (1, 1)]);
+    assert_eq!(w.counters().no_flow, 0);
+    let on = |w: &mut W, port| -> Vec<Vec<u8>> {
+        let chains = take_all(w, port);
+        let p = chains.iter().map(|c| chain_bytes(w, &c[1..])).collect();
+        for c in &chains {
+            complete_chain(w, port, c);
+        }
+        p
+    };
+    assert_eq!(
+        on(&mut w, 0),
+        [b"a1".to_vec(), b"a2".to_vec(), b"c1".to_vec()]
+    );
+    assert_eq!(on(&mut w, 1), [b"b1".to_vec(), b"b2".to_vec()]);
+    settle(&mut w);
+}
+
 #[test]
 fn unresolved_next_hop_and_header_errors_are_counted_per_replica() {
     let mut flows = flows();
