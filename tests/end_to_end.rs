@@ -1441,6 +1441,93 @@ fn vlan_tag_is_matched_on_the_parent_xdp_generic() {
     );
 }
 
+/// The MAC of `ifname` in the calling thread's namespace.
+fn link_mac(ifname: &str) -> [u8; 6] {
+    nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| {
+            a.address
+                .and_then(|s| s.as_link_addr().and_then(|l| l.addr()))
+        })
+        .unwrap_or_else(|| panic!("no link address of {ifname}"))
+}
+
+/// Frames not for this host are not replicated: a configured flow's
+/// datagrams in frames to another host's unicast MAC (as a NIC in
+/// promiscuous mode or a bridge flooding unknown unicast delivers them)
+/// are dropped by the kernel and passed by the XDP program (counted
+/// `other_host`), while those to the group's multicast MAC and to in0's own
+/// MAC are replicated, in order, by every engine.
+fn other_hosts_mac(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let group = Ipv4Addr::new(239, 2, 3, 4);
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "f"
+interface = "{in0}"
+group = "{group}"
+port = 5000
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{a}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+    );
+    let rx = unicast_receiver(&lab.sink, a);
+    let engine = case.start(&config);
+    let in0_mac = lab.edge.run_in(|| link_mac(iface::IN0));
+    // A locally administered MAC no interface of the lab has.
+    let other = [0x02, 0x66, 0, 0, 0, 0x99];
+    assert_ne!(in0_mac, other);
+    let tx = lab.src.run_in(|| RawSender::on(iface::SRC0));
+    let sizes = [64, 1472, 8972];
+    let multicast = payloads(1, 0, &sizes, 20);
+    let own = payloads(2, 0, &sizes, 20);
+    let foreign = payloads(3, 0, &sizes, 20);
+    let mut want = Vec::new();
+    for (i, ((m, o), f)) in multicast.iter().zip(&own).zip(&foreign).enumerate() {
+        tx.send_to_mac(Some(other), None, addr::SRC0_V4, group, 5000, f);
+        tx.send_to_mac(Some(in0_mac), None, addr::SRC0_V4, group, 5000, o);
+        tx.send_to_mac(None, None, addr::SRC0_V4, group, 5000, m);
+        want.extend([o.clone(), m.clone()]);
+        if i % 16 == 15 {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    let got = receive(&rx, want.len());
+    let (snap, _) = engine.stop();
+    assert_stream("a", &got, &want);
+    assert!(
+        drain(&rx).is_empty(),
+        "a frame to another host was replicated"
+    );
+    let n = want.len() as u64;
+    let flow = snap.flow("f").unwrap();
+    assert_eq!((flow.received, flow.malformed), (n, 0), "{snap}");
+    let o = flow.output("a").unwrap();
+    assert_eq!((o.sent, o.dropped_total()), (n, 0), "{snap}");
+    if let Some(i) = assert_xdp_carried(&snap, kind, n, 1) {
+        let c = program_counter(i);
+        assert_eq!(c("other_host"), foreign.len() as u64, "{i:?}");
+    }
+}
+
+for_each_engine!(other_hosts_mac:
+    frames_to_another_hosts_mac_are_not_replicated,
+    frames_to_another_hosts_mac_are_not_replicated_xdp_native,
+    frames_to_another_hosts_mac_are_not_replicated_xdp_generic);
+
 /// A raw packet socket that sends whole Ethernet frames out of one
 /// interface, as built (tags included).
 struct RawSender {
@@ -1473,8 +1560,25 @@ impl RawSender {
     /// Sends one IPv4 UDP datagram from `src` (port 4000) to `group:port`,
     /// tagged with `vlan` if given, with valid IPv4 and UDP checksums.
     fn send(&self, vlan: Option<u16>, src: Ipv4Addr, group: Ipv4Addr, port: u16, payload: &[u8]) {
+        self.send_to_mac(None, vlan, src, group, port, payload);
+    }
+
+    /// [`RawSender::send`] in a frame to `dst_mac` (`None`: the group's
+    /// multicast MAC).
+    fn send_to_mac(
+        &self,
+        dst_mac: Option<[u8; 6]>,
+        vlan: Option<u16>,
+        src: Ipv4Addr,
+        group: Ipv4Addr,
+        port: u16,
+        payload: &[u8],
+    ) {
         let mac = self.link.addr().expect("the interface's MAC");
-        let frame = udp4_frame(mac, vlan, src, group, port, payload);
+        let mut frame = udp4_frame(mac, vlan, src, group, port, payload);
+        if let Some(dst) = dst_mac {
+            frame[..6].copy_from_slice(&dst);
+        }
         let sent = nix::sys::socket::sendto(
             std::os::fd::AsRawFd::as_raw_fd(&self.fd),
             &frame,

@@ -30,7 +30,9 @@ use fanout::lab;
 use fanout::xdp::program::XdpProgram;
 use fanout::xdp::worker::{Claim, layout};
 use fanout_common::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
-use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME};
+use fanout_common::{
+    COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, INGRESS_MAP, Ingress, PROGRAM_NAME,
+};
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 
 const XDP_PASS: u32 = 2;
@@ -492,6 +494,57 @@ fn ipv6_udp_without_checksum_passes_as_malformed() {
     let mut zero4 = Spec::v4(G4).build();
     zero4[14 + 20 + 6..14 + 20 + 8].fill(0);
     h.expect("ipv4 zero checksum (none)", &zero4, Matched);
+}
+
+/// A configured flow's datagram in a frame to another host's MAC is passed,
+/// not matched (the kernel would drop it); one to the interface's own MAC
+/// or to any multicast MAC is matched; and before userspace wrote the
+/// interface's MAC, nothing is judged by it.
+#[test]
+fn frames_to_another_hosts_mac_are_passed() {
+    let Some(h) = Harness::load("frames_to_another_hosts_mac_are_passed") else {
+        return;
+    };
+    let own = [0x02, 0, 0, 0, 0, 0x10];
+    let other = [0x02, 0, 0, 0, 0, 0x99];
+    let to = |mac: [u8; 6], spec: Spec| {
+        let mut f = spec.build();
+        f[..6].copy_from_slice(&mac);
+        f
+    };
+    h.expect("no MAC known yet", &to(other, Spec::v4(G4)), Matched);
+    let map = h.map(INGRESS_MAP);
+    let entry = Ingress::new(Some(own));
+    let mut bytes = [0u8; 8];
+    bytes[..6].copy_from_slice(&entry.mac);
+    bytes[6..].copy_from_slice(&entry.flags.to_ne_bytes());
+    map.update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY)
+        .expect("writing INGRESS");
+    h.expect("multicast MAC", &Spec::v4(G4).build(), Matched);
+    h.expect("own MAC", &to(own, Spec::v4(G4)), Matched);
+    h.expect("own MAC, ipv6", &to(own, Spec::v6(G6)), Matched);
+    h.expect("broadcast", &to([0xff; 6], Spec::v4(G4)), Matched);
+    h.expect(
+        "another host's MAC",
+        &to(other, Spec::v4(G4)),
+        Passed(Counter::OtherHost),
+    );
+    h.expect(
+        "another host's MAC, ipv6, tagged",
+        &to(other, Spec::v6(G6).tag(ETHERTYPE_VLAN, 7)),
+        Passed(Counter::NoFlow),
+    );
+    h.expect(
+        "another host's MAC, ipv4 vlan flow",
+        &to(other, Spec::v4(G4).tag(ETHERTYPE_VLAN, VLAN)),
+        Passed(Counter::OtherHost),
+    );
+    // Unmatched traffic keeps its own verdict (the MAC is judged last).
+    h.expect(
+        "another host's MAC, no flow",
+        &to(other, Spec::v4(Ipv4Addr::new(239, 9, 9, 9))),
+        Passed(Counter::NoFlow),
+    );
 }
 
 #[test]

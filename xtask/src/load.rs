@@ -173,6 +173,7 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
         ),
     }
     prog.insert_flows(&flows)?;
+    prog.set_ingress(flows[0].1.ingress.mac)?;
     for (id, flow) in &flows {
         let dest = std::net::SocketAddr::new(flow.group, flow.port);
         let mut line = format!("  flow {id} {:?}: {dest}", flow.name);

@@ -313,6 +313,7 @@ fn attach(
     let entries: Vec<(u32, &crate::plan::FlowPlan)> =
         flows.iter().map(|&f| (f as u32, &plan.flows[f])).collect();
     program.insert_flows(&entries).map_err(map_err)?;
+    program.set_ingress(iface.mac).map_err(map_err)?;
     let count = queue_count(&iface.name, "rx").map_err(|source| Refused::Io {
         what: format!("counting the rx queues of {}", iface.name),
         source,

@@ -19,10 +19,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::links::FdLink;
 use aya::programs::{ProgramError, Xdp, XdpMode};
-use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, PROGRAM_NAME, XSKS_MAP};
+use fanout_common::{
+    COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, INGRESS_MAP, Ingress, PROGRAM_NAME,
+    XSKS_MAP,
+};
 
 use crate::plan::FlowPlan;
 use crate::xdp::worker::{Claim, layout};
@@ -156,7 +159,7 @@ impl XdpProgram {
         prog.load().map_err(|source| Error::Verify {
             source: Box::new(source),
         })?;
-        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
+        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP, INGRESS_MAP] {
             if ebpf.map(name).is_none() {
                 return Err(Error::Missing { kind: "map", name });
             }
@@ -264,6 +267,29 @@ impl XdpProgram {
         Ok(())
     }
 
+    /// Writes `INGRESS`: the MAC of the interface the program serves
+    /// (`None` for one without a link address), so that frames to another
+    /// host's MAC are passed, not replicated ([`Ingress`]).
+    pub fn set_ingress(&mut self, mac: Option<[u8; 6]>) -> Result<(), Error> {
+        let map = self.ebpf.map_mut(INGRESS_MAP).ok_or(Error::Missing {
+            kind: "map",
+            name: INGRESS_MAP,
+        })?;
+        let mut array =
+            Array::<&mut MapData, Ingress>::try_from(map).map_err(|source| Error::Map {
+                map: INGRESS_MAP,
+                op: "open".into(),
+                source: Box::new(source),
+            })?;
+        array
+            .set(0, Ingress::new(mac), 0)
+            .map_err(|source| Error::Map {
+                map: INGRESS_MAP,
+                op: format!("set the MAC {mac:02x?}"),
+                source: Box::new(source),
+            })
+    }
+
     /// [`XdpProgram::insert_flows`] for one flow.
     pub fn insert_flow(&mut self, flow_id: u32, flow: &FlowPlan) -> Result<(), Error> {
         self.insert_flows(&[(flow_id, flow)])
@@ -325,7 +351,7 @@ impl XdpProgram {
         Ok(out)
     }
 
-    /// Pins the link and the three maps under `dir` (see [`pin_dir`]),
+    /// Pins the link and the four maps under `dir` (see [`pin_dir`]),
     /// which must be on a BPF filesystem (mounting one is the caller's job):
     /// the program then stays attached after this process exits, until
     /// [`unpin`] removes the pins. Consumes the program's ownership of the
@@ -346,7 +372,7 @@ impl XdpProgram {
                 path: dir.to_owned(),
             });
         }
-        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
+        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP, INGRESS_MAP] {
             let path = dir.join(name);
             let map = self
                 .ebpf
@@ -399,7 +425,7 @@ pub fn pin_dir(ifname: &str) -> PathBuf {
 /// whether anything was pinned there.
 pub fn unpin(dir: &Path) -> Result<bool, Error> {
     let mut found = false;
-    for name in [LINK_PIN, FLOWS_MAP, XSKS_MAP, COUNTERS_MAP] {
+    for name in [LINK_PIN, FLOWS_MAP, XSKS_MAP, COUNTERS_MAP, INGRESS_MAP] {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => found = true,

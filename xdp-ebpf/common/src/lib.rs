@@ -25,6 +25,8 @@ pub const FLOWS_MAP: &str = "FLOWS";
 pub const XSKS_MAP: &str = "XSKS";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// `Array<Ingress>` of one entry: the ingress interface the program serves.
+pub const INGRESS_MAP: &str = "INGRESS";
 
 /// Capacity of [`FLOWS_MAP`].
 pub const MAX_FLOWS: u32 = 1024;
@@ -168,6 +170,52 @@ impl FlowValue {
     }
 }
 
+/// [`Ingress::flags`]: [`Ingress::mac`] holds the interface's address.
+pub const INGRESS_HAS_MAC: u16 = 1;
+
+/// What the program knows of the interface it is attached to (written by
+/// userspace at attach time).
+///
+/// With a MAC, a frame whose destination MAC is neither multicast (group
+/// bit set, broadcast included) nor this one is another host's (a NIC in
+/// promiscuous mode, a bridge flooding an unknown unicast): the kernel
+/// would drop it (`PACKET_OTHERHOST`), so it is passed to the kernel, not
+/// replicated (`OtherHost`). Without one (flags 0, as a fresh map has it)
+/// no frame is judged by its MAC.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ingress {
+    /// The interface's own MAC.
+    pub mac: [u8; 6],
+    /// Bit set of `INGRESS_*` flags.
+    pub flags: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<Ingress>() == 8);
+
+impl Ingress {
+    /// The entry of an interface with `mac` (`None`: no link address).
+    pub const fn new(mac: Option<[u8; 6]>) -> Self {
+        match mac {
+            Some(mac) => Self {
+                mac,
+                flags: INGRESS_HAS_MAC,
+            },
+            None => Self {
+                mac: [0; 6],
+                flags: 0,
+            },
+        }
+    }
+
+    /// Whether a frame to `dst` is for this host: a multicast (or
+    /// broadcast) destination, or this interface's own MAC when it is known.
+    #[inline(always)]
+    pub fn accepts(&self, dst: &[u8; 6]) -> bool {
+        dst[0] & 1 != 0 || self.flags & INGRESS_HAS_MAC == 0 || *dst == self.mac
+    }
+}
+
 /// Family and 16-byte network-order form of an address (IPv4 in the first 4).
 const fn ip_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
     match ip {
@@ -189,7 +237,7 @@ const fn ip_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
 /// Every frame the program sees lands in exactly one verdict counter, and
 /// leaves by exactly one action:
 ///
-/// - `seen = matched + source_rejected + no_flow + malformed + fragment + not_ip + not_udp`
+/// - `seen = matched + other_host + source_rejected + no_flow + malformed + fragment + not_ip + not_udp`
 /// - `matched = redirected + no_socket + oversize`
 /// - `seen = redirected + passed`
 #[repr(u32)]
@@ -224,11 +272,15 @@ pub enum Counter {
     /// XDP, which runs on the kernel's unsegmented skb). Its segment size is
     /// not in the packet, so it cannot be split: passed to the kernel.
     Oversize = 11,
+    /// A configured flow's datagram in a frame to another host's MAC
+    /// (neither multicast nor the ingress interface's): the kernel drops
+    /// it, and so is it not replicated; passed (see [`Ingress`]).
+    OtherHost = 12,
 }
 
 impl Counter {
     /// Number of counters (entries of [`COUNTERS_MAP`]).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -244,6 +296,7 @@ impl Counter {
         Counter::NoFlow,
         Counter::NoSocket,
         Counter::Oversize,
+        Counter::OtherHost,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -261,6 +314,7 @@ impl Counter {
             Counter::NoFlow => "no_flow",
             Counter::NoSocket => "no_socket",
             Counter::Oversize => "oversize",
+            Counter::OtherHost => "other_host",
         }
     }
 
@@ -278,6 +332,7 @@ impl Counter {
 mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::Ingress {}
 }
 
 #[cfg(test)]
@@ -323,6 +378,24 @@ mod tests {
         assert_eq!(s.to_ne_bytes()[..4], 3u32.to_ne_bytes());
         assert_eq!(s.to_ne_bytes()[4..], FLOW_BY_SOURCE.to_ne_bytes());
         assert!(s.is_by_source());
+    }
+
+    #[test]
+    fn ingress_accepts_multicast_and_its_own_mac() {
+        let own = [0x02, 0, 0, 0, 0, 0x10];
+        let other = [0x02, 0, 0, 0, 0, 0x99];
+        let mcast = [0x01, 0, 0x5e, 1, 1, 1];
+        let v6 = [0x33, 0x33, 0, 0, 0, 1];
+        let bcast = [0xff; 6];
+        let i = Ingress::new(Some(own));
+        assert_eq!(
+            [own, other, mcast, v6, bcast].map(|m| i.accepts(&m)),
+            [true, false, true, true, true]
+        );
+        // Without a MAC, nothing is judged by it.
+        let none = Ingress::new(None);
+        assert!(none.accepts(&other) && none.accepts(&own));
+        assert_eq!(Ingress::default(), none);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   XDP_PASS)`: without a socket on that queue it goes to the kernel
 //!   (fail-open);
 //! - everything else returns `XDP_PASS`, untouched: malformed frames,
-//!   fragments, non-UDP, unknown flows, rejected sources, and matched
+//!   fragments, non-UDP, unknown flows, rejected sources, frames to
+//!   another host's MAC (`OtherHost`: the kernel drops them), and matched
 //!   datagrams longer than the ingress MTU (GSO trains, `Oversize`);
 //! - the program never drops, never rewrites, never aborts;
 //! - each frame bumps `Seen`, one verdict counter and one action counter in
@@ -33,14 +34,14 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{HashMap, PerCpuArray, XskMap},
+    btf_maps::{Array, HashMap, PerCpuArray, XskMap},
     bindings::bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED,
     helpers::generated::{bpf_check_mtu, bpf_xdp_get_buff_len},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use fanout_common::{
-    Counter, FlowKey, FlowValue, MAX_FLOWS, MAX_QUEUES,
+    Counter, FlowKey, FlowValue, Ingress, MAX_FLOWS, MAX_QUEUES,
     parse::{Frame, Verdict, classify},
 };
 
@@ -51,6 +52,10 @@ static FLOWS: HashMap<FlowKey, FlowValue, { MAX_FLOWS as usize }> = HashMap::new
 /// AF_XDP socket per rx queue (written by userspace).
 #[btf_map]
 static XSKS: XskMap<{ MAX_QUEUES as usize }> = XskMap::new();
+
+/// The interface the program serves (written by userspace at attach).
+#[btf_map]
+static INGRESS: Array<Ingress, 1> = Array::new();
 
 /// Per-CPU counters, indexed by `fanout_common::Counter`.
 #[btf_map]
@@ -90,6 +95,9 @@ fn handle(ctx: &XdpContext) -> u32 {
     {
         return pass(Counter::SourceRejected);
     }
+    if !for_this_host(&frame) {
+        return pass(Counter::OtherHost);
+    }
     count(Counter::Matched);
     if longer_than_mtu(ctx, datagram.ip_len) {
         return pass(Counter::Oversize);
@@ -97,6 +105,19 @@ fn handle(ctx: &XdpContext) -> u32 {
     match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
         Ok(action) => action,
         Err(_) => pass(Counter::NoSocket),
+    }
+}
+
+/// Whether the frame's destination MAC is this host's: multicast, or the
+/// ingress interface's own (see `fanout_common::Ingress`).
+#[inline(always)]
+fn for_this_host(frame: &XdpFrame) -> bool {
+    let Some(dst) = frame.load::<6>(0) else {
+        return true;
+    };
+    match INGRESS.get(0) {
+        Some(ingress) => ingress.accepts(&dst),
+        None => true,
     }
 }
 
