@@ -55,6 +55,9 @@ pub(super) enum Outcome {
 pub(super) struct ModeResult {
     pub(super) mode: Mode,
     pub(super) outcome: Outcome,
+    /// Unavailable because this kernel lacks what the mode needs (said in
+    /// the report), not because it failed.
+    pub(super) kernel_lacks: bool,
 }
 
 impl ModeResult {
@@ -62,6 +65,14 @@ impl ModeResult {
         ModeResult {
             mode,
             outcome: Outcome::Unavailable(why),
+            kernel_lacks: false,
+        }
+    }
+
+    fn kernel_lacks(mode: Mode, why: String) -> ModeResult {
+        ModeResult {
+            kernel_lacks: true,
+            ..ModeResult::unavailable(mode, why)
         }
     }
 }
@@ -159,7 +170,21 @@ fn warm_up(ctx: &Ctx, k: usize) -> Result<bool> {
     Ok(false)
 }
 
+/// The kernel's IPv4 multicast routing (`CONFIG_IP_MROUTE`), which the
+/// kernel baseline needs: its `/proc/net/ip_mr_vif` exists exactly when
+/// the kernel has it.
+fn kernel_has_mroute() -> bool {
+    std::path::Path::new("/proc/net/ip_mr_vif").exists()
+}
+
 pub(super) fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
+    if mode == Mode::Kernel && !kernel_has_mroute() {
+        let why = "this kernel has no IPv4 multicast routing (CONFIG_IP_MROUTE unset: no \
+                   /proc/net/ip_mr_vif), so the kernel baseline cannot run on this machine"
+            .to_owned();
+        println!("  {}: SKIPPED: {why}", mode.name());
+        return Ok(ModeResult::kernel_lacks(mode, why));
+    }
     let mut cells = Vec::new();
     for &k in &ctx.plan.outputs {
         let mut engine = match start(ctx, mode, k)? {
@@ -229,6 +254,7 @@ pub(super) fn measure_mode(ctx: &Ctx, mode: Mode) -> Result<ModeResult> {
     Ok(ModeResult {
         mode,
         outcome: Outcome::Cells(cells),
+        kernel_lacks: false,
     })
 }
 

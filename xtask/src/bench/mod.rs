@@ -172,7 +172,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut problems = Vec::new();
     for r in &results {
         match &r.outcome {
-            Outcome::Unavailable(_) if r.mode == Mode::Xdp => {}
+            // XDP may be unavailable on a host, and a baseline whose kernel
+            // feature is missing (said in the report) cannot run.
+            Outcome::Unavailable(_) if r.mode == Mode::Xdp || r.kernel_lacks => {}
             Outcome::Unavailable(why) => problems.push(format!("{}: {why}", r.mode.name())),
             Outcome::Cells(cells) => {
                 for c in cells {
