@@ -104,6 +104,7 @@ fn worker(
         outputs: (0..outputs)
             .map(|o| OutputSpec {
                 tx: o % 2,
+                mtu: 9000,
                 template: Some(
                     ReplicaTemplate::new(spec(
                         Ipv4Addr::new(10, 1, 0, 1),

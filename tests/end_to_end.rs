@@ -1441,6 +1441,97 @@ fn vlan_tag_is_matched_on_the_parent_xdp_generic() {
     );
 }
 
+/// An egress whose MTU (1500) is below the ingress's (9000): `fanout run`
+/// warns with the sizes at start; the XDP engine sends what fits (1472
+/// payload bytes over IPv4) and counts every longer replica
+/// `message_too_big` on that output only, never handing the kernel a frame
+/// it would drop unseen; the socket engine's kernel fragments them and the
+/// receiver reassembles every one. The other output gets everything.
+fn egress_mtu(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    lab.edge
+        .ip(&["link", "set", "dev", iface::OUT1, "mtu", "1500"])
+        .unwrap();
+    let group = Ipv4Addr::new(239, 2, 4, 5);
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let b = SocketAddr::new(addr::SNK1_V4.into(), 6002);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "f"
+interface = "{in0}"
+group = "{group}"
+port = 5000
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{a}"
+  interface = "{out0}"
+
+  [[flow.output]]
+  name = "b"
+  unicast = "{b}"
+  interface = "{out1}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        out0 = iface::OUT0,
+        out1 = iface::OUT1,
+    );
+    let rx_a = unicast_receiver(&lab.sink, a);
+    let rx_b = unicast_receiver(&lab.sink, b);
+    let engine = case.start(&config);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let sizes = [64, 1472, 1473, 8972];
+    let all = payloads(1, 0, &sizes, 20);
+    for p in &all {
+        tx.send_to(p, (group, 5000)).unwrap();
+    }
+    let fits: Vec<Vec<u8>> = all.iter().filter(|p| p.len() <= 1472).cloned().collect();
+    let want_b = if kind.is_xdp() { &fits } else { &all };
+    let got_a = receive(&rx_a, all.len());
+    let got_b = receive(&rx_b, want_b.len());
+    let (snap, done) = engine.stop();
+    assert_stream("a", &got_a, &all);
+    assert_stream("b", &got_b, want_b);
+    assert!(drain(&rx_b).is_empty(), "b got more than its MTU allows");
+    let warning = format!(
+        "flow \"f\" output \"b\": egress {} has MTU 1500 but the flow arrives on {} with MTU \
+         9000: a datagram of more than 1472 payload bytes does not fit it",
+        iface::OUT1,
+        iface::IN0
+    );
+    assert_eq!(done.stderr.matches(&warning).count(), 1, "{}", done.stderr);
+    let n = all.len() as u64;
+    let flow = snap.flow("f").unwrap();
+    assert_eq!(flow.received, n, "{snap}");
+    let oa = flow.output("a").unwrap();
+    assert_eq!((oa.sent, oa.dropped_total()), (n, 0), "{snap}");
+    let ob = flow.output("b").unwrap();
+    let too_big = (all.len() - want_b.len()) as u64;
+    assert_eq!(
+        (
+            ob.sent,
+            ob.dropped_total(),
+            ob.dropped(fanout::stats::DropReason::MessageTooBig)
+        ),
+        (want_b.len() as u64, too_big, too_big),
+        "{snap}"
+    );
+    assert_xdp_carried(&snap, kind, n, 2);
+}
+
+for_each_engine!(egress_mtu:
+    replicas_over_the_egress_mtu_are_counted_or_fragmented,
+    replicas_over_the_egress_mtu_are_counted_not_sent_xdp_native,
+    replicas_over_the_egress_mtu_are_counted_not_sent_xdp_generic);
+
 /// The MAC of `ifname` in the calling thread's namespace.
 fn link_mac(ifname: &str) -> [u8; 6] {
     nix::ifaddrs::getifaddrs()

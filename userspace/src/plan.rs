@@ -321,6 +321,47 @@ impl fmt::Display for Interface {
     }
 }
 
+impl Plan {
+    /// What an operator should know before running this plan, one line
+    /// each (`fanout check` prints them, `fanout run` logs them): an output
+    /// whose egress MTU is below its flow's ingress MTU cannot carry the
+    /// flow's largest datagrams. The XDP engine counts each such replica
+    /// `message_too_big` on that output (it never hands the kernel a frame
+    /// the egress would drop); the socket engine's kernel fragments it.
+    /// Outputs routed at start (no `interface`) are judged by the engine.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for flow in &self.flows {
+            let headers = match flow.group {
+                IpAddr::V4(_) => 20 + 8,
+                IpAddr::V6(_) => 40 + 8,
+            };
+            for output in &flow.outputs {
+                let Some(egress) = &output.interface else {
+                    continue;
+                };
+                if egress.mtu >= flow.ingress.mtu {
+                    continue;
+                }
+                out.push(format!(
+                    "flow {:?} output {:?}: egress {} has MTU {} but the flow arrives on {} \
+                     with MTU {}: a datagram of more than {} payload bytes does not fit it \
+                     (XDP: not sent, counted message_too_big; socket engine: fragmented by \
+                     the kernel)",
+                    flow.name,
+                    output.name,
+                    egress.name,
+                    egress.mtu,
+                    flow.ingress.name,
+                    flow.ingress.mtu,
+                    egress.mtu.saturating_sub(headers),
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// A readable, multi-line rendering (used by `fanout check`).
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

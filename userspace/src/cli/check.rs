@@ -21,6 +21,9 @@ pub fn main(args: Args) -> ExitCode {
         Ok(plan) => {
             println!("{}: OK", args.config.display());
             print!("{plan}");
+            for w in plan.warnings() {
+                println!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

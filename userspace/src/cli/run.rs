@@ -53,6 +53,9 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    for w in plan.warnings() {
+        log::warn!("{w}");
+    }
     if !plan.engine.overrides.is_empty() {
         log::info!(
             "environment overrides in force: {}",

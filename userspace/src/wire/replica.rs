@@ -238,6 +238,18 @@ impl ReplicaTemplate {
         self.len
     }
 
+    /// Length of the IP packet of a replica with `payload_len` payload
+    /// bytes (IP and UDP headers and payload, no Ethernet or VLAN header):
+    /// what the egress interface's MTU bounds.
+    #[inline]
+    pub fn ip_len(&self, payload_len: usize) -> usize {
+        let ip_at = match self.layout {
+            Layout::V4 | Layout::V6 => IP_AT,
+            Layout::V4Vlan | Layout::V6Vlan => IP_AT_VLAN,
+        };
+        self.len - ip_at + payload_len
+    }
+
     /// Writes the headers of the replica of `rx` into the start of `out`
     /// and returns their length; the caller appends the received UDP
     /// payload (`rx.payload_len` bytes) unchanged. Never panics, never

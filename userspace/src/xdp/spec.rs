@@ -123,6 +123,7 @@ pub fn flow_spec(
         outputs.push(OutputSpec {
             tx: port_of(egress),
             template,
+            mtu: egress.mtu,
         });
     }
     Ok(FlowSpec {

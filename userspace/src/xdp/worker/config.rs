@@ -97,6 +97,10 @@ pub struct OutputSpec {
     /// The replica headers; `None` while the next hop is unresolved (the
     /// replicas are dropped and counted as [`crate::stats::DropReason::NextHopUnresolved`]).
     pub template: Option<ReplicaTemplate>,
+    /// The egress interface's MTU: a replica whose IP packet would be
+    /// longer is not handed to the kernel (which would drop it unseen) but
+    /// counted [`crate::stats::DropReason::MessageTooBig`].
+    pub mtu: u32,
 }
 
 /// A worker that cannot be built.

@@ -79,6 +79,8 @@ pub struct PollResult {
 #[derive(Debug)]
 struct Output {
     tx: usize,
+    /// The egress MTU (see [`OutputSpec::mtu`]).
+    mtu: u32,
     template: Option<ReplicaTemplate>,
 }
 
@@ -205,6 +207,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 }
                 outputs.push(Output {
                     tx: out.tx,
+                    mtu: out.mtu,
                     template: out.template,
                 });
             }

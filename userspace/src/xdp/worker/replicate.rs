@@ -164,7 +164,8 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         let chain_fits = payload.len() < cfg.max_tx_chain;
         let Ok(rx) = wire::Received::new(&dg) else {
             let fc = &mut counters[f as usize];
-            return drop_unwritable(flow, fc, chain_fits, !frames.free_slots.is_empty());
+            let slots = !frames.free_slots.is_empty();
+            return drop_unwritable(flow, fc, dg.payload_len, chain_fits, slots);
         };
         let payload_bytes = dg.payload_len as u32;
         let outputs = flow.outputs.len() as u32;
@@ -272,6 +273,11 @@ fn fan_out<const INLINE: bool, U: Umem, T: TxPort>(
             oc.dropped[DropReason::NextHopUnresolved as usize] += 1;
             continue;
         };
+        // Never hand the kernel a replica the egress would drop unseen.
+        if template.ip_len(payload_bytes as usize) > out.mtu as usize {
+            oc.dropped[DropReason::MessageTooBig as usize] += 1;
+            continue;
+        }
         if !chain_fits {
             oc.dropped[DropReason::ChainTooLong as usize] += 1;
             continue;
@@ -349,9 +355,19 @@ fn fan_out<const INLINE: bool, U: Umem, T: TxPort>(
 /// the first reason that applies, in the order of the replica loop.
 #[cold]
 #[inline(never)]
-fn drop_unwritable(flow: &Flow, fc: &mut FlowCounters, chain_fits: bool, slots: bool) {
+fn drop_unwritable(
+    flow: &Flow,
+    fc: &mut FlowCounters,
+    payload_len: usize,
+    chain_fits: bool,
+    slots: bool,
+) {
     for (out, oc) in flow.outputs.iter().zip(&mut fc.outputs) {
-        let reason = if out.template.is_none() {
+        let reason = if let Some(t) = &out.template
+            && t.ip_len(payload_len) > out.mtu as usize
+        {
+            DropReason::MessageTooBig
+        } else if out.template.is_none() {
             DropReason::NextHopUnresolved
         } else if !chain_fits {
             DropReason::ChainTooLong

@@ -95,10 +95,12 @@ fn flows() -> Vec<FlowSpec> {
             outputs: vec![
                 OutputSpec {
                     tx: 0,
+                    mtu: 9000,
                     template: Some(template("10.1.0.2", 6000, None)),
                 },
                 OutputSpec {
                     tx: 1,
+                    mtu: 9000,
                     template: Some(template("239.9.9.9", 7000, Some(7))),
                 },
             ],
@@ -110,6 +112,7 @@ fn flows() -> Vec<FlowSpec> {
             source: None,
             outputs: vec![OutputSpec {
                 tx: 1,
+                mtu: 9000,
                 template: Some(template("fd01::2", 6000, None)),
             }],
         },
@@ -1011,6 +1014,7 @@ fn flow_matching_by_group_port_vlan_and_source() {
         source,
         outputs: vec![OutputSpec {
             tx: 0,
+            mtu: 9000,
             template: Some(template("10.1.0.2", 6000, None)),
         }],
     };
@@ -1104,6 +1108,7 @@ fn ssm_channels_sharing_a_group_are_told_apart_by_source() {
         source: Some(source),
         outputs: vec![OutputSpec {
             tx,
+            mtu: 9000,
             template: Some(template("10.1.0.2", 6000 + tx as u16, None)),
         }],
     };
@@ -1149,6 +1154,56 @@ fn ssm_channels_sharing_a_group_are_told_apart_by_source() {
     settle(&mut w);
 }
 
+/// A replica longer than its egress MTU is counted `message_too_big` on
+/// that output only, never handed to the kernel (which would drop it
+/// unseen): IPv4 at MTU 1500 takes 1472 payload bytes, not 1473; a VLAN
+/// output's tag does not count against the MTU.
+#[test]
+fn replicas_over_the_egress_mtu_are_counted_not_sent() {
+    let out = |tx, mtu, vlan| OutputSpec {
+        tx,
+        mtu,
+        template: Some(template("10.1.0.2", 6000, vlan)),
+    };
+    let mut w = Setup {
+        flows: vec![FlowSpec {
+            group: GROUP4.into(),
+            port: PORT,
+            vlan: None,
+            source: None,
+            outputs: vec![
+                out(0, 1500, None),
+                out(1, 9000, None),
+                out(1, 1500, Some(7)),
+            ],
+        }],
+        frames: 128,
+        fill_cap: 128,
+        rx_cap: 128,
+        ..Setup::default()
+    }
+    .build();
+    for len in [1472usize, 1473, 8972] {
+        let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        deliver(
+            &mut w,
+            &frame_from(SRC4.into(), GROUP4.into(), PORT, vec![], &body),
+        )
+        .unwrap();
+    }
+    w.poll();
+    let fc = &w.flow_counters()[0];
+    assert_eq!(fc.received, 3);
+    let by_output: Vec<(u64, u64)> = fc
+        .outputs
+        .iter()
+        .map(|o| (o.sent, o.dropped[DropReason::MessageTooBig as usize]))
+        .collect();
+    assert_eq!(by_output, [(1, 2), (3, 0), (1, 2)]);
+    assert_eq!(take_all(&mut w, 0).len(), 1);
+    assert_eq!(take_all(&mut w, 1).len(), 4);
+}
+
 #[test]
 fn unresolved_next_hop_and_header_errors_are_counted_per_replica() {
     let mut flows = flows();
@@ -1156,6 +1211,7 @@ fn unresolved_next_hop_and_header_errors_are_counted_per_replica() {
     // An IPv6 template on an IPv4 flow: every replica is a header error.
     flows[0].outputs.push(OutputSpec {
         tx: 0,
+        mtu: 9000,
         template: Some(template("fd01::9", 1, None)),
     });
     let mut w = Setup {
