@@ -776,6 +776,39 @@ source = "2001:db8::1"
     }
 
     #[test]
+    fn multicast_outputs_that_feed_a_flow_are_loops() {
+        // Flow "f" takes 239.1.1.1:5000 on in0 (GOOD); flow "g" on in1.
+        let g = |vlan: &str, out: &str| {
+            format!(
+                "{GOOD}\n[[flow]]\nname = \"g\"\ninterface = \"in1\"\ngroup = \"239.2.2.2\"\n\
+                 port = 6000\n{vlan}\n  [[flow.output]]\n  multicast = \"{out}\"\n  interface = \"in0\"\n"
+            )
+        };
+        // Another flow's stream re-emitted on that flow's ingress interface.
+        assert_eq!(
+            err(&g("", "239.1.1.1:5000")),
+            "error: /etc/fanout.toml:17: flow[1].output[0].multicast = \"239.1.1.1:5000\": \
+             re-emits flow[0] \"f\"'s (line 2) group and port on in0, where that flow takes \
+             them: a forwarding loop"
+        );
+        // Its own stream on its own interface while it takes a VLAN there.
+        let own = "[[flow]]\nname = \"v\"\ninterface = \"in0\"\ngroup = \"239.1.1.1\"\nport = 5000\n\
+             vlan = 7\n\n  [[flow.output]]\n  multicast = \"239.1.1.1:5000\"\n  interface = \"in0\"\n";
+        assert_eq!(
+            err(own),
+            "error: /etc/fanout.toml:8: flow[0].output[0].multicast = \"239.1.1.1:5000\": \
+             re-emits this flow's own group and port on in0, where that flow takes them (on \
+             VLAN 7; replicas leave untagged, and NICs strip tags): a forwarding loop"
+        );
+        // Another group, another port or another interface is no loop.
+        assert_eq!(parse(&g("", "239.1.1.1:5001")).unwrap().flows.len(), 2);
+        assert_eq!(parse(&g("", "239.1.1.2:5000")).unwrap().flows.len(), 2);
+        let elsewhere =
+            g("", "239.1.1.1:5000").replace("  interface = \"in0\"\n", "  interface = \"out9\"\n");
+        assert_eq!(parse(&elsewhere).unwrap().flows.len(), 2);
+    }
+
+    #[test]
     fn toml_syntax_errors_have_line_and_column() {
         let e = err(&with("port = 5000", "port = = 5000"));
         assert_eq!(

@@ -376,6 +376,52 @@ fn check_flows(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
             }
         }
     }
+    check_loops(doc, flows)
+}
+
+/// No multicast output re-emits a stream that a flow takes: the same group
+/// and port on that flow's ingress interface, whatever the VLANs (a NIC
+/// that strips tags shows the program untagged frames, and replicas leave
+/// untagged), from this flow or another. Each copy would come back as
+/// input and be replicated again, without end.
+fn check_loops(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
+    for (j, flow) in flows.iter().enumerate() {
+        for (m, out) in flow.outputs.iter().enumerate() {
+            let Some(egress) = &out.interface else {
+                continue;
+            };
+            if out.kind != OutputKind::Multicast {
+                continue;
+            }
+            let Some((i, taker)) = flows.iter().enumerate().find(|(_, f)| {
+                f.interface.value == egress.value
+                    && f.group == out.dest.ip()
+                    && f.port == out.dest.port()
+            }) else {
+                continue;
+            };
+            let whose = if i == j {
+                "this flow's own".to_owned()
+            } else {
+                format!("flow[{i}] {:?}'s (line {})", taker.name, taker.line)
+            };
+            return Err(doc.invalid_at(
+                out.line,
+                format!("flow[{j}].output[{m}].multicast"),
+                format!("\"{}\"", out.dest),
+                format!(
+                    "re-emits {whose} group and port on {}, where that flow takes them{}: \
+                     a forwarding loop",
+                    egress.value,
+                    match taker.vlan {
+                        Some(v) =>
+                            format!(" (on VLAN {v}; replicas leave untagged, and NICs strip tags)"),
+                        None => String::new(),
+                    }
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
