@@ -81,7 +81,31 @@ struct Output {
     tx: usize,
     /// The egress MTU (see [`OutputSpec::mtu`]).
     mtu: u32,
+    /// The longest payload whose replica fits `mtu` with this template's
+    /// IP and UDP headers (kept with the template: one compare per replica).
+    max_payload: u32,
     template: Option<ReplicaTemplate>,
+}
+
+impl Output {
+    fn new(tx: usize, mtu: u32, template: Option<ReplicaTemplate>) -> Output {
+        let mut out = Output {
+            tx,
+            mtu,
+            max_payload: 0,
+            template: None,
+        };
+        out.set_template(template);
+        out
+    }
+
+    fn set_template(&mut self, template: Option<ReplicaTemplate>) {
+        self.max_payload = template.as_ref().map_or(0, |t| {
+            let headers = u32::try_from(t.ip_len(0)).unwrap_or(u32::MAX);
+            self.mtu.saturating_sub(headers)
+        });
+        self.template = template;
+    }
 }
 
 #[derive(Debug)]
@@ -90,10 +114,21 @@ struct Flow {
     /// Longest payload copied behind the headers: `inline_max`, and what
     /// fits in a slot behind the longest header of the flow's outputs.
     inline_limit: u32,
+    /// The longest payload every output's egress MTU takes: a datagram up
+    /// to it skips the per-replica MTU check (the common case).
+    fits_every_mtu: u32,
 }
 
 impl Flow {
+    /// Recomputes what depends on the outputs' templates.
     fn set_inline_limit(&mut self, cfg: &WorkerConfig) {
+        self.fits_every_mtu = self
+            .outputs
+            .iter()
+            .filter(|o| o.template.is_some())
+            .map(|o| o.max_payload)
+            .min()
+            .unwrap_or(u32::MAX);
         let longest = self
             .outputs
             .iter()
@@ -205,16 +240,13 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                         ports: tx.len(),
                     });
                 }
-                outputs.push(Output {
-                    tx: out.tx,
-                    mtu: out.mtu,
-                    template: out.template,
-                });
+                outputs.push(Output::new(out.tx, out.mtu, out.template));
             }
             counters.push(FlowCounters::with_outputs(outputs.len()));
             let mut run = Flow {
                 outputs,
                 inline_limit: 0,
+                fits_every_mtu: 0,
             };
             run.set_inline_limit(&cfg);
             runs.push(run);
@@ -270,7 +302,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         if let Some(f) = self.flows.get_mut(flow)
             && let Some(out) = f.outputs.get_mut(output)
         {
-            out.template = template;
+            out.set_template(template);
             f.set_inline_limit(&self.cfg);
         }
     }

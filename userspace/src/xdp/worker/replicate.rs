@@ -274,7 +274,7 @@ fn fan_out<const INLINE: bool, U: Umem, T: TxPort>(
             continue;
         };
         // Never hand the kernel a replica the egress would drop unseen.
-        if template.ip_len(payload_bytes as usize) > out.mtu as usize {
+        if payload_bytes > flow.fits_every_mtu && payload_bytes > out.max_payload {
             oc.dropped[DropReason::MessageTooBig as usize] += 1;
             continue;
         }
@@ -363,9 +363,7 @@ fn drop_unwritable(
     slots: bool,
 ) {
     for (out, oc) in flow.outputs.iter().zip(&mut fc.outputs) {
-        let reason = if let Some(t) = &out.template
-            && t.ip_len(payload_len) > out.mtu as usize
-        {
+        let reason = if out.template.is_some() && payload_len > out.max_payload as usize {
             DropReason::MessageTooBig
         } else if out.template.is_none() {
             DropReason::NextHopUnresolved
