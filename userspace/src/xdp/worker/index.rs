@@ -5,7 +5,7 @@
 //! program's `FLOWS` map shares, so that the program and the worker find
 //! the same flow for every datagram.
 //!
-//! A `HashMap` over the key's three 64-bit words with an Fx-style hasher
+//! A `HashMap` over the key's five 64-bit words with an Fx-style hasher
 //! (one multiply-rotate per word): the keys are configured by the operator,
 //! not chosen by senders, and a probe for an unknown key costs the same as
 //! for a known one, so SipHash's flooding resistance buys nothing here and
