@@ -38,23 +38,27 @@ pub struct Claim {
 /// one stream, or twice the same key) are refused as `Err((flow, other))`,
 /// the later claim's id first.
 pub fn layout(claims: &[Claim]) -> Result<Vec<(FlowKey, FlowValue)>, (u32, u32)> {
-    // (key, value, the id of the claim that made the entry)
+    // (key, value, the id of the claim that made the entry), in claim
+    // order, and where each key stands: linear in the flows, not quadratic.
     let mut entries: Vec<(FlowKey, FlowValue, u32)> = Vec::with_capacity(claims.len() * 2);
+    let mut at: HashMap<FlowKey, usize> = HashMap::with_capacity(claims.len() * 2);
     for c in claims {
         let stream = FlowKey::new(c.group, c.port, c.vlan.unwrap_or(0));
-        let mut claim =
-            |key: FlowKey, value: FlowValue| match entries.iter_mut().find(|(k, _, _)| *k == key) {
-                None => {
-                    entries.push((key, value, c.id));
-                    Ok(())
-                }
+        let mut claim = |key: FlowKey, value: FlowValue| match at.get(&key) {
+            None => {
+                at.insert(key, entries.len());
+                entries.push((key, value, c.id));
+                Ok(())
+            }
+            Some(&i) => match &mut entries[i] {
                 // The channels of one stream share its marker.
-                Some((_, v, _)) if value.is_by_source() && v.is_by_source() => {
+                (_, v, _) if value.is_by_source() && v.is_by_source() => {
                     v.flow_id = v.flow_id.min(c.id);
                     Ok(())
                 }
-                Some((_, _, other)) => Err((c.id, *other)),
-            };
+                (_, _, other) => Err((c.id, *other)),
+            },
+        };
         match c.source {
             None => claim(stream, FlowValue::flow(c.id))?,
             Some(src) => {

@@ -82,7 +82,8 @@ struct Output {
     /// The egress MTU (see [`OutputSpec::mtu`]).
     mtu: u32,
     /// The longest payload whose replica fits `mtu` with this template's
-    /// IP and UDP headers (kept with the template: one compare per replica).
+    /// IP and UDP headers (kept with the template; checked per replica only
+    /// for a datagram longer than its flow's `fits_every_mtu`).
     max_payload: u32,
     template: Option<ReplicaTemplate>,
 }
@@ -121,7 +122,7 @@ struct Flow {
 
 impl Flow {
     /// Recomputes what depends on the outputs' templates.
-    fn set_inline_limit(&mut self, cfg: &WorkerConfig) {
+    fn derive_limits(&mut self, cfg: &WorkerConfig) {
         self.fits_every_mtu = self
             .outputs
             .iter()
@@ -248,7 +249,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 inline_limit: 0,
                 fits_every_mtu: 0,
             };
-            run.set_inline_limit(&cfg);
+            run.derive_limits(&cfg);
             runs.push(run);
         }
         let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
@@ -303,7 +304,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             && let Some(out) = f.outputs.get_mut(output)
         {
             out.set_template(template);
-            f.set_inline_limit(&self.cfg);
+            f.derive_limits(&self.cfg);
         }
     }
 
