@@ -101,6 +101,7 @@ fn worker(
         port: 5004,
         vlan: None,
         source: None,
+        limiter: None,
         outputs: (0..outputs)
             .map(|o| OutputSpec {
                 tx: o % 2,

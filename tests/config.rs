@@ -120,19 +120,20 @@ fn good_config_on_lo_prints_the_plan() {
     );
     assert_eq!(lines[4], "  vlan:    none (untagged)");
     assert_eq!(lines[5], "  source:  any");
-    assert_eq!(lines[6], "  outputs: 2");
-    assert_eq!(lines[7], "  - unicast 127.0.0.1:6001");
-    assert_eq!(lines[8], "      egress:      by route");
-    assert_eq!(lines[9], "      source port: auto");
-    assert_eq!(lines[10], "      ttl:         64");
-    assert_eq!(lines[11], "  - multicast 239.255.10.1:7000");
+    assert_eq!(lines[6], "  cap:     none");
+    assert_eq!(lines[7], "  outputs: 2");
+    assert_eq!(lines[8], "  - unicast 127.0.0.1:6001");
+    assert_eq!(lines[9], "      egress:      by route");
+    assert_eq!(lines[10], "      source port: auto");
+    assert_eq!(lines[11], "      ttl:         64");
+    assert_eq!(lines[12], "  - multicast 239.255.10.1:7000");
     assert!(
-        lines[12].starts_with(&format!("      egress:      lo (index {index}, mtu ")),
+        lines[13].starts_with(&format!("      egress:      lo (index {index}, mtu ")),
         "{stdout}"
     );
-    assert_eq!(lines[13], "      source port: auto");
-    assert_eq!(lines[14], "      ttl:         4");
-    assert_eq!(lines.len(), 15, "{stdout}");
+    assert_eq!(lines[14], "      source port: auto");
+    assert_eq!(lines[15], "      ttl:         4");
+    assert_eq!(lines.len(), 16, "{stdout}");
 
     // The whole output is the library's rendering of the same plan (read
     // without this process's environment).
@@ -251,7 +252,16 @@ fn unknown_field() {
         "unknown-field",
         &replace("port = 5000", "port = 5000\nttl = 3"),
         "6: flow[0].ttl: unknown field \
-         (expected one of: name, interface, group, port, vlan, source, output)",
+         (expected one of: name, interface, group, port, vlan, source, max_pps, max_mbps, output)",
+    );
+}
+
+#[test]
+fn bad_rate_cap() {
+    refused(
+        "bad-rate-cap",
+        &replace("port = 5000", "port = 5000\nmax_mbps = 0"),
+        "6: flow[0].max_mbps = 0: out of range (more than 0, at most 1000000)",
     );
 }
 

@@ -33,14 +33,14 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::engine::{
     Case, EngineKind, assert_xdp_carried, for_each_engine, program_counter, run_command,
 };
 use common::traffic::{
-    assert_stream, datagram, drain, multicast_receiver, payloads, receive, receive_with_ttl,
-    send_all, sender, unicast_receiver,
+    assert_stream, check_exact, datagram, drain, multicast_receiver, payloads, receive,
+    receive_with_ttl, send_all, sender, unicast_receiver,
 };
 use common::{DEADLINE, FANOUT, Scratch, fanout, proc_counter, udp_counter, wait_for_file};
 use fanout::lab::{self, Netns, Process, addr, iface, payload};
@@ -925,6 +925,7 @@ source = "{far}"
                 port: group.port(),
                 vlan: None,
                 source: Some(far.into()),
+                cap: Default::default(),
                 outputs: vec![],
             };
             fanout::membership::join(&flow).unwrap().sock
@@ -1440,6 +1441,125 @@ fn vlan_tag_is_matched_on_the_parent_xdp_generic() {
         EngineKind::XdpGeneric,
     );
 }
+
+/// The amplification guard: a burst of 200 datagrams into each of two
+/// capped flows. `pps` (`max_pps = 10`: a burst of one, then one per 100
+/// ms) and `mbps` (`max_mbps = 0.08`, 10 kB/s: its bucket holds at least one
+/// 65535-byte datagram, so 65 of 1000 bytes, then ten per second). Every
+/// datagram is either received (and replicated, byte-exact, in order, the
+/// burst first) or counted `rate_limited`, exactly; no more are received
+/// than the burst and the refill over the measured time allow; the
+/// operator is told.
+fn rate_caps(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let b = SocketAddr::new(addr::SNK0_V4.into(), 6002);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "pps"
+interface = "{in0}"
+group = "239.3.0.1"
+port = 5000
+max_pps = 10
+
+  [[flow.output]]
+  unicast = "{a}"
+
+[[flow]]
+name = "mbps"
+interface = "{in0}"
+group = "239.3.0.2"
+port = 5000
+max_mbps = 0.08
+
+  [[flow.output]]
+  unicast = "{b}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+    );
+    let engine = case.start_with(&config, &["--stats-interval", "1"]);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    const N: u64 = 200;
+    // (flow, group, receiver, payload bytes, burst, refill per second)
+    let flows = [
+        ("pps", Ipv4Addr::new(239, 3, 0, 1), a, 64, 1, 10.0),
+        ("mbps", Ipv4Addr::new(239, 3, 0, 2), b, 1000, 65, 10.0),
+    ];
+    let mut results = Vec::new();
+    for (stream, (name, group, to, len, burst, per_s)) in (1u32..).zip(flows) {
+        let rx = unicast_receiver(&lab.sink, to);
+        let want = payloads(stream, 0, &[len], N as usize);
+        let t0 = Instant::now();
+        send_all(&tx, SocketAddr::new(group.into(), 5000), &want);
+        // Until the engine accounts for every datagram of the burst.
+        let deadline = t0 + DEADLINE;
+        let accounted = |snap: &Snapshot| {
+            snap.flow(name)
+                .is_some_and(|f| f.received + f.rate_limited == N)
+        };
+        while !engine.stats().is_some_and(|s| accounted(&s)) {
+            assert!(
+                Instant::now() < deadline,
+                "flow {name}: {:?}",
+                engine.stats()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let received = engine.stats().unwrap().flow(name).unwrap().received;
+        let most = burst + (per_s * elapsed).floor() as u64 + 1;
+        assert!(
+            (burst..=most).contains(&received),
+            "flow {name}: received {received}, expected {burst}..={most} in {elapsed:.3} s"
+        );
+        let got = receive(&rx, received as usize);
+        assert!(drain(&rx).is_empty(), "flow {name}: more than received");
+        let seqs: Vec<u64> = got
+            .iter()
+            .map(|(g, _)| check_exact(g, stream, name))
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{name}: {seqs:?}");
+        assert_eq!(seqs[..burst as usize], (0..burst).collect::<Vec<_>>()[..]);
+        assert!(got.iter().all(|(g, _)| g.len() == len));
+        results.push((name, received));
+    }
+    let (snap, done) = engine.stop();
+    for (name, received) in results {
+        let f = snap.flow(name).unwrap();
+        assert_eq!(
+            (f.received, f.rate_limited, f.source_rejected, f.malformed),
+            (received, N - received, 0, 0),
+            "{snap}"
+        );
+        assert_eq!(f.outputs[0].sent, received, "{snap}");
+        // Told at once, then at most every so often; the last says the total.
+        let total = format!(
+            "over the flow's rate cap were not replicated ({} in all)",
+            N - received
+        );
+        assert!(
+            done.stderr
+                .lines()
+                .any(|l| l.contains(&format!("flow {name}: ")) && l.contains(&total)),
+            "the operator is told:\n{}",
+            done.stderr
+        );
+    }
+    assert_xdp_carried(&snap, kind, 2 * N, 1);
+}
+
+for_each_engine!(rate_caps:
+    rate_caps_count_every_datagram_over_them,
+    rate_caps_count_every_datagram_over_them_xdp_native,
+    rate_caps_count_every_datagram_over_them_xdp_generic);
 
 /// An egress whose MTU (1500) is below the ingress's (9000): `fanout run`
 /// warns with the sizes at start; the XDP engine sends what fits (1472

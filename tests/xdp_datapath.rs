@@ -97,6 +97,7 @@ fn flow(name: &str, ingress: Interface, group: Ipv4Addr, port: u16) -> FlowPlan 
         port,
         vlan: None,
         source: None,
+        cap: Default::default(),
         outputs: vec![],
     }
 }

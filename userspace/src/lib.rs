@@ -30,6 +30,7 @@ pub mod lab;
 pub mod membership;
 pub mod neigh;
 pub mod plan;
+pub mod rate;
 pub mod runtime;
 pub mod socket;
 pub mod stats;

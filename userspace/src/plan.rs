@@ -43,6 +43,11 @@ pub struct Plan {
     pub flows: Vec<FlowPlan>,
 }
 
+/// Outputs from which an any-source flow without a rate cap is warned
+/// about (`fanout check`, `fanout run`): each datagram anyone sends to the
+/// group becomes this many replicas.
+pub const AMPLIFICATION_WARN_OUTPUTS: usize = 8;
+
 /// One multicast stream taken in on one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowPlan {
@@ -55,6 +60,8 @@ pub struct FlowPlan {
     pub vlan: Option<u16>,
     /// Source-specific: only datagrams from this sender are forwarded.
     pub source: Option<IpAddr>,
+    /// Rate caps enforced before replication (the amplification guard).
+    pub cap: crate::rate::RateCap,
     pub outputs: Vec<OutputPlan>,
 }
 
@@ -161,6 +168,7 @@ impl Plan {
                 port: flow.port,
                 vlan: flow.vlan,
                 source: flow.source,
+                cap: flow.cap,
                 outputs,
             });
         }
@@ -329,9 +337,27 @@ impl Plan {
     /// `message_too_big` on that output (it never hands the kernel a frame
     /// the egress would drop); the socket engine's kernel fragments it.
     /// Outputs routed at start (no `interface`) are judged by the engine.
+    ///
+    /// An any-source flow with [`AMPLIFICATION_WARN_OUTPUTS`] outputs or
+    /// more and no rate cap: anyone who can send to its group on the
+    /// ingress makes every datagram that many replicas.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         for flow in &self.flows {
+            if flow.source.is_none()
+                && flow.cap.is_none()
+                && flow.outputs.len() >= AMPLIFICATION_WARN_OUTPUTS
+            {
+                out.push(format!(
+                    "flow {:?}: any sender on {} can reach {} and each of its datagrams \
+                     becomes {} replicas, with no rate cap: set max_pps or max_mbps (or a \
+                     source) to bound what the flow can amplify",
+                    flow.name,
+                    flow.ingress.name,
+                    SocketAddr::new(flow.group, flow.port),
+                    flow.outputs.len(),
+                ));
+            }
             let headers = match flow.group {
                 IpAddr::V4(_) => 20 + 8,
                 IpAddr::V6(_) => 40 + 8,
@@ -378,6 +404,7 @@ impl fmt::Display for Plan {
                 Some(source) => writeln!(f, "  source:  {source} (source-specific)")?,
                 None => writeln!(f, "  source:  any")?,
             }
+            writeln!(f, "  cap:     {}", flow.cap)?;
             writeln!(f, "  outputs: {}", flow.outputs.len())?;
             for output in &flow.outputs {
                 write!(f, "  - {} {}", output.kind, output.dest)?;
@@ -562,6 +589,42 @@ source = "2001:db8::9"
         assert_eq!(parse_mac("02:00:0a:ff:fe:zz"), None);
     }
 
+    /// An any-source flow with eight outputs and no cap is warned about;
+    /// a cap, a source or one output fewer silences it.
+    #[test]
+    fn uncapped_any_source_amplifiers_are_warned_about() {
+        let text = |outputs: usize, extra: &str| {
+            let mut t = format!(
+                "[[flow]]\nname = \"tv\"\ninterface = \"in0\"\ngroup = \"239.1.1.1\"\nport = 5000\n{extra}\n"
+            );
+            for i in 0..outputs {
+                t += &format!(
+                    "  [[flow.output]]\n  unicast = \"10.0.0.{}:6000\"\n",
+                    i + 10
+                );
+            }
+            t
+        };
+        let warnings = |outputs, extra: &str| {
+            let config = Config::parse(&text(outputs, extra), Path::new("t.toml")).unwrap();
+            Plan::resolve_with(&config, |name| Ok(Some(fake(name, 4))))
+                .unwrap()
+                .warnings()
+        };
+        assert_eq!(
+            warnings(AMPLIFICATION_WARN_OUTPUTS, ""),
+            [
+                "flow \"tv\": any sender on in0 can reach 239.1.1.1:5000 and each of its \
+              datagrams becomes 8 replicas, with no rate cap: set max_pps or max_mbps (or a \
+              source) to bound what the flow can amplify"
+            ]
+        );
+        assert!(warnings(AMPLIFICATION_WARN_OUTPUTS - 1, "").is_empty());
+        assert!(warnings(20, "max_pps = 1000").is_empty());
+        assert!(warnings(20, "max_mbps = 50").is_empty());
+        assert!(warnings(20, "source = \"10.9.9.9\"").is_empty());
+    }
+
     #[test]
     fn display_is_readable() {
         let plan = Plan::resolve_with(&config(), |name| {
@@ -580,6 +643,7 @@ source = "2001:db8::9"
              ingress: in0 (index 4, mtu 9000, mac 02:00:00:00:00:04, 10.0.0.4, fe80::4)\n  \
              vlan:    7\n  \
              source:  2001:db8::9 (source-specific)\n  \
+             cap:     none\n  \
              outputs: 3\n  \
              - unicast [fe80::2%5]:6000 \"unicast [fe80::2]:6000\"\n      \
              egress:      out0 (index 5, mtu 9000, mac 02:00:00:00:00:05, 10.0.0.5, fe80::5)\n      \

@@ -166,6 +166,9 @@ pub struct FlowCounters {
     /// Datagrams received with TTL (hop limit) 1 or 0: none left for the
     /// replicas' hop, so not replicated, as a router would not forward them.
     pub ttl_expired: u64,
+    /// Datagrams over the flow's rate cap (`max_pps`, `max_mbps`): not
+    /// replicated.
+    pub rate_limited: u64,
     pub outputs: Vec<OutputCounters>,
 }
 
@@ -192,6 +195,7 @@ impl FlowCounters {
         self.malformed += other.malformed;
         self.checksum_completed += other.checksum_completed;
         self.ttl_expired += other.ttl_expired;
+        self.rate_limited += other.rate_limited;
         for (o, other) in self.outputs.iter_mut().zip(&other.outputs) {
             o.add(other);
         }
@@ -380,6 +384,7 @@ impl Stats {
                     malformed: c.malformed,
                     checksum_completed: c.checksum_completed,
                     ttl_expired: c.ttl_expired,
+                    rate_limited: c.rate_limited,
                     outputs: f
                         .outputs
                         .iter()
@@ -465,6 +470,10 @@ pub struct FlowSnapshot {
     /// replica's TTL is min(configured, received - 1), as a router's.
     #[serde(default)]
     pub ttl_expired: u64,
+    /// Datagrams over the flow's rate cap (`max_pps`, `max_mbps`), not
+    /// replicated.
+    #[serde(default)]
+    pub rate_limited: u64,
     pub outputs: Vec<OutputSnapshot>,
 }
 
@@ -546,6 +555,16 @@ impl Snapshot {
                     f.ttl_expired
                 ));
             }
+            let was = before.flow(&f.name).map_or(0, |b| b.rate_limited);
+            if f.rate_limited > was {
+                out.push(format!(
+                    "flow {}: {} datagram(s) over the flow's rate cap were not replicated \
+                     ({} in all): the stream runs faster than max_pps or max_mbps allow",
+                    f.name,
+                    f.rate_limited - was,
+                    f.rate_limited
+                ));
+            }
         }
         let Some(xdp) = &self.xdp else {
             return out;
@@ -590,13 +609,14 @@ impl fmt::Display for Snapshot {
             writeln!(
                 f,
                 "flow {}: received {} datagrams ({} bytes), source-rejected {}, malformed {}, \
-                 ttl-expired {}, checksums completed {}",
+                 ttl-expired {}, rate-limited {}, checksums completed {}",
                 flow.name,
                 flow.received,
                 flow.received_bytes,
                 flow.source_rejected,
                 flow.malformed,
                 flow.ttl_expired,
+                flow.rate_limited,
                 flow.checksum_completed
             )?;
             let name_w = flow
@@ -696,6 +716,7 @@ mod tests {
                 port: 5000,
                 vlan: None,
                 source: None,
+                cap: Default::default(),
                 outputs: vec![out("a", 1), out("b", 2)],
             }],
         }
@@ -784,6 +805,15 @@ mod tests {
                 "flow tv: 2 datagram(s) arrived with TTL (hop limit) 1 or 0 and were not \
               replicated (5 in all): like a router, fanout replicates only a datagram with a \
               hop left; have the sender use a multicast TTL of 2 or more"
+            ]
+        );
+        let mut capped = later.clone();
+        capped.flows[0].rate_limited = 7;
+        assert_eq!(
+            capped.warnings_since(&later),
+            [
+                "flow tv: 7 datagram(s) over the flow's rate cap were not replicated (7 in \
+              all): the stream runs faster than max_pps or max_mbps allow"
             ]
         );
     }

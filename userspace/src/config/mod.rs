@@ -232,6 +232,59 @@ source = "2001:db8::1"
         );
     }
 
+    /// `max_pps` is a whole number of datagrams per second; `max_mbps` an
+    /// integer or a float of megabits (10^6) per second; both more than 0.
+    #[test]
+    fn rate_caps() {
+        use crate::rate::RateCap;
+        let cap = |lines: &str| parse(&with("port = 5000", &format!("port = 5000\n{lines}")));
+        assert_eq!(parse(GOOD).unwrap().flows[0].cap, RateCap::default());
+        assert_eq!(
+            cap("max_pps = 20_000\nmax_mbps = 2.5").unwrap().flows[0].cap,
+            RateCap {
+                max_pps: Some(20_000),
+                max_bps: Some(2_500_000)
+            }
+        );
+        assert_eq!(
+            cap("max_mbps = 40").unwrap().flows[0].cap,
+            RateCap {
+                max_pps: None,
+                max_bps: Some(40_000_000)
+            }
+        );
+        let bad = |lines: &str| err(&with("port = 5000", &format!("port = 5000\n{lines}")));
+        assert_eq!(
+            bad("max_pps = 0"),
+            "error: /etc/fanout.toml:7: flow[0].max_pps = 0: out of range (1..=1000000000)"
+        );
+        assert_eq!(
+            bad("max_pps = 1.5"),
+            "error: /etc/fanout.toml:7: flow[0].max_pps = 1.5: expected an integer \
+             (1..=1000000000), found float"
+        );
+        assert_eq!(
+            bad("max_mbps = 0.0"),
+            "error: /etc/fanout.toml:7: flow[0].max_mbps = 0.0: out of range \
+             (more than 0, at most 1000000)"
+        );
+        assert_eq!(
+            bad("max_mbps = -3"),
+            "error: /etc/fanout.toml:7: flow[0].max_mbps = -3: out of range \
+             (more than 0, at most 1000000)"
+        );
+        assert_eq!(
+            bad("max_mbps = nan"),
+            "error: /etc/fanout.toml:7: flow[0].max_mbps = nan: out of range \
+             (more than 0, at most 1000000)"
+        );
+        assert_eq!(
+            bad("max_mbps = \"10M\""),
+            "error: /etc/fanout.toml:7: flow[0].max_mbps = \"10M\": expected a number \
+             (more than 0, at most 1000000), found string"
+        );
+    }
+
     #[test]
     fn unknown_fields_are_rejected_everywhere() {
         assert_eq!(
@@ -241,7 +294,7 @@ source = "2001:db8::1"
         assert_eq!(
             err(&with("port = 5000", "port = 5000\nprot = 1")),
             "error: /etc/fanout.toml:7: flow[0].prot: unknown field \
-             (expected one of: name, interface, group, port, vlan, source, output)"
+             (expected one of: name, interface, group, port, vlan, source, max_pps, max_mbps, output)"
         );
         assert_eq!(
             err(&output(

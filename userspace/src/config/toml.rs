@@ -274,6 +274,44 @@ impl<'d, 'i> Table<'d, 'i> {
         }
     }
 
+    /// A number, integer or float, within `min..=max` (`min` excluded when
+    /// `above_min`: a rate must be more than zero).
+    pub(super) fn number(
+        &self,
+        key: &str,
+        min: f64,
+        max: f64,
+        above_min: bool,
+    ) -> Result<Option<f64>, Error> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let bounds = if above_min {
+            format!("more than {min}, at most {max}")
+        } else {
+            format!("{min}..={max}")
+        };
+        let parsed = match value.get_ref() {
+            DeValue::Integer(int) => i64::from_str_radix(int.as_str(), int.radix())
+                .ok()
+                .map(|n| n as f64),
+            DeValue::Float(float) => float.as_str().replace('_', "").parse::<f64>().ok(),
+            other => {
+                return Err(self.invalid(
+                    key,
+                    &value.span(),
+                    format!("expected a number ({bounds}), found {}", other.type_str()),
+                ));
+            }
+        };
+        match parsed {
+            Some(n) if n.is_finite() && n <= max && (n > min || (!above_min && n == min)) => {
+                Ok(Some(n))
+            }
+            _ => Err(self.invalid(key, &value.span(), format!("out of range ({bounds})"))),
+        }
+    }
+
     /// `[[key]]` tables: present, an array, not empty, every element a table.
     pub(super) fn array_of_tables(
         &self,

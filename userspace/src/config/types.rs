@@ -166,6 +166,8 @@ pub struct FlowConfig {
     pub vlan: Option<u16>,
     /// A unicast address of the same family as `group`.
     pub source: Option<IpAddr>,
+    /// `max_pps` and `max_mbps`: datagrams over them are not replicated.
+    pub cap: crate::rate::RateCap,
     /// At least one.
     pub outputs: Vec<OutputConfig>,
     /// Line of the `[[flow]]` header.

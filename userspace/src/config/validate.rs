@@ -12,6 +12,8 @@ use serde_spanned::Spanned;
 
 use super::options::{BATCH_SIZE_RANGE, EngineConfig, KNOBS, Kind, Mode, Value};
 use super::toml::{Doc, Str, Table};
+use crate::rate::RateCap;
+
 use super::types::{
     Config, DEFAULT_MULTICAST_TTL, DEFAULT_UNICAST_TTL, Error, FlowConfig, Located,
     MAX_INTERFACE_NAME, MAX_NAME, OutputConfig, OutputKind,
@@ -20,6 +22,11 @@ use super::types::{
 const PORT_RANGE: RangeInclusive<i64> = 1..=65535;
 const VLAN_RANGE: RangeInclusive<i64> = 1..=4094;
 const TTL_RANGE: RangeInclusive<i64> = 1..=255;
+/// Datagrams per second a cap may name (a 400 Gbit/s link carries about
+/// 600 million minimum-size frames per second).
+const MAX_PPS_RANGE: RangeInclusive<i64> = 1..=1_000_000_000;
+/// Megabits per second a cap may name: more than 0, at most 1 Tbit/s.
+const MAX_MBPS: f64 = 1_000_000.0;
 
 const ROOT_KEYS: &[&str] = &["engine", "flow"];
 const ENGINE_KEYS: &[&str] = &[
@@ -39,6 +46,8 @@ const FLOW_KEYS: &[&str] = &[
     "port",
     "vlan",
     "source",
+    "max_pps",
+    "max_mbps",
     "output",
 ];
 const OUTPUT_KEYS: &[&str] = &[
@@ -154,6 +163,14 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
         }
     };
 
+    let max_pps = table.integer("max_pps", MAX_PPS_RANGE)?;
+    let max_mbps = table.number("max_mbps", 0.0, MAX_MBPS, true)?;
+    let cap = RateCap {
+        max_pps: max_pps.map(|n| n.value as u64),
+        // At least one bit per second: 0.0000001 is more than zero.
+        max_bps: max_mbps.map(|m| ((m * 1e6).round() as u64).max(1)),
+    };
+
     let mut flow = FlowConfig {
         name: name.value.to_owned(),
         interface: Located {
@@ -164,6 +181,7 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
         port: port.value as u16,
         vlan: vlan.map(|v| v.value as u16),
         source,
+        cap,
         outputs: Vec::new(),
         line: table.line(),
     };

@@ -194,6 +194,7 @@ mod tests {
             port: 5000,
             vlan: Some(4000),
             source: None,
+            cap: Default::default(),
             outputs: vec![],
         };
         let err = receive_interface(&flow).unwrap_err().to_string();

@@ -303,6 +303,7 @@ mod tests {
             port: 1,
             vlan: None,
             source: None,
+            cap: Default::default(),
             outputs: vec![out("a", rx_a.local_addr().unwrap()), out("gone", gone_addr)],
         };
         let mut f = FlowCounters::with_outputs(flow.outputs.len());

@@ -19,6 +19,7 @@ use super::open::{OutputSocket, ReceiveSocket};
 use super::send::{Tx, TxHeaders};
 use crate::engine::PUBLISH_EVERY;
 use crate::plan::FlowPlan;
+use crate::rate::Limiter;
 use crate::stats::{FlowCounters, Publisher};
 
 /// One receive slot: room for any UDP datagram, or a full GRO train.
@@ -49,6 +50,8 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 pub(super) struct Worker {
     flow_name: String,
     source: Option<IpAddr>,
+    /// The flow's rate cap (this worker is the flow's only receiver).
+    limiter: Option<Limiter>,
     rx: ReceiveSocket,
     outputs: Vec<OutputSocket>,
     batch: usize,
@@ -110,6 +113,7 @@ impl Worker {
         Worker {
             flow_name: flow.name.clone(),
             source: flow.source,
+            limiter: flow.cap.limiter(),
             rx,
             outputs,
             batch,
@@ -184,7 +188,15 @@ impl Worker {
                 gro_seen = true;
             }
             let flow = &mut self.counters;
-            classify(&s.metas, self.source, flow, &mut s.dgrams, &mut s.ttls);
+            let limit = self.limiter.as_mut().map(|l| (l, Instant::now()));
+            classify(
+                &s.metas,
+                self.source,
+                limit,
+                flow,
+                &mut s.dgrams,
+                &mut s.ttls,
+            );
             // One send per run of datagrams with the same hops left (a
             // stream's TTL rarely changes), so a replica's TTL is
             // min(configured, received - 1) datagram by datagram.
@@ -292,17 +304,21 @@ impl Worker {
 /// (`ttls`: received TTL - 1), counting the rejected ones in `flow`:
 /// truncated slots are malformed, with a configured `source` every
 /// datagram from another sender is source-rejected, and one received with
-/// TTL (hop limit) <= 1 is TTL-expired (a GRO train shares one TTL).
+/// TTL (hop limit) <= 1 is TTL-expired (a GRO train shares one TTL); then
+/// with a rate cap, each datagram over it (a GRO train's segments one by
+/// one) is rate-limited, judged at `now`, the batch's time.
 fn classify(
     metas: &[RecvMeta],
     source: Option<IpAddr>,
+    mut limit: Option<(&mut Limiter, Instant)>,
     flow: &mut FlowCounters,
     dgrams: &mut Vec<std::ops::Range<usize>>,
     ttls: &mut Vec<u8>,
 ) {
     dgrams.clear();
     ttls.clear();
-    let (mut rejected, mut malformed, mut expired, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let (mut rejected, mut malformed, mut expired, mut limited, mut bytes) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for (slot, m) in metas.iter().enumerate() {
         let base = slot * SLOT;
         if m.truncated || m.len > SLOT {
@@ -322,13 +338,28 @@ fn classify(
             expired += datagrams;
             continue;
         }
+        let first = dgrams.len();
         batch::split_gro(base, m.len, m.gro_seg, dgrams);
+        if let Some((limiter, now)) = limit.as_mut() {
+            // Keep the admitted ones, in order.
+            let mut kept = first;
+            for i in first..dgrams.len() {
+                if limiter.admit(*now, dgrams[i].len()) {
+                    dgrams.swap(kept, i);
+                    kept += 1;
+                } else {
+                    limited += 1;
+                }
+            }
+            dgrams.truncate(kept);
+        }
         ttls.resize(dgrams.len(), m.ttl.map_or(u8::MAX, |t| t - 1));
-        bytes += m.len as u64;
+        bytes += dgrams[first..].iter().map(|r| r.len() as u64).sum::<u64>();
     }
     flow.source_rejected += rejected;
     flow.malformed += malformed;
     flow.ttl_expired += expired;
+    flow.rate_limited += limited;
     flow.received += dgrams.len() as u64;
     flow.received_bytes += bytes;
 }
@@ -358,7 +389,7 @@ mod tests {
         let mut f = FlowCounters::default();
         let mut dgrams = Vec::new();
         let mut ttls = Vec::new();
-        classify(&metas, Some(good), &mut f, &mut dgrams, &mut ttls);
+        classify(&metas, Some(good), None, &mut f, &mut dgrams, &mut ttls);
         assert_eq!(ttls, vec![63; 4]);
         assert_eq!(
             dgrams,
@@ -376,7 +407,7 @@ mod tests {
 
         // Without a configured source every sender is accepted.
         let mut f = FlowCounters::default();
-        classify(&metas[..2], None, &mut f, &mut dgrams, &mut ttls);
+        classify(&metas[..2], None, None, &mut f, &mut dgrams, &mut ttls);
         assert_eq!(dgrams.len(), 4);
 
         // TTL like a router: 1 and 0 leave no hop (a train of 3 counts 3);
@@ -396,9 +427,58 @@ mod tests {
             with_ttl(50, None, None),
         ];
         let mut f = FlowCounters::default();
-        classify(&metas, None, &mut f, &mut dgrams, &mut ttls);
+        classify(&metas, None, None, &mut f, &mut dgrams, &mut ttls);
         assert_eq!(ttls, vec![1, 15, 15, 255]);
         assert_eq!(dgrams.len(), 4);
         assert_eq!((f.received, f.ttl_expired), (4, 4));
+    }
+
+    /// A cap judges datagram by datagram, a GRO train's segments too, and
+    /// keeps the admitted ones in order; only admitted bytes are received.
+    #[test]
+    fn classify_limits_each_datagram_of_a_train() {
+        let meta = |len, gro_seg, ttl| RecvMeta {
+            len,
+            src: None,
+            gro_seg,
+            ttl: Some(ttl),
+            truncated: false,
+        };
+        // A burst of 5 datagrams (max_pps 50: 100 ms holds 5).
+        let mut limiter = Limiter::new(crate::rate::RateCap {
+            max_pps: Some(50),
+            max_bps: None,
+        });
+        let now = Instant::now();
+        let metas = [
+            meta(100, None, 1),        // expired: costs no token
+            meta(3000, Some(1000), 9), // 3 admitted
+            meta(2500, Some(1000), 9), // 2 admitted, the 500 B one not
+            meta(10, None, 9),         // limited
+        ];
+        let (mut f, mut dgrams, mut ttls) = (FlowCounters::default(), Vec::new(), Vec::new());
+        classify(
+            &metas,
+            None,
+            Some((&mut limiter, now)),
+            &mut f,
+            &mut dgrams,
+            &mut ttls,
+        );
+        assert_eq!(
+            dgrams,
+            vec![
+                SLOT..SLOT + 1000,
+                SLOT + 1000..SLOT + 2000,
+                SLOT + 2000..SLOT + 3000,
+                2 * SLOT..2 * SLOT + 1000,
+                2 * SLOT + 1000..2 * SLOT + 2000,
+            ]
+        );
+        assert_eq!(ttls, vec![8; 5]);
+        assert_eq!(
+            (f.received, f.received_bytes, f.ttl_expired, f.rate_limited),
+            (5, 5000, 1, 2)
+        );
     }
 }

@@ -313,6 +313,11 @@ fn attach(
     let entries: Vec<(u32, &crate::plan::FlowPlan)> =
         flows.iter().map(|&f| (f as u32, &plan.flows[f])).collect();
     program.insert_flows(&entries).map_err(map_err)?;
+    // One limiter per capped flow, shared by the workers of every rx queue.
+    let limiters: Vec<_> = flows
+        .iter()
+        .map(|&f| crate::rate::shared(plan.flows[f].cap))
+        .collect();
     program.set_ingress(iface.mac).map_err(map_err)?;
     let count = queue_count(&iface.name, "rx").map_err(|source| Refused::Io {
         what: format!("counting the rx queues of {}", iface.name),
@@ -321,7 +326,7 @@ fn attach(
     let mut bind = None;
     let mut queues = Vec::new();
     for queue in 0..count {
-        let (worker, mode) = build_worker(plan, iface, &flows, queue)?;
+        let (worker, mode) = build_worker(plan, iface, &flows, &limiters, queue)?;
         if bind.is_none() && mode == BindMode::Copy {
             notes.push(format!(
                 "{} queue {queue}: AF_XDP zero-copy skipped: the driver refused it (EOPNOTSUPP)",

@@ -516,6 +516,7 @@ mod tests {
             port: 5000,
             vlan,
             source,
+            cap: Default::default(),
             outputs: vec![],
         }
     }

@@ -21,6 +21,7 @@ use super::spec as setup;
 use super::worker::{self, MAX_INLINE, Worker, WorkerConfig};
 use super::xsk::{self, BindMode, BusyPoll, RingSizes, RxSocket, TxSocket, XskUmem};
 use crate::plan::{FlowPlan, Interface, Plan};
+use crate::rate::SharedLimiter;
 
 /// Receive frames per rx queue (4096 bytes each: 16 MiB), and the fill
 /// ring's size: every free receive frame fits in it. The UMEM adds the
@@ -67,6 +68,7 @@ pub(super) fn build_worker(
     plan: &Plan,
     iface: &Interface,
     flows: &[usize],
+    limiters: &[Option<SharedLimiter>],
     queue: u32,
 ) -> Result<(XdpWorker, BindMode), Refused> {
     let xsk_err = |ifname: &str, queue: u32| {
@@ -144,13 +146,15 @@ pub(super) fn build_worker(
         &egress,
     );
     let mut specs = Vec::with_capacity(flows.len());
-    for &f in flows {
+    for (&f, limiter) in flows.iter().zip(limiters) {
         let flow: &FlowPlan = &plan.flows[f];
-        specs.push(setup::flow_spec(
+        let mut spec = setup::flow_spec(
             flow,
             |i| egress.iter().position(|e| e.index == i.index).unwrap_or(0),
             |_| None,
-        )?);
+        )?;
+        spec.limiter = limiter.clone();
+        specs.push(spec);
     }
     let mut cfg = WorkerConfig::new(batch, slot_frames);
     cfg.inline_max = plan.engine.inline_max.min(MAX_INLINE);

@@ -131,6 +131,9 @@ pub fn flow_spec(
         port: flow.port,
         vlan: flow.vlan,
         source: flow.source,
+        // A cap holds for the flow, not per rx queue: the caller gives the
+        // workers of an ingress one shared limiter per flow.
+        limiter: None,
         outputs,
     })
 }
@@ -188,6 +191,7 @@ mod tests {
             port: 5000,
             vlan: Some(5),
             source: Some("10.9.9.9".parse().unwrap()),
+            cap: Default::default(),
             outputs,
         }
     }

@@ -86,6 +86,9 @@ pub struct FlowSpec {
     pub vlan: Option<u16>,
     /// Source-specific: only datagrams from this sender are replicated.
     pub source: Option<IpAddr>,
+    /// The flow's rate cap, shared by every worker that receives the flow
+    /// (one per rx queue); `None` without a cap.
+    pub limiter: Option<crate::rate::SharedLimiter>,
     pub outputs: Vec<OutputSpec>,
 }
 

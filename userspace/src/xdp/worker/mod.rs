@@ -60,6 +60,9 @@ use self::frames::Frames;
 use self::index::FlowIndex;
 use self::ring::{Desc, RxPort, TxPort, Umem};
 use self::stage::Stage;
+use std::time::Instant;
+
+use crate::rate::SharedLimiter;
 use crate::stats::{FlowCounters, FrameCounters};
 use crate::wire::{ReplicaTemplate, replica::MAX_HEADER_LEN};
 
@@ -118,6 +121,8 @@ struct Flow {
     /// The longest payload every output's egress MTU takes: a datagram up
     /// to it skips the per-replica MTU check (the common case).
     fits_every_mtu: u32,
+    /// The rate cap, checked before a datagram is replicated.
+    limiter: Option<SharedLimiter>,
 }
 
 impl Flow {
@@ -163,6 +168,11 @@ pub struct Worker<U, R, T> {
     payload: Vec<Desc>,
     completions: Vec<u64>,
     stages: Vec<Stage>,
+    /// Whether any flow has a rate cap: only then is the clock read, once
+    /// per RX batch, into `now`.
+    capped: bool,
+    clock: fn() -> Instant,
+    now: Instant,
 }
 
 impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
@@ -230,6 +240,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         }
         let mut counters = Vec::with_capacity(flows.len());
         let mut runs = Vec::with_capacity(flows.len());
+        let mut capped = false;
         for (f, flow) in flows.into_iter().enumerate() {
             let mut outputs = Vec::with_capacity(flow.outputs.len());
             for (o, out) in flow.outputs.into_iter().enumerate() {
@@ -244,10 +255,12 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 outputs.push(Output::new(out.tx, out.mtu, out.template));
             }
             counters.push(FlowCounters::with_outputs(outputs.len()));
+            capped |= flow.limiter.is_some();
             let mut run = Flow {
                 outputs,
                 inline_limit: 0,
                 fits_every_mtu: 0,
+                limiter: flow.limiter,
             };
             run.derive_limits(&cfg);
             runs.push(run);
@@ -270,6 +283,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             payload: Vec::with_capacity(rx_len),
             completions: vec![0; COMPLETION_BATCH],
             stages,
+            capped,
+            clock: Instant::now,
+            now: Instant::now(),
         };
         worker.refill();
         Ok(worker)
@@ -316,6 +332,12 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     /// Counters of frames that belong to no flow, and ring anomalies.
     pub fn counters(&self) -> &FrameCounters {
         &self.frame_counters
+    }
+
+    /// Replaces the clock the rate caps read (tests: a clock they move).
+    #[cfg(test)]
+    pub(crate) fn set_clock(&mut self, clock: fn() -> Instant) {
+        self.clock = clock;
     }
 
     pub fn config(&self) -> &WorkerConfig {

@@ -9,6 +9,7 @@ use super::frames::{Frames, SlotOwner};
 use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use super::stage::Stage;
 use super::{Flow, Worker};
+use crate::rate;
 use crate::stats::{DropReason, FlowCounters};
 use crate::wire::{self, checksum, replica::MAX_HEADER_LEN, udp};
 
@@ -40,6 +41,9 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             n = self.rx.receive(&mut self.rx_descs);
         }
         let n = n.min(self.rx_descs.len());
+        if self.capped && n > 0 {
+            self.now = (self.clock)();
+        }
         let mut packets = 0;
         let mut start = 0;
         while start < n {
@@ -109,6 +113,13 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         // Like a router: no hop left, no replica.
         if dg.ttl <= 1 {
             fc.ttl_expired += 1;
+            return;
+        }
+        // The amplification guard: over the cap, no replica at all.
+        if let Some(limiter) = &self.flows[f as usize].limiter
+            && !rate::admit_shared(limiter, self.now, dg.payload_len)
+        {
+            fc.rate_limited += 1;
             return;
         }
         fc.received += 1;

@@ -92,6 +92,7 @@ fn flows() -> Vec<FlowSpec> {
             port: PORT,
             vlan: None,
             source: None,
+            limiter: None,
             outputs: vec![
                 OutputSpec {
                     tx: 0,
@@ -110,6 +111,7 @@ fn flows() -> Vec<FlowSpec> {
             port: PORT,
             vlan: None,
             source: None,
+            limiter: None,
             outputs: vec![OutputSpec {
                 tx: 1,
                 mtu: 9000,
@@ -1012,6 +1014,7 @@ fn flow_matching_by_group_port_vlan_and_source() {
         port: PORT,
         vlan,
         source,
+        limiter: None,
         outputs: vec![OutputSpec {
             tx: 0,
             mtu: 9000,
@@ -1106,6 +1109,7 @@ fn ssm_channels_sharing_a_group_are_told_apart_by_source() {
         port: PORT,
         vlan,
         source: Some(source),
+        limiter: None,
         outputs: vec![OutputSpec {
             tx,
             mtu: 9000,
@@ -1171,6 +1175,7 @@ fn replicas_over_the_egress_mtu_are_counted_not_sent() {
             port: PORT,
             vlan: None,
             source: None,
+            limiter: None,
             outputs: vec![
                 out(0, 1500, None),
                 out(1, 9000, None),
@@ -1202,6 +1207,79 @@ fn replicas_over_the_egress_mtu_are_counted_not_sent() {
     assert_eq!(by_output, [(1, 2), (3, 0), (1, 2)]);
     assert_eq!(take_all(&mut w, 0).len(), 1);
     assert_eq!(take_all(&mut w, 1).len(), 4);
+}
+
+thread_local! {
+    /// The time the rate caps read in [`rate_clock`]: the test moves it.
+    static NOW: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn rate_clock() -> std::time::Instant {
+    NOW.with(|n| n.get()).expect("the test sets NOW")
+}
+
+/// Two rx queues' workers share a flow's cap: what one admits, the other
+/// cannot; a datagram over it is counted `rate_limited` and has no replica.
+#[test]
+fn a_rate_cap_is_shared_by_the_queues_and_counted_exactly() {
+    use crate::rate::{RateCap, shared};
+    use std::time::Duration;
+    let t0 = std::time::Instant::now();
+    NOW.with(|n| n.set(Some(t0)));
+    // 100 datagrams/s: a burst of 10, then one every 10 ms.
+    let limiter = shared(RateCap {
+        max_pps: Some(100),
+        max_bps: None,
+    });
+    let worker = || {
+        let mut flows = flows();
+        flows[0].limiter = limiter.clone();
+        let mut w = Setup {
+            flows,
+            ..Setup::default()
+        }
+        .build();
+        w.set_clock(rate_clock);
+        w
+    };
+    let (mut q0, mut q1) = (worker(), worker());
+    let body = pattern(64, 3);
+    for _ in 0..8 {
+        deliver(&mut q0, &frame_v4(&body)).unwrap();
+        deliver(&mut q1, &frame_v4(&body)).unwrap();
+    }
+    q0.poll();
+    q1.poll();
+    let counts = |w: &W| {
+        let f = &w.flow_counters()[0];
+        (f.received, f.rate_limited, sent(w, 0, 0), sent(w, 0, 1))
+    };
+    assert_eq!(counts(&q0), (8, 0, 8, 8));
+    assert_eq!(counts(&q1), (2, 6, 2, 2));
+    // 50 ms later: five more, whichever queue asks.
+    NOW.with(|n| n.set(Some(t0 + Duration::from_millis(50))));
+    for _ in 0..7 {
+        deliver(&mut q1, &frame_v4(&body)).unwrap();
+    }
+    q1.poll();
+    assert_eq!(counts(&q1), (7, 8, 7, 7));
+    // The uncapped IPv6 flow is not limited.
+    for _ in 0..20 {
+        deliver(&mut q0, &frame_from(src6(), group6(), PORT, vec![], &body)).unwrap();
+    }
+    q0.poll();
+    let v6 = &q0.flow_counters()[1];
+    assert_eq!((v6.received, v6.rate_limited), (20, 0));
+    for w in [&mut q0, &mut q1] {
+        settle(w);
+        assert_eq!(
+            w.counters().rx_packets,
+            w.flow_counters()
+                .iter()
+                .map(|f| f.received + f.rate_limited)
+                .sum::<u64>()
+        );
+    }
 }
 
 #[test]
