@@ -133,13 +133,26 @@ fn good_config_on_lo_prints_the_plan() {
     );
     assert_eq!(lines[14], "      source port: auto");
     assert_eq!(lines[15], "      ttl:         4");
-    assert_eq!(lines.len(), 16, "{stdout}");
+    // Each flow's engine: lo has no MAC, so XDP cannot build the replicas'
+    // Ethernet headers and `mode = "auto"` runs the flow on sockets.
+    assert_eq!(
+        lines[16],
+        "engines (mode = \"auto\": XDP for each flow it can serve (if the program attaches), \
+         sockets for the rest):"
+    );
+    assert_eq!(
+        lines[17],
+        "  flow \"iptv\": socket (XDP refused: flow \"iptv\" output \"unicast 127.0.0.1:6001\": \
+         egress interface lo has no MAC address)"
+    );
+    assert_eq!(lines.len(), 18, "{stdout}");
 
     // The whole output is the library's rendering of the same plan (read
     // without this process's environment).
     let config = Config::parse(GOOD, &path).unwrap();
     let plan = Plan::resolve(&config).unwrap();
-    assert_eq!(stdout, format!("{}: OK\n{plan}", path.display()));
+    let engines = fanout::runtime::preview(&plan);
+    assert_eq!(stdout, format!("{}: OK\n{plan}{engines}", path.display()));
 }
 
 /// An environment override is shown by `fanout check`; a bad one is a bad

@@ -1852,6 +1852,276 @@ fn udp4_frame(
 /// Without a loadable XDP object, `mode = "xdp"` refuses to start (exit 1,
 /// the reason on stderr, no stats) and `mode = "auto"` says why and runs
 /// the socket engine (whose stats balance).
+/// Per-flow fallback (`mode = "auto"`): a flow with a local receiver
+/// (`127.0.0.1`, routed by `lo`, which has no MAC for an XDP replica's
+/// Ethernet header) runs on the socket engine while the other flow on the
+/// same ingress stays on XDP. `fanout check` says so per flow, `mode =
+/// "xdp"` refuses the same configuration naming the flow, and `fanout run`
+/// announces the split, names each flow's engine in the stats and delivers
+/// every datagram of both flows, byte for byte and in order, to receivers
+/// whose kernels verify the checksums (the sinks' and the edge's).
+fn split_flows(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let tv_to = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let rec_remote = SocketAddr::new(addr::SNK1_V4.into(), 6002);
+    let rec_local = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 7001);
+    let config = |mode: &str| {
+        format!(
+            r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "tv"
+interface = "{in0}"
+group = "239.4.0.1"
+port = 5000
+
+  [[flow.output]]
+  unicast = "{tv_to}"
+
+[[flow]]
+name = "rec"
+interface = "{in0}"
+group = "239.4.0.2"
+port = 5000
+
+  [[flow.output]]
+  name = "remote"
+  unicast = "{rec_remote}"
+
+  [[flow.output]]
+  name = "recorder"
+  unicast = "{rec_local}"
+"#,
+            in0 = iface::IN0,
+        )
+    };
+    let why = "flow \"rec\" output \"recorder\": egress interface lo has no MAC address";
+
+    // `fanout check`, in the edge namespace where the routes are.
+    let path = case.files.path("check.toml");
+    std::fs::write(&path, config("auto")).unwrap();
+    let out = lab
+        .edge
+        .command(FANOUT)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("\n  flow \"tv\": xdp\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("\n  flow \"rec\": socket (XDP refused: {why})\n")),
+        "{stdout}"
+    );
+
+    // `mode = "xdp"` refuses it whole, naming the flow and the output.
+    let (mut cmd, files) = run_command(&lab.edge, &case.files, "xdp", &config("xdp"));
+    cmd.env("FANOUT_EBPF_OBJ", lab::xdp_object_path());
+    let done = Process::spawn("fanout run", &mut cmd)
+        .unwrap()
+        .finish(DEADLINE)
+        .unwrap();
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(
+        done.stderr
+            .contains(&format!("the XDP datapath cannot start: {why}")),
+        "{}",
+        done.stderr
+    );
+    assert!(!files.stats.exists(), "a refused engine wrote stats");
+
+    let rx_tv = unicast_receiver(&lab.sink, tv_to);
+    let rx_remote = unicast_receiver(&lab.sink, rec_remote);
+    let rx_local = unicast_receiver(&lab.edge, rec_local);
+    let engine = case.start(&config("auto")).expecting(
+        &format!("{} + socket", kind.rung()),
+        &format!(
+            "fanout: engine {} + socket (mode = \"auto\"; socket for flow \"rec\": XDP refused: {why}",
+            kind.rung()
+        ),
+        true,
+    );
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let sizes = [64, 1472, 8972];
+    let tv = payloads(1, 0, &sizes, 60);
+    let rec = payloads(2, 0, &sizes, 60);
+    send_all(
+        &tx,
+        SocketAddr::new(Ipv4Addr::new(239, 4, 0, 1).into(), 5000),
+        &tv,
+    );
+    send_all(
+        &tx,
+        SocketAddr::new(Ipv4Addr::new(239, 4, 0, 2).into(), 5000),
+        &rec,
+    );
+    assert_stream("tv", &receive(&rx_tv, tv.len()), &tv);
+    assert_stream("rec remote", &receive(&rx_remote, rec.len()), &rec);
+    assert_stream("rec recorder", &receive(&rx_local, rec.len()), &rec);
+    for (rx, what) in [
+        (&rx_tv, "tv"),
+        (&rx_remote, "remote"),
+        (&rx_local, "recorder"),
+    ] {
+        assert!(drain(rx).is_empty(), "{what}: more than sent");
+    }
+
+    let (snap, done) = engine.stop();
+    let names: Vec<&str> = snap.flows.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["tv", "rec"], "plan order: {snap}");
+    let (tv_snap, rec_snap) = (snap.flow("tv").unwrap(), snap.flow("rec").unwrap());
+    assert_eq!(
+        (tv_snap.engine.as_str(), tv_snap.engine_reason.as_deref()),
+        (kind.rung(), None),
+        "{snap}"
+    );
+    assert_eq!(
+        (rec_snap.engine.as_str(), rec_snap.engine_reason.clone()),
+        ("socket", Some(format!("XDP refused: {why}"))),
+        "{snap}"
+    );
+    let n = tv.len() as u64;
+    let bytes: u64 = tv.iter().map(|d| d.len() as u64).sum();
+    for f in [tv_snap, rec_snap] {
+        assert_eq!((f.received, f.received_bytes), (n, bytes), "{snap}");
+        for o in &f.outputs {
+            assert_eq!(
+                (o.sent, o.sent_bytes, o.dropped_total()),
+                (n, bytes, 0),
+                "{snap}"
+            );
+        }
+    }
+    // The final table says which flow runs where.
+    assert!(
+        done.stdout
+            .contains(&format!("  engine: socket (XDP refused: {why})")),
+        "{}",
+        done.stdout
+    );
+    // XDP carried the tv flow only; rec's datagrams were passed to the
+    // kernel, where the socket engine received them.
+    let i = assert_xdp_carried(&snap, kind, n, 1).unwrap();
+    assert!(program_counter(i)("passed") >= n, "{i:?}");
+    let errors = common::checksum_errors(&lab.edge);
+    assert!(errors.iter().all(|(_, n)| *n == 0), "edge: {errors:?}");
+}
+
+#[test]
+fn one_flow_on_sockets_the_other_on_xdp_native() {
+    split_flows(
+        "one_flow_on_sockets_the_other_on_xdp_native",
+        EngineKind::XdpNative,
+    );
+}
+
+#[test]
+fn one_flow_on_sockets_the_other_on_xdp_generic() {
+    split_flows(
+        "one_flow_on_sockets_the_other_on_xdp_generic",
+        EngineKind::XdpGeneric,
+    );
+}
+
+/// A refusal that names an interface moves only the flows that use it:
+/// with `FANOUT_XDP_MODE=native`, `lo` (no native XDP) refuses the program
+/// after in0 took it, so the flow a local producer sends on `lo` runs on
+/// the socket engine and the flow on in0 stays on XDP native (its program
+/// attached again on the second try). Both deliver every datagram intact
+/// and in order.
+#[test]
+fn an_ingress_without_native_xdp_moves_only_its_flows() {
+    let test = "an_ingress_without_native_xdp_moves_only_its_flows";
+    let Some(case) = Case::new(test, EngineKind::XdpNative) else {
+        return;
+    };
+    let lab = &case.lab;
+    let tv_to = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let local_to = SocketAddr::new(addr::SNK1_V4.into(), 6003);
+    let config = format!(
+        r#"
+[engine]
+mode = "auto"
+
+[[flow]]
+name = "tv"
+interface = "{in0}"
+group = "239.4.0.1"
+port = 5000
+
+  [[flow.output]]
+  unicast = "{tv_to}"
+
+[[flow]]
+name = "local"
+interface = "lo"
+group = "239.4.0.3"
+port = 5000
+
+  [[flow.output]]
+  unicast = "{local_to}"
+"#,
+        in0 = iface::IN0,
+    );
+    let rx_tv = unicast_receiver(&lab.sink, tv_to);
+    let rx_local = unicast_receiver(&lab.sink, local_to);
+    let why = "XDP refused: interface lo: native XDP refused (";
+    let engine = case
+        .start_env(&config, &[], &[("FANOUT_XDP_MODE", "native")])
+        .expecting(
+            "xdp native copy + socket",
+            &format!(
+                "fanout: engine xdp native copy + socket (mode = \"auto\"; socket for flow \
+                 \"local\": {why}"
+            ),
+            true,
+        );
+    let sizes = [64, 1472, 8972];
+    let tv = payloads(1, 0, &sizes, 40);
+    let local = payloads(2, 0, &sizes, 40);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    send_all(
+        &tx,
+        SocketAddr::new(Ipv4Addr::new(239, 4, 0, 1).into(), 5000),
+        &tv,
+    );
+    // A producer on the edge host itself, sending on lo.
+    let producer = sender(&lab.edge, (Ipv4Addr::LOCALHOST, 0));
+    send_all(
+        &producer,
+        SocketAddr::new(Ipv4Addr::new(239, 4, 0, 3).into(), 5000),
+        &local,
+    );
+    assert_stream("tv", &receive(&rx_tv, tv.len()), &tv);
+    assert_stream("local", &receive(&rx_local, local.len()), &local);
+    assert!(drain(&rx_tv).is_empty() && drain(&rx_local).is_empty());
+
+    let (snap, _) = engine.stop();
+    let (tv_snap, local_snap) = (snap.flow("tv").unwrap(), snap.flow("local").unwrap());
+    assert_eq!(tv_snap.engine, "xdp native copy", "{snap}");
+    assert_eq!(local_snap.engine, "socket", "{snap}");
+    assert!(
+        local_snap
+            .engine_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(why) && r.contains("xdp_attach = \"native\"")),
+        "{snap}"
+    );
+    for (f, n) in [(tv_snap, tv.len()), (local_snap, local.len())] {
+        assert_eq!(f.received, n as u64, "{snap}");
+        assert_eq!(f.outputs[0].sent, n as u64, "{snap}");
+    }
+    // Only in0 runs the program: lo's flow never met XDP.
+    assert_xdp_carried(&snap, EngineKind::XdpNative, tv.len() as u64, 1);
+}
+
 #[test]
 fn xdp_refuses_and_auto_falls_back_without_the_program() {
     let test = "xdp_refuses_and_auto_falls_back_without_the_program";
@@ -1900,6 +2170,15 @@ fn xdp_refuses_and_auto_falls_back_without_the_program() {
     let snap: Snapshot = serde_json::from_str(&snap.expect("stats of the socket engine")).unwrap();
     assert_eq!(snap.engine, "socket");
     assert!(snap.xdp.is_none());
+    // Each flow names its engine and why.
+    for f in &snap.flows {
+        assert_eq!(f.engine, "socket", "{snap}");
+        let why = f.engine_reason.as_deref().unwrap_or_default();
+        assert!(
+            why.starts_with("XDP refused: loading the XDP program"),
+            "{snap}"
+        );
+    }
     snap.check_accounting().unwrap();
 }
 

@@ -152,6 +152,12 @@ impl Case {
 
     /// [`Case::start`] with more arguments for `fanout run`.
     pub fn start_with(&self, config: &str, args: &[&str]) -> Engine {
+        self.start_env(config, args, &[])
+    }
+
+    /// [`Case::start_with`] with environment variables set last (they
+    /// override the engine kind's, e.g. `FANOUT_XDP_MODE`).
+    pub fn start_env(&self, config: &str, args: &[&str], env: &[(&str, &str)]) -> Engine {
         Engine::start(
             &self.lab.edge,
             &self.files,
@@ -159,6 +165,7 @@ impl Case {
             self.object.as_deref(),
             config,
             args,
+            env,
         )
     }
 }
@@ -218,12 +225,18 @@ pub struct Engine {
     /// The `fanout run` process.
     pub process: Process,
     stats: PathBuf,
-    kind: EngineKind,
+    /// The engine's name in the stats (`snap.engine`).
+    rung: String,
+    /// The start of the line that says which engine runs.
+    announcement: String,
+    /// Whether the stats have an XDP section.
+    xdp: bool,
 }
 
 impl Engine {
     /// Writes `config`, starts the engine of `kind` in `ns` (XDP: with the
-    /// program `object`) with `args` added, and waits for its ready file.
+    /// program `object`) with `args` and then `env` added, and waits for
+    /// its ready file.
     pub fn start(
         ns: &Netns,
         files: &Scratch,
@@ -231,6 +244,7 @@ impl Engine {
         object: Option<&Path>,
         config: &str,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> Engine {
         let (mut cmd, paths) = run_command(ns, files, "fanout", config);
         cmd.args(args);
@@ -239,6 +253,7 @@ impl Engine {
             cmd.env("FANOUT_EBPF_OBJ", object.expect("the XDP object"))
                 .env("FANOUT_XDP_MODE", if generic { "generic" } else { "auto" });
         }
+        cmd.envs(env.iter().copied());
         let mut process = Process::spawn("fanout run", &mut cmd).expect("spawn fanout run");
         if !wait_for_file(&mut process, &paths.ready, DEADLINE) {
             let f = process.finish(std::time::Duration::from_secs(2));
@@ -247,8 +262,21 @@ impl Engine {
         Engine {
             process,
             stats: paths.stats,
-            kind,
+            rung: kind.rung().to_owned(),
+            announcement: kind.announcement(),
+            xdp: kind.is_xdp(),
         }
+    }
+
+    /// Expects, on [`Engine::stop`], the engine named `rung` in the stats
+    /// and announced by a line starting with `announcement` (`mode =
+    /// "auto"` splitting the flows between the engines), with an XDP
+    /// section in the stats when `xdp`.
+    pub fn expecting(mut self, rung: &str, announcement: &str, xdp: bool) -> Engine {
+        rung.clone_into(&mut self.rung);
+        announcement.clone_into(&mut self.announcement);
+        self.xdp = xdp;
+        self
     }
 
     /// The stats JSON the engine wrote last, if any (`--stats-interval`).
@@ -278,15 +306,15 @@ impl Engine {
             .filter(|l| l.starts_with("fanout: engine "))
             .collect();
         assert!(
-            said.len() == 1 && said[0].starts_with(&self.kind.announcement()),
+            said.len() == 1 && said[0].starts_with(&self.announcement),
             "the engine choice ({}) is said exactly once:\n{}",
-            self.kind.announcement(),
+            self.announcement,
             f.stderr
         );
         let json = std::fs::read_to_string(&self.stats).expect("stats JSON written on stop");
         let snap: Snapshot = serde_json::from_str(&json).expect("stats JSON parses");
-        assert_eq!(snap.engine, self.kind.rung(), "{snap}");
-        assert_eq!(snap.xdp.is_some(), self.kind.is_xdp(), "{snap}");
+        assert_eq!(snap.engine, self.rung, "{snap}");
+        assert_eq!(snap.xdp.is_some(), self.xdp, "{snap}");
         snap.check_accounting()
             .unwrap_or_else(|e| panic!("{e}\n{snap}"));
         assert!(

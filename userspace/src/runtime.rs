@@ -1,16 +1,30 @@
-//! What `fanout run` drives: the choice of the engine for a plan.
+//! What `fanout run` drives: the choice of the engine for each flow.
 //!
 //! Contract: [`start`] takes a resolved [`Plan`] and returns a running
 //! [`Engine`] together with the line that says which engine runs and why
-//! (architecture.md decision 6: a silent fallback is a bug): `mode = "socket"` runs
-//! the socket engine; `"xdp"` climbs the XDP ladder and refuses to start
-//! when a rung cannot be climbed; `"auto"` climbs it and falls back to the
-//! socket engine, saying why. The one place that knows both engines.
+//! (architecture.md decision 6: a silent fallback is a bug): `mode =
+//! "socket"` runs the socket engine; `"xdp"` climbs the XDP ladder for
+//! every flow and refuses to start when one flow cannot be served or a
+//! rung cannot be climbed; `"auto"` judges the flows one by one
+//! ([`xdp::judge`]) and runs the XDP datapath on those it can serve, the
+//! socket engine on the rest (issue 10 item 9: per flow, not all or
+//! nothing). A refusal met while XDP starts that names an interface
+//! ([`xdp::touched_by`]) moves only the flows that use that interface;
+//! any other moves every flow. Flows split between the engines run as one
+//! [`Engine`] whose snapshot lists them in plan order, each with its
+//! engine and, on sockets, why ([`FlowSnapshot::engine_reason`]).
+//! [`preview`] says the same per flow for `fanout check`, without loading
+//! anything. The one place that knows both engines.
+
+use std::fmt;
+
+use log::info;
 
 use crate::config::Mode;
-use crate::engine::Engine;
-use crate::plan::Plan;
+use crate::engine::{ApplyError, Engine};
+use crate::plan::{FlowPlan, Plan};
 use crate::socket::{self, SocketEngine};
+use crate::stats::{FlowSnapshot, Snapshot};
 use crate::xdp::{self, XdpEngine};
 
 /// What [`start`] started.
@@ -18,15 +32,18 @@ use crate::xdp::{self, XdpEngine};
 pub struct Started {
     pub engine: Box<dyn Engine>,
     /// The line that says which engine runs and which rungs were skipped,
-    /// e.g. `engine xdp native copy (skipped: in0 queue 0: ...)` or
-    /// `engine socket (mode = "auto"; XDP refused: ...)`.
+    /// e.g. `engine xdp native copy (skipped: in0 queue 0: ...)`,
+    /// `engine socket (mode = "auto"; XDP refused: ...)` or
+    /// `engine xdp native copy + socket (mode = "auto"; socket for flow
+    /// "rec": ...)`.
     pub announce: String,
 }
 
 /// Why no engine started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// `mode = "xdp"`, and a rung of the XDP ladder could not be climbed.
+    /// `mode = "xdp"`, and a flow cannot be served or a rung of the XDP
+    /// ladder could not be climbed.
     #[error("the XDP datapath cannot start: {0}")]
     XdpRequired(#[source] Box<xdp::Refused>),
     /// The socket engine could not open, bind or join a socket.
@@ -34,32 +51,530 @@ pub enum StartError {
     Socket(#[from] socket::Error),
 }
 
-/// Starts the engine `plan.engine.mode` asks for; see the module
+/// Starts the engines `plan.engine.mode` asks for; see the module
 /// documentation. `plan.flows` must not be empty.
 pub fn start(plan: &Plan) -> Result<Started, StartError> {
-    let why = match plan.engine.mode {
-        Mode::Socket => "mode = \"socket\"".to_owned(),
-        Mode::Xdp | Mode::Auto => match XdpEngine::start(plan) {
-            Ok(engine) => {
-                let skipped = if engine.notes().is_empty() {
-                    String::new()
-                } else {
-                    format!(" (skipped: {})", engine.notes().join("; "))
-                };
-                return Ok(Started {
-                    announce: format!("engine {}{skipped}", engine.name()),
-                    engine: Box::new(engine),
-                });
-            }
-            Err(e) if plan.engine.mode == Mode::Xdp => {
-                return Err(StartError::XdpRequired(Box::new(e)));
-            }
-            Err(e) => format!("mode = \"auto\"; XDP refused: {e}"),
-        },
-    };
-    let engine = SocketEngine::start(plan)?;
-    Ok(Started {
-        announce: format!("engine {} ({why})", engine.name()),
+    match plan.engine.mode {
+        Mode::Socket => {
+            let engine = SocketEngine::start(plan)?;
+            Ok(Started {
+                announce: format!("engine {} (mode = \"socket\")", engine.name()),
+                engine: Box::new(engine),
+            })
+        }
+        Mode::Xdp => {
+            let flows = xdp::judge(plan)
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StartError::XdpRequired(Box::new(e)))?;
+            let routed = Plan {
+                engine: plan.engine.clone(),
+                flows,
+            };
+            let engine =
+                XdpEngine::start(&routed).map_err(|e| StartError::XdpRequired(Box::new(e)))?;
+            Ok(xdp_started(engine))
+        }
+        Mode::Auto => start_auto(plan),
+    }
+}
+
+/// The announcement of an XDP engine that serves every flow.
+fn xdp_started(engine: XdpEngine) -> Started {
+    Started {
+        announce: format!("engine {}{}", engine.name(), skipped(&engine, " (", ")")),
         engine: Box::new(engine),
+    }
+}
+
+/// The rungs `engine` skipped, between `open` and `close`; empty if none.
+fn skipped(engine: &XdpEngine, open: &str, close: &str) -> String {
+    if engine.notes().is_empty() {
+        String::new()
+    } else {
+        format!("{open}skipped: {}{close}", engine.notes().join("; "))
+    }
+}
+
+/// `mode = "auto"`: XDP for the flows it serves, sockets for the rest.
+fn start_auto(plan: &Plan) -> Result<Started, StartError> {
+    // Per flow: the flow as XDP would run it, or why it runs on sockets.
+    let mut place: Vec<Result<FlowPlan, String>> = xdp::judge(plan)
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect();
+    let mut on_xdp = None;
+    // Each refusal moves at least one flow: at most one try per flow.
+    loop {
+        let (index, flows): (Vec<usize>, Vec<FlowPlan>) = place
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().ok().map(|f| (i, f.clone())))
+            .unzip();
+        if index.is_empty() {
+            break;
+        }
+        let sub = Plan {
+            engine: plan.engine.clone(),
+            flows,
+        };
+        match XdpEngine::start(&sub) {
+            Ok(engine) => {
+                on_xdp = Some((engine, index));
+                break;
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let moved = xdp::touched_by(&sub, &e).unwrap_or_else(|| (0..index.len()).collect());
+                for k in moved {
+                    place[index[k]] = Err(why.clone());
+                }
+            }
+        }
+    }
+    let reasons: Vec<Option<String>> = place
+        .iter()
+        .map(|p| p.as_ref().err().map(|why| format!("XDP refused: {why}")))
+        .collect();
+    let on_socket: Vec<usize> = (0..place.len()).filter(|&i| place[i].is_err()).collect();
+    let Some((xdp_engine, xdp_flows)) = on_xdp else {
+        // Every flow on sockets: one reason, or each distinct one.
+        let mut distinct: Vec<&str> = Vec::new();
+        for why in place.iter().filter_map(|p| p.as_ref().err()) {
+            if !distinct.contains(&why.as_str()) {
+                distinct.push(why);
+            }
+        }
+        let engine = SocketEngine::start(plan)?;
+        let announce = format!(
+            "engine {} (mode = \"auto\"; XDP refused: {})",
+            engine.name(),
+            distinct.join("; ")
+        );
+        let split = Split {
+            name: engine.name().to_owned(),
+            plan: plan.clone(),
+            parts: vec![(Box::new(engine), on_socket)],
+            reasons,
+        };
+        return Ok(Started {
+            engine: Box::new(split),
+            announce,
+        });
+    };
+    if on_socket.is_empty() {
+        return Ok(xdp_started(xdp_engine));
+    }
+    let sockets = SocketEngine::start(&Plan {
+        engine: plan.engine.clone(),
+        flows: on_socket.iter().map(|&i| plan.flows[i].clone()).collect(),
+    })?;
+    let name = format!("{} + {}", xdp_engine.name(), sockets.name());
+    // Flows that share a reason are named together.
+    let mut grouped: Vec<(Vec<String>, &str)> = Vec::new();
+    for &i in &on_socket {
+        let why = place[i].as_ref().err().map_or("", String::as_str);
+        let flow = format!("flow {:?}", plan.flows[i].name);
+        match grouped.iter_mut().find(|(_, w)| *w == why) {
+            Some((flows, _)) => flows.push(flow),
+            None => grouped.push((vec![flow], why)),
+        }
+    }
+    let socket_for: Vec<String> = grouped
+        .iter()
+        .map(|(flows, why)| format!("socket for {}: XDP refused: {why}", flows.join(", ")))
+        .collect();
+    let announce = format!(
+        "engine {name} (mode = \"auto\"; {}{})",
+        socket_for.join("; "),
+        skipped(&xdp_engine, "; ", "")
+    );
+    for (i, flow) in plan.flows.iter().enumerate() {
+        match &reasons[i] {
+            None => info!("flow {:?}: engine {}", flow.name, xdp_engine.name()),
+            Some(why) => info!("flow {:?}: engine {} ({why})", flow.name, sockets.name()),
+        }
+    }
+    let split = Split {
+        name,
+        plan: plan.clone(),
+        parts: vec![
+            (Box::new(xdp_engine), xdp_flows),
+            (Box::new(sockets), on_socket),
+        ],
+        reasons,
+    };
+    Ok(Started {
+        engine: Box::new(split),
+        announce,
     })
+}
+
+/// The flows of one plan served by several engines, driven as one: each
+/// part runs a plan of its own flows; the snapshot lists every flow in the
+/// order of the whole plan.
+#[derive(Debug)]
+struct Split {
+    name: String,
+    plan: Plan,
+    /// Each engine and the plan index of each of its flows, in its order.
+    parts: Vec<(Box<dyn Engine>, Vec<usize>)>,
+    /// Per flow of the plan: why it runs on sockets, if it does.
+    reasons: Vec<Option<String>>,
+}
+
+impl Engine for Split {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut flows: Vec<Option<FlowSnapshot>> = vec![None; self.plan.flows.len()];
+        let mut xdp = None;
+        for (engine, index) in &self.parts {
+            let snap = engine.snapshot();
+            xdp = xdp.or(snap.xdp);
+            for (&i, f) in index.iter().zip(snap.flows) {
+                flows[i] = Some(f);
+            }
+        }
+        Snapshot {
+            engine: self.name.clone(),
+            flows: flows
+                .into_iter()
+                .zip(&self.reasons)
+                .filter_map(|(f, why)| {
+                    f.map(|mut f| {
+                        f.engine_reason.clone_from(why);
+                        f
+                    })
+                })
+                .collect(),
+            xdp,
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.parts.iter().find_map(|(e, _)| e.failed())
+    }
+
+    fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
+        crate::engine::apply_unchanged(&self.name, &self.plan, plan)
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        let errors: Vec<String> = self
+            .parts
+            .iter_mut()
+            .filter_map(|(e, _)| e.stop().err())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// Which engine each flow would run on, as `fanout check` says it; see
+/// [`preview`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    mode: Mode,
+    /// Per flow: its name, and why XDP cannot serve it (`None`: it can).
+    flows: Vec<(String, Option<String>)>,
+}
+
+/// Judges every flow as [`start`] would (routes looked up, nothing
+/// loaded or attached): whether the XDP datapath can serve it, and why
+/// not. Whether the program attaches is known only when `fanout run` tries.
+pub fn preview(plan: &Plan) -> Preview {
+    let judged: Vec<Option<String>> = match plan.engine.mode {
+        Mode::Socket => vec![None; plan.flows.len()],
+        Mode::Xdp | Mode::Auto => xdp::judge(plan)
+            .into_iter()
+            .map(|j| j.err().map(|e| e.to_string()))
+            .collect(),
+    };
+    let flows = plan
+        .flows
+        .iter()
+        .map(|f| f.name.clone())
+        .zip(judged)
+        .collect();
+    Preview {
+        mode: plan.engine.mode,
+        flows,
+    }
+}
+
+impl Preview {
+    /// What `fanout run` would refuse: under `mode = "xdp"`, each flow
+    /// XDP cannot serve.
+    pub fn warnings(&self) -> Vec<String> {
+        if self.mode != Mode::Xdp {
+            return Vec::new();
+        }
+        self.flows
+            .iter()
+            .filter_map(|(name, why)| {
+                why.as_ref().map(|why| {
+                    format!(
+                        "flow {name:?}: mode = \"xdp\" but the XDP datapath cannot serve it \
+                         ({why}): fanout run will refuse to start; set mode = \"auto\" to run \
+                         it on the socket engine and the other flows on XDP"
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// `engines (mode = ...):` and one line per flow.
+impl fmt::Display for Preview {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let head = match self.mode {
+            Mode::Socket => "mode = \"socket\"",
+            Mode::Xdp => "mode = \"xdp\": every flow on XDP, or fanout run refuses to start",
+            Mode::Auto => {
+                "mode = \"auto\": XDP for each flow it can serve (if the program attaches), \
+                 sockets for the rest"
+            }
+        };
+        writeln!(f, "engines ({head}):")?;
+        for (name, why) in &self.flows {
+            match (self.mode, why) {
+                (Mode::Socket, _) => writeln!(f, "  flow {name:?}: socket")?,
+                (_, None) => writeln!(f, "  flow {name:?}: xdp")?,
+                (Mode::Xdp, Some(why)) => {
+                    writeln!(f, "  flow {name:?}: none (XDP refused: {why})")?;
+                }
+                (Mode::Auto, Some(why)) => {
+                    writeln!(f, "  flow {name:?}: socket (XDP refused: {why})")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::config::{EngineConfig, OutputKind};
+    use crate::plan::{Interface, OutputPlan};
+    use crate::stats::Stats;
+
+    fn iface(name: &str, index: u32, mac: Option<[u8; 6]>) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            index,
+            mtu: 1500,
+            mac,
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
+            ipv6: vec![],
+        }
+    }
+
+    /// Flows `names`, each with one output; those named in `no_mac` leave
+    /// by an interface without a MAC.
+    fn plan(mode: Mode, names: &[&str], no_mac: &[&str]) -> Plan {
+        let flows = names
+            .iter()
+            .zip(1u8..)
+            .map(|(&name, i)| FlowPlan {
+                name: name.to_owned(),
+                ingress: iface("in0", 1, Some([2, 0, 0, 0, 0, 1])),
+                group: IpAddr::V4(Ipv4Addr::new(239, 1, 1, i)),
+                port: 5000,
+                vlan: None,
+                source: None,
+                cap: crate::rate::RateCap::default(),
+                outputs: vec![OutputPlan {
+                    name: "o".to_owned(),
+                    kind: OutputKind::Unicast,
+                    dest: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, i)), 6000),
+                    interface: Some(if no_mac.contains(&name) {
+                        iface("lo", 9, None)
+                    } else {
+                        iface("out0", 2, Some([2, 0, 0, 0, 0, 2]))
+                    }),
+                    source_port: None,
+                    ttl: 64,
+                }],
+            })
+            .collect();
+        Plan {
+            engine: EngineConfig {
+                mode,
+                ..EngineConfig::default()
+            },
+            flows,
+        }
+    }
+
+    /// An engine that only counts: its flows received `received` each.
+    #[derive(Debug)]
+    struct Fake {
+        stats: Stats,
+        received: u64,
+        xdp: bool,
+        stop: Result<(), String>,
+    }
+
+    impl Fake {
+        fn new(plan: &Plan, name: &str, received: u64, xdp: bool) -> Fake {
+            let stats = Stats::for_plan(plan, name);
+            let flows: Vec<usize> = (0..plan.flows.len()).collect();
+            let publisher = stats.publisher(&flows);
+            let mut counters = publisher.counters();
+            for c in &mut counters {
+                c.received = received;
+            }
+            publisher.publish(&counters);
+            Fake {
+                stats,
+                received,
+                xdp,
+                stop: Ok(()),
+            }
+        }
+    }
+
+    impl Engine for Fake {
+        fn name(&self) -> &str {
+            self.stats.engine()
+        }
+        fn snapshot(&self) -> Snapshot {
+            let mut snap = self.stats.snapshot();
+            snap.xdp = self.xdp.then(crate::stats::XdpSnapshot::default);
+            snap
+        }
+        fn failed(&self) -> Option<String> {
+            (self.received == 0).then(|| format!("{} failed", self.name()))
+        }
+        fn apply(&mut self, _: &Plan) -> Result<(), ApplyError> {
+            Ok(())
+        }
+        fn stop(&mut self) -> Result<(), String> {
+            self.stop.clone()
+        }
+    }
+
+    fn subplan(plan: &Plan, index: &[usize]) -> Plan {
+        Plan {
+            engine: plan.engine.clone(),
+            flows: index.iter().map(|&i| plan.flows[i].clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_split_lists_every_flow_in_plan_order_with_its_engine() {
+        let whole = plan(Mode::Auto, &["a", "b", "c"], &["b"]);
+        let xdp = Fake::new(&subplan(&whole, &[0, 2]), "xdp native copy", 7, true);
+        let mut sockets = Fake::new(&subplan(&whole, &[1]), "socket", 5, false);
+        sockets.stop = Err("thread x panicked".into());
+        let mut split = Split {
+            name: "xdp native copy + socket".into(),
+            plan: whole.clone(),
+            parts: vec![(Box::new(xdp), vec![0, 2]), (Box::new(sockets), vec![1])],
+            reasons: vec![None, Some("XDP refused: no MAC".into()), None],
+        };
+        let snap = split.snapshot();
+        assert_eq!(snap.engine, "xdp native copy + socket");
+        assert!(snap.xdp.is_some(), "the XDP part's section is kept");
+        let each: Vec<(&str, &str, u64, Option<&str>)> = snap
+            .flows
+            .iter()
+            .map(|f| {
+                let why = f.engine_reason.as_deref();
+                (f.name.as_str(), f.engine.as_str(), f.received, why)
+            })
+            .collect();
+        assert_eq!(
+            each,
+            [
+                ("a", "xdp native copy", 7, None),
+                ("b", "socket", 5, Some("XDP refused: no MAC")),
+                ("c", "xdp native copy", 7, None),
+            ]
+        );
+        // The table names each flow's engine.
+        let table = snap.to_string();
+        assert!(
+            table.contains("  engine: socket (XDP refused: no MAC)\n"),
+            "{table}"
+        );
+        assert!(table.contains("  engine: xdp native copy\n"), "{table}");
+        assert_eq!(split.failed(), None);
+        assert_eq!(split.apply(&whole), Ok(()));
+        let mut changed = whole.clone();
+        changed.flows.pop();
+        assert_eq!(
+            split.apply(&changed).unwrap_err().to_string(),
+            "the xdp native copy + socket engine cannot apply this change while running \
+             (flow \"c\" removed); restart fanout"
+        );
+        assert_eq!(split.stop(), Err("thread x panicked".into()));
+    }
+
+    #[test]
+    fn a_failed_part_fails_the_split() {
+        let whole = plan(Mode::Auto, &["a", "b"], &["b"]);
+        let split = Split {
+            name: "n".into(),
+            plan: whole.clone(),
+            parts: vec![
+                (
+                    Box::new(Fake::new(&subplan(&whole, &[0]), "x", 1, true)),
+                    vec![0],
+                ),
+                (
+                    Box::new(Fake::new(&subplan(&whole, &[1]), "s", 0, false)),
+                    vec![1],
+                ),
+            ],
+            reasons: vec![None, None],
+        };
+        assert_eq!(split.failed(), Some("s failed".into()));
+    }
+
+    #[test]
+    fn the_preview_names_each_flows_engine_per_mode() {
+        let why = "flow \"b\" output \"o\": egress interface lo has no MAC address";
+        let auto = preview(&plan(Mode::Auto, &["a", "b"], &["b"]));
+        assert_eq!(
+            auto.to_string(),
+            format!(
+                "engines (mode = \"auto\": XDP for each flow it can serve (if the program \
+                 attaches), sockets for the rest):\n  flow \"a\": xdp\n  flow \"b\": socket \
+                 (XDP refused: {why})\n"
+            )
+        );
+        assert!(auto.warnings().is_empty());
+
+        let xdp = preview(&plan(Mode::Xdp, &["a", "b"], &["b"]));
+        assert!(
+            xdp.to_string()
+                .ends_with(&format!("  flow \"b\": none (XDP refused: {why})\n")),
+            "{xdp}"
+        );
+        assert_eq!(
+            xdp.warnings(),
+            [format!(
+                "flow \"b\": mode = \"xdp\" but the XDP datapath cannot serve it ({why}): \
+                 fanout run will refuse to start; set mode = \"auto\" to run it on the socket \
+                 engine and the other flows on XDP"
+            )]
+        );
+
+        let socket = preview(&plan(Mode::Socket, &["a", "b"], &["b"]));
+        assert_eq!(
+            socket.to_string(),
+            "engines (mode = \"socket\"):\n  flow \"a\": socket\n  flow \"b\": socket\n"
+        );
+        assert!(socket.warnings().is_empty());
+    }
 }

@@ -378,6 +378,8 @@ impl Stats {
                 .zip(totals)
                 .map(|(f, c)| FlowSnapshot {
                     name: f.name.clone(),
+                    engine: self.engine.clone(),
+                    engine_reason: None,
                     received: c.received,
                     received_bytes: c.received_bytes,
                     source_rejected: c.source_rejected,
@@ -453,6 +455,15 @@ pub struct XdpQueueSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowSnapshot {
     pub name: String,
+    /// The engine that serves the flow (`xdp native copy`, `socket`): the
+    /// snapshot's own, unless `mode = "auto"` split the flows between the
+    /// engines (the snapshot's is then `xdp native copy + socket`).
+    #[serde(default)]
+    pub engine: String,
+    /// Why `mode = "auto"` runs the flow on the socket engine (what the XDP
+    /// datapath refused); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_reason: Option<String>,
     /// Datagrams accepted for replication.
     pub received: u64,
     pub received_bytes: u64,
@@ -619,6 +630,13 @@ impl fmt::Display for Snapshot {
                 flow.rate_limited,
                 flow.checksum_completed
             )?;
+            if flow.engine != self.engine || flow.engine_reason.is_some() {
+                write!(f, "  engine: {}", flow.engine)?;
+                match &flow.engine_reason {
+                    Some(why) => writeln!(f, " ({why})")?,
+                    None => writeln!(f)?,
+                }
+            }
             let name_w = flow
                 .outputs
                 .iter()

@@ -1,5 +1,6 @@
 //! `fanout check`: validate a configuration, resolve its interfaces on this
-//! host and print the plan an engine would run. Changes nothing on the system.
+//! host and print the plan an engine would run, with the engine each flow
+//! would run on (and why not XDP). Changes nothing on the system.
 //! Exit 0 when the plan is good, 2 when the configuration is at fault (the
 //! message, naming file, line, field and value, goes to stderr), 1 when the
 //! system could not be queried.
@@ -21,7 +22,9 @@ pub fn main(args: Args) -> ExitCode {
         Ok(plan) => {
             println!("{}: OK", args.config.display());
             print!("{plan}");
-            for w in plan.warnings() {
+            let engines = fanout::runtime::preview(&plan);
+            print!("{engines}");
+            for w in plan.warnings().into_iter().chain(engines.warnings()) {
                 println!("warning: {w}");
             }
             ExitCode::SUCCESS

@@ -65,12 +65,44 @@ pub enum Refused {
         #[source]
         source: crate::neigh::Error,
     },
+    #[error(
+        "interface {ifname}: flow {flow:?} does not fit the XDP flow table ({max} entries: one per \
+         any-source flow, one per source-specific channel and one per group and port they share)"
+    )]
+    FlowTableFull {
+        ifname: String,
+        flow: String,
+        max: u32,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
         #[source]
         source: io::Error,
     },
+}
+
+impl Refused {
+    /// The interface this refusal is about, when it is about one (its
+    /// ingress, or for an AF_XDP TX socket its egress): `mode = "auto"`
+    /// moves the flows that use it to the socket engine and starts XDP on
+    /// the others.
+    pub fn interface(&self) -> Option<&str> {
+        match self {
+            Refused::Attach { ifname, .. }
+            | Refused::NativeRequired { ifname, .. }
+            | Refused::Map { ifname, .. }
+            | Refused::Xsk { ifname, .. }
+            | Refused::Worker { ifname, .. }
+            | Refused::FlowTableFull { ifname, .. } => Some(ifname),
+            Refused::NotBuilt
+            | Refused::Load(_)
+            | Refused::Setup(_)
+            | Refused::Join(_)
+            | Refused::Route { .. }
+            | Refused::Io { .. } => None,
+        }
+    }
 }
 
 /// Where the XDP object comes from.

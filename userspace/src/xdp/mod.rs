@@ -25,13 +25,18 @@
 //! Stopping the engine stops every thread; dropping it closes the sockets
 //! (they leave `XSKS`: fail-open) and detaches the programs.
 //!
-//! The rooms: [`program`] (the loader and its maps), [`ladder`] (object,
-//! attach policy, refusals, rung names), [`spec`] (plan to worker specs),
+//! Which flows it serves is judged first, flow by flow ([`judge`]): the
+//! runtime starts it on those it can serve and, under `mode = "auto"`,
+//! the socket engine on the rest ([`crate::runtime`]).
+//!
+//! The rooms: [`fit`] (which flows it can serve), [`program`] (the loader
+//! and its maps), [`ladder`] (object, attach policy, refusals, rung names), [`spec`] (plan to worker specs),
 //! [`queue`] (one rx queue's UMEM, sockets and worker), [`thread`] (the
 //! worker's thread), [`nexthops`], [`worker`] (the fan-out loop over the
 //! ring seam, testable in memory) and [`xsk`] (AF_XDP rings and UMEM: the
 //! only `unsafe` ring code).
 
+mod fit;
 mod ladder;
 mod nexthops;
 pub mod program;
@@ -48,6 +53,7 @@ use std::sync::{Arc, Mutex};
 use fanout_common::Counter;
 use log::{info, warn};
 
+pub use self::fit::{judge, touched_by};
 use self::ladder::ObjectSource;
 pub use self::ladder::Refused;
 use self::ladder::{attach_name, rung_name};

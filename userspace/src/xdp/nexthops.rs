@@ -26,7 +26,7 @@ use super::spec as setup;
 use super::thread::Command;
 use crate::config::OutputKind;
 use crate::engine::{STOP_POLL, Threads};
-use crate::plan::Plan;
+use crate::plan::{FlowPlan, Plan};
 use crate::wire::ReplicaTemplate;
 
 /// Longest wait at start-up for unicast next hops to resolve.
@@ -39,35 +39,45 @@ pub const NEIGH_REFRESH: Duration = Duration::from_secs(1);
 /// table gives for its destination at start-up (said in the log); the
 /// XDP engine transmits on a fixed interface per output.
 pub(super) fn routed_egress(plan: &Plan) -> Result<Plan, Refused> {
-    let mut routed = plan.clone();
-    for flow in &mut routed.flows {
-        for output in &mut flow.outputs {
-            if output.interface.is_some() {
-                continue;
-            }
-            let dst = output.dest.ip();
-            let route_err = |source| Refused::Route {
-                flow: flow.name.clone(),
-                output: output.name.clone(),
-                dst,
-                source,
-            };
-            let dev = crate::neigh::route_dev(dst).map_err(route_err)?;
-            let iface = crate::plan::lookup_interface(&dev)
-                .map_err(|source| Refused::Io {
-                    what: format!("looking up interface {dev} (the route to {dst})"),
-                    source,
-                })?
-                .ok_or_else(|| Refused::Io {
-                    what: format!("looking up interface {dev} (the route to {dst})"),
-                    source: io::Error::new(io::ErrorKind::NotFound, "no such interface"),
-                })?;
-            info!(
-                "flow {:?} output {:?}: no interface configured; the route to {dst} leaves by {dev}",
-                flow.name, output.name
-            );
-            output.interface = Some(iface);
+    Ok(Plan {
+        engine: plan.engine.clone(),
+        flows: plan
+            .flows
+            .iter()
+            .map(routed_flow)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// [`routed_egress`] for one flow: the error names its output.
+pub(super) fn routed_flow(flow: &FlowPlan) -> Result<FlowPlan, Refused> {
+    let mut routed = flow.clone();
+    for output in &mut routed.outputs {
+        if output.interface.is_some() {
+            continue;
         }
+        let dst = output.dest.ip();
+        let route_err = |source| Refused::Route {
+            flow: flow.name.clone(),
+            output: output.name.clone(),
+            dst,
+            source,
+        };
+        let dev = crate::neigh::route_dev(dst).map_err(route_err)?;
+        let iface = crate::plan::lookup_interface(&dev)
+            .map_err(|source| Refused::Io {
+                what: format!("looking up interface {dev} (the route to {dst})"),
+                source,
+            })?
+            .ok_or_else(|| Refused::Io {
+                what: format!("looking up interface {dev} (the route to {dst})"),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such interface"),
+            })?;
+        info!(
+            "flow {:?} output {:?}: no interface configured; the route to {dst} leaves by {dev}",
+            flow.name, output.name
+        );
+        output.interface = Some(iface);
     }
     Ok(routed)
 }

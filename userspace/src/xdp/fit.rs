@@ -1,0 +1,239 @@
+//! Which flows the XDP datapath can serve, judged flow by flow before
+//! anything is loaded (issue 10 item 9: one flow XDP cannot serve no
+//! longer sends every flow to the socket engine).
+//!
+//! Contract: [`judge`] returns, per flow of the plan and in its order,
+//! either the flow with every output's egress interface fixed (by its route
+//! where none is configured, [`super::nexthops::routed_flow`]) or the
+//! [`Refused`] that says why XDP cannot serve it: an output whose route
+//! cannot be found, an egress without a MAC address (`lo`, tun, WireGuard)
+//! or without an address of the output's family, or a flow past what the
+//! program's `FLOWS` map holds on its ingress (first come, in plan order).
+//! [`touched_by`] says which flows a refusal met while starting names:
+//! those that take their stream on, or send out of, the interface it
+//! names. Pure except for the route lookups.
+
+use std::collections::{HashMap, HashSet};
+
+use fanout_common::{FlowKey, MAX_FLOWS};
+
+use super::ladder::Refused;
+use super::nexthops::routed_flow;
+use super::program::flow_key;
+use super::spec;
+use crate::plan::{FlowPlan, Plan};
+
+/// Per flow of `plan`, in order: the flow with its egress interfaces
+/// fixed, or why the XDP datapath cannot serve it; see the module
+/// documentation.
+pub fn judge(plan: &Plan) -> Vec<Result<FlowPlan, Refused>> {
+    let mut tables = FlowTables::default();
+    plan.flows
+        .iter()
+        .map(|flow| {
+            let routed = routed_flow(flow)?;
+            // Templates that need no neighbour: an egress without a MAC or
+            // without an address of the family is known now.
+            for o in &routed.outputs {
+                spec::replica_spec(&routed, o, Some([0; 6]))?;
+            }
+            tables.claim(&routed)?;
+            Ok(routed)
+        })
+        .collect()
+}
+
+/// The `FLOWS` entries taken so far on each ingress interface (by index):
+/// the keys [`super::program::flow_entries`] writes, an any-source flow's
+/// stream key, a source-specific flow's source key and its stream's
+/// marker, shared by the channels of one stream.
+#[derive(Debug, Default)]
+struct FlowTables {
+    keys: HashMap<u32, HashSet<FlowKey>>,
+}
+
+impl FlowTables {
+    /// Takes `flow`'s entries on its ingress, or refuses it when they do
+    /// not all fit (then it takes none).
+    fn claim(&mut self, flow: &FlowPlan) -> Result<(), Refused> {
+        let keys = self.keys.entry(flow.ingress.index).or_default();
+        let stream = flow_key(flow.group, flow.port, flow.vlan);
+        let wanted: Vec<FlowKey> = match flow.source {
+            None => vec![stream],
+            Some(source) => vec![stream, stream.with_source_ip(source)],
+        };
+        let new = wanted.iter().filter(|k| !keys.contains(k)).count();
+        if keys.len() + new > MAX_FLOWS as usize {
+            return Err(Refused::FlowTableFull {
+                ifname: flow.ingress.name.clone(),
+                flow: flow.name.clone(),
+                max: MAX_FLOWS,
+            });
+        }
+        keys.extend(wanted);
+        Ok(())
+    }
+}
+
+/// The flows of `plan` (indices) that `refused`, met while starting the
+/// XDP datapath on `plan`, stands in the way of: every flow whose ingress
+/// or one of whose egress interfaces it names; `None` when it names no
+/// interface (or none of the plan's), so that it stands in the way of all.
+pub fn touched_by(plan: &Plan, refused: &Refused) -> Option<Vec<usize>> {
+    let ifname = refused.interface()?;
+    let touched: Vec<usize> = plan
+        .flows
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            f.ingress.name == ifname
+                || f.outputs
+                    .iter()
+                    .any(|o| o.interface.as_ref().is_some_and(|i| i.name == ifname))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (!touched.is_empty()).then_some(touched)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::config::{EngineConfig, OutputKind};
+    use crate::plan::{Interface, OutputPlan};
+
+    fn iface(name: &str, index: u32, mac: Option<[u8; 6]>) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            index,
+            mtu: 9000,
+            mac,
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
+            ipv6: vec![],
+        }
+    }
+
+    fn flow(name: &str, group: [u8; 4], source: Option<[u8; 4]>, egress: Interface) -> FlowPlan {
+        FlowPlan {
+            name: name.to_owned(),
+            ingress: iface("in0", 1, Some([2, 0, 0, 0, 0, 1])),
+            group: IpAddr::V4(group.into()),
+            port: 5000,
+            vlan: None,
+            source: source.map(|s| IpAddr::V4(s.into())),
+            cap: crate::rate::RateCap::default(),
+            outputs: vec![OutputPlan {
+                name: "o".to_owned(),
+                kind: OutputKind::Unicast,
+                dest: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 6000),
+                interface: Some(egress),
+                source_port: None,
+                ttl: 64,
+            }],
+        }
+    }
+
+    fn plan(flows: Vec<FlowPlan>) -> Plan {
+        Plan {
+            engine: EngineConfig::default(),
+            flows,
+        }
+    }
+
+    fn out0() -> Interface {
+        iface("out0", 2, Some([2, 0, 0, 0, 0, 2]))
+    }
+
+    #[test]
+    fn an_egress_without_a_mac_is_unfit_and_the_others_fit() {
+        let lo = iface("lo", 9, None);
+        let p = plan(vec![
+            flow("tv", [239, 1, 1, 1], None, out0()),
+            flow("local", [239, 1, 1, 2], None, lo),
+            flow("radio", [239, 1, 1, 3], None, out0()),
+        ]);
+        let judged = judge(&p);
+        assert_eq!(judged[0].as_ref().unwrap(), &p.flows[0]);
+        assert_eq!(
+            judged[1].as_ref().unwrap_err().to_string(),
+            "flow \"local\" output \"o\": egress interface lo has no MAC address"
+        );
+        assert_eq!(judged[2].as_ref().unwrap(), &p.flows[2]);
+    }
+
+    #[test]
+    fn an_egress_without_an_address_of_the_family_is_unfit() {
+        let mut bare = out0();
+        bare.ipv4.clear();
+        let p = plan(vec![flow("tv", [239, 1, 1, 1], None, bare)]);
+        assert_eq!(
+            judge(&p)[0].as_ref().unwrap_err().to_string(),
+            "flow \"tv\" output \"o\": egress interface out0 has no IPv4 address"
+        );
+    }
+
+    #[test]
+    fn flows_past_the_flow_table_are_unfit_in_plan_order() {
+        // MAX_FLOWS - 1 any-source flows, then a channel (two entries: its
+        // stream's marker and its source) that does not fit, then one
+        // any-source flow that still does.
+        let n = MAX_FLOWS as usize - 1;
+        let mut flows: Vec<FlowPlan> = (0..n)
+            .map(|i| {
+                let g = [239, 2, (i >> 8) as u8, i as u8];
+                flow(&format!("f{i}"), g, None, out0())
+            })
+            .collect();
+        flows.push(flow("ssm", [232, 1, 1, 1], Some([10, 1, 1, 1]), out0()));
+        flows.push(flow("last", [239, 3, 0, 0], None, out0()));
+        flows.push(flow("over", [239, 3, 0, 1], None, out0()));
+        let judged = judge(&plan(flows));
+        assert!(judged[..n].iter().all(Result::is_ok));
+        let why = |i: usize| judged[i].as_ref().unwrap_err().to_string();
+        assert_eq!(
+            why(n),
+            format!(
+                "interface in0: flow \"ssm\" does not fit the XDP flow table ({MAX_FLOWS} \
+                 entries: one per any-source flow, one per source-specific channel and one \
+                 per group and port they share)"
+            )
+        );
+        assert!(judged[n + 1].is_ok(), "{:?}", judged[n + 1]);
+        assert!(why(n + 2).contains("flow \"over\""));
+    }
+
+    #[test]
+    fn channels_of_one_stream_share_its_marker() {
+        // Two channels of one group take three entries, not four.
+        let mut tables = FlowTables::default();
+        let a = flow("a", [232, 1, 1, 1], Some([10, 1, 1, 1]), out0());
+        let b = flow("b", [232, 1, 1, 1], Some([10, 1, 1, 2]), out0());
+        tables.claim(&a).unwrap();
+        tables.claim(&b).unwrap();
+        assert_eq!(tables.keys[&1].len(), 3);
+    }
+
+    #[test]
+    fn a_refusal_naming_an_interface_touches_its_flows_only() {
+        let out1 = iface("out1", 3, Some([2, 0, 0, 0, 0, 3]));
+        let mut other = flow("other", [239, 1, 1, 2], None, out0());
+        other.ingress = iface("in1", 4, Some([2, 0, 0, 0, 0, 4]));
+        let p = plan(vec![
+            flow("a", [239, 1, 1, 1], None, out0()),
+            other,
+            flow("b", [239, 1, 1, 3], None, out1),
+        ]);
+        let native = |ifname: &str| Refused::NativeRequired {
+            ifname: ifname.to_owned(),
+            reason: "test".into(),
+        };
+        assert_eq!(touched_by(&p, &native("in0")), Some(vec![0, 2]));
+        assert_eq!(touched_by(&p, &native("in1")), Some(vec![1]));
+        assert_eq!(touched_by(&p, &native("out1")), Some(vec![2]));
+        assert_eq!(touched_by(&p, &native("out0")), Some(vec![0, 1]));
+        assert_eq!(touched_by(&p, &native("eth9")), None);
+        assert_eq!(touched_by(&p, &Refused::NotBuilt), None);
+    }
+}
