@@ -427,6 +427,53 @@ impl fmt::Display for Plan {
     }
 }
 
+/// Plans for in-memory tests of what consumes them.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::{FlowPlan, Interface, OutputKind, OutputPlan};
+
+    /// Interface `name` with `index`, MTU 9000, address `10.0.0.{index}`.
+    pub fn iface(name: &str, index: u32, mac: Option<[u8; 6]>) -> Interface {
+        Interface {
+            name: name.to_owned(),
+            index,
+            mtu: 9000,
+            mac,
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
+            ipv6: vec![],
+        }
+    }
+
+    /// Flow `name` of `group`:5000 on `in0` (index 1), from `source` if
+    /// any, with one unicast output `o` to 10.9.9.9:6000 leaving by `egress`.
+    pub fn flow(
+        name: &str,
+        group: [u8; 4],
+        source: Option<[u8; 4]>,
+        egress: Interface,
+    ) -> FlowPlan {
+        FlowPlan {
+            name: name.to_owned(),
+            ingress: iface("in0", 1, Some([2, 0, 0, 0, 0, 1])),
+            group: IpAddr::V4(group.into()),
+            port: 5000,
+            vlan: None,
+            source: source.map(|s| IpAddr::V4(s.into())),
+            cap: crate::rate::RateCap::default(),
+            outputs: vec![OutputPlan {
+                name: "o".to_owned(),
+                kind: OutputKind::Unicast,
+                dest: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 6000),
+                interface: Some(egress),
+                source_port: None,
+                ttl: 64,
+            }],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,23 +360,10 @@ impl fmt::Display for Preview {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
     use super::*;
-    use crate::config::{EngineConfig, OutputKind};
-    use crate::plan::{Interface, OutputPlan};
+    use crate::config::EngineConfig;
+    use crate::plan::fixtures::{flow, iface};
     use crate::stats::Stats;
-
-    fn iface(name: &str, index: u32, mac: Option<[u8; 6]>) -> Interface {
-        Interface {
-            name: name.to_owned(),
-            index,
-            mtu: 1500,
-            mac,
-            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
-            ipv6: vec![],
-        }
-    }
 
     /// Flows `names`, each with one output; those named in `no_mac` leave
     /// by an interface without a MAC.
@@ -384,26 +371,13 @@ mod tests {
         let flows = names
             .iter()
             .zip(1u8..)
-            .map(|(&name, i)| FlowPlan {
-                name: name.to_owned(),
-                ingress: iface("in0", 1, Some([2, 0, 0, 0, 0, 1])),
-                group: IpAddr::V4(Ipv4Addr::new(239, 1, 1, i)),
-                port: 5000,
-                vlan: None,
-                source: None,
-                cap: crate::rate::RateCap::default(),
-                outputs: vec![OutputPlan {
-                    name: "o".to_owned(),
-                    kind: OutputKind::Unicast,
-                    dest: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, i)), 6000),
-                    interface: Some(if no_mac.contains(&name) {
-                        iface("lo", 9, None)
-                    } else {
-                        iface("out0", 2, Some([2, 0, 0, 0, 0, 2]))
-                    }),
-                    source_port: None,
-                    ttl: 64,
-                }],
+            .map(|(&name, i)| {
+                let egress = if no_mac.contains(&name) {
+                    iface("lo", 9, None)
+                } else {
+                    iface("out0", 2, Some([2, 0, 0, 0, 0, 2]))
+                };
+                flow(name, [239, 1, 1, i], None, egress)
             })
             .collect();
         Plan {

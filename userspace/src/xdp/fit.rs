@@ -98,42 +98,10 @@ pub fn touched_by(plan: &Plan, refused: &Refused) -> Option<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
     use super::*;
-    use crate::config::{EngineConfig, OutputKind};
-    use crate::plan::{Interface, OutputPlan};
-
-    fn iface(name: &str, index: u32, mac: Option<[u8; 6]>) -> Interface {
-        Interface {
-            name: name.to_owned(),
-            index,
-            mtu: 9000,
-            mac,
-            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
-            ipv6: vec![],
-        }
-    }
-
-    fn flow(name: &str, group: [u8; 4], source: Option<[u8; 4]>, egress: Interface) -> FlowPlan {
-        FlowPlan {
-            name: name.to_owned(),
-            ingress: iface("in0", 1, Some([2, 0, 0, 0, 0, 1])),
-            group: IpAddr::V4(group.into()),
-            port: 5000,
-            vlan: None,
-            source: source.map(|s| IpAddr::V4(s.into())),
-            cap: crate::rate::RateCap::default(),
-            outputs: vec![OutputPlan {
-                name: "o".to_owned(),
-                kind: OutputKind::Unicast,
-                dest: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 6000),
-                interface: Some(egress),
-                source_port: None,
-                ttl: 64,
-            }],
-        }
-    }
+    use crate::config::EngineConfig;
+    use crate::plan::Interface;
+    use crate::plan::fixtures::{flow, iface};
 
     fn plan(flows: Vec<FlowPlan>) -> Plan {
         Plan {
