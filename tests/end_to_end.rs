@@ -1768,6 +1768,18 @@ impl RawSender {
         RawSender { fd, link }
     }
 
+    /// Sends `frame` as it is.
+    fn send_frame(&self, frame: &[u8]) {
+        let sent = nix::sys::socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            frame,
+            &self.link,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("send a raw frame");
+        assert_eq!(sent, frame.len());
+    }
+
     /// Sends one IPv4 UDP datagram from `src` (port 4000) to `group:port`,
     /// tagged with `vlan` if given, with valid IPv4 and UDP checksums.
     fn send(&self, vlan: Option<u16>, src: Ipv4Addr, group: Ipv4Addr, port: u16, payload: &[u8]) {
@@ -1790,14 +1802,12 @@ impl RawSender {
         if let Some(dst) = dst_mac {
             frame[..6].copy_from_slice(&dst);
         }
-        let sent = nix::sys::socket::sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-            &frame,
-            &self.link,
-            nix::sys::socket::MsgFlags::empty(),
-        )
-        .expect("send a raw frame");
-        assert_eq!(sent, frame.len());
+        self.send_frame(&frame);
+    }
+
+    /// The MAC of the sender's interface.
+    fn mac(&self) -> [u8; 6] {
+        self.link.addr().expect("the interface's MAC")
     }
 }
 
@@ -1847,11 +1857,186 @@ fn udp4_frame(
     f
 }
 
+/// An Ethernet frame carrying an IPv6 UDP datagram from `src:4000` to
+/// `group:port` behind a destination options header (one PadN option),
+/// hop limit 8, with a valid UDP checksum.
+fn udp6_dest_opts_frame(
+    src_mac: [u8; 6],
+    src: Ipv6Addr,
+    group: Ipv6Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    use fanout::wire::{IpPair, ethernet, udp};
+    let udp_len = udp::HEADER_LEN + payload.len();
+    let mut f = Vec::new();
+    f.extend_from_slice(&ethernet::multicast_mac(group.into()).unwrap());
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&u16::try_from(8 + udp_len).unwrap().to_be_bytes());
+    f.extend_from_slice(&[60, 8]); // destination options, hop limit 8
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&group.octets());
+    f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // UDP next; PadN of 4
+    let l4 = f.len();
+    f.resize(l4 + udp_len, 0);
+    let mut u = udp::Packet::new_unchecked(&mut f[l4..]);
+    u.set_src_port(4000);
+    u.set_dst_port(port);
+    u.set_len(u16::try_from(udp_len).unwrap());
+    u.payload_mut().copy_from_slice(payload);
+    u.fill_checksum(&IpPair::V6 { src, dst: group });
+    f
+}
+
+/// Datagrams XDP passes are counted for their flow: IPv4 datagrams longer
+/// than the source's MTU (12 000 bytes, fragmented by the sender's kernel)
+/// and IPv6 datagrams behind a destination options header. The socket
+/// engine receives them whole from the kernel and replicates every one
+/// (each receiver gets every byte); the XDP program passes them to the
+/// kernel, so nothing is replicated, and each flow says how many and why
+/// (`xdp.passed`: `fragment`, `ext_headers`), the log too.
+fn passed_datagrams(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let frag_to = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let ext_to = SocketAddr::new(addr::SNK0_V6.into(), 6002);
+    let frag_group = Ipv4Addr::new(239, 5, 0, 1);
+    let ext_group = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 5, 1);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "frag"
+interface = "{in0}"
+group = "{frag_group}"
+port = 5000
+
+  [[flow.output]]
+  unicast = "{frag_to}"
+
+[[flow]]
+name = "ext"
+interface = "{in0}"
+group = "{ext_group}"
+port = 5000
+
+  [[flow.output]]
+  unicast = "{ext_to}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+    );
+    let rx_frag = unicast_receiver(&lab.sink, frag_to);
+    let rx_ext = unicast_receiver(&lab.sink, ext_to);
+    let engine = case.start_with(&config, &["--stats-interval", "1"]);
+    const N: usize = 20;
+    let big = payloads(1, 0, &[12_000], N);
+    let ext = payloads(2, 0, &[1000], N);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    send_all(&tx, SocketAddr::new(frag_group.into(), 5000), &big);
+    let raw = lab.src.run_in(|| RawSender::on(iface::SRC0));
+    for d in &ext {
+        raw.send_frame(&udp6_dest_opts_frame(
+            raw.mac(),
+            addr::SRC0_V6,
+            ext_group,
+            5000,
+            d,
+        ));
+    }
+    let count = |snap: &Snapshot, name: &str| {
+        let f = snap.flow(name).unwrap();
+        f.received
+            + f.xdp
+                .as_ref()
+                .map_or(0, |x| x.passed("fragment") + x.passed("ext_headers"))
+    };
+    if kind.is_xdp() {
+        // Until the program's per-flow counters have seen every one.
+        let deadline = Instant::now() + DEADLINE;
+        while !engine
+            .stats()
+            .is_some_and(|s| count(&s, "frag") == N as u64 && count(&s, "ext") == N as u64)
+        {
+            assert!(Instant::now() < deadline, "{:?}", engine.stats());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        assert_stream("frag", &receive(&rx_frag, N), &big);
+        assert_stream("ext", &receive(&rx_ext, N), &ext);
+    }
+    let (snap, done) = engine.stop();
+    let (frag, extf) = (snap.flow("frag").unwrap(), snap.flow("ext").unwrap());
+    if !kind.is_xdp() {
+        for f in [frag, extf] {
+            assert_eq!(
+                (f.received, f.outputs[0].sent),
+                (N as u64, N as u64),
+                "{snap}"
+            );
+        }
+        return;
+    }
+    assert!(drain(&rx_frag).is_empty() && drain(&rx_ext).is_empty());
+    for (f, reason) in [(frag, "fragment"), (extf, "ext_headers")] {
+        let x = f.xdp.as_ref().expect("the flow's XDP counters");
+        let passed: Vec<(&str, u64)> = x.passed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let want: Vec<(&str, u64)> = [
+            "ext_headers",
+            "fragment",
+            "no_socket",
+            "other_host",
+            "oversize",
+        ]
+        .iter()
+        .map(|&k| (k, if k == reason { N as u64 } else { 0 }))
+        .collect();
+        assert_eq!(passed, want, "{snap}");
+        assert_eq!(
+            (f.received, x.redirected, x.lost_before_worker),
+            (0, 0, 0),
+            "{snap}"
+        );
+        assert_eq!(f.outputs[0].sent, 0, "{snap}");
+    }
+    let i = &snap.xdp.as_ref().unwrap().interfaces[0];
+    let c = program_counter(i);
+    assert_eq!(c("ext_headers"), N as u64, "{i:?}");
+    // Each 12 000-byte datagram left the source in two fragments.
+    assert_eq!(c("fragment"), 2 * N as u64, "{i:?}");
+    for (name, what) in [
+        (
+            "frag",
+            "fragmented datagram(s) were passed to the kernel, not replicated",
+        ),
+        (
+            "ext",
+            "datagram(s) behind IPv6 extension headers were passed to the kernel",
+        ),
+    ] {
+        assert!(
+            done.stderr
+                .lines()
+                .any(|l| l.contains(&format!("flow {name}: ")) && l.contains(what)),
+            "the operator is told about {name}:\n{}",
+            done.stderr
+        );
+    }
+}
+
+for_each_engine!(passed_datagrams:
+    passed_datagrams_are_counted_for_their_flow,
+    passed_datagrams_are_counted_for_their_flow_xdp_native,
+    passed_datagrams_are_counted_for_their_flow_xdp_generic);
+
 // ---- the engine choice ---------------------------------------------------
 
-/// Without a loadable XDP object, `mode = "xdp"` refuses to start (exit 1,
-/// the reason on stderr, no stats) and `mode = "auto"` says why and runs
-/// the socket engine (whose stats balance).
 /// The scenarios where `mode = "auto"` splits the flows: `[engine]` with
 /// `mode`, the flow "tv" that XDP serves (239.4.0.1:5000 on in0 to sink0
 /// port 6001), then `other` (TOML).
@@ -2133,6 +2318,9 @@ port = 5000
     assert_xdp_carried(&snap, EngineKind::XdpNative, tv.len() as u64, 1);
 }
 
+/// Without a loadable XDP object, `mode = "xdp"` refuses to start (exit 1,
+/// the reason on stderr, no stats) and `mode = "auto"` says why and runs
+/// the socket engine (whose stats balance).
 #[test]
 fn xdp_refuses_and_auto_falls_back_without_the_program() {
     let test = "xdp_refuses_and_auto_falls_back_without_the_program";

@@ -29,9 +29,13 @@ use common::xdp::{Bpffs, Pair, wait_detached, xdp_attached};
 use fanout::lab;
 use fanout::xdp::program::XdpProgram;
 use fanout::xdp::worker::{Claim, layout};
-use fanout_common::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use fanout_common::parse::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPV6_DEST_OPTS,
+    IPV6_HOP_BY_HOP, Passed as PassedStream, Verdict, classify,
+};
 use fanout_common::{
-    COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, INGRESS_MAP, Ingress, PROGRAM_NAME,
+    COUNTERS_MAP, Counter, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowCounter, FlowKey, FlowValue,
+    INGRESS_MAP, Ingress, PROGRAM_NAME,
 };
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 
@@ -159,6 +163,57 @@ impl Harness {
         })
     }
 
+    /// Every flow's counters (flow ids 0..=7: the corpus's and a few more),
+    /// summed over the CPUs.
+    fn flow_counters(&self) -> Vec<(u32, &'static str, u64)> {
+        let map = self.map(FLOW_COUNTERS_MAP);
+        let mut out = Vec::new();
+        for flow in 0..8 {
+            for c in FlowCounter::ALL {
+                let slot = c.slot(flow).unwrap();
+                let per_cpu = map
+                    .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+                    .unwrap_or_else(|e| panic!("reading flow {flow} {}: {e}", c.name()))
+                    .unwrap_or_else(|| panic!("flow {flow} {} missing", c.name()));
+                let n = per_cpu
+                    .iter()
+                    .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+                    .sum();
+                out.push((flow, c.name(), n));
+            }
+        }
+        out
+    }
+
+    /// The flow counter a frame with `outcome` moves: its flow's, as the
+    /// corpus's table says it (a first fragment and a datagram behind IPv6
+    /// extension headers name their stream; later fragments none).
+    fn flow_effect(frame: &[u8], outcome: Outcome) -> Option<(u32, FlowCounter)> {
+        let flows = Self::flows();
+        let find = |k: FlowKey| flows.iter().find(|(e, _)| *e == k).map(|(_, v)| *v);
+        let flow = |p: PassedStream| {
+            let v = find(p.key)?;
+            if v.is_by_source() {
+                find(p.key.with_source(p.source)).map(|c| c.flow_id)
+            } else {
+                Some(v.flow_id)
+            }
+        };
+        let (stream, counter) = match (classify(frame), outcome) {
+            (Verdict::Udp(d), Matched) => (d, FlowCounter::NoSocket),
+            (Verdict::Udp(d), Passed(Counter::OtherHost)) => (d, FlowCounter::OtherHost),
+            (Verdict::Udp(d), Passed(Counter::Oversize)) => (d, FlowCounter::Oversize),
+            (Verdict::Fragment(Some(p)), _) => return flow(p).map(|f| (f, FlowCounter::Fragment)),
+            (Verdict::ExtHeaders(p), _) => return flow(p).map(|f| (f, FlowCounter::ExtHeaders)),
+            _ => return None,
+        };
+        let p = PassedStream {
+            key: stream.key,
+            source: stream.source,
+        };
+        flow(p).map(|f| (f, counter))
+    }
+
     /// Runs the program once on `frame`; returns its action and the frame it
     /// handed on.
     fn run(&self, frame: &[u8]) -> libbpf_rs::Result<(u32, Vec<u8>)> {
@@ -183,6 +238,20 @@ impl Harness {
     /// Runs `frame` and asserts: `XDP_PASS`, the frame unchanged, and the
     /// counters moved by exactly `seen`, `passed` and those of `outcome`.
     fn expect(&self, what: &str, frame: &[u8], outcome: Outcome) {
+        let effect = Self::flow_effect(frame, outcome);
+        self.expect_flow(what, frame, outcome, effect);
+    }
+
+    /// [`Harness::expect`], and of the flows' counters exactly `effect`
+    /// moved by one.
+    fn expect_flow(
+        &self,
+        what: &str,
+        frame: &[u8],
+        outcome: Outcome,
+        effect: Option<(u32, FlowCounter)>,
+    ) {
+        let flows_before = self.flow_counters();
         let before = self.counters();
         let (action, out) = self
             .run(frame)
@@ -211,6 +280,16 @@ impl Harness {
             .map(|c| (c.name(), want[c.index() as usize]))
             .collect();
         assert_eq!(got, want, "{what}: counter deltas");
+        let moved: Vec<(u32, &str, u64)> = self
+            .flow_counters()
+            .into_iter()
+            .zip(flows_before)
+            .filter(|(a, b)| a.2 != b.2)
+            .map(|(a, b)| (a.0, a.1, a.2 - b.2))
+            .collect();
+        let want: Vec<(u32, &str, u64)> =
+            effect.map(|(f, c)| (f, c.name(), 1)).into_iter().collect();
+        assert_eq!(moved, want, "{what}: flow counter deltas");
     }
 }
 
@@ -246,6 +325,8 @@ struct Spec {
     ihl: u8,
     protocol: u8,
     frag: u16,
+    /// IPv6 extension headers between the IPv6 and UDP headers.
+    ext: Vec<u8>,
 }
 
 impl Spec {
@@ -259,6 +340,7 @@ impl Spec {
             ihl: 5,
             protocol: 17,
             frag: 0x4000, // don't fragment
+            ext: vec![],
         }
     }
 
@@ -297,6 +379,13 @@ impl Spec {
     }
     fn frag(mut self, frag: u16) -> Self {
         self.frag = frag;
+        self
+    }
+    /// IPv6: `ext` (whole headers, UDP last) behind the IPv6 header, whose
+    /// next header becomes `first`.
+    fn ext(mut self, first: u8, ext: &[u8]) -> Self {
+        self.protocol = first;
+        self.ext = ext.to_vec();
         self
     }
 
@@ -348,10 +437,12 @@ impl Spec {
                 udp_checksum(&pseudo, &mut udp);
                 f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
-                f.extend_from_slice(&udp_len.to_be_bytes());
+                let payload = udp_len + u16::try_from(self.ext.len()).unwrap();
+                f.extend_from_slice(&payload.to_be_bytes());
                 f.extend_from_slice(&[self.protocol, 64]);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
+                f.extend_from_slice(&self.ext);
             }
             _ => panic!("mixed address families"),
         }
@@ -781,6 +872,83 @@ fn fragments_pass_untouched() {
     );
 }
 
+/// The flow counter a frame moves: `(flow id, counter)`, or none.
+type FlowEffect = Option<(u32, FlowCounter)>;
+
+/// Each flow's counters say what became of its datagrams: a first
+/// fragment and a datagram behind IPv6 extension headers count for their
+/// flow (the channel's, for a source-specific one), a later fragment for
+/// none; a matched datagram without a socket is its flow's `no_socket`.
+#[test]
+fn passed_datagrams_count_for_their_flow() {
+    let Some(h) = Harness::load("passed_datagrams_count_for_their_flow") else {
+        return;
+    };
+    let dest_opts = [17, 0, 1, 4, 0, 0, 0, 0];
+    let hop_then_dest = [IPV6_DEST_OPTS, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0];
+    let cases: [(&str, Spec, Counter, FlowEffect); 8] = [
+        (
+            "ipv4 first fragment",
+            Spec::v4(G4).frag(0x2000),
+            Counter::Fragment,
+            Some((1, FlowCounter::Fragment)),
+        ),
+        (
+            "ipv4 later fragment",
+            Spec::v4(G4).frag(0x0010),
+            Counter::Fragment,
+            None,
+        ),
+        (
+            "first fragment of a channel",
+            Spec::v4(G4_SSM).src(S4_OTHER_CHANNEL).frag(0x2000),
+            Counter::Fragment,
+            Some((6, FlowCounter::Fragment)),
+        ),
+        (
+            "first fragment from no channel's source",
+            Spec::v4(G4_SSM)
+                .src(Ipv4Addr::new(10, 9, 9, 9))
+                .frag(0x2000),
+            Counter::Fragment,
+            None,
+        ),
+        (
+            "ipv6 behind destination options",
+            Spec::v6(G6).ext(IPV6_DEST_OPTS, &dest_opts),
+            Counter::ExtHeaders,
+            Some((2, FlowCounter::ExtHeaders)),
+        ),
+        (
+            "ipv6 channel behind hop-by-hop and destination options",
+            Spec::v6(G6_SSM).ext(IPV6_HOP_BY_HOP, &hop_then_dest),
+            Counter::ExtHeaders,
+            Some((5, FlowCounter::ExtHeaders)),
+        ),
+        (
+            "ipv6 behind destination options, no flow",
+            Spec::v6(G6).port(PORT + 1).ext(IPV6_DEST_OPTS, &dest_opts),
+            Counter::ExtHeaders,
+            None,
+        ),
+        (
+            "ipv6 first fragment",
+            Spec::v6(G6).ext(44, &[17, 0, 0, 1, 0, 0, 0, 9]),
+            Counter::Fragment,
+            Some((2, FlowCounter::Fragment)),
+        ),
+    ];
+    for (what, spec, counter, effect) in cases {
+        h.expect_flow(what, &spec.build(), Passed(counter), effect);
+    }
+    h.expect_flow(
+        "a matched datagram, no socket",
+        &Spec::v4(G4).tag(ETHERTYPE_VLAN, VLAN).build(),
+        Matched,
+        Some((3, FlowCounter::NoSocket)),
+    );
+}
+
 #[test]
 fn non_udp_and_non_ip_pass() {
     let Some(h) = Harness::load("non_udp_and_non_ip_pass") else {
@@ -903,7 +1071,8 @@ fn the_loaded_program_decides_as_classify_on_corrupted_frames() {
         let outcome = match verdict {
             Verdict::Udp(d) => Harness::verdict(&flows, d.key, d.source),
             Verdict::Malformed => Passed(Counter::Malformed),
-            Verdict::Fragment => Passed(Counter::Fragment),
+            Verdict::Fragment(_) => Passed(Counter::Fragment),
+            Verdict::ExtHeaders(_) => Passed(Counter::ExtHeaders),
             Verdict::NotIp => Passed(Counter::NotIp),
             Verdict::NotUdp => Passed(Counter::NotUdp),
         };

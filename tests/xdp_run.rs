@@ -155,6 +155,13 @@ fn traffic_it_was_not_asked_for_is_untouched() {
     assert!(program["passed"] >= 3 * N, "{program:?}");
 }
 
+/// A second configured group, for the overload test's second flow.
+const SECOND_GROUP: Ipv4Addr = Ipv4Addr::new(239, 10, 0, 3);
+
+/// Under overload from two flows at once, every datagram is accounted for,
+/// per flow: what the program redirected for a flow reached its worker or
+/// was dropped by the kernel at the socket (`lost_before_worker`), and the
+/// flows' losses add up to the socket's own drop counters.
 #[test]
 fn accounting_balances_when_the_rings_fill() {
     let test = "accounting_balances_when_the_rings_fill";
@@ -162,28 +169,40 @@ fn accounting_balances_when_the_rings_fill() {
         return;
     };
     let lab = &case.lab;
-    let engine = case.start(&config(8, true));
+    let config = config(8, true)
+        + &format!(
+            "\n[[flow]]\nname = \"g\"\ninterface = \"{}\"\ngroup = \"{SECOND_GROUP}\"\nport = {PORT}\n\n  [[flow.output]]\n  unicast = \"{}:7101\"\n  interface = \"{}\"\n",
+            iface::IN0,
+            addr::SNK0_V4,
+            iface::OUT0
+        );
+    let engine = case.start(&config);
 
-    // Unpaced jumbo trains from the source: far more than copy-mode AF_XDP
-    // on veth carries (bounded: 200 000 datagrams or 10 s).
-    let generator = lab
-        .src
-        .command(FANOUT)
-        .args(["lab", "gen", "--fast", "--dest"])
-        .arg(format!("{GROUP}:{PORT}"))
-        .args(["--iface", iface::SRC0, "--sizes", "8972"])
-        .args(["--count", "200000", "--max-seconds", "10"])
-        .output()
-        .expect("fanout gen");
-    assert!(generator.status.success(), "{generator:?}");
+    // Unpaced jumbo trains from the source to both groups at once: far more
+    // than copy-mode AF_XDP on veth carries (bounded: 100 000 datagrams or
+    // 10 s each).
+    let generate = |group: Ipv4Addr| {
+        lab.src
+            .command(FANOUT)
+            .args(["lab", "gen", "--fast", "--dest"])
+            .arg(format!("{group}:{PORT}"))
+            .args(["--iface", iface::SRC0, "--sizes", "8972"])
+            .args(["--count", "100000", "--max-seconds", "10"])
+            .spawn()
+            .expect("fanout gen")
+    };
+    let generators = [generate(GROUP), generate(SECOND_GROUP)];
+    for g in generators {
+        let out = g.wait_with_output().expect("fanout gen");
+        assert!(out.status.success(), "{out:?}");
+    }
     let offered = 200_000u64;
 
-    // Let the engine finish what it has (nothing in flight), then stop it.
+    // Stopping takes the sockets out of XSKS, lets the workers empty their
+    // rings, then the counters are final.
     let (snap, done) = engine.stop();
     snap.check_accounting()
         .unwrap_or_else(|e| panic!("{e}\n{snap}\n{}", done.stderr));
-    let flow = snap.flow("f").unwrap();
-    assert_eq!(flow.outputs.len(), 9);
     let xdp = snap.xdp.as_ref().expect("the XDP section");
     let i = &xdp.interfaces[0];
     let q = &i.queues[0];
@@ -196,29 +215,65 @@ fn accounting_balances_when_the_rings_fill() {
         q.worker["rx_packets"] + kernel_rx_drops,
         "{i:?}"
     );
-    assert_eq!(flow.received, q.worker["rx_packets"], "{snap}");
     assert_eq!(q.worker["replicas_in_flight"], 0, "{q:?}");
     assert!(
         i.program["matched"] <= offered,
         "more matched than sent: {i:?}"
     );
+    // Per flow: redirected = what its worker saw + what the kernel dropped
+    // before it; the flows' add up to the interface's and the socket's.
+    let (mut redirected, mut seen, mut lost) = (0, 0, 0);
+    for name in ["f", "g"] {
+        let f = snap.flow(name).unwrap();
+        let x = f.xdp.as_ref().expect("the flow's XDP counters");
+        assert!(x.redirected >= f.seen_by_worker(), "flow {name}: {snap}");
+        assert_eq!(
+            x.redirected,
+            f.seen_by_worker() + x.lost_before_worker,
+            "flow {name}: {snap}"
+        );
+        assert!(x.passed.values().all(|&n| n == 0), "flow {name}: {snap}");
+        redirected += x.redirected;
+        seen += f.seen_by_worker();
+        lost += x.lost_before_worker;
+    }
+    assert_eq!(redirected, i.program["redirected"], "{snap}");
+    assert_eq!(seen, q.worker["rx_packets"], "{snap}");
+    assert_eq!(
+        lost, kernel_rx_drops,
+        "the flows' losses are the socket's: {snap}"
+    );
     // The rings did fill: replicas dropped for a full TX ring, or frames
     // dropped by the kernel before the engine (else the test proved nothing
     // about overload).
-    let ring_full: u64 = flow
-        .outputs
+    let ring_full: u64 = snap
+        .flows
         .iter()
-        .map(|o| o.dropped.get(&DropReason::RingFull).copied().unwrap_or(0))
+        .flat_map(|f| &f.outputs)
+        .map(|o| o.dropped(DropReason::RingFull))
         .sum();
     assert!(
         ring_full + kernel_rx_drops > 0,
         "nothing overflowed at {offered} unpaced datagrams: {snap}"
     );
+    if kernel_rx_drops > 0 {
+        assert!(
+            done.stderr
+                .contains("were dropped by the kernel before the worker saw them"),
+            "the operator is told:\n{}",
+            done.stderr
+        );
+    }
+    let (f, g) = (snap.flow("f").unwrap(), snap.flow("g").unwrap());
+    let lost_of = |f: &fanout::stats::FlowSnapshot| f.xdp.as_ref().unwrap().lost_before_worker;
     let _ = writeln!(
         std::io::stderr(),
-        "{test}: offered {offered}, matched {}, engine received {}, kernel rx drops {kernel_rx_drops}, replicas dropped ring_full {ring_full}",
+        "{test}: offered {offered}, matched {}, engine received f {} g {}, kernel rx drops {kernel_rx_drops} (f {} g {}), replicas dropped ring_full {ring_full}",
         i.program["matched"],
-        flow.received
+        f.received,
+        g.received,
+        lost_of(f),
+        lost_of(g),
     );
 }
 

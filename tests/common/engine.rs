@@ -378,6 +378,18 @@ pub fn assert_xdp_carried(
     for k in ["rx_dropped", "rx_invalid_descs"] {
         assert_eq!(q.rx_socket[k], 0, "{k}: {q:?}");
     }
+    // Per flow: the program's redirects of each flow reached its worker,
+    // every one, and they add up to the interface's.
+    let mut redirected = 0;
+    for f in &snap.flows {
+        let Some(x) = &f.xdp else {
+            continue;
+        };
+        assert_eq!(x.redirected, f.seen_by_worker(), "flow {}: {snap}", f.name);
+        assert_eq!(x.lost_before_worker, 0, "flow {}: {snap}", f.name);
+        redirected += x.redirected;
+    }
+    assert_eq!(redirected, carried, "the flows' redirects: {snap}");
     assert_eq!(q.tx_sockets.len(), egress, "{q:?}");
     for (dev, st) in &q.tx_sockets {
         assert_eq!(st["tx_invalid_descs"], 0, "{dev}: {st:?}");

@@ -387,6 +387,7 @@ impl Stats {
                     checksum_completed: c.checksum_completed,
                     ttl_expired: c.ttl_expired,
                     rate_limited: c.rate_limited,
+                    xdp: None,
                     outputs: f
                         .outputs
                         .iter()
@@ -485,7 +486,42 @@ pub struct FlowSnapshot {
     /// replicated.
     #[serde(default)]
     pub rate_limited: u64,
+    /// XDP engine: what the program did with the flow's datagrams and what
+    /// became of those it redirected; absent on the socket engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<FlowXdpSnapshot>,
     pub outputs: Vec<OutputSnapshot>,
+}
+
+/// What the XDP program did with one flow's datagrams (its
+/// `FLOW_COUNTERS`), so that every datagram of the flow that reached the
+/// interface is accounted for:
+/// `redirected = received + source_rejected + malformed + ttl_expired +
+/// rate_limited + lost_before_worker` ([`FlowSnapshot::seen_by_worker`]),
+/// and every datagram the program passed is in `passed`, by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FlowXdpSnapshot {
+    /// Handed by the program to the AF_XDP socket of its rx queue.
+    pub redirected: u64,
+    /// Redirected, but never received by a worker: dropped by the kernel at
+    /// the socket (its RX ring full, no fill frame: the queue's
+    /// `rx_ring_full` and `rx_dropped`). Exact once the engine has stopped;
+    /// while it runs, it also counts those still waiting in the RX ring.
+    pub lost_before_worker: u64,
+    /// Passed to the kernel and not replicated, by reason, zeros included:
+    /// `fragment` (a first fragment: the kernel reassembles; XDP replicates
+    /// whole datagrams only), `ext_headers` (behind IPv6 extension
+    /// headers), `oversize` (longer than the ingress MTU: a GSO train),
+    /// `other_host` (to another host's MAC), `no_socket` (no AF_XDP socket
+    /// on the rx queue: fail-open).
+    pub passed: BTreeMap<String, u64>,
+}
+
+impl FlowXdpSnapshot {
+    /// Datagrams passed for `reason` (`fragment`, `ext_headers`, ...).
+    pub fn passed(&self, reason: &str) -> u64 {
+        self.passed.get(reason).copied().unwrap_or(0)
+    }
 }
 
 /// One output in a [`Snapshot`].
@@ -577,9 +613,68 @@ impl Snapshot {
                 ));
             }
         }
+        for f in &self.flows {
+            let Some(x) = &f.xdp else {
+                continue;
+            };
+            let was = |reason: &str| {
+                before
+                    .flow(&f.name)
+                    .and_then(|b| b.xdp.as_ref())
+                    .map_or(0, |b| b.passed(reason))
+            };
+            for (reason, what, fix) in [
+                (
+                    "fragment",
+                    "fragmented datagram(s)",
+                    "XDP replicates whole datagrams only: have the sender keep its datagrams \
+                     within the path MTU, or run the flow with mode = \"socket\"",
+                ),
+                (
+                    "ext_headers",
+                    "datagram(s) behind IPv6 extension headers",
+                    "XDP replicates plain UDP over IPv6 only: have the sender not add \
+                     extension headers, or run the flow with mode = \"socket\"",
+                ),
+            ] {
+                let (now, was) = (x.passed(reason), was(reason));
+                if now > was {
+                    out.push(format!(
+                        "flow {}: {} {what} were passed to the kernel, not replicated ({now} in \
+                         all): {fix}",
+                        f.name,
+                        now - was
+                    ));
+                }
+            }
+        }
         let Some(xdp) = &self.xdp else {
             return out;
         };
+        for i in &xdp.interfaces {
+            for q in &i.queues {
+                let drops = |q: &XdpQueueSnapshot| {
+                    ["rx_ring_full", "rx_dropped"].map(|k| q.rx_socket.get(k).copied().unwrap_or(0))
+                };
+                let [full, dropped] = drops(q);
+                let [full_was, dropped_was] = before
+                    .xdp
+                    .as_ref()
+                    .and_then(|x| x.interfaces.iter().find(|b| b.interface == i.interface))
+                    .and_then(|b| b.queues.iter().find(|b| b.queue == q.queue))
+                    .map_or([0, 0], drops);
+                let new = (full + dropped).saturating_sub(full_was + dropped_was);
+                if new > 0 {
+                    out.push(format!(
+                        "{} queue {}: {new} datagram(s) redirected to AF_XDP were dropped by the \
+                         kernel before the worker saw them (RX ring full {full}, no fill frame or \
+                         other {dropped} in all; per flow: lost_before_worker): the worker cannot \
+                         keep up with the stream",
+                        i.interface, q.queue
+                    ));
+                }
+            }
+        }
         for i in &xdp.interfaces {
             let was = before
                 .xdp
@@ -606,6 +701,13 @@ impl Snapshot {
 }
 
 impl FlowSnapshot {
+    /// Datagrams a worker received for the flow, whatever it then did with
+    /// them: `received + source_rejected + malformed + ttl_expired +
+    /// rate_limited`.
+    pub fn seen_by_worker(&self) -> u64 {
+        self.received + self.source_rejected + self.malformed + self.ttl_expired + self.rate_limited
+    }
+
     /// The output named `name`.
     pub fn output(&self, name: &str) -> Option<&OutputSnapshot> {
         self.outputs.iter().find(|o| o.name == name)
@@ -630,6 +732,19 @@ impl fmt::Display for Snapshot {
                 flow.rate_limited,
                 flow.checksum_completed
             )?;
+            if let Some(x) = &flow.xdp {
+                write!(
+                    f,
+                    "  xdp: redirected {}, lost before the worker {}, passed to the kernel ",
+                    x.redirected, x.lost_before_worker
+                )?;
+                let mut any = false;
+                for (reason, n) in x.passed.iter().filter(|(_, n)| **n > 0) {
+                    write!(f, "{}{reason}={n}", if any { " " } else { "" })?;
+                    any = true;
+                }
+                writeln!(f, "{}", if any { "" } else { "-" })?;
+            }
             if flow.engine != self.engine || flow.engine_reason.is_some() {
                 write!(f, "  engine: {}", flow.engine)?;
                 match &flow.engine_reason {

@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
-use fanout_common::Counter;
+use fanout_common::{Counter, FlowCounter};
 use log::{info, warn};
 
 pub use self::fit::{judge, touched_by};
@@ -65,7 +65,9 @@ use self::xsk::BindMode;
 use crate::config::XdpAttach;
 use crate::engine::{ApplyError, Engine, Threads};
 use crate::plan::{FlowPlan, Interface, Plan};
-use crate::stats::{Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot, XdpSnapshot};
+use crate::stats::{
+    FlowXdpSnapshot, Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot, XdpSnapshot,
+};
 
 /// One ingress interface: its program and the snapshots of its queues.
 #[derive(Debug)]
@@ -74,6 +76,10 @@ struct Ingress {
     program: XdpProgram,
     attach: AttachMode,
     bind: BindMode,
+    /// Plan index of each flow on the interface, by its id in `FLOWS`.
+    flows: Vec<usize>,
+    /// The rx queues with a socket in `XSKS`.
+    queue_ids: Vec<u32>,
     queues: Vec<Arc<Mutex<XdpQueueSnapshot>>>,
 }
 
@@ -209,6 +215,27 @@ impl Engine for XdpEngine {
     /// The counters, with the XDP section (program, workers, sockets).
     fn snapshot(&self) -> Snapshot {
         let mut snap = self.stats.snapshot();
+        for i in &self.ingress {
+            let counts = match i.program.flow_counters(i.flows.len() as u32) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("reading the XDP flow counters of {}: {e}", i.ifname);
+                    continue;
+                }
+            };
+            for (&f, c) in i.flows.iter().zip(counts) {
+                let flow = &mut snap.flows[f];
+                let redirected = c.get(FlowCounter::Redirected);
+                flow.xdp = Some(FlowXdpSnapshot {
+                    redirected,
+                    lost_before_worker: redirected.saturating_sub(flow.seen_by_worker()),
+                    passed: FlowCounter::ALL[1..]
+                        .iter()
+                        .map(|&k| (k.name().to_owned(), c.get(k)))
+                        .collect(),
+                });
+            }
+        }
         let interfaces = self
             .ingress
             .iter()
@@ -253,9 +280,19 @@ impl Engine for XdpEngine {
         crate::engine::apply_unchanged(&self.rung, &self.plan, &routed)
     }
 
-    /// Waits for every thread (they stop on the stop flag); the workers
-    /// publish their last counters first.
+    /// Takes the sockets out of `XSKS` first (the streams go back to the
+    /// kernel: fail-open, and nothing more enters the RX rings), then waits
+    /// for every thread (they stop on the stop flag): each worker takes
+    /// what is left in its RX ring, lets its replicas complete and
+    /// publishes its last counters, so the final account is exact.
     fn stop(&mut self) -> Result<(), String> {
+        for i in &mut self.ingress {
+            for &q in &i.queue_ids {
+                if let Err(e) = i.program.remove_socket(q) {
+                    warn!("{} queue {q}: taking the socket out of XSKS: {e}", i.ifname);
+                }
+            }
+        }
         self.threads.stop()
     }
 }
@@ -316,8 +353,12 @@ fn attach(
         .filter(|(_, f)| f.ingress.index == iface.index)
         .map(|(i, _)| i)
         .collect();
-    let entries: Vec<(u32, &crate::plan::FlowPlan)> =
-        flows.iter().map(|&f| (f as u32, &plan.flows[f])).collect();
+    // Ids are positions among the interface's flows: below MAX_FLOWS, the
+    // index of each flow's FLOW_COUNTERS.
+    let entries: Vec<(u32, &crate::plan::FlowPlan)> = (0u32..)
+        .zip(&flows)
+        .map(|(id, &f)| (id, &plan.flows[f]))
+        .collect();
     program.insert_flows(&entries).map_err(map_err)?;
     // One limiter per capped flow, shared by the workers of every rx queue.
     let limiters: Vec<_> = flows
@@ -357,6 +398,8 @@ fn attach(
         program,
         attach: attached.mode,
         bind: bind.unwrap_or(BindMode::Copy),
+        flows,
+        queue_ids: queues.iter().map(|q| q.queue).collect(),
         queues: queues.iter().map(|q| q.snap.clone()).collect(),
     };
     Ok((ingress, queues))

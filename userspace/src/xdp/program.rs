@@ -23,8 +23,8 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::links::FdLink;
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use fanout_common::{
-    COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue, INGRESS_MAP, Ingress, PROGRAM_NAME,
-    XSKS_MAP,
+    COUNTERS_MAP, Counter, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowCounter, FlowKey, FlowValue,
+    INGRESS_MAP, Ingress, PROGRAM_NAME, XSKS_MAP,
 };
 
 use crate::plan::FlowPlan;
@@ -127,6 +127,25 @@ impl Counters {
     }
 }
 
+/// Every map the program declares (and [`XdpProgram::pin`] pins).
+const MAPS: [&str; 5] = [
+    FLOWS_MAP,
+    XSKS_MAP,
+    COUNTERS_MAP,
+    INGRESS_MAP,
+    FLOW_COUNTERS_MAP,
+];
+
+/// One flow's `FLOW_COUNTERS`, summed over the CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowCounts(pub [u64; FlowCounter::COUNT as usize]);
+
+impl FlowCounts {
+    pub fn get(&self, c: FlowCounter) -> u64 {
+        self.0[c as usize]
+    }
+}
+
 /// The loaded program and its maps.
 #[derive(Debug)]
 pub struct XdpProgram {
@@ -159,7 +178,7 @@ impl XdpProgram {
         prog.load().map_err(|source| Error::Verify {
             source: Box::new(source),
         })?;
-        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP, INGRESS_MAP] {
+        for name in MAPS {
             if ebpf.map(name).is_none() {
                 return Err(Error::Missing { kind: "map", name });
             }
@@ -351,7 +370,39 @@ impl XdpProgram {
         Ok(out)
     }
 
-    /// Pins the link and the four maps under `dir` (see [`pin_dir`]),
+    /// `FLOW_COUNTERS` of flow ids `0..flows` (the interface's flows, in
+    /// the order [`XdpProgram::insert_flows`] numbered them), summed over
+    /// the CPUs, in [`FlowCounter::ALL`] order.
+    pub fn flow_counters(&self, flows: u32) -> Result<Vec<FlowCounts>, Error> {
+        let map = self.ebpf.map(FLOW_COUNTERS_MAP).ok_or(Error::Missing {
+            kind: "map",
+            name: FLOW_COUNTERS_MAP,
+        })?;
+        let array = PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| Error::Map {
+            map: FLOW_COUNTERS_MAP,
+            op: "open".into(),
+            source: Box::new(source),
+        })?;
+        (0..flows)
+            .map(|flow| {
+                let mut counts = FlowCounts::default();
+                for c in FlowCounter::ALL {
+                    let Some(slot) = c.slot(flow) else {
+                        continue;
+                    };
+                    let values = array.get(&slot, 0).map_err(|source| Error::Map {
+                        map: FLOW_COUNTERS_MAP,
+                        op: format!("read flow {flow} {}", c.name()),
+                        source: Box::new(source),
+                    })?;
+                    counts.0[c as usize] = values.iter().sum();
+                }
+                Ok(counts)
+            })
+            .collect()
+    }
+
+    /// Pins the link and the five maps under `dir` (see [`pin_dir`]),
     /// which must be on a BPF filesystem (mounting one is the caller's job):
     /// the program then stays attached after this process exits, until
     /// [`unpin`] removes the pins. Consumes the program's ownership of the
@@ -372,7 +423,7 @@ impl XdpProgram {
                 path: dir.to_owned(),
             });
         }
-        for name in [FLOWS_MAP, XSKS_MAP, COUNTERS_MAP, INGRESS_MAP] {
+        for name in MAPS {
             let path = dir.join(name);
             let map = self
                 .ebpf
@@ -425,7 +476,7 @@ pub fn pin_dir(ifname: &str) -> PathBuf {
 /// whether anything was pinned there.
 pub fn unpin(dir: &Path) -> Result<bool, Error> {
     let mut found = false;
-    for name in [LINK_PIN, FLOWS_MAP, XSKS_MAP, COUNTERS_MAP, INGRESS_MAP] {
+    for name in std::iter::once(LINK_PIN).chain(MAPS) {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => found = true,

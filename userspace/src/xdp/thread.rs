@@ -9,8 +9,10 @@
 //! least every [`PUBLISH_EVERY`] while busy, whenever it goes idle, and last
 //! when it stops; the queue's frame counters and the sockets' kernel
 //! statistics go to its [`XdpQueueSnapshot`] every [`KERNEL_STATS_EVERY`].
-//! On stop it keeps polling up to [`DRAIN`] for the completions of what it
-//! already handed to the TX rings, so that those replicas leave.
+//! On stop (its socket already out of `XSKS`) it keeps polling up to
+//! [`DRAIN`] while its RX ring holds frames and for the completions of what
+//! it handed to the TX rings, so that those replicas leave and the final
+//! counters account for every frame redirected to it.
 //!
 //! Wakeups follow `need_wakeup`, unless busy polling was asked for
 //! ([`super::xsk::BusyPoll`]): then every poll's `recvfrom` runs the ingress
@@ -122,12 +124,17 @@ pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
             last_publish = Instant::now();
         }
         if stopping {
-            // Replicas counted as sent are in TX rings: let the kernel
-            // send them (copy mode sends from the wakeup) before the
-            // sockets close.
+            // The socket is out of XSKS by now: take what is left in the
+            // RX ring, and the replicas counted as sent are in TX rings:
+            // let the kernel send them (copy mode sends from the wakeup)
+            // before the sockets close.
             let deadline = Instant::now() + DRAIN;
-            while w.replicas_in_flight() > 0 && Instant::now() < deadline {
-                if w.poll().completed == 0 {
+            while Instant::now() < deadline {
+                let r = w.poll();
+                if r.received == 0 && w.replicas_in_flight() == 0 {
+                    break;
+                }
+                if r.received == 0 && r.completed == 0 {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }

@@ -27,6 +27,9 @@ pub const XSKS_MAP: &str = "XSKS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// `Array<Ingress>` of one entry: the ingress interface the program serves.
 pub const INGRESS_MAP: &str = "INGRESS";
+/// `PerCpuArray<u64>` of [`MAX_FLOWS`] x [`FlowCounter::COUNT`]: what the
+/// program did with each flow's datagrams ([`FlowCounter::slot`]).
+pub const FLOW_COUNTERS_MAP: &str = "FLOW_COUNTERS";
 
 /// Capacity of [`FLOWS_MAP`].
 pub const MAX_FLOWS: u32 = 1024;
@@ -237,7 +240,7 @@ const fn ip_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
 /// Every frame the program sees lands in exactly one verdict counter, and
 /// leaves by exactly one action:
 ///
-/// - `seen = matched + other_host + source_rejected + no_flow + malformed + fragment + not_ip + not_udp`
+/// - `seen = matched + other_host + source_rejected + no_flow + malformed + fragment + not_ip + not_udp + ext_headers`
 /// - `matched = redirected + no_socket + oversize`
 /// - `seen = redirected + passed`
 #[repr(u32)]
@@ -260,7 +263,8 @@ pub enum Counter {
     Fragment = 6,
     /// Neither IPv4 nor IPv6 (ARP, LLDP, three VLAN tags, ...).
     NotIp = 7,
-    /// IP but not UDP (or UDP behind IPv6 extension headers).
+    /// IP but not UDP (or behind more IPv6 extension headers than the
+    /// program walks).
     NotUdp = 8,
     /// A well-formed UDP datagram of no configured flow.
     NoFlow = 9,
@@ -276,11 +280,14 @@ pub enum Counter {
     /// (neither multicast nor the ingress interface's): the kernel drops
     /// it, and so is it not replicated; passed (see [`Ingress`]).
     OtherHost = 12,
+    /// UDP behind IPv6 extension headers (hop-by-hop, routing, destination
+    /// options): left to the kernel.
+    ExtHeaders = 13,
 }
 
 impl Counter {
     /// Number of counters (entries of [`COUNTERS_MAP`]).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -297,6 +304,7 @@ impl Counter {
         Counter::NoSocket,
         Counter::Oversize,
         Counter::OtherHost,
+        Counter::ExtHeaders,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -315,12 +323,77 @@ impl Counter {
             Counter::NoSocket => "no_socket",
             Counter::Oversize => "oversize",
             Counter::OtherHost => "other_host",
+            Counter::ExtHeaders => "ext_headers",
         }
     }
 
     /// The map index.
     pub const fn index(self) -> u32 {
         self as u32
+    }
+}
+
+/// What the program did with one flow's datagrams: a counter of
+/// [`FLOW_COUNTERS_MAP`] per flow, the flow being the [`FlowValue::flow_id`]
+/// of its entry (its position among the flows of the interface, below
+/// [`MAX_FLOWS`]).
+///
+/// Per flow: `redirected` datagrams reach the AF_XDP socket's RX ring (or
+/// are dropped by the kernel there, ring full or no fill frame: the worker
+/// never sees them); every other counter is a datagram of the flow passed
+/// to the kernel and not replicated.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowCounter {
+    /// Handed to the AF_XDP socket (`XDP_REDIRECT`).
+    Redirected = 0,
+    /// The first fragment of one of its datagrams (the kernel reassembles).
+    Fragment = 1,
+    /// One of its datagrams behind IPv6 extension headers.
+    ExtHeaders = 2,
+    /// Longer than the ingress MTU (see [`Counter::Oversize`]).
+    Oversize = 3,
+    /// In a frame to another host's MAC (see [`Counter::OtherHost`]).
+    OtherHost = 4,
+    /// No AF_XDP socket on the rx queue (fail-open).
+    NoSocket = 5,
+}
+
+impl FlowCounter {
+    /// Counters per flow.
+    pub const COUNT: u32 = 6;
+
+    /// Every counter, in index order.
+    pub const ALL: [FlowCounter; Self::COUNT as usize] = [
+        FlowCounter::Redirected,
+        FlowCounter::Fragment,
+        FlowCounter::ExtHeaders,
+        FlowCounter::Oversize,
+        FlowCounter::OtherHost,
+        FlowCounter::NoSocket,
+    ];
+
+    /// Stable snake_case name, for metrics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlowCounter::Redirected => "redirected",
+            FlowCounter::Fragment => "fragment",
+            FlowCounter::ExtHeaders => "ext_headers",
+            FlowCounter::Oversize => "oversize",
+            FlowCounter::OtherHost => "other_host",
+            FlowCounter::NoSocket => "no_socket",
+        }
+    }
+
+    /// The index in [`FLOW_COUNTERS_MAP`] of this counter of flow `flow`,
+    /// `None` for a flow id the map has no room for.
+    #[inline(always)]
+    pub const fn slot(self, flow: u32) -> Option<u32> {
+        if flow < MAX_FLOWS {
+            Some(flow * Self::COUNT + self as u32)
+        } else {
+            None
+        }
     }
 }
 
@@ -404,5 +477,16 @@ mod tests {
             assert_eq!(c.index() as usize, i);
         }
         assert_eq!(Counter::ALL.len(), Counter::COUNT as usize);
+    }
+
+    #[test]
+    fn flow_counters_have_a_slot_per_flow() {
+        for (i, c) in FlowCounter::ALL.iter().enumerate() {
+            assert_eq!(c.slot(0), Some(i as u32));
+            assert_eq!(c.slot(2), Some(2 * FlowCounter::COUNT + i as u32));
+        }
+        let last = FlowCounter::NoSocket.slot(MAX_FLOWS - 1).unwrap();
+        assert_eq!(last, MAX_FLOWS * FlowCounter::COUNT - 1);
+        assert_eq!(FlowCounter::Redirected.slot(MAX_FLOWS), None);
     }
 }

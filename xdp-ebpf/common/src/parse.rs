@@ -10,11 +10,16 @@
 //! `Malformed`, never a datagram. It never panics.
 //!
 //! What it deliberately leaves to the kernel: IPv4 fragments and IPv6
-//! fragment headers (`Fragment`: the kernel reassembles), other IPv6
-//! extension headers in front of UDP (`NotUdp`), any other tag stack (an
+//! fragment headers (`Fragment`: the kernel reassembles), UDP behind other
+//! IPv6 extension headers (hop-by-hop, routing, destination options, up to
+//! [`MAX_EXT_HEADERS`]: `ExtHeaders`; anything else behind them `NotUdp`),
+//! any other tag stack (an
 //! 802.1ad tag inside a tag, three tags: `NotIp`), UDP over IPv6 with a zero
 //! checksum (`Malformed`: RFC 8200 forbids it, the kernel's stack judges).
-//! Checksums are not verified here.
+//! Checksums are not verified here. A first fragment and a datagram behind
+//! extension headers say which stream they belong to ([`Passed`]), so that
+//! the program counts them for their flow; later fragments carry no ports
+//! and belong to none.
 //!
 //! One decoder story: the engine does not call this function; it classifies
 //! what the program redirects with its own parser, `fanout::wire::parse_head`
@@ -46,6 +51,14 @@ pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 pub const IPPROTO_UDP: u8 = 17;
 /// IPv6 next-header value of the fragment header.
 pub const IPV6_FRAGMENT: u8 = 44;
+/// IPv6 next-header value of the hop-by-hop options header.
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+/// IPv6 next-header value of the routing header.
+pub const IPV6_ROUTING: u8 = 43;
+/// IPv6 next-header value of the destination options header.
+pub const IPV6_DEST_OPTS: u8 = 60;
+/// Extension headers walked to find UDP behind them.
+pub const MAX_EXT_HEADERS: usize = 3;
 
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
@@ -92,6 +105,14 @@ pub struct Datagram {
     pub ip_len: usize,
 }
 
+/// The stream of a UDP datagram that is passed, not redirected: its key
+/// (as [`Datagram::key`]) and source, for its flow's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed {
+    pub key: FlowKey,
+    pub source: [u8; 16],
+}
+
 /// What a frame is, as far as the flow table is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -99,12 +120,17 @@ pub enum Verdict {
     Udp(Datagram),
     /// Broken or truncated headers: pass it and count it.
     Malformed,
-    /// A fragment: the kernel reassembles it.
-    Fragment,
+    /// A fragment: the kernel reassembles it. The first fragment of a UDP
+    /// datagram says its stream (when its UDP header is in the first
+    /// buffer); later ones cannot.
+    Fragment(Option<Passed>),
     /// Not IPv4 or IPv6.
     NotIp,
-    /// IP, but not (directly) UDP.
+    /// IP, but not UDP.
     NotUdp,
+    /// UDP behind IPv6 extension headers (hop-by-hop, routing,
+    /// destination options): left to the kernel.
+    ExtHeaders(Passed),
 }
 
 #[inline(always)]
@@ -169,17 +195,24 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
     if total < hlen || l3 + total > frame.total_len() {
         return Verdict::Malformed;
     }
-    // More-fragments flag or a fragment offset: not a whole datagram.
-    if be16(h[6], h[7]) & 0x3fff != 0 {
-        return Verdict::Fragment;
-    }
-    if h[9] != IPPROTO_UDP {
-        return Verdict::NotUdp;
-    }
     let mut group = [0u8; 16];
     group[..4].copy_from_slice(&h[16..20]);
     let mut source = [0u8; 16];
     source[..4].copy_from_slice(&h[12..16]);
+    // More-fragments flag or a fragment offset: not a whole datagram. The
+    // first fragment (offset 0) of a UDP datagram has its UDP header.
+    let frag = be16(h[6], h[7]);
+    if frag & 0x3fff != 0 {
+        let first = frag & 0x1fff == 0 && h[9] == IPPROTO_UDP;
+        return Verdict::Fragment(if first {
+            passed(frame, l3 + hlen, FAMILY_IPV4, group, source, vlan)
+        } else {
+            None
+        });
+    }
+    if h[9] != IPPROTO_UDP {
+        return Verdict::NotUdp;
+    }
     udp(
         frame,
         l3,
@@ -204,15 +237,26 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
     if l3 + IPV6_HLEN + payload > frame.total_len() {
         return Verdict::Malformed;
     }
-    match h[6] {
-        IPPROTO_UDP => {}
-        IPV6_FRAGMENT => return Verdict::Fragment,
-        _ => return Verdict::NotUdp,
-    }
     let mut source = [0u8; 16];
     source.copy_from_slice(&h[8..24]);
     let mut group = [0u8; 16];
     group.copy_from_slice(&h[24..40]);
+    match h[6] {
+        IPPROTO_UDP => {}
+        IPV6_FRAGMENT => {
+            // The fragment header: next header, reserved, offset and flags.
+            let first = frame
+                .load::<4>(l3 + IPV6_HLEN)
+                .filter(|f| f[0] == IPPROTO_UDP && be16(f[2], f[3]) & 0xfff8 == 0);
+            return Verdict::Fragment(first.and_then(|_| {
+                passed(frame, l3 + IPV6_HLEN + 8, FAMILY_IPV6, group, source, vlan)
+            }));
+        }
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+            return behind_ext_headers(frame, l3 + IPV6_HLEN, h[6], group, source, vlan);
+        }
+        _ => return Verdict::NotUdp,
+    }
     udp(
         frame,
         l3,
@@ -223,6 +267,64 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
         source,
         vlan,
     )
+}
+
+/// Walks up to [`MAX_EXT_HEADERS`] hop-by-hop, routing and destination
+/// options headers from `at` (`next` is the first one's type): UDP behind
+/// them is [`Verdict::ExtHeaders`], anything else (a fragment header
+/// included) [`Verdict::NotUdp`].
+#[inline(always)]
+fn behind_ext_headers<F: Frame + ?Sized>(
+    frame: &F,
+    mut at: usize,
+    mut next: u8,
+    group: [u8; 16],
+    source: [u8; 16],
+    vlan: u16,
+) -> Verdict {
+    for _ in 0..MAX_EXT_HEADERS {
+        if !matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS) {
+            break;
+        }
+        // Next header, and the length in 8-byte units after the first 8.
+        let Some(e) = frame.load::<2>(at) else {
+            return Verdict::NotUdp;
+        };
+        next = e[0];
+        at += (usize::from(e[1]) + 1) * 8;
+    }
+    if next != IPPROTO_UDP {
+        return Verdict::NotUdp;
+    }
+    match passed(frame, at, FAMILY_IPV6, group, source, vlan) {
+        Some(p) => Verdict::ExtHeaders(p),
+        None => Verdict::NotUdp,
+    }
+}
+
+/// The stream of a passed UDP datagram whose UDP header is at `l4`: `None`
+/// when its destination port is not in the first buffer.
+#[inline(always)]
+fn passed<F: Frame + ?Sized>(
+    frame: &F,
+    l4: usize,
+    family: u8,
+    group: [u8; 16],
+    source: [u8; 16],
+    vlan: u16,
+) -> Option<Passed> {
+    let u = frame.load::<4>(l4)?;
+    Some(Passed {
+        key: FlowKey {
+            group,
+            source: [0; 16],
+            port: be16(u[2], u[3]),
+            vlan,
+            family,
+            pad: [0; 3],
+        },
+        source,
+    })
 }
 
 /// `l3`, `l4`: offsets of the IP and UDP headers; `ip_payload`: bytes the
@@ -367,17 +469,30 @@ mod tests {
             assert_eq!(classify(&frame(&[], false, ihl, 8)[..]), Verdict::Malformed);
         }
         let mut f = frame(&[], false, 5, 8);
-        f[14 + 6] = 0x20; // more fragments
-        assert_eq!(classify(&f[..]), Verdict::Fragment);
+        f[14 + 6] = 0x20; // more fragments, offset 0: the first fragment
+        let stream = Passed {
+            key: FlowKey::new(IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)), 5000, 0),
+            source: datagram(classify(&frame(&[], false, 5, 8)[..])).source,
+        };
+        assert_eq!(classify(&f[..]), Verdict::Fragment(Some(stream)));
+        // Its UDP port beyond the first buffer: no stream.
+        assert_eq!(
+            classify(&Split(&f[..14 + 20 + 2], f.len())),
+            Verdict::Fragment(None)
+        );
         f[14 + 6] = 0x00;
-        f[14 + 7] = 0x01; // offset 8
-        assert_eq!(classify(&f[..]), Verdict::Fragment);
+        f[14 + 7] = 0x01; // offset 8: a later fragment, no ports
+        assert_eq!(classify(&f[..]), Verdict::Fragment(None));
         let mut f = frame(&[], false, 5, 8);
         f[14 + 9] = 6; // TCP
         assert_eq!(classify(&f[..]), Verdict::NotUdp);
+        let mut f = frame(&[], false, 5, 8);
+        f[14 + 9] = 6; // a first fragment of TCP: no stream
+        f[14 + 6] = 0x20;
+        assert_eq!(classify(&f[..]), Verdict::Fragment(None));
         let mut f = frame(&[], true, 0, 8);
-        f[14 + 6] = IPV6_FRAGMENT;
-        assert_eq!(classify(&f[..]), Verdict::Fragment);
+        f[14 + 6] = IPV6_FRAGMENT; // what follows is no fragment header of UDP
+        assert_eq!(classify(&f[..]), Verdict::Fragment(None));
         let mut f = frame(&[], false, 5, 8);
         f[12..14].copy_from_slice(&0x0806u16.to_be_bytes()); // ARP
         assert_eq!(classify(&f[..]), Verdict::NotIp);
@@ -391,6 +506,80 @@ mod tests {
             (ETHERTYPE_VLAN, 3),
         ];
         assert_eq!(classify(&frame(&three, false, 5, 8)[..]), Verdict::NotIp);
+    }
+
+    /// A frame whose first `.0.len()` bytes are readable of `.1`.
+    struct Split<'a>(&'a [u8], usize);
+
+    impl Frame for Split<'_> {
+        fn total_len(&self) -> usize {
+            self.1
+        }
+        fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+            self.0.load(offset)
+        }
+    }
+
+    /// The IPv6 frame of [`frame`] with `ext` (whole extension headers,
+    /// each starting with its next-header byte) between the IPv6 and UDP
+    /// headers: the IPv6 next header becomes `first`, the payload length
+    /// grows.
+    fn with_ext(first: u8, ext: &[u8]) -> Vec<u8> {
+        let mut f = frame(&[], true, 0, 8);
+        let l4 = 14 + 40;
+        let payload = u16::from_be_bytes([f[18], f[19]]) + ext.len() as u16;
+        f[18..20].copy_from_slice(&payload.to_be_bytes());
+        f[14 + 6] = first;
+        f.splice(l4..l4, ext.iter().copied());
+        f
+    }
+
+    #[test]
+    fn udp_behind_ipv6_extension_headers_says_its_stream() {
+        let g = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x10);
+        let stream = Passed {
+            key: FlowKey::new(IpAddr::V6(g), 5000, 0),
+            source: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets(),
+        };
+        // Hop-by-hop (8 bytes), then destination options (16 bytes).
+        let mut ext = vec![IPV6_DEST_OPTS, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[IPPROTO_UDP, 1, 1, 12]);
+        ext.extend_from_slice(&[0; 12]);
+        let f = with_ext(IPV6_HOP_BY_HOP, &ext);
+        assert_eq!(classify(&f[..]), Verdict::ExtHeaders(stream));
+        // Routing header, then TCP: not UDP.
+        let f = with_ext(IPV6_ROUTING, &[6, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(classify(&f[..]), Verdict::NotUdp);
+        // More headers than the walk takes: not UDP as far as it knows.
+        let one = |next: u8| [next, 0, 1, 4, 0, 0, 0, 0];
+        let many: Vec<u8> = [IPV6_DEST_OPTS, IPV6_DEST_OPTS, IPV6_DEST_OPTS, IPPROTO_UDP]
+            .iter()
+            .flat_map(|&n| one(n))
+            .collect();
+        assert_eq!(
+            classify(&with_ext(IPV6_DEST_OPTS, &many)[..]),
+            Verdict::NotUdp
+        );
+        let three: Vec<u8> = [IPV6_DEST_OPTS, IPV6_DEST_OPTS, IPPROTO_UDP]
+            .iter()
+            .flat_map(|&n| one(n))
+            .collect();
+        assert_eq!(
+            classify(&with_ext(IPV6_DEST_OPTS, &three)[..]),
+            Verdict::ExtHeaders(stream)
+        );
+        // A header cut off by the frame: not UDP.
+        let f = with_ext(IPV6_HOP_BY_HOP, &ext);
+        assert_eq!(
+            classify(&Split(&f[..14 + 40 + 1], f.len())),
+            Verdict::NotUdp
+        );
+        // The first fragment of UDP behind a fragment header says its
+        // stream; a later one does not.
+        let first = with_ext(IPV6_FRAGMENT, &[IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 7]);
+        assert_eq!(classify(&first[..]), Verdict::Fragment(Some(stream)));
+        let later = with_ext(IPV6_FRAGMENT, &[IPPROTO_UDP, 0, 0, 8, 0, 0, 0, 7]);
+        assert_eq!(classify(&later[..]), Verdict::Fragment(None));
     }
 
     #[test]

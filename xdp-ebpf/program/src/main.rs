@@ -13,12 +13,17 @@
 //!   XDP_PASS)`: without a socket on that queue it goes to the kernel
 //!   (fail-open);
 //! - everything else returns `XDP_PASS`, untouched: malformed frames,
-//!   fragments, non-UDP, unknown flows, rejected sources, frames to
+//!   fragments, UDP behind IPv6 extension headers, non-UDP, unknown flows, rejected sources, frames to
 //!   another host's MAC (`OtherHost`: the kernel drops them), and matched
 //!   datagrams longer than the ingress MTU (GSO trains, `Oversize`);
 //! - the program never drops, never rewrites, never aborts;
 //! - each frame bumps `Seen`, one verdict counter and one action counter in
-//!   the per-CPU `COUNTERS` (see `fanout_common::Counter` for the equations).
+//!   the per-CPU `COUNTERS` (see `fanout_common::Counter` for the equations);
+//! - a configured flow's datagram also bumps one counter of that flow in
+//!   `FLOW_COUNTERS` (`fanout_common::FlowCounter`): redirected, or why it
+//!   was passed (its first fragment, behind IPv6 extension headers, over
+//!   the MTU, to another host's MAC, no socket), so that every datagram of
+//!   a flow that the worker never replicates is attributed to the flow.
 //!
 //! The VLAN of the key is the innermost tag's VID, 0 for untagged frames, and
 //! matching is exact (no fall-back from a tagged frame to a VLAN-0 entry):
@@ -41,8 +46,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fanout_common::{
-    Counter, FlowKey, FlowValue, Ingress, MAX_FLOWS, MAX_QUEUES,
-    parse::{Frame, Verdict, classify},
+    Counter, FlowCounter, FlowKey, FlowValue, Ingress, MAX_FLOWS, MAX_QUEUES,
+    parse::{Frame, Passed, Verdict, classify},
 };
 
 /// Configured flows (written by userspace).
@@ -60,6 +65,11 @@ static INGRESS: Array<Ingress, 1> = Array::new();
 /// Per-CPU counters, indexed by `fanout_common::Counter`.
 #[btf_map]
 static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU counters of each flow, indexed by `FlowCounter::slot`.
+#[btf_map]
+static FLOW_COUNTERS: PerCpuArray<u64, { (MAX_FLOWS * FlowCounter::COUNT) as usize }> =
+    PerCpuArray::new();
 
 #[xdp(frags)]
 pub fn fanout_xdp(ctx: XdpContext) -> u32 {
@@ -79,32 +89,70 @@ fn handle(ctx: &XdpContext) -> u32 {
     let datagram = match classify(&frame) {
         Verdict::Udp(d) => d,
         Verdict::Malformed => return pass(Counter::Malformed),
-        Verdict::Fragment => return pass(Counter::Fragment),
+        Verdict::Fragment(first) => {
+            // A configured flow's first fragment counts for that flow.
+            if let Some(Ok(flow)) = first.map(|p| flow_of(&p)) {
+                count_flow(flow, FlowCounter::Fragment);
+            }
+            return pass(Counter::Fragment);
+        }
         Verdict::NotIp => return pass(Counter::NotIp),
         Verdict::NotUdp => return pass(Counter::NotUdp),
+        Verdict::ExtHeaders(p) => {
+            if let Ok(flow) = flow_of(&p) {
+                count_flow(flow, FlowCounter::ExtHeaders);
+            }
+            return pass(Counter::ExtHeaders);
+        }
     };
-    // SAFETY: the value is copied out at once; nothing is held across another
-    // map operation, so a concurrent update from userspace cannot alias it.
-    let Some(stream) = (unsafe { FLOWS.get(datagram.key) }).copied() else {
-        return pass(Counter::NoFlow);
+    let flow = match flow_of(&Passed {
+        key: datagram.key,
+        source: datagram.source,
+    }) {
+        Ok(flow) => flow,
+        Err(counter) => return pass(counter),
     };
-    // SAFETY: only whether the channel's entry exists is read; no reference
-    // to it is kept.
-    if stream.is_by_source()
-        && unsafe { FLOWS.get(datagram.key.with_source(datagram.source)) }.is_none()
-    {
-        return pass(Counter::SourceRejected);
-    }
     if !for_this_host(&frame) {
+        count_flow(flow, FlowCounter::OtherHost);
         return pass(Counter::OtherHost);
     }
     count(Counter::Matched);
     if longer_than_mtu(ctx, datagram.ip_len) {
+        count_flow(flow, FlowCounter::Oversize);
         return pass(Counter::Oversize);
     }
     match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
-        Ok(action) => action,
-        Err(_) => pass(Counter::NoSocket),
+        Ok(action) => {
+            if action == xdp_action::XDP_REDIRECT {
+                count_flow(flow, FlowCounter::Redirected);
+            } else {
+                count_flow(flow, FlowCounter::NoSocket);
+            }
+            action
+        }
+        Err(_) => {
+            count_flow(flow, FlowCounter::NoSocket);
+            pass(Counter::NoSocket)
+        }
+    }
+}
+
+/// The flow id of the stream `p` (its source-specific channel, for a
+/// stream of channels), or the counter that says why there is none.
+#[inline(always)]
+fn flow_of(p: &Passed) -> Result<u32, Counter> {
+    // SAFETY: the value is copied out at once; nothing is held across another
+    // map operation, so a concurrent update from userspace cannot alias it.
+    let Some(stream) = (unsafe { FLOWS.get(p.key) }).copied() else {
+        return Err(Counter::NoFlow);
+    };
+    if !stream.is_by_source() {
+        return Ok(stream.flow_id);
+    }
+    // SAFETY: as above, the channel's value is copied out at once.
+    match unsafe { FLOWS.get(p.key.with_source(p.source)) }.copied() {
+        Some(channel) => Ok(channel.flow_id),
+        None => Err(Counter::SourceRejected),
     }
 }
 
@@ -138,6 +186,19 @@ fn longer_than_mtu(ctx: &XdpContext, ip_len: usize) -> bool {
 fn pass(reason: Counter) -> u32 {
     count(reason);
     xdp_action::XDP_PASS
+}
+
+/// Bumps `counter` of flow `flow` (a flow id past the map is not counted).
+#[inline(always)]
+fn count_flow(flow: u32, counter: FlowCounter) {
+    let Some(slot) = counter.slot(flow) else {
+        return;
+    };
+    if let Some(slot) = FLOW_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: the pointer comes from a successful per-CPU array lookup and
+        // is this CPU's slot; XDP programs do not nest on one CPU.
+        unsafe { *slot += 1 };
+    }
 }
 
 #[inline(always)]
