@@ -100,6 +100,7 @@ fn worker(
         group: IpAddr::V4(GROUP),
         port: 5004,
         vlan: None,
+        outer_vlan: None,
         source: None,
         limiter: None,
         outputs: (0..outputs)

@@ -265,7 +265,7 @@ fn unknown_field() {
         "unknown-field",
         &replace("port = 5000", "port = 5000\nttl = 3"),
         "6: flow[0].ttl: unknown field \
-         (expected one of: name, interface, group, port, vlan, source, max_pps, max_mbps, output)",
+         (expected one of: name, interface, group, port, vlan, outer_vlan, source, max_pps, max_mbps, output)",
     );
 }
 

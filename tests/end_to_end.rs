@@ -924,6 +924,7 @@ source = "{far}"
                 group: group.ip(),
                 port: group.port(),
                 vlan: None,
+                outer_vlan: None,
                 source: Some(far.into()),
                 cap: Default::default(),
                 outputs: vec![],
@@ -1424,6 +1425,151 @@ vlan = 200
         "untagged and VLAN 300 frames are no flow of the program: {i:?}"
     );
     assert_eq!(c("source_rejected"), 0, "{i:?}");
+}
+
+/// QinQ: the outer tag is part of the key. A flow on VLAN 100 and a flow
+/// on VLAN 100 inside outer VLAN 7 (802.1ad) on one interface each get
+/// their own stream only: single-tagged 100 to the first, S-VLAN 7 /
+/// C-VLAN 100 to the second, S-VLAN 8 / C-VLAN 100 to neither.
+fn qinq_pair(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let group = Ipv4Addr::new(239, 2, 2, 3);
+    let a = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let b = SocketAddr::new(addr::SNK0_V4.into(), 6002);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "plain"
+interface = "{in0}"
+group = "{group}"
+port = 5000
+vlan = 100
+
+  [[flow.output]]
+  unicast = "{a}"
+
+[[flow]]
+name = "qinq"
+interface = "{in0}"
+group = "{group}"
+port = 5000
+vlan = 100
+outer_vlan = 7
+
+  [[flow.output]]
+  unicast = "{b}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+    );
+    let (rx_a, rx_b) = (
+        unicast_receiver(&lab.sink, a),
+        unicast_receiver(&lab.sink, b),
+    );
+    let engine = case.start(&config);
+    let tx = lab.src.run_in(|| RawSender::on(iface::SRC0));
+    // A packet socket sends an 802.1ad-tagged frame of at most the MTU
+    // plus the Ethernet header: with two tags, 8964 payload bytes.
+    let sizes = [64, 1472, 8964];
+    let plain = payloads(6, 0, &sizes, 20);
+    let inner = payloads(7, 0, &sizes, 20);
+    let other = payloads(8, 0, &sizes, 20);
+    for (i, ((p, q), o)) in plain.iter().zip(&inner).zip(&other).enumerate() {
+        tx.send(Some(100), addr::SRC0_V4, group, 5000, p);
+        for (outer, payload) in [(7, q), (8, o)] {
+            let frame = udp4_frame(tx.mac(), Some(100), addr::SRC0_V4, group, 5000, payload);
+            tx.send_frame(&with_outer_tag(frame, outer));
+        }
+        if i % 16 == 15 {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    assert_stream("VLAN 100 -> plain", &receive(&rx_a, plain.len()), &plain);
+    assert_stream("VLAN 7/100 -> qinq", &receive(&rx_b, inner.len()), &inner);
+    assert!(
+        drain(&rx_a).is_empty() && drain(&rx_b).is_empty(),
+        "a stream crossed"
+    );
+    let (snap, done) = engine.stop();
+    assert!(
+        done.stderr.contains("has no in0.7.100"),
+        "no membership without the nested sub-interfaces, said:\n{}",
+        done.stderr
+    );
+    for (name, want) in [("plain", &plain), ("qinq", &inner)] {
+        let f = snap.flow(name).unwrap();
+        assert_eq!(f.received, want.len() as u64, "{snap}");
+        assert_eq!(f.outputs[0].sent, want.len() as u64, "{snap}");
+    }
+    let i = assert_xdp_carried(&snap, kind, (plain.len() + inner.len()) as u64, 1).unwrap();
+    assert_eq!(program_counter(i)("no_flow"), other.len() as u64, "{i:?}");
+}
+
+/// `frame` (single-tagged) inside an outer 802.1ad tag of VLAN `outer`.
+fn with_outer_tag(mut frame: Vec<u8>, outer: u16) -> Vec<u8> {
+    let mut tag = 0x88a8u16.to_be_bytes().to_vec();
+    tag.extend_from_slice(&outer.to_be_bytes());
+    frame.splice(12..12, tag);
+    frame
+}
+
+#[test]
+fn qinq_outer_tag_is_part_of_the_key_xdp_native() {
+    qinq_pair(
+        "qinq_outer_tag_is_part_of_the_key_xdp_native",
+        EngineKind::XdpNative,
+    );
+}
+
+#[test]
+fn qinq_outer_tag_is_part_of_the_key_xdp_generic() {
+    qinq_pair(
+        "qinq_outer_tag_is_part_of_the_key_xdp_generic",
+        EngineKind::XdpGeneric,
+    );
+}
+
+/// The socket engine receives a double-tagged stream only through nested
+/// VLAN sub-interfaces: without them it refuses to start (exit 1) with the
+/// commands that create them.
+#[test]
+fn qinq_flow_without_subinterfaces_is_refused_with_the_fix() {
+    let test = "qinq_flow_without_subinterfaces_is_refused_with_the_fix";
+    let Some(case) = Case::new(test, EngineKind::Socket) else {
+        return;
+    };
+    let config = format!(
+        "[engine]\nmode = \"socket\"\n\n[[flow]]\nname = \"q\"\ninterface = \"{}\"\n\
+         group = \"239.1.1.1\"\nport = 5000\nvlan = 100\nouter_vlan = 7\n\n  \
+         [[flow.output]]\n  unicast = \"{}:6001\"\n",
+        iface::IN0,
+        addr::SNK0_V4
+    );
+    let cfg = case.files.path("fanout.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = case
+        .lab
+        .edge
+        .command(FANOUT)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "ip link add link in0 name in0.7 type vlan proto 802.1ad id 7 && ip link add link \
+             in0.7 name in0.7.100 type vlan id 100"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -96,6 +96,7 @@ fn flow(name: &str, ingress: Interface, group: Ipv4Addr, port: u16) -> FlowPlan 
         group: group.into(),
         port,
         vlan: None,
+        outer_vlan: None,
         source: None,
         cap: Default::default(),
         outputs: vec![],

@@ -51,6 +51,8 @@ const S4_OTHER_CHANNEL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 const S6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 const PORT: u16 = 5000;
 const VLAN: u16 = 100;
+/// The outer tag of the corpus's double-tagged flow (VLAN 100 inside 7).
+const OUTER_VLAN: u16 = 7;
 
 // ---------------------------------------------------------------- harness --
 
@@ -109,6 +111,7 @@ impl Harness {
             group,
             port: PORT,
             vlan,
+            outer_vlan: None,
             source,
         };
         layout(&[
@@ -118,6 +121,10 @@ impl Harness {
             claim(4, G4_SSM.into(), None, Some(S4.into())),
             claim(5, G6_SSM.into(), None, Some(S6.into())),
             claim(6, G4_SSM.into(), None, Some(S4_OTHER_CHANNEL.into())),
+            Claim {
+                outer_vlan: Some(OUTER_VLAN),
+                ..claim(7, G4.into(), Some(VLAN), None)
+            },
         ])
         .expect("the corpus's flows do not overlap")
     }
@@ -507,8 +514,8 @@ fn matches_configured_ipv4_and_ipv6_flows() {
 }
 
 #[test]
-fn vlan_tags_match_exactly_on_the_innermost_vid() {
-    let Some(h) = Harness::load("vlan_tags_match_exactly_on_the_innermost_vid") else {
+fn vlan_tags_match_exactly_inner_and_outer() {
+    let Some(h) = Harness::load("vlan_tags_match_exactly_inner_and_outer") else {
         return;
     };
     let one = Spec::v4(G4).tag(ETHERTYPE_VLAN, VLAN);
@@ -530,10 +537,37 @@ fn vlan_tags_match_exactly_on_the_innermost_vid() {
         &Spec::v4(G4).tag(ETHERTYPE_VLAN, 0).build(),
         Matched,
     );
+    // The outer tag is part of the key: S-VLAN 7 / C-VLAN 100 is the
+    // double-tagged flow (id 7), not plain VLAN 100 (id 3); another outer
+    // tag is no flow. An outer 802.1Q tag counts as an S-tag does.
     let two = Spec::v4(G4)
-        .tag(ETHERTYPE_QINQ, 7)
+        .tag(ETHERTYPE_QINQ, OUTER_VLAN)
         .tag(ETHERTYPE_VLAN, VLAN);
-    h.expect("QinQ 7/100", &two.build(), Matched);
+    h.expect_flow(
+        "QinQ 7/100",
+        &two.build(),
+        Matched,
+        Some((7, FlowCounter::NoSocket)),
+    );
+    let two = Spec::v4(G4)
+        .tag(ETHERTYPE_VLAN, OUTER_VLAN)
+        .tag(ETHERTYPE_VLAN, VLAN);
+    h.expect_flow(
+        "802.1Q 7/100",
+        &two.build(),
+        Matched,
+        Some((7, FlowCounter::NoSocket)),
+    );
+    let two = Spec::v4(G4)
+        .tag(ETHERTYPE_QINQ, 8)
+        .tag(ETHERTYPE_VLAN, VLAN);
+    h.expect("QinQ 8/100", &two.build(), Passed(Counter::NoFlow));
+    h.expect_flow(
+        "802.1Q 100 alone",
+        &Spec::v4(G4).tag(ETHERTYPE_VLAN, VLAN).build(),
+        Matched,
+        Some((3, FlowCounter::NoSocket)),
+    );
     let two = Spec::v4(G4)
         .tag(ETHERTYPE_VLAN, VLAN)
         .tag(ETHERTYPE_VLAN, 200);

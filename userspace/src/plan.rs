@@ -56,8 +56,11 @@ pub struct FlowPlan {
     /// The multicast group (IPv4 or IPv6).
     pub group: IpAddr,
     pub port: u16,
-    /// 802.1Q VLAN id the stream arrives on, if any.
+    /// 802.1Q VLAN id the stream arrives on, if any (of two tags, the
+    /// inner one).
     pub vlan: Option<u16>,
+    /// The outer (S-VLAN) tag of a double-tagged stream: `vlan` inside it.
+    pub outer_vlan: Option<u16>,
     /// Source-specific: only datagrams from this sender are forwarded.
     pub source: Option<IpAddr>,
     /// Rate caps enforced before replication (the amplification guard).
@@ -167,6 +170,7 @@ impl Plan {
                 group: flow.group,
                 port: flow.port,
                 vlan: flow.vlan,
+                outer_vlan: flow.outer_vlan,
                 source: flow.source,
                 cap: flow.cap,
                 outputs,
@@ -396,9 +400,12 @@ impl fmt::Display for Plan {
             let group = SocketAddr::new(flow.group, flow.port);
             writeln!(f, "flow {:?}: {group}", flow.name)?;
             writeln!(f, "  ingress: {}", flow.ingress)?;
-            match flow.vlan {
-                Some(vlan) => writeln!(f, "  vlan:    {vlan}")?,
-                None => writeln!(f, "  vlan:    none (untagged)")?,
+            match (flow.outer_vlan, flow.vlan) {
+                (Some(outer), Some(vlan)) => {
+                    writeln!(f, "  vlan:    {vlan} inside outer VLAN {outer} (QinQ)")?;
+                }
+                (_, Some(vlan)) => writeln!(f, "  vlan:    {vlan}")?,
+                _ => writeln!(f, "  vlan:    none (untagged)")?,
             }
             match flow.source {
                 Some(source) => writeln!(f, "  source:  {source} (source-specific)")?,
@@ -460,6 +467,7 @@ pub(crate) mod fixtures {
             group: IpAddr::V4(group.into()),
             port: 5000,
             vlan: None,
+            outer_vlan: None,
             source: source.map(|s| IpAddr::V4(s.into())),
             cap: crate::rate::RateCap::default(),
             outputs: vec![OutputPlan {

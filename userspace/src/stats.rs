@@ -848,6 +848,7 @@ mod tests {
                 group: "239.1.1.1".parse().unwrap(),
                 port: 5000,
                 vlan: None,
+                outer_vlan: None,
                 source: None,
                 cap: Default::default(),
                 outputs: vec![out("a", 1), out("b", 2)],

@@ -294,7 +294,7 @@ source = "2001:db8::1"
         assert_eq!(
             err(&with("port = 5000", "port = 5000\nprot = 1")),
             "error: /etc/fanout.toml:7: flow[0].prot: unknown field \
-             (expected one of: name, interface, group, port, vlan, source, max_pps, max_mbps, output)"
+             (expected one of: name, interface, group, port, vlan, outer_vlan, source, max_pps, max_mbps, output)"
         );
         assert_eq!(
             err(&output(
@@ -451,6 +451,44 @@ source = "2001:db8::1"
         );
         let c = parse(&with("port = 5000", "port = 5000\nvlan = 1")).unwrap();
         assert_eq!(c.flows[0].vlan, Some(1));
+    }
+
+    #[test]
+    fn outer_vlan_needs_vlan_and_a_range() {
+        let v = |extra: &str| err(&with("port = 5000", &format!("port = 5000\n{extra}")));
+        assert_eq!(
+            v("outer_vlan = 7"),
+            "error: /etc/fanout.toml:7: flow[0].outer_vlan = 7: needs `vlan` too: outer_vlan is \
+             the outer (S-VLAN) tag of a double-tagged stream, vlan its inner (C-VLAN) tag"
+        );
+        assert_eq!(
+            v("vlan = 100\nouter_vlan = 4095"),
+            "error: /etc/fanout.toml:8: flow[0].outer_vlan = 4095: out of range (1..=4094)"
+        );
+        let c = parse(&with(
+            "port = 5000",
+            "port = 5000\nvlan = 100\nouter_vlan = 7",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.flows[0].vlan, c.flows[0].outer_vlan),
+            (Some(100), Some(7))
+        );
+    }
+
+    #[test]
+    fn qinq_and_single_tagged_flows_of_one_group_are_two_flows() {
+        let flow = |name: &str, tags: &str| {
+            format!(
+                "[[flow]]\nname = \"{name}\"\ninterface = \"eth0\"\ngroup = \"239.1.1.1\"\n\
+                 port = 5000\n{tags}\n  [[flow.output]]\n  unicast = \"10.0.0.9:6000\"\n"
+            )
+        };
+        let two = flow("a", "vlan = 100") + &flow("b", "vlan = 100\nouter_vlan = 7");
+        assert_eq!(parse(&two).unwrap().flows.len(), 2);
+        let dup =
+            flow("a", "vlan = 100\nouter_vlan = 7") + &flow("b", "vlan = 100\nouter_vlan = 7");
+        assert!(err(&dup).contains("duplicate flow"), "{}", err(&dup));
     }
 
     #[test]

@@ -162,8 +162,11 @@ pub struct FlowConfig {
     pub group: IpAddr,
     /// 1..=65535.
     pub port: u16,
-    /// 1..=4094.
+    /// 1..=4094: the only tag, or the inner (C-VLAN) one of two.
     pub vlan: Option<u16>,
+    /// 1..=4094: the outer (S-VLAN) tag of a double-tagged (QinQ) stream;
+    /// only with `vlan`.
+    pub outer_vlan: Option<u16>,
     /// A unicast address of the same family as `group`.
     pub source: Option<IpAddr>,
     /// `max_pps` and `max_mbps`: datagrams over them are not replicated.

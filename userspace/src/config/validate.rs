@@ -45,6 +45,7 @@ const FLOW_KEYS: &[&str] = &[
     "group",
     "port",
     "vlan",
+    "outer_vlan",
     "source",
     "max_pps",
     "max_mbps",
@@ -151,6 +152,15 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
     }
     let port = table.required("port", table.integer("port", PORT_RANGE)?)?;
     let vlan = table.integer("vlan", VLAN_RANGE)?;
+    let outer_vlan = table.integer("outer_vlan", VLAN_RANGE)?;
+    if let (Some(outer), None) = (&outer_vlan, &vlan) {
+        return Err(table.invalid(
+            "outer_vlan",
+            &outer.span,
+            "needs `vlan` too: outer_vlan is the outer (S-VLAN) tag of a double-tagged stream, \
+             vlan its inner (C-VLAN) tag",
+        ));
+    }
 
     let source = match table.string("source")? {
         None => None,
@@ -180,6 +190,7 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
         group: group_ip,
         port: port.value as u16,
         vlan: vlan.map(|v| v.value as u16),
+        outer_vlan: outer_vlan.map(|v| v.value as u16),
         source,
         cap,
         outputs: Vec::new(),
@@ -373,6 +384,7 @@ fn check_flows(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
             if earlier.group == flow.group
                 && earlier.port == flow.port
                 && earlier.vlan == flow.vlan
+                && earlier.outer_vlan == flow.outer_vlan
                 && earlier.interface.value == flow.interface.value
                 && sources_overlap
             {
@@ -431,10 +443,13 @@ fn check_loops(doc: &Doc<'_>, flows: &[FlowConfig]) -> Result<(), Error> {
                     "re-emits {whose} group and port on {}, where that flow takes them{}: \
                      a forwarding loop",
                     egress.value,
-                    match taker.vlan {
-                        Some(v) =>
+                    match (taker.outer_vlan, taker.vlan) {
+                        (Some(o), Some(v)) => format!(
+                            " (on VLAN {v} inside {o}; replicas leave untagged, and NICs strip tags)"
+                        ),
+                        (_, Some(v)) =>
                             format!(" (on VLAN {v}; replicas leave untagged, and NICs strip tags)"),
-                        None => String::new(),
+                        _ => String::new(),
                     }
                 ),
             ));

@@ -46,6 +46,20 @@ pub enum Error {
         parent: String,
         vlan: u16,
     },
+    #[error(
+        "flow {flow:?}: the stream arrives double-tagged (VLAN {vlan} inside outer VLAN {outer}) \
+         on {parent}, and the socket engine receives it only through nested VLAN \
+         sub-interfaces, but {parent} has no {parent}.{outer}.{vlan}; create them with `ip link \
+         add link {parent} name {parent}.{outer} type vlan proto 802.1ad id {outer} && ip link \
+         add link {parent}.{outer} name {parent}.{outer}.{vlan} type vlan id {vlan} && ip link \
+         set {parent}.{outer} up && ip link set {parent}.{outer}.{vlan} up`"
+    )]
+    NoQinqInterface {
+        flow: String,
+        parent: String,
+        outer: u16,
+        vlan: u16,
+    },
     #[error("flow {flow:?}: reading {path}: {source}")]
     VlanTable {
         flow: String,
@@ -66,33 +80,47 @@ pub struct Joined {
     pub ifindex: u32,
 }
 
-/// The interface a flow is received on: the ingress itself, or its VLAN
-/// sub-interface. Returns (name, index).
+/// The interface a flow is received on: the ingress itself, its VLAN
+/// sub-interface, or for a double-tagged flow the sub-interface of the
+/// inner tag on the sub-interface of the outer one. Returns (name, index).
 pub fn receive_interface(flow: &FlowPlan) -> Result<(String, u32), Error> {
     let Some(vid) = flow.vlan else {
         return Ok((flow.ingress.name.clone(), flow.ingress.index));
     };
-    let found =
-        vlan::find_vlan_subinterface(Path::new(vlan::PROC_VLAN_CONFIG), &flow.ingress.name, vid)
-            .map_err(|source| Error::VlanTable {
+    let sub = |parent: &str, vid: u16| {
+        vlan::find_vlan_subinterface(Path::new(vlan::PROC_VLAN_CONFIG), parent, vid).map_err(
+            |source| Error::VlanTable {
                 flow: flow.name.clone(),
                 path: vlan::PROC_VLAN_CONFIG,
                 source,
-            })?;
-    let Some(name) = found else {
-        return Err(Error::NoVlanInterface {
-            flow: flow.name.clone(),
-            parent: flow.ingress.name.clone(),
-            vlan: vid,
-        });
+            },
+        )
     };
-    let index = nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| Error::Receive {
+    let parent = &flow.ingress.name;
+    let found = match flow.outer_vlan {
+        None => sub(parent, vid)?.ok_or_else(|| Error::NoVlanInterface {
+            flow: flow.name.clone(),
+            parent: parent.clone(),
+            vlan: vid,
+        })?,
+        Some(outer) => {
+            let missing = || Error::NoQinqInterface {
+                flow: flow.name.clone(),
+                parent: parent.clone(),
+                outer,
+                vlan: vid,
+            };
+            let outer_if = sub(parent, outer)?.ok_or_else(missing)?;
+            sub(&outer_if, vid)?.ok_or_else(missing)?
+        }
+    };
+    let index = nix::net::if_::if_nametoindex(found.as_str()).map_err(|e| Error::Receive {
         flow: flow.name.clone(),
-        iface: name.clone(),
+        iface: found.clone(),
         op: "looking up the VLAN sub-interface index",
         source: e.into(),
     })?;
-    Ok((name, index))
+    Ok((found, index))
 }
 
 /// IPv6 multicast scopes below site-local, and link-local unicast, need the
@@ -193,6 +221,7 @@ mod tests {
             group: "239.1.1.1".parse().unwrap(),
             port: 5000,
             vlan: Some(4000),
+            outer_vlan: None,
             source: None,
             cap: Default::default(),
             outputs: vec![],

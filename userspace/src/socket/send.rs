@@ -302,6 +302,7 @@ mod tests {
             group: "239.1.1.1".parse().unwrap(),
             port: 1,
             vlan: None,
+            outer_vlan: None,
             source: None,
             cap: Default::default(),
             outputs: vec![out("a", rx_a.local_addr().unwrap()), out("gone", gone_addr)],

@@ -754,7 +754,7 @@ fn golden_c_tag_inside_an_s_tag() {
     let (Verdict::Udp(k), Ok(u)) = both(&frame) else {
         panic!("not a datagram for both: {:?}", both(&frame));
     };
-    let key = FlowKey::new("239.1.1.1".parse().unwrap(), 5004, 200);
+    let key = FlowKey::new("239.1.1.1".parse().unwrap(), 5004, 200).with_outer_vlan(100);
     assert_eq!((k.key, u.flow_key()), (key, key));
     assert_eq!((u.outer_vlan, u.inner_vlan), (Some(100), Some(200)));
     assert_eq!(&frame[u.payload_range()], b"hi");

@@ -54,11 +54,15 @@ pub struct Datagram {
 
 impl Datagram {
     /// The key of the flow this datagram belongs to: group, destination port
-    /// and the innermost VLAN id (0 untagged), as the XDP program computes it.
+    /// and the innermost VLAN id (0 untagged) inside the outer one of two
+    /// tags (QinQ), as the XDP program computes it.
     #[inline]
     pub fn flow_key(&self) -> FlowKey {
-        let vlan = self.inner_vlan.or(self.outer_vlan).unwrap_or(0);
-        FlowKey::new(self.addrs.dst(), self.dst_port, vlan)
+        let (vlan, outer) = match (self.outer_vlan, self.inner_vlan) {
+            (Some(outer), Some(inner)) => (inner, outer),
+            (one, _) => (one.unwrap_or(0), 0),
+        };
+        FlowKey::new(self.addrs.dst(), self.dst_port, vlan).with_outer_vlan(outer)
     }
 
     /// The UDP payload's range in the frame.

@@ -57,7 +57,8 @@ impl FlowTables {
     /// not all fit (then it takes none).
     fn claim(&mut self, flow: &FlowPlan) -> Result<(), Refused> {
         let keys = self.keys.entry(flow.ingress.index).or_default();
-        let stream = flow_key(flow.group, flow.port, flow.vlan);
+        let stream = flow_key(flow.group, flow.port, flow.vlan)
+            .with_outer_vlan(flow.outer_vlan.unwrap_or(0));
         let wanted: Vec<FlowKey> = match flow.source {
             None => vec![stream],
             Some(source) => vec![stream, stream.with_source_ip(source)],

@@ -424,6 +424,15 @@ fn join_membership(flow: &FlowPlan) -> Result<Option<socket2::Socket>, Refused> 
             );
             Ok(None)
         }
+        Err(e @ crate::membership::Error::NoQinqInterface { .. }) => {
+            warn!(
+                "{e}: the program matches both tags on {}, but no IGMP/MLD membership is \
+                 announced for the group (the network must deliver the stream without it, or \
+                 create the sub-interfaces)",
+                flow.ingress.name
+            );
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }

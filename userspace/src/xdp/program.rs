@@ -511,6 +511,7 @@ pub fn flow_entries(flows: &[(u32, &FlowPlan)]) -> Result<Vec<(FlowKey, FlowValu
             group: f.group,
             port: f.port,
             vlan: f.vlan,
+            outer_vlan: f.outer_vlan,
             source: f.source,
         })
         .collect();
@@ -566,6 +567,7 @@ mod tests {
             group,
             port: 5000,
             vlan,
+            outer_vlan: None,
             source,
             cap: Default::default(),
             outputs: vec![],

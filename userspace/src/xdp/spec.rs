@@ -130,6 +130,7 @@ pub fn flow_spec(
         group: flow.group,
         port: flow.port,
         vlan: flow.vlan,
+        outer_vlan: flow.outer_vlan,
         source: flow.source,
         // A cap holds for the flow, not per rx queue: the caller gives the
         // workers of an ingress one shared limiter per flow.
@@ -190,6 +191,7 @@ mod tests {
             group: "239.1.1.1".parse().unwrap(),
             port: 5000,
             vlan: Some(5),
+            outer_vlan: None,
             source: Some("10.9.9.9".parse().unwrap()),
             cap: Default::default(),
             outputs,

@@ -52,9 +52,11 @@ pub const FLOW_BY_SOURCE: u32 = 1;
 ///
 /// `vlan` is the VLAN id of the innermost 802.1Q/802.1ad tag (the one next to
 /// the IP header), 0 for an untagged frame (a priority tag, VID 0, counts as
-/// untagged). Matching is exact: an entry with `vlan = 0` does not match tagged
-/// frames, because the same group on two VLANs is two different streams and
-/// merging them would corrupt both.
+/// untagged); `outer_vlan` the outer tag's of a double-tagged (QinQ) frame,
+/// 0 otherwise. Matching is exact: an entry with `vlan = 0` does not match
+/// tagged frames, and S-VLAN 7 / C-VLAN 100 is not VLAN 100, because the
+/// same group on two VLANs is two different streams and merging them would
+/// corrupt both.
 ///
 /// `source` is zero in the key of a stream (group, port, VLAN), which is the
 /// key the decoder gives; a source-specific channel is found under the same
@@ -77,7 +79,9 @@ pub struct FlowKey {
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
     /// Explicit padding: always zero.
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// Outer VLAN id of a double-tagged frame (12 bits), 0 otherwise.
+    pub outer_vlan: u16,
 }
 
 /// Size of a [`FlowKey`] in a map.
@@ -94,8 +98,17 @@ impl FlowKey {
             port,
             vlan,
             family,
-            pad: [0; 3],
+            pad: 0,
+            outer_vlan: 0,
         }
+    }
+
+    /// This key inside the outer (802.1ad S-VLAN, or outer 802.1Q) tag
+    /// `outer`: the key of a double-tagged stream.
+    #[inline(always)]
+    pub const fn with_outer_vlan(mut self, outer: u16) -> Self {
+        self.outer_vlan = outer;
+        self
     }
 
     /// The key of this stream's channel from `source` (16-byte layout, as
@@ -120,7 +133,8 @@ impl FlowKey {
         b[32..34].copy_from_slice(&self.port.to_ne_bytes());
         b[34..36].copy_from_slice(&self.vlan.to_ne_bytes());
         b[36] = self.family;
-        b[37..40].copy_from_slice(&self.pad);
+        b[37] = self.pad;
+        b[38..40].copy_from_slice(&self.outer_vlan.to_ne_bytes());
         b
     }
 }
@@ -429,6 +443,11 @@ mod tests {
         assert_eq!(s.to_ne_bytes(), want);
         assert_ne!(s, k);
         assert_eq!(s.with_source([0; 16]), k);
+        let q = k.with_outer_vlan(7);
+        want[16..20].fill(0);
+        want[38..40].copy_from_slice(&7u16.to_ne_bytes());
+        assert_eq!(q.to_ne_bytes(), want);
+        assert_ne!(q, k);
 
         let g6 = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0x1234);
         let k6 = FlowKey::new(IpAddr::V6(g6), 1, 0);

@@ -138,6 +138,14 @@ fn be16(hi: u8, lo: u8) -> u16 {
     u16::from_be_bytes([hi, lo])
 }
 
+/// The VLAN ids of a frame's tags: the innermost, and the outer one of
+/// two (0 when absent).
+#[derive(Debug, Clone, Copy)]
+struct Vlans {
+    inner: u16,
+    outer: u16,
+}
+
 #[inline(always)]
 fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
@@ -152,10 +160,12 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
     let mut ethertype = be16(eth[12], eth[13]);
     let mut l3 = ETH_HLEN;
     let mut vlan = 0;
+    let mut outer_vlan = 0;
     // Two tags at most, written out rather than looped so the verifier sees
     // constant offsets: an outer 802.1ad or 802.1Q tag, then an 802.1Q tag.
-    // The innermost tag's VID is the key's VLAN. Any other TPID after a tag
-    // (an S-tag inside a tag, a third tag) is not IP.
+    // The innermost tag's VID is the key's VLAN, the outer one's (of two)
+    // its outer VLAN. Any other TPID after a tag (an S-tag inside a tag, a
+    // third tag) is not IP.
     if is_vlan(ethertype) {
         let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
             return Verdict::Malformed;
@@ -167,11 +177,16 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
             let Some(tag) = frame.load::<VLAN_HLEN>(l3) else {
                 return Verdict::Malformed;
             };
+            outer_vlan = vlan;
             vlan = be16(tag[0], tag[1]) & 0x0fff;
             ethertype = be16(tag[2], tag[3]);
             l3 += VLAN_HLEN;
         }
     }
+    let vlan = Vlans {
+        inner: vlan,
+        outer: outer_vlan,
+    };
     match ethertype {
         ETHERTYPE_IPV4 => ipv4(frame, l3, vlan),
         ETHERTYPE_IPV6 => ipv6(frame, l3, vlan),
@@ -180,7 +195,7 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Verdict {
 }
 
 #[inline(always)]
-fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
+fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: Vlans) -> Verdict {
     let Some(h) = frame.load::<IPV4_MIN_HLEN>(l3) else {
         return Verdict::Malformed;
     };
@@ -226,7 +241,7 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
 }
 
 #[inline(always)]
-fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: u16) -> Verdict {
+fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize, vlan: Vlans) -> Verdict {
     let Some(h) = frame.load::<IPV6_HLEN>(l3) else {
         return Verdict::Malformed;
     };
@@ -280,7 +295,7 @@ fn behind_ext_headers<F: Frame + ?Sized>(
     mut next: u8,
     group: [u8; 16],
     source: [u8; 16],
-    vlan: u16,
+    vlan: Vlans,
 ) -> Verdict {
     for _ in 0..MAX_EXT_HEADERS {
         if !matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS) {
@@ -311,7 +326,7 @@ fn passed<F: Frame + ?Sized>(
     family: u8,
     group: [u8; 16],
     source: [u8; 16],
-    vlan: u16,
+    vlan: Vlans,
 ) -> Option<Passed> {
     let u = frame.load::<4>(l4)?;
     Some(Passed {
@@ -319,9 +334,10 @@ fn passed<F: Frame + ?Sized>(
             group,
             source: [0; 16],
             port: be16(u[2], u[3]),
-            vlan,
+            vlan: vlan.inner,
             family,
-            pad: [0; 3],
+            pad: 0,
+            outer_vlan: vlan.outer,
         },
         source,
     })
@@ -342,7 +358,7 @@ fn udp<F: Frame + ?Sized>(
     family: u8,
     group: [u8; 16],
     source: [u8; 16],
-    vlan: u16,
+    vlan: Vlans,
 ) -> Verdict {
     let Some(u) = frame.load::<UDP_HLEN>(l4) else {
         return Verdict::Malformed;
@@ -361,9 +377,10 @@ fn udp<F: Frame + ?Sized>(
             group,
             source: [0; 16],
             port: be16(u[2], u[3]),
-            vlan,
+            vlan: vlan.inner,
             family,
-            pad: [0; 3],
+            pad: 0,
+            outer_vlan: vlan.outer,
         },
         source,
         source_port: be16(u[0], u[1]),
@@ -430,8 +447,12 @@ mod tests {
             10,
         );
         let d = datagram(classify(&f[..]));
-        let key = FlowKey::new(IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)), 5000, 7);
-        assert_eq!(d.key, key);
+        // S-VLAN 100 (PCP 1) / C-VLAN 7: not plain VLAN 7.
+        let plain = FlowKey::new(IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)), 5000, 7);
+        assert_eq!(d.key, plain.with_outer_vlan(100));
+        assert_ne!(d.key, plain);
+        let one = frame(&[(ETHERTYPE_VLAN, 0x0007)], false, 5, 10);
+        assert_eq!(datagram(classify(&one[..])).key, plain);
         assert_eq!(&d.source[..4], &[10, 0, 0, 1]);
         assert_eq!(d.source[4..], [0; 12]);
         assert_eq!(d.source_port, 4000);

@@ -84,6 +84,8 @@ pub struct FlowSpec {
     pub port: u16,
     /// VLAN id of the innermost tag; `None` for untagged frames.
     pub vlan: Option<u16>,
+    /// VLAN id of the outer tag of a double-tagged (QinQ) stream.
+    pub outer_vlan: Option<u16>,
     /// Source-specific: only datagrams from this sender are replicated.
     pub source: Option<IpAddr>,
     /// The flow's rate cap, shared by every worker that receives the flow

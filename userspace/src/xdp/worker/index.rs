@@ -26,6 +26,8 @@ pub struct Claim {
     pub group: IpAddr,
     pub port: u16,
     pub vlan: Option<u16>,
+    /// The outer tag of a double-tagged stream.
+    pub outer_vlan: Option<u16>,
     pub source: Option<IpAddr>,
 }
 
@@ -43,7 +45,8 @@ pub fn layout(claims: &[Claim]) -> Result<Vec<(FlowKey, FlowValue)>, (u32, u32)>
     let mut entries: Vec<(FlowKey, FlowValue, u32)> = Vec::with_capacity(claims.len() * 2);
     let mut at: HashMap<FlowKey, usize> = HashMap::with_capacity(claims.len() * 2);
     for c in claims {
-        let stream = FlowKey::new(c.group, c.port, c.vlan.unwrap_or(0));
+        let stream = FlowKey::new(c.group, c.port, c.vlan.unwrap_or(0))
+            .with_outer_vlan(c.outer_vlan.unwrap_or(0));
         let mut claim = |key: FlowKey, value: FlowValue| match at.get(&key) {
             None => {
                 at.insert(key, entries.len());

@@ -221,6 +221,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 group: f.group,
                 port: f.port,
                 vlan: f.vlan,
+                outer_vlan: f.outer_vlan,
                 source: f.source,
             })
             .collect();

@@ -91,6 +91,7 @@ fn flows() -> Vec<FlowSpec> {
             group: GROUP4.into(),
             port: PORT,
             vlan: None,
+            outer_vlan: None,
             source: None,
             limiter: None,
             outputs: vec![
@@ -110,6 +111,7 @@ fn flows() -> Vec<FlowSpec> {
             group: group6(),
             port: PORT,
             vlan: None,
+            outer_vlan: None,
             source: None,
             limiter: None,
             outputs: vec![OutputSpec {
@@ -1013,6 +1015,7 @@ fn flow_matching_by_group_port_vlan_and_source() {
         group,
         port: PORT,
         vlan,
+        outer_vlan: None,
         source,
         limiter: None,
         outputs: vec![OutputSpec {
@@ -1026,7 +1029,10 @@ fn flow_matching_by_group_port_vlan_and_source() {
         flows: vec![
             only(GROUP4.into(), None, Some(SRC4.into())),
             only(GROUP4.into(), Some(42), None),
-            only(g2, Some(4094), None),
+            FlowSpec {
+                outer_vlan: Some(100),
+                ..only(g2, Some(4094), None)
+            },
         ],
         ..Setup::default()
     }
@@ -1063,7 +1069,8 @@ fn flow_matching_by_group_port_vlan_and_source() {
             ),
             None,
         ),
-        // Double-tagged: the innermost VLAN counts.
+        // Double-tagged: both tags count (S-VLAN 100 / C-VLAN 4094, not
+        // plain 4094 nor another outer tag).
         (
             frame_from(
                 SRC4.into(),
@@ -1073,6 +1080,20 @@ fn flow_matching_by_group_port_vlan_and_source() {
                 b"f",
             ),
             Some(2),
+        ),
+        (
+            frame_from(
+                SRC4.into(),
+                g2,
+                PORT,
+                vec![(ethertype::QINQ, 101), (ethertype::VLAN, 4094)],
+                b"i",
+            ),
+            None,
+        ),
+        (
+            frame_from(SRC4.into(), g2, PORT, vec![(ethertype::VLAN, 4094)], b"j"),
+            None,
         ),
         (
             frame_from(SRC4.into(), g2, PORT, vec![(ethertype::VLAN, 100)], b"g"),
@@ -1087,7 +1108,7 @@ fn flow_matching_by_group_port_vlan_and_source() {
     let received: Vec<u64> = w.flow_counters().iter().map(|f| f.received).collect();
     assert_eq!(received, [1, 1, 1]);
     assert_eq!(w.flow_counters()[0].source_rejected, 1);
-    assert_eq!(w.counters().no_flow, 4);
+    assert_eq!(w.counters().no_flow, 6);
     let chains = take_all(&mut w, 0);
     let payloads: Vec<Vec<u8>> = chains.iter().map(|c| chain_bytes(&w, &c[1..])).collect();
     assert_eq!(payloads, [b"a".to_vec(), b"d".to_vec(), b"f".to_vec()]);
@@ -1108,6 +1129,7 @@ fn ssm_channels_sharing_a_group_are_told_apart_by_source() {
         group: GROUP4.into(),
         port: PORT,
         vlan,
+        outer_vlan: None,
         source: Some(source),
         limiter: None,
         outputs: vec![OutputSpec {
@@ -1174,6 +1196,7 @@ fn replicas_over_the_egress_mtu_are_counted_not_sent() {
             group: GROUP4.into(),
             port: PORT,
             vlan: None,
+            outer_vlan: None,
             source: None,
             limiter: None,
             outputs: vec![
