@@ -2181,6 +2181,188 @@ for_each_engine!(passed_datagrams:
     passed_datagrams_are_counted_for_their_flow_xdp_native,
     passed_datagrams_are_counted_for_their_flow_xdp_generic);
 
+/// A receiver that sees the 802.1Q tags of what reaches `snk0`: the
+/// sink's kernel has no VLAN support here (nor a way to show a tag to a
+/// safe socket), so the fanout XDP program on `snk0`, in the sink
+/// namespace, redirects the datagrams to one destination and VLAN into an
+/// AF_XDP socket, and each is checked as a receiving kernel would: the IPv4
+/// header checksum and lengths ([`fanout::wire::parse`]) and the UDP
+/// checksum.
+struct TaggedSink {
+    _program: fanout::xdp::program::XdpProgram,
+    umem: fanout::xdp::xsk::XskUmem,
+    rx: fanout::xdp::xsk::RxSocket,
+}
+
+impl TaggedSink {
+    const FRAMES: u32 = 512;
+
+    fn on(lab: &lab::Lab, to: SocketAddr, vlan: u16) -> TaggedSink {
+        use fanout::xdp::worker::ring::RxPort;
+        use fanout::xdp::xsk::{RingSizes, XskUmem};
+        lab.sink.run_in(|| {
+            let mut program =
+                fanout::xdp::program::XdpProgram::load_file(&lab::xdp_object_path()).unwrap();
+            program.attach(iface::SNK0).unwrap();
+            let index = nix::net::if_::if_nametoindex(iface::SNK0).unwrap();
+            // Only the key matters to the program (sysfs shows the host's
+            // namespace here, so nothing is looked up).
+            let ingress = fanout::plan::Interface {
+                name: iface::SNK0.into(),
+                index,
+                mtu: lab::MTU,
+                mac: None,
+                ipv4: vec![],
+                ipv6: vec![],
+            };
+            let flow = fanout::plan::FlowPlan {
+                name: "tagged".into(),
+                ingress,
+                group: to.ip(),
+                port: to.port(),
+                vlan: Some(vlan),
+                outer_vlan: None,
+                source: None,
+                cap: Default::default(),
+                outputs: vec![],
+            };
+            program.insert_flow(0, &flow).unwrap();
+            let mut umem = XskUmem::new(Self::FRAMES).unwrap();
+            let (mut rx, _) = umem.bind_rx(index, 0, RingSizes::default(), false).unwrap();
+            program.insert_socket(0, &rx).unwrap();
+            let frame = fanout::xdp::xsk::FRAME_SIZE;
+            let addrs: Vec<u64> = (0..Self::FRAMES).map(|f| u64::from(f * frame)).collect();
+            assert_eq!(rx.fill(&addrs), addrs.len());
+            rx.wake();
+            TaggedSink {
+                _program: program,
+                umem,
+                rx,
+            }
+        })
+    }
+
+    /// Receives `n` datagrams (within the test deadline each); returns each
+    /// one's VLAN, source and payload after checking its checksums.
+    fn receive(&mut self, n: usize) -> Vec<(Option<u16>, SocketAddr, Vec<u8>)> {
+        use fanout::wire::{self, udp};
+        use fanout::xdp::worker::ring::RxPort;
+        let mut got = Vec::new();
+        while got.len() < n {
+            // Several packets at once, each a chain of descriptors.
+            let descs = common::xdp::receive_packet(&mut self.rx, DEADLINE);
+            let size = u64::from(fanout::xdp::xsk::FRAME_SIZE);
+            let back: Vec<u64> = descs.iter().map(|d| d.addr / size * size).collect();
+            for chain in descs.split_inclusive(|d| !d.continues()) {
+                let frame = common::xdp::frame_bytes(&self.umem, chain);
+                let d = wire::parse(&frame)
+                    .unwrap_or_else(|e| panic!("a replica the kernel drops: {e:?}"));
+                let l4 = d.payload_offset - udp::HEADER_LEN;
+                let u =
+                    udp::Packet::new_checked(&frame[l4..d.payload_offset + d.payload_len]).unwrap();
+                assert!(u.verify_checksum(&d.addrs), "bad UDP checksum");
+                assert_eq!(d.inner_vlan, None, "one tag");
+                let from = SocketAddr::new(d.addrs.src(), d.src_port);
+                got.push((d.outer_vlan, from, frame[d.payload_range()].to_vec()));
+            }
+            assert_eq!(self.rx.fill(&back), back.len());
+            self.rx.wake();
+        }
+        got
+    }
+}
+
+/// Outputs with `vlan` (XDP): replicas leave tagged with the output's
+/// VLAN on its interface, every byte and checksum right, while an untagged
+/// output of the same flow on the same interface stays untagged; the
+/// socket engine, which sends tagged only through a VLAN sub-interface,
+/// refuses the configuration with the command that creates it.
+fn tagged_outputs(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let tagged = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let plain = SocketAddr::new(addr::SNK0_V4.into(), 6002);
+    let group = Ipv4Addr::new(239, 6, 0, 1);
+    let config = format!(
+        r#"
+[engine]
+mode = "{mode}"
+
+[[flow]]
+name = "tv"
+interface = "{in0}"
+group = "{group}"
+port = 5000
+
+  [[flow.output]]
+  name = "tagged"
+  unicast = "{tagged}"
+  interface = "{out0}"
+  vlan = 100
+  source_port = 5555
+
+  [[flow.output]]
+  name = "plain"
+  unicast = "{plain}"
+  interface = "{out0}"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        out0 = iface::OUT0,
+    );
+    if !kind.is_xdp() {
+        let (mut cmd, _) = run_command(&lab.edge, &case.files, "refused", &config);
+        let done = Process::spawn("fanout run", &mut cmd)
+            .unwrap()
+            .finish(DEADLINE)
+            .unwrap();
+        assert_eq!(done.status.code(), Some(1), "{done:?}");
+        assert!(
+            done.stderr.contains(
+                "ip link add link out0 name out0.100 type vlan id 100 && ip link set out0.100 up"
+            ),
+            "{}",
+            done.stderr
+        );
+        return;
+    }
+    let mut sink = TaggedSink::on(lab, tagged, 100);
+    let rx_plain = unicast_receiver(&lab.sink, plain);
+    let engine = case.start(&config);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let want = payloads(9, 0, &[64, 1472, 8972], 20);
+    send_all(&tx, SocketAddr::new(group.into(), 5000), &want);
+    assert_stream("plain", &receive(&rx_plain, want.len()), &want);
+    let got = sink.receive(want.len());
+    assert_eq!(got.len(), want.len(), "more replicas than datagrams");
+    let (snap, _) = engine.stop();
+    for (i, ((vlan, from, payload), w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(*vlan, Some(100), "datagram {i}");
+        assert_eq!(
+            *from,
+            SocketAddr::new(addr::OUT0_V4.into(), 5555),
+            "datagram {i}"
+        );
+        assert!(payload == w, "datagram {i}: payload differs");
+    }
+    let f = snap.flow("tv").unwrap();
+    for o in &f.outputs {
+        assert_eq!(
+            (o.sent, o.dropped_total()),
+            (want.len() as u64, 0),
+            "{snap}"
+        );
+    }
+    assert_xdp_carried(&snap, kind, want.len() as u64, 1);
+}
+
+for_each_engine!(tagged_outputs:
+    tagged_outputs_are_refused_without_a_subinterface,
+    tagged_outputs_leave_tagged_xdp_native,
+    tagged_outputs_leave_tagged_xdp_generic);
+
 // ---- the engine choice ---------------------------------------------------
 
 /// The scenarios where `mode = "auto"` splits the flows: `[engine]` with

@@ -80,6 +80,8 @@ pub struct OutputPlan {
     /// Egress interface: required for multicast, optional for unicast (the
     /// kernel's route decides when absent).
     pub interface: Option<Interface>,
+    /// Replicas leave tagged with this 802.1Q VLAN id on `interface`.
+    pub vlan: Option<u16>,
     /// UDP source port of the replicas; `None` lets the engine choose
     /// (the socket engine uses an ephemeral port).
     pub source_port: Option<u16>,
@@ -160,6 +162,7 @@ impl Plan {
                     kind: output.kind,
                     dest,
                     interface: egress,
+                    vlan: output.vlan,
                     source_port: output.source_port,
                     ttl: output.ttl,
                 });
@@ -423,6 +426,9 @@ impl fmt::Display for Plan {
                     Some(iface) => writeln!(f, "      egress:      {iface}")?,
                     None => writeln!(f, "      egress:      by route")?,
                 }
+                if let Some(vlan) = output.vlan {
+                    writeln!(f, "      vlan:        {vlan} (replicas leave tagged)")?;
+                }
                 match output.source_port {
                     Some(port) => writeln!(f, "      source port: {port}")?,
                     None => writeln!(f, "      source port: auto")?,
@@ -475,6 +481,7 @@ pub(crate) mod fixtures {
                 kind: OutputKind::Unicast,
                 dest: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 6000),
                 interface: Some(egress),
+                vlan: None,
                 source_port: None,
                 ttl: 64,
             }],

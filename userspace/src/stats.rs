@@ -833,6 +833,7 @@ mod tests {
             kind: OutputKind::Unicast,
             dest: format!("10.0.0.1:{port}").parse().unwrap(),
             interface: None,
+            vlan: None,
             source_port: None,
             ttl: 16,
         };

@@ -301,7 +301,7 @@ source = "2001:db8::1"
                 "  multicast = \"239.2.2.2:1\"\n  interface = \"o\"\n  tll = 3"
             )),
             "error: /etc/fanout.toml:14: flow[0].output[1].tll: unknown field \
-             (expected one of: unicast, multicast, interface, source_port, ttl, name)"
+             (expected one of: unicast, multicast, interface, vlan, source_port, ttl, name)"
         );
     }
 
@@ -474,6 +474,39 @@ source = "2001:db8::1"
             (c.flows[0].vlan, c.flows[0].outer_vlan),
             (Some(100), Some(7))
         );
+    }
+
+    #[test]
+    fn tagged_outputs_need_an_interface() {
+        let out = |extra: &str| {
+            format!(
+                "[[flow]]\nname = \"f\"\ninterface = \"eth0\"\ngroup = \"239.1.1.1\"\n\
+                 port = 5000\n\n  [[flow.output]]\n  unicast = \"10.0.0.9:6000\"\n{extra}"
+            )
+        };
+        assert_eq!(
+            err(&out("  vlan = 100\n")),
+            "error: /etc/fanout.toml:9: flow[0].output[0].vlan = 100: needs `interface`: the \
+             replicas leave tagged on that interface"
+        );
+        assert!(
+            err(&out("  interface = \"eth1\"\n  vlan = 0\n")).contains("out of range (1..=4094)")
+        );
+        let c = parse(&out("  interface = \"eth1\"\n  vlan = 100\n")).unwrap();
+        assert_eq!(c.flows[0].outputs[0].vlan, Some(100));
+        // The same group on two VLANs of one interface is two outputs; a
+        // tagged re-emission of the flow's own stream on its VLAN is a loop.
+        let two = out(
+            "  interface = \"eth1\"\n  vlan = 100\n\n  [[flow.output]]\n  multicast = \
+             \"239.2.2.2:7000\"\n  interface = \"eth1\"\n  vlan = 7\n  name = \"v7\"\n\n  \
+             [[flow.output]]\n  multicast = \"239.2.2.2:7000\"\n  interface = \"eth1\"\n  \
+             vlan = 8\n  name = \"v8\"\n",
+        );
+        assert_eq!(parse(&two).unwrap().flows[0].outputs.len(), 3);
+        let looped = "[[flow]]\nname = \"f\"\ninterface = \"eth0\"\ngroup = \"239.1.1.1\"\n\
+                      port = 5000\nvlan = 9\n\n  [[flow.output]]\n  multicast = \"239.1.1.1:5000\"\n  \
+                      interface = \"eth0\"\n  vlan = 9\n";
+        assert!(err(looped).contains("a forwarding loop"), "{}", err(looped));
     }
 
     #[test]

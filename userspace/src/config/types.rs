@@ -188,6 +188,9 @@ pub struct OutputConfig {
     pub dest: SocketAddr,
     /// Egress interface; always present for multicast outputs.
     pub interface: Option<Located<String>>,
+    /// 1..=4094: replicas leave tagged with this 802.1Q VLAN id on
+    /// `interface` (which is then required).
+    pub vlan: Option<u16>,
     pub source_port: Option<u16>,
     /// TTL / hop limit, 1..=255.
     pub ttl: u8,

@@ -55,6 +55,7 @@ const OUTPUT_KEYS: &[&str] = &[
     "unicast",
     "multicast",
     "interface",
+    "vlan",
     "source_port",
     "ttl",
     "name",
@@ -213,10 +214,13 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
         let key = match output.kind {
             // The same receiver twice is a duplicate whatever the interface.
             OutputKind::Unicast => (output.dest, None),
-            // A group may be re-emitted on several interfaces.
+            // A group may be re-emitted on several interfaces (and VLANs).
             OutputKind::Multicast => (
                 output.dest,
-                output.interface.as_ref().map(|i| i.value.clone()),
+                output
+                    .interface
+                    .as_ref()
+                    .map(|i| format!("{}.{}", i.value, output.vlan.unwrap_or(0))),
             ),
         };
         let dest_field = match output.kind {
@@ -297,6 +301,15 @@ fn parse_output(table: &Table<'_, '_>, flow: &FlowConfig) -> Result<OutputConfig
             })
         }
     };
+    let vlan = table.integer("vlan", VLAN_RANGE)?;
+    if let (Some(v), None) = (&vlan, &interface) {
+        return Err(table.invalid(
+            "vlan",
+            &v.span,
+            "needs `interface`: the replicas leave tagged on that interface",
+        ));
+    }
+    let vlan = vlan.map(|v| v.value as u16);
     match kind {
         OutputKind::Multicast if interface.is_none() => {
             return Err(table.field_error(
@@ -305,10 +318,12 @@ fn parse_output(table: &Table<'_, '_>, flow: &FlowConfig) -> Result<OutputConfig
             ));
         }
         OutputKind::Multicast => {
-            // Re-emitting a flow's own group and port on its own (untagged)
-            // ingress interface would feed the engine its own output.
+            // Re-emitting a flow's own group and port on its own ingress
+            // interface, on its own VLAN (or untagged on an untagged flow),
+            // would feed the engine its own output.
             let iface = interface.as_ref().map(|i| i.value.as_str());
-            if flow.vlan.is_none()
+            if flow.outer_vlan.is_none()
+                && vlan == flow.vlan
                 && iface == Some(flow.interface.value.as_str())
                 && addr.ip() == flow.group
                 && addr.port() == flow.port
@@ -356,6 +371,7 @@ fn parse_output(table: &Table<'_, '_>, flow: &FlowConfig) -> Result<OutputConfig
         kind,
         dest: addr,
         interface,
+        vlan,
         source_port,
         ttl,
         line: table.line(),

@@ -14,13 +14,26 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::engine::STOP_POLL;
 use crate::membership::{self, v6_scope};
-use crate::plan::{FlowPlan, OutputKind, OutputPlan};
+use crate::plan::{FlowPlan, Interface, OutputKind, OutputPlan};
 
 /// Why the engine could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Join(#[from] membership::Error),
+    #[error(
+        "flow {flow:?}, output {output:?}: its replicas leave tagged with VLAN {vlan} on \
+         {parent}, and the socket engine sends tagged only through a VLAN sub-interface, but \
+         {parent} has none with id {vlan}; create it with `ip link add link {parent} name \
+         {parent}.{vlan} type vlan id {vlan} && ip link set {parent}.{vlan} up` (the XDP \
+         engine tags the replicas itself)"
+    )]
+    NoVlanOutput {
+        flow: String,
+        output: String,
+        parent: String,
+        vlan: u16,
+    },
     #[error("flow {flow:?}, output {output:?} ({dest}): {op}: {source}")]
     Output {
         flow: String,
@@ -220,6 +233,39 @@ pub(super) struct OutputSocket {
     pub(super) ipv4: bool,
 }
 
+/// The VLAN sub-interface of `parent` with id `vlan`, which a tagged
+/// output's socket sends through.
+fn vlan_egress(
+    flow: &FlowPlan,
+    o: &OutputPlan,
+    parent: &Interface,
+    vlan: u16,
+) -> Result<Interface, Error> {
+    let io_err = |op: &'static str| {
+        let (flow, output, dest) = (flow.name.clone(), o.name.clone(), o.dest);
+        move |source: io::Error| Error::Output {
+            flow,
+            output,
+            dest,
+            op,
+            source,
+        }
+    };
+    let path = std::path::Path::new(membership::vlan::PROC_VLAN_CONFIG);
+    let missing = || Error::NoVlanOutput {
+        flow: flow.name.clone(),
+        output: o.name.clone(),
+        parent: parent.name.clone(),
+        vlan,
+    };
+    let name = membership::vlan::find_vlan_subinterface(path, &parent.name, vlan)
+        .map_err(io_err("reading /proc/net/vlan/config"))?
+        .ok_or_else(missing)?;
+    crate::plan::lookup_interface(&name)
+        .map_err(io_err("looking up the VLAN sub-interface"))?
+        .ok_or_else(missing)
+}
+
 pub(super) fn open_output(
     flow: &FlowPlan,
     o: &OutputPlan,
@@ -242,9 +288,14 @@ pub(super) fn open_output(
     } else {
         Domain::IPV6
     };
+    // A tagged output leaves by the VLAN sub-interface of its interface.
+    let egress = match (o.vlan, &o.interface) {
+        (Some(vlan), Some(parent)) => Some(vlan_egress(flow, o, parent, vlan)?),
+        _ => o.interface.clone(),
+    };
     let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
     sock.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
-    if let Some(iface) = &o.interface {
+    if let Some(iface) = &egress {
         sock.bind_device(Some(iface.name.as_bytes()))
             .map_err(err("SO_BINDTODEVICE"))?;
     }
@@ -258,7 +309,7 @@ pub(super) fn open_output(
                     .map_err(err("IP_MULTICAST_LOOP=0"))?;
                 // SO_BINDTODEVICE above already fixes the egress interface;
                 // IP_MULTICAST_IF is said too where the interface has an address.
-                if let Some(addr) = o.interface.as_ref().and_then(|i| i.ipv4.first()) {
+                if let Some(addr) = egress.as_ref().and_then(|i| i.ipv4.first()) {
                     sock.set_multicast_if_v4(addr)
                         .map_err(err("IP_MULTICAST_IF"))?;
                 }
@@ -273,7 +324,7 @@ pub(super) fn open_output(
                     .map_err(err("IPV6_MULTICAST_HOPS"))?;
                 sock.set_multicast_loop_v6(false)
                     .map_err(err("IPV6_MULTICAST_LOOP=0"))?;
-                if let Some(iface) = &o.interface {
+                if let Some(iface) = &egress {
                     sock.set_multicast_if_v6(iface.index)
                         .map_err(err("IPV6_MULTICAST_IF"))?;
                 }
@@ -297,7 +348,7 @@ pub(super) fn open_output(
     }
     let dest = match o.dest {
         SocketAddr::V6(d) => {
-            let index = o.interface.as_ref().map_or(0, |i| i.index);
+            let index = egress.as_ref().map_or(0, |i| i.index);
             SocketAddr::V6(SocketAddrV6::new(
                 *d.ip(),
                 d.port(),

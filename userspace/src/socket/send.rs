@@ -293,6 +293,7 @@ mod tests {
             kind: OutputKind::Unicast,
             dest,
             interface: None,
+            vlan: None,
             source_port: None,
             ttl: 8,
         };

@@ -83,7 +83,7 @@ pub fn replica_spec(
     Ok(dst_mac.map(|dst_mac| ReplicaSpec {
         dst_mac,
         src_mac,
-        vlan: None,
+        vlan: output.vlan,
         src,
         dst,
         ttl: output.ttl,
@@ -179,6 +179,7 @@ mod tests {
             kind,
             dest: dest.parse::<SocketAddr>().unwrap(),
             interface,
+            vlan: None,
             source_port: Some(4000),
             ttl: 9,
         }
