@@ -233,6 +233,22 @@ pub(super) struct OutputSocket {
     pub(super) ipv4: bool,
 }
 
+/// An [`Error::Output`] of `o` for `op`, from the `io::Error`.
+fn output_err(
+    flow: &FlowPlan,
+    o: &OutputPlan,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> Error + use<> {
+    let (flow, output, dest) = (flow.name.clone(), o.name.clone(), o.dest);
+    move |source| Error::Output {
+        flow,
+        output,
+        dest,
+        op,
+        source,
+    }
+}
+
 /// The VLAN sub-interface of `parent` with id `vlan`, which a tagged
 /// output's socket sends through.
 fn vlan_egress(
@@ -241,16 +257,7 @@ fn vlan_egress(
     parent: &Interface,
     vlan: u16,
 ) -> Result<Interface, Error> {
-    let io_err = |op: &'static str| {
-        let (flow, output, dest) = (flow.name.clone(), o.name.clone(), o.dest);
-        move |source: io::Error| Error::Output {
-            flow,
-            output,
-            dest,
-            op,
-            source,
-        }
-    };
+    let io_err = |op| output_err(flow, o, op);
     let path = std::path::Path::new(membership::vlan::PROC_VLAN_CONFIG);
     let missing = || Error::NoVlanOutput {
         flow: flow.name.clone(),
@@ -271,18 +278,7 @@ pub(super) fn open_output(
     o: &OutputPlan,
     caps: Capabilities,
 ) -> Result<OutputSocket, Error> {
-    let err = |op: &'static str| {
-        let flow = flow.name.clone();
-        let output = o.name.clone();
-        let dest = o.dest;
-        move |source: io::Error| Error::Output {
-            flow,
-            output,
-            dest,
-            op,
-            source,
-        }
-    };
+    let err = |op| output_err(flow, o, op);
     let domain = if o.dest.is_ipv4() {
         Domain::IPV4
     } else {

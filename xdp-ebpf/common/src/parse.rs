@@ -330,17 +330,23 @@ fn passed<F: Frame + ?Sized>(
 ) -> Option<Passed> {
     let u = frame.load::<4>(l4)?;
     Some(Passed {
-        key: FlowKey {
-            group,
-            source: [0; 16],
-            port: be16(u[2], u[3]),
-            vlan: vlan.inner,
-            family,
-            pad: 0,
-            outer_vlan: vlan.outer,
-        },
+        key: stream_key(group, be16(u[2], u[3]), family, vlan),
         source,
     })
+}
+
+/// The stream key of a datagram to `group:port` with `vlan`'s tags.
+#[inline(always)]
+fn stream_key(group: [u8; 16], port: u16, family: u8, vlan: Vlans) -> FlowKey {
+    FlowKey {
+        group,
+        source: [0; 16],
+        port,
+        vlan: vlan.inner,
+        family,
+        pad: 0,
+        outer_vlan: vlan.outer,
+    }
 }
 
 /// `l3`, `l4`: offsets of the IP and UDP headers; `ip_payload`: bytes the
@@ -373,15 +379,7 @@ fn udp<F: Frame + ?Sized>(
         return Verdict::Malformed;
     }
     Verdict::Udp(Datagram {
-        key: FlowKey {
-            group,
-            source: [0; 16],
-            port: be16(u[2], u[3]),
-            vlan: vlan.inner,
-            family,
-            pad: 0,
-            outer_vlan: vlan.outer,
-        },
+        key: stream_key(group, be16(u[2], u[3]), family, vlan),
         source,
         source_port: be16(u[0], u[1]),
         payload_offset: l4 + UDP_HLEN,
