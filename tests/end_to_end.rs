@@ -1572,6 +1572,110 @@ fn qinq_flow_without_subinterfaces_is_refused_with_the_fix() {
     );
 }
 
+/// `ethtool -k IF` in `ns`: feature name to on/off.
+fn ethtool_features(ns: &Netns, ifname: &str) -> std::collections::BTreeMap<String, bool> {
+    let out = ns.command("ethtool").args(["-k", ifname]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            Some((name.trim().to_owned(), value.trim().starts_with("on")))
+        })
+        .collect()
+}
+
+/// `[engine] vlan_offload = "off"`: the XDP engine turns the ingress's VLAN
+/// receive offload off before the program sees a frame (what fanout reads
+/// through ethtool netlink agrees with `ethtool -k`), the VLAN flow runs,
+/// and the offload is back on after a clean stop.
+fn vlan_offload_off(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let features = || ethtool_features(&lab.edge, iface::IN0);
+    let read = || {
+        lab.edge
+            .run_in(|| fanout::ethtool::vlan_rx_offload(iface::IN0).unwrap())
+    };
+    // veth's defaults, as `ethtool -k` and fanout read them.
+    let before = features();
+    assert_eq!(
+        (before["rx-vlan-offload"], before["rx-vlan-stag-hw-parse"]),
+        (true, true),
+        "{before:?}"
+    );
+    assert_eq!(
+        read(),
+        fanout::ethtool::VlanRxOffload {
+            ctag: true,
+            stag: true
+        }
+    );
+    let group = Ipv4Addr::new(239, 2, 2, 4);
+    let to = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let config = format!(
+        "[engine]\nmode = \"{}\"\nvlan_offload = \"off\"\n\n[[flow]]\nname = \"tagged\"\n\
+         interface = \"{}\"\ngroup = \"{group}\"\nport = 5000\nvlan = 200\n\n  \
+         [[flow.output]]\n  unicast = \"{to}\"\n",
+        kind.mode(),
+        iface::IN0
+    );
+    let rx = unicast_receiver(&lab.sink, to);
+    let engine = case.start(&config);
+    let during = features();
+    assert_eq!(
+        (during["rx-vlan-offload"], during["rx-vlan-stag-hw-parse"]),
+        (false, false),
+        "{during:?}"
+    );
+    assert_eq!(
+        read(),
+        fanout::ethtool::VlanRxOffload {
+            ctag: false,
+            stag: false
+        }
+    );
+    let tx = lab.src.run_in(|| RawSender::on(iface::SRC0));
+    let want = payloads(10, 0, &[64, 1472, 8972], 10);
+    for p in &want {
+        tx.send(Some(200), addr::SRC0_V4, group, 5000, p);
+    }
+    assert_stream("VLAN 200", &receive(&rx, want.len()), &want);
+    let (snap, done) = engine.stop();
+    assert_eq!(
+        snap.flow("tagged").unwrap().received,
+        want.len() as u64,
+        "{snap}"
+    );
+    let after = features();
+    assert_eq!(
+        (after["rx-vlan-offload"], after["rx-vlan-stag-hw-parse"]),
+        (true, true),
+        "restored at exit: {after:?}"
+    );
+    for said in ["VLAN receive offload", "turned off", "turned back on"] {
+        assert!(done.stderr.contains(said), "{said}:\n{}", done.stderr);
+    }
+}
+
+#[test]
+fn vlan_offload_is_turned_off_and_restored_xdp_native() {
+    vlan_offload_off(
+        "vlan_offload_is_turned_off_and_restored_xdp_native",
+        EngineKind::XdpNative,
+    );
+}
+
+#[test]
+fn vlan_offload_is_turned_off_and_restored_xdp_generic() {
+    vlan_offload_off(
+        "vlan_offload_is_turned_off_and_restored_xdp_generic",
+        EngineKind::XdpGeneric,
+    );
+}
+
 #[test]
 fn vlan_tag_is_matched_on_the_parent_xdp_native() {
     vlan_tag_matched_on_the_parent(

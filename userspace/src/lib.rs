@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod ethtool;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod membership;

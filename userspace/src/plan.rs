@@ -698,6 +698,7 @@ source = "2001:db8::9"
             "engine: mode socket, batch size 8\n  \
              xdp_attach:   auto\n  \
              xdp_object:   embedded\n  \
+             vlan_offload: keep\n  \
              inline_max:   86 bytes\n  \
              busy_poll:    off (need_wakeup)\n  \
              tx_budget:    the whole TX ring\n\

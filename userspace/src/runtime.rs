@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use log::info;
+use log::{info, warn};
 
 use crate::config::Mode;
 use crate::engine::{ApplyError, Engine};
@@ -63,6 +63,7 @@ pub fn start(plan: &Plan) -> Result<Started, StartError> {
             })
         }
         Mode::Xdp => {
+            warn_vlan(plan);
             let flows = xdp::judge(plan)
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()
@@ -75,7 +76,17 @@ pub fn start(plan: &Plan) -> Result<Started, StartError> {
                 XdpEngine::start(&routed).map_err(|e| StartError::XdpRequired(Box::new(e)))?;
             Ok(xdp_started(engine))
         }
-        Mode::Auto => start_auto(plan),
+        Mode::Auto => {
+            warn_vlan(plan);
+            start_auto(plan)
+        }
+    }
+}
+
+/// Logs [`xdp::vlan_warnings`] for the host's interfaces.
+fn warn_vlan(plan: &Plan) {
+    for w in xdp::vlan_warnings(plan, xdp::strips_vlan_tags) {
+        warn!("{w}");
     }
 }
 
@@ -281,6 +292,8 @@ impl Engine for Split {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preview {
     mode: Mode,
+    /// What XDP would get wrong on this host's interfaces (VLAN offload).
+    vlan: Vec<String>,
     /// Per flow: its name, and why XDP cannot serve it (`None`: it can).
     flows: Vec<(String, Option<String>)>,
 }
@@ -302,8 +315,13 @@ pub fn preview(plan: &Plan) -> Preview {
         .map(|f| f.name.clone())
         .zip(judged)
         .collect();
+    let vlan = match plan.engine.mode {
+        Mode::Socket => Vec::new(),
+        Mode::Xdp | Mode::Auto => xdp::vlan_warnings(plan, xdp::strips_vlan_tags),
+    };
     Preview {
         mode: plan.engine.mode,
+        vlan,
         flows,
     }
 }
@@ -313,20 +331,18 @@ impl Preview {
     /// XDP cannot serve.
     pub fn warnings(&self) -> Vec<String> {
         if self.mode != Mode::Xdp {
-            return Vec::new();
+            return self.vlan.clone();
         }
-        self.flows
-            .iter()
-            .filter_map(|(name, why)| {
-                why.as_ref().map(|why| {
-                    format!(
-                        "flow {name:?}: mode = \"xdp\" but the XDP datapath cannot serve it \
-                         ({why}): fanout run will refuse to start; set mode = \"auto\" to run \
-                         it on the socket engine and the other flows on XDP"
-                    )
-                })
+        let refused = self.flows.iter().filter_map(|(name, why)| {
+            why.as_ref().map(|why| {
+                format!(
+                    "flow {name:?}: mode = \"xdp\" but the XDP datapath cannot serve it \
+                     ({why}): fanout run will refuse to start; set mode = \"auto\" to run \
+                     it on the socket engine and the other flows on XDP"
+                )
             })
-            .collect()
+        });
+        refused.chain(self.vlan.iter().cloned()).collect()
     }
 }
 

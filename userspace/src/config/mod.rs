@@ -26,8 +26,8 @@ mod types;
 mod validate;
 
 pub use self::options::{
-    BATCH_SIZE_RANGE, DEFAULT_BATCH_SIZE, EngineConfig, KNOBS, Kind, Knob, Mode, Value, XdpAttach,
-    env_help,
+    BATCH_SIZE_RANGE, DEFAULT_BATCH_SIZE, EngineConfig, KNOBS, Kind, Knob, Mode, Value,
+    VlanOffload, XdpAttach, env_help,
 };
 pub use self::types::{
     Config, DEFAULT_MULTICAST_TTL, DEFAULT_UNICAST_TTL, Error, FlowConfig, Located, Location,
@@ -215,7 +215,7 @@ source = "2001:db8::1"
         assert_eq!(
             e("threads = 4"),
             "error: /etc/fanout.toml:2: engine.threads: \
-             unknown field (expected one of: mode, batch_size, xdp_attach, xdp_object, \
+             unknown field (expected one of: mode, batch_size, xdp_attach, xdp_object, vlan_offload, \
              inline_max, busy_poll_us, busy_poll_budget, tx_budget)"
         );
         for (mode, want) in [

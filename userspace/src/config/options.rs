@@ -67,6 +67,29 @@ impl XdpAttach {
     }
 }
 
+/// What the XDP engine does with the VLAN receive offload of an ingress
+/// interface that carries VLAN flows (`[engine] vlan_offload`): a NIC that
+/// strips 802.1Q tags into metadata hides them from XDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VlanOffload {
+    /// Leave it as it is; a NIC that strips tags runs its VLAN flows on the
+    /// socket engine (`mode = "auto"`) or refuses them (`"xdp"`).
+    #[default]
+    Keep,
+    /// Turn it off while the XDP engine runs, and back on at exit.
+    Off,
+}
+
+impl VlanOffload {
+    /// The name in the file (`keep`, `off`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VlanOffload::Keep => "keep",
+            VlanOffload::Off => "off",
+        }
+    }
+}
+
 /// `[engine]`: the engine and its tuning knobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -77,6 +100,8 @@ pub struct EngineConfig {
     pub xdp_attach: XdpAttach,
     /// The XDP object to load instead of the one built into the binary.
     pub xdp_object: Option<PathBuf>,
+    /// The VLAN receive offload of ingress interfaces with VLAN flows.
+    pub vlan_offload: VlanOffload,
     /// XDP engine: payloads of at most this many bytes are copied behind
     /// each replica's headers instead of chained by reference (0: never).
     pub inline_max: u32,
@@ -100,6 +125,7 @@ impl Default for EngineConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             xdp_attach: XdpAttach::Auto,
             xdp_object: None,
+            vlan_offload: VlanOffload::Keep,
             inline_max: DEFAULT_INLINE_MAX,
             busy_poll_us: 0,
             busy_poll_budget: None,
@@ -144,6 +170,12 @@ pub const KNOBS: &[Knob] = &[
         env: "FANOUT_EBPF_OBJ",
         kind: Kind::Text,
         help: "the XDP object file to load instead of the one built into the binary",
+    },
+    Knob {
+        field: "vlan_offload",
+        env: "FANOUT_VLAN_OFFLOAD",
+        kind: Kind::Text,
+        help: "keep | off: the VLAN receive offload of ingress interfaces with VLAN flows, as it is (a NIC that strips tags runs them on sockets), or off while the XDP engine runs",
     },
     Knob {
         field: "inline_max",
@@ -197,6 +229,13 @@ impl EngineConfig {
                     return Err("must not be empty (leave it out for the embedded object)".into());
                 }
                 self.xdp_object = Some(PathBuf::from(t));
+            }
+            ("vlan_offload", Value::Text(t)) => {
+                self.vlan_offload = match t {
+                    "keep" => VlanOffload::Keep,
+                    "off" => VlanOffload::Off,
+                    _ => return Err("expected keep or off".into()),
+                };
             }
             ("inline_max", Value::Int(n)) => self.inline_max = int(n)?,
             ("busy_poll_us", Value::Int(n)) => self.busy_poll_us = int(n)?,
@@ -291,6 +330,7 @@ impl fmt::Display for EngineConfig {
         };
         writeln!(f, "  xdp_attach:   {}", self.xdp_attach.name())?;
         writeln!(f, "  xdp_object:   {object}")?;
+        writeln!(f, "  vlan_offload: {}", self.vlan_offload.name())?;
         writeln!(f, "  inline_max:   {} bytes", self.inline_max)?;
         writeln!(f, "  busy_poll:    {busy}")?;
         writeln!(f, "  tx_budget:    {tx_budget}")?;
@@ -320,6 +360,7 @@ mod tests {
         e.apply_env(env(&[
             ("FANOUT_XDP_MODE", "generic"),
             ("FANOUT_EBPF_OBJ", "/tmp/x.o"),
+            ("FANOUT_VLAN_OFFLOAD", "off"),
             ("FANOUT_XSK_INLINE", "0"),
             ("FANOUT_XSK_BUSY_POLL", "50"),
             ("FANOUT_XSK_BUSY_POLL_BUDGET", "16"),
@@ -328,6 +369,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.xdp_attach, XdpAttach::Generic);
         assert_eq!(e.xdp_object, Some(PathBuf::from("/tmp/x.o")));
+        assert_eq!(e.vlan_offload, VlanOffload::Off);
         assert_eq!(
             (
                 e.inline_max,

@@ -34,6 +34,7 @@ const ENGINE_KEYS: &[&str] = &[
     "batch_size",
     "xdp_attach",
     "xdp_object",
+    "vlan_offload",
     "inline_max",
     "busy_poll_us",
     "busy_poll_budget",

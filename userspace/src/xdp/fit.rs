@@ -8,7 +8,9 @@
 //! [`Refused`] that says why XDP cannot serve it: an output whose route
 //! cannot be found, an egress without a MAC address (`lo`, tun, WireGuard)
 //! or without an address of the output's family, or a flow past what the
-//! program's `FLOWS` map holds on its ingress (first come, in plan order).
+//! program's `FLOWS` map holds on its ingress (first come, in plan order),
+//! or a VLAN flow on a NIC that strips the tags before XDP sees them
+//! (unless `[engine] vlan_offload = "off"`, which turns that off).
 //! [`touched_by`] says which flows a refusal met while starting names:
 //! those that take their stream on, or send out of, the interface it
 //! names. Pure except for the route lookups.
@@ -21,16 +23,41 @@ use super::ladder::Refused;
 use super::nexthops::routed_flow;
 use super::program::flow_key;
 use super::spec;
-use crate::plan::{FlowPlan, Plan};
+use crate::config::VlanOffload;
+use crate::plan::{FlowPlan, Interface, Plan};
 
 /// Per flow of `plan`, in order: the flow with its egress interfaces
 /// fixed, or why the XDP datapath cannot serve it; see the module
 /// documentation.
 pub fn judge(plan: &Plan) -> Vec<Result<FlowPlan, Refused>> {
+    judge_with(plan, strips_vlan_tags)
+}
+
+/// [`judge`] with `strips` saying whether an ingress interface strips VLAN
+/// tags before XDP sees them (`Some(the driver)`), asked once per
+/// interface with VLAN flows while `[engine] vlan_offload = "keep"`.
+pub fn judge_with(
+    plan: &Plan,
+    mut strips: impl FnMut(&Interface) -> Option<String>,
+) -> Vec<Result<FlowPlan, Refused>> {
     let mut tables = FlowTables::default();
+    let mut stripping: HashMap<u32, Option<String>> = HashMap::new();
+    let keep = plan.engine.vlan_offload == VlanOffload::Keep;
     plan.flows
         .iter()
         .map(|flow| {
+            if keep && flow.vlan.is_some() {
+                let driver = stripping
+                    .entry(flow.ingress.index)
+                    .or_insert_with(|| strips(&flow.ingress));
+                if let Some(driver) = driver {
+                    return Err(Refused::VlanStripped {
+                        flow: flow.name.clone(),
+                        ifname: flow.ingress.name.clone(),
+                        driver: driver.clone(),
+                    });
+                }
+            }
             let routed = routed_flow(flow)?;
             // Templates that need no neighbour: an egress without a MAC or
             // without an address of the family is known now.
@@ -41,6 +68,60 @@ pub fn judge(plan: &Plan) -> Vec<Result<FlowPlan, Refused>> {
             Ok(routed)
         })
         .collect()
+}
+
+/// What an operator must know before XDP runs `plan`: an untagged flow on
+/// a NIC that strips VLAN tags (with `vlan_offload = "keep"`) also takes
+/// the group's datagrams of every VLAN, which XDP sees untagged. `strips`
+/// as for [`judge_with`].
+pub fn vlan_warnings(
+    plan: &Plan,
+    mut strips: impl FnMut(&Interface) -> Option<String>,
+) -> Vec<String> {
+    if plan.engine.vlan_offload != VlanOffload::Keep {
+        return Vec::new();
+    }
+    let mut asked: HashMap<u32, Option<String>> = HashMap::new();
+    plan.flows
+        .iter()
+        .filter(|f| f.vlan.is_none())
+        .filter_map(|f| {
+            let driver = asked
+                .entry(f.ingress.index)
+                .or_insert_with(|| strips(&f.ingress))
+                .clone()?;
+            Some(format!(
+                "flow {:?}: {} is a NIC (driver {driver}) that strips 802.1Q tags before XDP \
+                 sees the frame, so this untagged flow also takes {}:{} from every VLAN on it; \
+                 set [engine] vlan_offload = \"off\" to match untagged frames only",
+                f.name, f.ingress.name, f.group, f.port
+            ))
+        })
+        .collect()
+}
+
+/// Whether `iface` is a NIC (it has a device behind it in sysfs) whose
+/// VLAN receive offload is on: such a NIC strips 802.1Q tags into
+/// metadata, and XDP sees the frame untagged. Its driver's name, if so.
+/// Virtual interfaces (veth, tap, bridges) keep the tags of what they
+/// receive in the frame, so they are never said to strip.
+pub fn strips_vlan_tags(iface: &Interface) -> Option<String> {
+    let device = std::path::Path::new("/sys/class/net")
+        .join(&iface.name)
+        .join("device");
+    if !device.exists() {
+        return None;
+    }
+    let driver = std::fs::read_link(device.join("driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    match crate::ethtool::vlan_rx_offload(&iface.name) {
+        Ok(offload) if !offload.any() => None,
+        // On, or unknown: a NIC is assumed to strip (the default of every
+        // common driver).
+        _ => Some(driver),
+    }
 }
 
 /// The `FLOWS` entries taken so far on each ingress interface (by index):
@@ -182,6 +263,42 @@ mod tests {
         tables.claim(&a).unwrap();
         tables.claim(&b).unwrap();
         assert_eq!(tables.keys[&1].len(), 3);
+    }
+
+    #[test]
+    fn vlan_flows_on_a_nic_that_strips_tags_are_unfit_unless_the_offload_goes_off() {
+        let mut tagged = flow("tagged", [239, 1, 1, 1], None, out0());
+        tagged.vlan = Some(100);
+        let untagged = flow("plain", [239, 1, 1, 2], None, out0());
+        let mut p = plan(vec![tagged, untagged]);
+        let mut asked = 0;
+        let judged = judge_with(&p, |i| {
+            asked += 1;
+            (i.name == "in0").then(|| "ixgbe".to_owned())
+        });
+        assert_eq!(asked, 1, "asked once per interface, for its VLAN flows");
+        assert_eq!(
+            judged[0].as_ref().unwrap_err().to_string(),
+            "flow \"tagged\": interface in0 is a NIC (driver ixgbe) that strips 802.1Q tags \
+             before XDP sees the frame (its VLAN receive offload is on), so XDP cannot tell this \
+             flow's VLAN: set [engine] vlan_offload = \"off\" (fanout turns the offload off while \
+             it runs), or run `ethtool -K in0 rxvlan off`"
+        );
+        assert!(judged[1].is_ok());
+        let warned = vlan_warnings(&p, |_| Some("ixgbe".to_owned()));
+        assert_eq!(warned.len(), 1);
+        assert!(
+            warned[0].starts_with("flow \"plain\": in0 is a NIC (driver ixgbe)"),
+            "{warned:?}"
+        );
+        // A NIC that keeps its tags, or the offload turned off: no refusal.
+        assert!(judge_with(&p, |_| None).iter().all(Result::is_ok));
+        assert!(vlan_warnings(&p, |_| None).is_empty());
+        p.engine.vlan_offload = VlanOffload::Off;
+        let never =
+            |_: &Interface| -> Option<String> { panic!("not asked when the offload goes off") };
+        assert!(judge_with(&p, never).iter().all(Result::is_ok));
+        assert!(vlan_warnings(&p, never).is_empty());
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub enum Refused {
         flow: String,
         max: u32,
     },
+    #[error(
+        "flow {flow:?}: interface {ifname} is a NIC (driver {driver}) that strips 802.1Q tags \
+         before XDP sees the frame (its VLAN receive offload is on), so XDP cannot tell this \
+         flow's VLAN: set [engine] vlan_offload = \"off\" (fanout turns the offload off while it \
+         runs), or run `ethtool -K {ifname} rxvlan off`"
+    )]
+    VlanStripped {
+        flow: String,
+        ifname: String,
+        driver: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -100,6 +111,7 @@ impl Refused {
             | Refused::Setup(_)
             | Refused::Join(_)
             | Refused::Route { .. }
+            | Refused::VlanStripped { .. }
             | Refused::Io { .. } => None,
         }
     }

@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex};
 use fanout_common::{Counter, FlowCounter};
 use log::{info, warn};
 
-pub use self::fit::{judge, touched_by};
+pub use self::fit::{judge, strips_vlan_tags, touched_by, vlan_warnings};
 use self::ladder::ObjectSource;
 pub use self::ladder::Refused;
 use self::ladder::{attach_name, rung_name};
@@ -62,7 +62,7 @@ use self::program::{AttachMode, XdpProgram};
 use self::queue::{XdpWorker, build_worker, egress_list, queue_count};
 use self::thread::{Command, WorkerCtx, run_worker};
 use self::xsk::BindMode;
-use crate::config::XdpAttach;
+use crate::config::{VlanOffload, XdpAttach};
 use crate::engine::{ApplyError, Engine, Threads};
 use crate::plan::{FlowPlan, Interface, Plan};
 use crate::stats::{
@@ -81,6 +81,63 @@ struct Ingress {
     /// The rx queues with a socket in `XSKS`.
     queue_ids: Vec<u32>,
     queues: Vec<Arc<Mutex<XdpQueueSnapshot>>>,
+    /// The VLAN receive offload turned off for the engine's life.
+    _vlan_offload: Option<VlanOffloadOff>,
+}
+
+/// The VLAN receive offload of an interface, turned off while the engine
+/// runs (`[engine] vlan_offload = "off"`) and back on when dropped.
+#[derive(Debug)]
+struct VlanOffloadOff {
+    ifname: String,
+}
+
+impl VlanOffloadOff {
+    /// Turns the offload of `ifname` off, if it is on; `None` when it was
+    /// off already (nothing to restore).
+    fn turn_off(ifname: &str) -> Result<Option<VlanOffloadOff>, Refused> {
+        let io = |what: &str| {
+            let what =
+                format!("{what} the VLAN receive offload of {ifname} (vlan_offload = \"off\")");
+            move |source| Refused::Io { what, source }
+        };
+        if !crate::ethtool::vlan_rx_offload(ifname)
+            .map_err(io("reading"))?
+            .any()
+        {
+            return Ok(None);
+        }
+        let after =
+            crate::ethtool::set_vlan_rx_offload(ifname, false).map_err(io("turning off"))?;
+        let guard = VlanOffloadOff {
+            ifname: ifname.to_owned(),
+        };
+        if after.any() {
+            return Err(Refused::Io {
+                what: format!(
+                    "turning off the VLAN receive offload of {ifname} (vlan_offload = \"off\")"
+                ),
+                source: std::io::Error::other(format!("the driver keeps it on: {after:?}")),
+            });
+        }
+        info!(
+            "{ifname}: VLAN receive offload (rx-vlan-hw-parse, rx-vlan-stag-hw-parse) turned off, \
+             so that XDP sees every frame's 802.1Q tags; it is turned back on at exit"
+        );
+        Ok(Some(guard))
+    }
+}
+
+impl Drop for VlanOffloadOff {
+    fn drop(&mut self) {
+        match crate::ethtool::set_vlan_rx_offload(&self.ifname, true) {
+            Ok(_) => info!("{}: VLAN receive offload turned back on", self.ifname),
+            Err(e) => warn!(
+                "{}: turning the VLAN receive offload back on: {e} (run `ethtool -K {} rxvlan on`)",
+                self.ifname, self.ifname
+            ),
+        }
+    }
 }
 
 /// One rx queue, built and waiting for its thread.
@@ -330,6 +387,12 @@ fn attach(
         ifname: iface.name.clone(),
         source,
     };
+    // Before the program sees a frame: tags stay in the frames.
+    let vlan_offload = if plan.engine.vlan_offload == VlanOffload::Off {
+        VlanOffloadOff::turn_off(&iface.name)?
+    } else {
+        None
+    };
     let mut program = object.load()?;
     let attached = program
         .attach_with(&iface.name, policy == XdpAttach::Generic)
@@ -401,6 +464,7 @@ fn attach(
         flows,
         queue_ids: queues.iter().map(|q| q.queue).collect(),
         queues: queues.iter().map(|q| q.snap.clone()).collect(),
+        _vlan_offload: vlan_offload,
     };
     Ok((ingress, queues))
 }
