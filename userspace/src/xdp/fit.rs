@@ -103,8 +103,10 @@ pub fn vlan_warnings(
 /// Whether `iface` is a NIC (it has a device behind it in sysfs) whose
 /// VLAN receive offload is on: such a NIC strips 802.1Q tags into
 /// metadata, and XDP sees the frame untagged. Its driver's name, if so.
-/// Virtual interfaces (veth, tap, bridges) keep the tags of what they
-/// receive in the frame, so they are never said to strip.
+/// Virtual interfaces (veth, tap, bridges) are not judged: they show XDP
+/// a tag that travels in the frame, but not one their sender handed over
+/// as metadata, which only the driver's XDP RX metadata would reveal (not
+/// read: the loader cannot load a device-bound program).
 pub fn strips_vlan_tags(iface: &Interface) -> Option<String> {
     let device = std::path::Path::new("/sys/class/net")
         .join(&iface.name)
