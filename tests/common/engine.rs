@@ -225,6 +225,7 @@ pub struct Engine {
     /// The `fanout run` process.
     pub process: Process,
     stats: PathBuf,
+    ready: PathBuf,
     /// The engine's name in the stats (`snap.engine`).
     rung: String,
     /// The start of the line that says which engine runs.
@@ -262,6 +263,7 @@ impl Engine {
         Engine {
             process,
             stats: paths.stats,
+            ready: paths.ready,
             rung: kind.rung().to_owned(),
             announcement: kind.announcement(),
             xdp: kind.is_xdp(),
@@ -284,9 +286,9 @@ impl Engine {
         serde_json::from_str(&std::fs::read_to_string(&self.stats).ok()?).ok()
     }
 
-    /// SIGTERM, a clean exit, the engine said exactly once, and the final
-    /// counters (which must balance and name the engine); returns them and
-    /// what the process wrote.
+    /// SIGTERM, a clean exit, the engine said exactly once, the ready file
+    /// gone, and the final counters (which must balance and name the
+    /// engine); returns them and what the process wrote.
     pub fn stop(mut self) -> (Snapshot, Finished) {
         self.process.terminate().unwrap();
         let f = self
@@ -310,6 +312,11 @@ impl Engine {
             "the engine choice ({}) is said exactly once:\n{}",
             self.announcement,
             f.stderr
+        );
+        assert!(
+            !self.ready.exists(),
+            "the ready file is removed at exit: {}",
+            self.ready.display()
         );
         let json = std::fs::read_to_string(&self.stats).expect("stats JSON written on stop");
         let snap: Snapshot = serde_json::from_str(&json).expect("stats JSON parses");

@@ -6,7 +6,10 @@
 //! 1 when the engine cannot start or fails, 0 after a clean stop. The ready
 //! file (`--ready-file`) appears, complete, only once every socket is bound
 //! and every group joined: tests and supervisors wait on it. It holds the
-//! same announcement line as stderr (`engine xdp native copy (skipped: ...)`).
+//! same announcement line as stderr (`engine xdp native copy (skipped: ...)`)
+//! and is removed when the engine has stopped. Every file fanout writes
+//! (the ready file, `--stats-json`) is written whole through an
+//! exclusively created sibling that follows no link ([`write_atomically`]).
 //!
 //! The engine is chosen by [`fanout::runtime::start`] (architecture.md decision 6):
 //! `mode = "xdp"` and `"auto"` climb the XDP ladder ([`fanout::xdp`]); the
@@ -118,6 +121,7 @@ fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow:
     let mut watch = Watch::new(engine.snapshot());
     let failed = supervise(args, stop, engine.as_ref(), &mut watch);
     let stopped = engine.stop();
+    remove_ready(args);
     let last = engine.snapshot();
     watch.finish(&last);
     final_report(args, &last)?;
@@ -226,14 +230,118 @@ fn write_json(path: &Path, snap: &Snapshot) -> anyhow::Result<()> {
     write_atomically(path, &json).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes `bytes` to a sibling temporary file, then renames it over `path`,
-/// so a reader never sees a partial file.
+/// Writes `bytes` to a fresh sibling file, then renames it over `path`, so
+/// a reader never sees a partial file. The sibling's name is unpredictable
+/// and it is created exclusively without following links (`O_CREAT |
+/// O_EXCL | O_NOFOLLOW`), mode 0644: a link or file planted in the
+/// directory is never written through, and the rename replaces a link at
+/// `path` itself rather than the file it points to.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for attempt in 0u32.. {
+        // A per-process random key (std's hash seed), mixed with the try.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(attempt);
+        h.write_u32(std::process::id());
+        let tmp = dir.join(format!(
+            ".{}.{:016x}.tmp",
+            name.to_string_lossy(),
+            h.finish()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp);
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", tmp.display())),
+        };
+        let written = file.write_all(bytes).and_then(|()| file.sync_data());
+        drop(file);
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e)
+                .with_context(|| format!("writing {} over {}", tmp.display(), path.display()));
+        }
+        return Ok(());
+    }
+    unreachable!("the loop returns")
+}
+
+/// Removes the ready file at exit (it says the engine runs): a missing
+/// one is fine, another failure is said.
+fn remove_ready(args: &Args) {
+    if let Some(path) = &args.ready_file
+        && let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!("removing the ready file {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fanout-run-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_link_at_the_path_is_replaced_not_written_through() {
+        let dir = scratch("link");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let stats = dir.join("stats.json");
+        symlink(&victim, &stats).unwrap();
+        write_atomically(&stats, b"{}\n").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let meta = std::fs::symlink_metadata(&stats).unwrap();
+        assert!(meta.file_type().is_file(), "a regular file now");
+        assert_eq!(meta.mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read(&stats).unwrap(), b"{}\n");
+        // The old predictable sibling name is just another file.
+        let planted = dir.join(format!("stats.json.tmp{}", std::process::id()));
+        symlink(&victim, &planted).unwrap();
+        write_atomically(&stats, b"[]\n").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&stats).unwrap(), b"[]\n");
+        // Nothing left behind but what was there.
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let planted_name = planted.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            names,
+            ["stats.json".to_owned(), planted_name, "victim".to_owned()]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_written_is_an_error_naming_the_file() {
+        let err = write_atomically(Path::new("/proc/fanout-no/stats.json"), b"x").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/proc/fanout-no/.stats.json."),
+            "{err:#}"
+        );
+    }
 }
