@@ -1150,6 +1150,9 @@ fn pinned_link_outlives_the_program_until_unpinned() {
         prog.attach("ia").unwrap();
         assert!(xdp_attached(&pair.a, "ia"));
         prog.pin(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the pin directory is root's only");
         drop(prog);
     });
     assert!(xdp_attached(&pair.a, "ia"), "the pinned link detached");

@@ -108,7 +108,7 @@ pub fn run() -> Result<Vec<String>> {
     }
 
     if is_root() && mount_bpffs()? {
-        did.push(format!("mount -t bpf bpf {BPFFS}"));
+        did.push(format!("mount -t bpf -o mode=0700 bpf {BPFFS}"));
     }
 
     if did.is_empty() {
@@ -142,7 +142,8 @@ pub fn mount_bpffs() -> Result<bool> {
         bail!("{BPFFS} is not a BPF filesystem and mounting one needs root");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {BPFFS}"))?;
-    run_status(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
+    // Root's only: whoever opens the pins controls the datapath.
+    run_status(Command::new("mount").args(["-t", "bpf", "-o", "mode=0700", "bpf", BPFFS]))?;
     if !is_bpffs(dir) {
         bail!("mounted a BPF filesystem on {BPFFS} but statfs does not see it");
     }

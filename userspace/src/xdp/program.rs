@@ -409,10 +409,13 @@ impl XdpProgram {
     /// link.
     pub fn pin(&mut self, dir: &Path) -> Result<(), Error> {
         let (attached, id) = self.attached.take().ok_or(Error::NotAttached)?;
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+        // Only root reaches the pins: whoever opens them controls the datapath.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|source| Error::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
         let fs = nix::sys::statfs::statfs(dir).map_err(|e| Error::Io {
             path: dir.to_owned(),
             source: e.into(),
