@@ -2467,6 +2467,99 @@ for_each_engine!(tagged_outputs:
     tagged_outputs_leave_tagged_xdp_native,
     tagged_outputs_leave_tagged_xdp_generic);
 
+/// Under systemd (`JOURNAL_STREAM` names fanout's stderr): every line on
+/// stderr starts with its syslog priority and carries no timestamp (the
+/// announcement `<5>`, the amplification warning `<4>`, info `<6>`), the
+/// periodic report is one line per interval, not the table, and
+/// `--log-level warn` keeps the info lines out. Without `JOURNAL_STREAM`
+/// (every other test) lines are as they were.
+#[test]
+fn logs_fit_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "logs_fit_the_journal";
+    let Some(case) = Case::new(test, EngineKind::Socket) else {
+        return;
+    };
+    let outputs: String = (0..8)
+        .map(|i| {
+            format!(
+                "\n  [[flow.output]]\n  unicast = \"{}:{}\"\n",
+                addr::SNK0_V4,
+                6100 + i
+            )
+        })
+        .collect();
+    let config = format!(
+        "[engine]\nmode = \"socket\"\n\n[[flow]]\nname = \"open\"\ninterface = \"{}\"\n\
+         group = \"239.7.0.1\"\nport = 5000\n{outputs}",
+        iface::IN0
+    );
+    let run = |tag: &str, extra: &[&str], until: &dyn Fn(&str) -> bool| -> String {
+        let (mut cmd, files) = run_command(&case.lab.edge, &case.files, tag, &config);
+        let log = case.files.path(&format!("{tag}.stderr"));
+        let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
+        cmd.args(extra)
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        while !(files.ready.exists() && until(&text())) {
+            assert!(Instant::now() < deadline, "{tag}: {}", text());
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{tag} ended: {}",
+                text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success(), "{tag}: {}", text());
+        text()
+    };
+    let stats_lines = |t: &str| t.lines().filter(|l| l.starts_with("<6>stats: ")).count();
+    let text = run("journal", &["--stats-interval", "1"], &|t| {
+        stats_lines(t) >= 2
+    });
+    for l in text.lines() {
+        let p = l.get(..3).unwrap_or_default();
+        assert!(
+            ["<3>", "<4>", "<5>", "<6>", "<7>"].contains(&p),
+            "every line carries a priority: {l:?}\n{text}"
+        );
+        assert!(
+            !l.contains("[20") && !l.contains(" INFO "),
+            "no timestamp: {l:?}"
+        );
+    }
+    assert!(
+        text.contains("<5>fanout: engine socket (mode = \"socket\")"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<4>flow \"open\": any sender on in0")),
+        "{text}"
+    );
+    assert!(
+        text.contains("<6>stats: 1 flow(s) on socket: received 0 (0/s), replicas sent 0 (0/s)"),
+        "{text}"
+    );
+    assert!(!text.contains("output  "), "no table on stderr:\n{text}");
+
+    let quiet = run("quiet", &["--log-level", "warn"], &|t| {
+        t.contains("<5>fanout: engine")
+    });
+    assert!(!quiet.contains("<6>"), "{quiet}");
+    assert!(quiet.contains("<4>flow \"open\""), "{quiet}");
+}
+
 // ---- the engine choice ---------------------------------------------------
 
 /// The scenarios where `mode = "auto"` splits the flows: `[engine]` with

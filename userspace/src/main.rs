@@ -15,6 +15,10 @@ mod cli;
     about = "One multicast stream in, many copies out."
 )]
 struct Cli {
+    /// Log verbosity: error, warn, info, debug or trace (default: RUST_LOG,
+    /// else info). Under systemd every line carries its syslog priority.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<log::LevelFilter>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -33,10 +37,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
     let cli = Cli::parse();
+    cli::journal::init(cli.log_level);
     match cli.cmd {
         Cmd::Check(args) => cli::check::main(args),
         Cmd::Run(args) => cli::run::main(args),

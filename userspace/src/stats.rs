@@ -700,6 +700,46 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// One line for the periodic report (`--stats-interval`): the totals
+    /// over every flow and output, and their rates since `before`, taken
+    /// `secs` seconds earlier. The details are in `--stats-json` and in the
+    /// final table.
+    pub fn summary_since(&self, before: &Snapshot, secs: f64) -> String {
+        let totals = |s: &Snapshot| {
+            let mut t = [0u64; 4];
+            for f in &s.flows {
+                t[0] += f.received;
+                t[3] += f.source_rejected + f.malformed + f.ttl_expired + f.rate_limited;
+                for o in &f.outputs {
+                    t[1] += o.sent;
+                    t[2] += o.dropped_total();
+                }
+            }
+            t
+        };
+        let (now, was) = (totals(self), totals(before));
+        let rate = |i: usize| {
+            let d = now[i].saturating_sub(was[i]) as f64;
+            if secs > 0.0 { d / secs } else { 0.0 }
+        };
+        format!(
+            "stats: {} flow(s) on {}: received {} ({:.0}/s), replicas sent {} ({:.0}/s), \
+             dropped {} ({:.0}/s), not replicated {} ({:.0}/s)",
+            self.flows.len(),
+            self.engine,
+            now[0],
+            rate(0),
+            now[1],
+            rate(1),
+            now[2],
+            rate(2),
+            now[3],
+            rate(3)
+        )
+    }
+}
+
 impl FlowSnapshot {
     /// Datagrams a worker received for the flow, whatever it then did with
     /// them: `received + source_rejected + malformed + ttl_expired +
@@ -900,6 +940,24 @@ mod tests {
         let err = stats.snapshot().check_accounting().unwrap_err();
         assert!(err.contains("output \"a\""), "{err}");
         assert!(err.contains("11 != received 10"), "{err}");
+    }
+
+    #[test]
+    fn the_periodic_line_sums_every_flow_and_output_with_rates() {
+        let stats = Stats::for_plan(&plan(), "socket");
+        let before = stats.snapshot();
+        let mut now = before.clone();
+        let f = &mut now.flows[0];
+        (f.received, f.rate_limited, f.ttl_expired) = (100, 4, 1);
+        f.outputs[0].sent = 100;
+        f.outputs[1].sent = 90;
+        f.outputs[1].dropped.insert(DropReason::WouldBlock, 10);
+        assert_eq!(
+            now.summary_since(&before, 2.0),
+            "stats: 1 flow(s) on socket: received 100 (50/s), replicas sent 190 (95/s), \
+             dropped 10 (5/s), not replicated 5 (2/s)"
+        );
+        assert!(now.summary_since(&now, 0.0).contains("received 100 (0/s)"));
     }
 
     /// What `fanout run` tells an operator: each increase of a loss with a

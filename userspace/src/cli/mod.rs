@@ -3,6 +3,7 @@
 //! 2 bad configuration or bad arguments.
 
 pub mod check;
+pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod run;

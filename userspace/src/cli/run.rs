@@ -31,6 +31,8 @@ use fanout::plan::Plan;
 use fanout::runtime::{self, StartError, Started};
 use fanout::stats::Snapshot;
 
+use super::journal;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The TOML configuration to run.
@@ -43,7 +45,8 @@ pub struct Args {
     /// Create this file once every socket is bound and every group joined.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Print the counter table to stderr every SECS seconds (0: only at the end).
+    /// Log one line of totals and rates every SECS seconds, and refresh
+    /// --stats-json (0: only at the end).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
 }
@@ -52,7 +55,7 @@ pub fn main(args: Args) -> ExitCode {
     let plan = match Plan::load(&args.config) {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", journal::line(journal::ERR, &e.to_string()));
             return ExitCode::from(e.exit_code());
         }
     };
@@ -68,32 +71,35 @@ pub fn main(args: Args) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            eprintln!("error: installing the handler for signal {signal}: {e}");
+            let why = format!("error: installing the handler for signal {signal}: {e}");
+            eprintln!("{}", journal::line(journal::ERR, &why));
             return ExitCode::from(1);
         }
     }
     let started = match runtime::start(&plan) {
         Ok(started) => started,
         Err(StartError::XdpRequired(e)) => {
-            eprintln!(
+            let why = format!(
                 "error: {}: [engine] mode = \"xdp\", but the XDP datapath cannot start: {e}; \
                  refusing to start (use mode = \"auto\" or \"socket\" for the socket engine)",
                 args.config.display()
             );
+            eprintln!("{}", journal::line(journal::ERR, &why));
             return ExitCode::from(1);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", journal::line(journal::ERR, &format!("error: {e}")));
             return ExitCode::from(1);
         }
     };
     // The announcement goes to stderr and into the ready file, so that a
     // supervisor (the demo, an init system) can show which engine runs.
-    eprintln!("fanout: {}", started.announce);
+    let announce = format!("fanout: {}", started.announce);
+    eprintln!("{}", journal::line(journal::NOTICE, &announce));
     match run(&args, &plan, started, &stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", journal::line(journal::ERR, &format!("error: {e:#}")));
             ExitCode::from(1)
         }
     }
@@ -132,8 +138,9 @@ fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow:
     }
 }
 
-/// Waits for the stop flag, printing (stderr) and writing (`--stats-json`)
-/// the counters every `--stats-interval`; returns early, with the reason,
+/// Waits for the stop flag, logging one line of totals and rates and
+/// writing (`--stats-json`) the counters every `--stats-interval`; returns
+/// early, with the reason,
 /// when a worker of the engine ended on its own.
 fn supervise(
     args: &Args,
@@ -143,6 +150,7 @@ fn supervise(
 ) -> Option<String> {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
+    let mut reported = engine.snapshot();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(why) = engine.failed() {
@@ -153,14 +161,16 @@ fn supervise(
         if let Some(every) = interval
             && last.elapsed() >= every
         {
+            let secs = last.elapsed().as_secs_f64();
             last = Instant::now();
             let snap = engine.snapshot();
-            eprint!("{snap}");
+            log::info!("{}", snap.summary_since(&reported, secs));
             if let Some(path) = &args.stats_json
                 && let Err(e) = write_json(path, &snap)
             {
                 log::warn!("{e:#}");
             }
+            reported = snap;
         }
     }
     None
