@@ -36,7 +36,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::engine::{
-    Case, EngineKind, assert_xdp_carried, for_each_engine, program_counter, run_command,
+    Case, EngineKind, assert_xdp_carried, for_each_engine, for_each_xdp, program_counter,
+    run_command,
 };
 use common::traffic::{
     assert_stream, check_exact, datagram, drain, multicast_receiver, payloads, receive,
@@ -1519,21 +1520,9 @@ fn with_outer_tag(mut frame: Vec<u8>, outer: u16) -> Vec<u8> {
     frame
 }
 
-#[test]
-fn qinq_outer_tag_is_part_of_the_key_xdp_native() {
-    qinq_pair(
-        "qinq_outer_tag_is_part_of_the_key_xdp_native",
-        EngineKind::XdpNative,
-    );
-}
-
-#[test]
-fn qinq_outer_tag_is_part_of_the_key_xdp_generic() {
-    qinq_pair(
-        "qinq_outer_tag_is_part_of_the_key_xdp_generic",
-        EngineKind::XdpGeneric,
-    );
-}
+for_each_xdp!(qinq_pair:
+    qinq_outer_tag_is_part_of_the_key_xdp_native,
+    qinq_outer_tag_is_part_of_the_key_xdp_generic);
 
 /// The socket engine receives a double-tagged stream only through nested
 /// VLAN sub-interfaces: without them it refuses to start (exit 1) with the
@@ -1660,37 +1649,13 @@ fn vlan_offload_off(test: &str, kind: EngineKind) {
     }
 }
 
-#[test]
-fn vlan_offload_is_turned_off_and_restored_xdp_native() {
-    vlan_offload_off(
-        "vlan_offload_is_turned_off_and_restored_xdp_native",
-        EngineKind::XdpNative,
-    );
-}
+for_each_xdp!(vlan_offload_off:
+    vlan_offload_is_turned_off_and_restored_xdp_native,
+    vlan_offload_is_turned_off_and_restored_xdp_generic);
 
-#[test]
-fn vlan_offload_is_turned_off_and_restored_xdp_generic() {
-    vlan_offload_off(
-        "vlan_offload_is_turned_off_and_restored_xdp_generic",
-        EngineKind::XdpGeneric,
-    );
-}
-
-#[test]
-fn vlan_tag_is_matched_on_the_parent_xdp_native() {
-    vlan_tag_matched_on_the_parent(
-        "vlan_tag_is_matched_on_the_parent_xdp_native",
-        EngineKind::XdpNative,
-    );
-}
-
-#[test]
-fn vlan_tag_is_matched_on_the_parent_xdp_generic() {
-    vlan_tag_matched_on_the_parent(
-        "vlan_tag_is_matched_on_the_parent_xdp_generic",
-        EngineKind::XdpGeneric,
-    );
-}
+for_each_xdp!(vlan_tag_matched_on_the_parent:
+    vlan_tag_is_matched_on_the_parent_xdp_native,
+    vlan_tag_is_matched_on_the_parent_xdp_generic);
 
 /// The amplification guard: a burst of 200 datagrams into each of two
 /// capped flows. `pps` (`max_pps = 10`: a burst of one, then one per 100
@@ -2758,21 +2723,9 @@ port = 5000
     assert!(errors.iter().all(|(_, n)| *n == 0), "edge: {errors:?}");
 }
 
-#[test]
-fn one_flow_on_sockets_the_other_on_xdp_native() {
-    split_flows(
-        "one_flow_on_sockets_the_other_on_xdp_native",
-        EngineKind::XdpNative,
-    );
-}
-
-#[test]
-fn one_flow_on_sockets_the_other_on_xdp_generic() {
-    split_flows(
-        "one_flow_on_sockets_the_other_on_xdp_generic",
-        EngineKind::XdpGeneric,
-    );
-}
+for_each_xdp!(split_flows:
+    one_flow_on_sockets_the_other_on_xdp_native,
+    one_flow_on_sockets_the_other_on_xdp_generic);
 
 /// A refusal that names an interface moves only the flows that use it:
 /// with `FANOUT_XDP_MODE=native`, `lo` (no native XDP) refuses the program

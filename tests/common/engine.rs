@@ -101,6 +101,37 @@ macro_rules! for_each_engine {
 )]
 pub(crate) use for_each_engine;
 
+/// Generates the two XDP tests of a scenario the socket engine does not
+/// run: `$native` and `$generic`, each calling `$body(test name, kind)`.
+#[allow(
+    unused_macros,
+    reason = "only the binaries with XDP-only scenarios use it"
+)]
+macro_rules! for_each_xdp {
+    ($body:ident: $native:ident, $generic:ident) => {
+        #[test]
+        fn $native() {
+            $body(
+                stringify!($native),
+                $crate::common::engine::EngineKind::XdpNative,
+            );
+        }
+
+        #[test]
+        fn $generic() {
+            $body(
+                stringify!($generic),
+                $crate::common::engine::EngineKind::XdpGeneric,
+            );
+        }
+    };
+}
+#[allow(
+    unused_imports,
+    reason = "only the binaries with XDP-only scenarios use it"
+)]
+pub(crate) use for_each_xdp;
+
 /// One privileged scenario's world: the lab, a scratch directory, the
 /// engine kind (and for XDP, the program object).
 #[derive(Debug)]
