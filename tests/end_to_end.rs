@@ -2525,6 +2525,103 @@ fn logs_fit_the_journal() {
     assert!(quiet.contains("<4>flow \"open\""), "{quiet}");
 }
 
+/// Each thread of process `pid`: its name and its effective, permitted and
+/// bounding capability sets (`/proc/PID/task/TID/status`).
+fn thread_caps(pid: u32) -> Vec<(u32, String, [u64; 3])> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let tid: u32 = task.file_name().unwrap().to_string_lossy().parse().unwrap();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let cap = |key: &str| {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} in {status}"));
+            u64::from_str_radix(line.trim(), 16).unwrap()
+        };
+        out.push((
+            tid,
+            comm.trim().to_owned(),
+            [cap("CapEff:"), cap("CapPrm:"), cap("CapBnd:")],
+        ));
+    }
+    out
+}
+
+/// Least privilege: once the engine runs, every worker thread holds no
+/// capability (effective, permitted, bounding: what it could exec gets
+/// none either), and the main and next-hop threads of an XDP engine keep
+/// `CAP_NET_ADMIN` only (the socket engine's main thread keeps nothing);
+/// `fanout run` says so, and the engine still forwards every datagram.
+fn least_privilege(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let to = SocketAddr::new(addr::SNK0_V4.into(), 6001);
+    let group = Ipv4Addr::new(239, 8, 0, 1);
+    let config = format!(
+        "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"tv\"\ninterface = \"{}\"\n\
+         group = \"{group}\"\nport = 5000\n\n  [[flow.output]]\n  unicast = \"{to}\"\n",
+        kind.mode(),
+        iface::IN0
+    );
+    let rx = unicast_receiver(&lab.sink, to);
+    let engine = case.start(&config);
+    const NET_ADMIN: u64 = 1 << 12;
+    let control = if kind.is_xdp() { NET_ADMIN } else { 0 };
+    let pid = engine.process.id();
+    let threads = thread_caps(pid);
+    let mut workers = 0;
+    for (tid, name, sets) in &threads {
+        let want = if *tid == pid || name == "fanout-neigh" {
+            [control; 3]
+        } else {
+            assert!(
+                name.starts_with("fanout-"),
+                "an unexpected thread: {threads:?}"
+            );
+            workers += 1;
+            [0; 3]
+        };
+        assert_eq!(
+            sets, &want,
+            "thread {tid} {name}: CapEff, CapPrm, CapBnd: {threads:?}"
+        );
+    }
+    assert!(workers >= 1, "{threads:?}");
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let want = payloads(11, 0, &[64, 1472, 8972], 10);
+    send_all(&tx, SocketAddr::new(group.into(), 5000), &want);
+    assert_stream("tv", &receive(&rx, want.len()), &want);
+    let (snap, done) = engine.stop();
+    assert_eq!(
+        snap.flow("tv").unwrap().outputs[0].sent,
+        want.len() as u64,
+        "{snap}"
+    );
+    let kept = if kind.is_xdp() {
+        "CAP_NET_ADMIN"
+    } else {
+        "none"
+    };
+    assert!(
+        done.stderr.contains(&format!(
+            "privileges: workers hold no capability; the main thread keeps {kept}"
+        )),
+        "{}",
+        done.stderr
+    );
+    assert_xdp_carried(&snap, kind, want.len() as u64, 1);
+}
+
+for_each_engine!(least_privilege:
+    threads_keep_only_the_capabilities_they_use,
+    threads_keep_only_the_capabilities_they_use_xdp_native,
+    threads_keep_only_the_capabilities_they_use_xdp_generic);
+
 // ---- the engine choice ---------------------------------------------------
 
 /// The scenarios where `mode = "auto"` splits the flows: `[engine]` with

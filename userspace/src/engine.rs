@@ -55,6 +55,13 @@ pub trait Engine: fmt::Debug + Send {
     /// the kernel complete for a bounded time and publishes its last
     /// counters) and waits for them; names the ones that panicked.
     fn stop(&mut self) -> Result<(), String>;
+
+    /// The capabilities the thread that drives the engine still needs once
+    /// it runs (its own threads keep theirs, [`Threads::spawn_keeping`]);
+    /// `fanout run` drops every other ([`crate::privileges`]).
+    fn kept(&self) -> &'static [crate::privileges::Capability] {
+        &[]
+    }
 }
 
 /// A plan change an engine did not apply (the old plan keeps running).
@@ -91,13 +98,33 @@ impl Threads {
         self.stop.clone()
     }
 
-    /// Starts `f` on a thread named `name`.
+    /// Starts `f` on a thread named `name` that holds no capability
+    /// ([`crate::privileges::drop_thread`]): a worker needs none once its
+    /// sockets and rings are open.
     pub(crate) fn spawn(
         &mut self,
         name: String,
         f: impl FnOnce() + Send + 'static,
     ) -> io::Result<()> {
-        let handle = std::thread::Builder::new().name(name.clone()).spawn(f)?;
+        self.spawn_keeping(name, &[], f)
+    }
+
+    /// [`Threads::spawn`], the thread keeping `keep`.
+    pub(crate) fn spawn_keeping(
+        &mut self,
+        name: String,
+        keep: &'static [crate::privileges::Capability],
+        f: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
+        let thread = name.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if let Err(e) = crate::privileges::drop_thread(keep) {
+                    log::warn!("{thread}: dropping capabilities: {e}");
+                }
+                f()
+            })?;
         self.running.push((name, handle));
         Ok(())
     }

@@ -31,6 +31,7 @@ pub mod lab;
 pub mod membership;
 pub mod neigh;
 pub mod plan;
+pub mod privileges;
 pub mod rate;
 pub mod runtime;
 pub mod socket;

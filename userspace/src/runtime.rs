@@ -273,6 +273,14 @@ impl Engine for Split {
         crate::engine::apply_unchanged(&self.name, &self.plan, plan)
     }
 
+    fn kept(&self) -> &'static [crate::privileges::Capability] {
+        self.parts
+            .iter()
+            .map(|(e, _)| e.kept())
+            .max_by_key(|k| k.len())
+            .unwrap_or(&[])
+    }
+
     fn stop(&mut self) -> Result<(), String> {
         let errors: Vec<String> = self
             .parts

@@ -96,6 +96,17 @@ pub fn main(args: Args) -> ExitCode {
     // supervisor (the demo, an init system) can show which engine runs.
     let announce = format!("fanout: {}", started.announce);
     eprintln!("{}", journal::line(journal::NOTICE, &announce));
+    // Everything is open and bound: from here on each thread keeps only
+    // what it still uses (the engine's threads dropped theirs already).
+    let kept = started.engine.kept();
+    match fanout::privileges::drop_thread(kept) {
+        Ok(()) => log::info!(
+            "privileges: workers hold no capability; the main thread keeps {} (every other \
+             capability dropped, from the bounding set too)",
+            fanout::privileges::names(kept)
+        ),
+        Err(e) => log::warn!("privileges: dropping capabilities: {e}"),
+    }
     match run(&args, &plan, started, &stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -337,6 +337,12 @@ impl Engine for XdpEngine {
         crate::engine::apply_unchanged(&self.rung, &self.plan, &routed)
     }
 
+    /// The main thread turns VLAN receive offloads back on and detaches
+    /// the program where no BPF link holds it.
+    fn kept(&self) -> &'static [crate::privileges::Capability] {
+        crate::privileges::XDP_CONTROL
+    }
+
     /// Takes the sockets out of `XSKS` first (the streams go back to the
     /// kernel: fail-open, and nothing more enters the RX rings), then waits
     /// for every thread (they stop on the stop flag): each worker takes

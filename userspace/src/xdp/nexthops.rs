@@ -180,10 +180,13 @@ impl NextHops {
             return Ok(());
         }
         let stop = threads.stop_flag();
+        // `ip neigh replace ... use` needs CAP_NET_ADMIN.
         threads
-            .spawn("fanout-neigh".into(), move || {
-                self.follow(&plan, &senders, &stop)
-            })
+            .spawn_keeping(
+                "fanout-neigh".into(),
+                crate::privileges::XDP_CONTROL,
+                move || self.follow(&plan, &senders, &stop),
+            )
             .map_err(|source| Refused::Io {
                 what: "starting the next-hop thread".into(),
                 source,
