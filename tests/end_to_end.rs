@@ -1396,6 +1396,17 @@ vlan = 200
         1,
         "{stderr}"
     );
+    // veth: the tag is seen only in the frame, said once with the fix.
+    assert_eq!(
+        stderr
+            .matches(
+                "in0 is a virtual interface: XDP sees the 802.1Q tag of VLAN flow(s) \"tagged\" \
+                 only when it travels in the frame"
+            )
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert_stream("VLAN 200 -> a", &got, &want);
     assert!(
         drain(&rx).is_empty(),

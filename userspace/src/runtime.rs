@@ -85,7 +85,7 @@ pub fn start(plan: &Plan) -> Result<Started, StartError> {
 
 /// Logs [`xdp::vlan_warnings`] for the host's interfaces.
 fn warn_vlan(plan: &Plan) {
-    for w in xdp::vlan_warnings(plan, xdp::strips_vlan_tags) {
+    for w in xdp::vlan_warnings(plan, xdp::vlan_view) {
         warn!("{w}");
     }
 }
@@ -325,7 +325,7 @@ pub fn preview(plan: &Plan) -> Preview {
         .collect();
     let vlan = match plan.engine.mode {
         Mode::Socket => Vec::new(),
-        Mode::Xdp | Mode::Auto => xdp::vlan_warnings(plan, xdp::strips_vlan_tags),
+        Mode::Xdp | Mode::Auto => xdp::vlan_warnings(plan, xdp::vlan_view),
     };
     Preview {
         mode: plan.engine.mode,

@@ -30,33 +30,44 @@ use crate::plan::{FlowPlan, Interface, Plan};
 /// fixed, or why the XDP datapath cannot serve it; see the module
 /// documentation.
 pub fn judge(plan: &Plan) -> Vec<Result<FlowPlan, Refused>> {
-    judge_with(plan, strips_vlan_tags)
+    judge_with(plan, vlan_view)
 }
 
-/// [`judge`] with `strips` saying whether an ingress interface strips VLAN
-/// tags before XDP sees them (`Some(the driver)`), asked once per
-/// interface with VLAN flows while `[engine] vlan_offload = "keep"`.
+/// What XDP sees of the 802.1Q tags arriving on an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VlanView {
+    /// A NIC that keeps the tags in the frame (its VLAN receive offload is
+    /// off).
+    Visible,
+    /// A NIC (driver named) that strips them into metadata: XDP sees the
+    /// frame untagged.
+    Stripped(String),
+    /// A virtual interface (veth, tap, bridge): a tag that travels in the
+    /// frame is seen, one its sender handed over as metadata is not.
+    Virtual,
+}
+
+/// [`judge`] with `view` saying what XDP sees of an ingress interface's
+/// tags, asked once per interface with VLAN flows.
 pub fn judge_with(
     plan: &Plan,
-    mut strips: impl FnMut(&Interface) -> Option<String>,
+    view: impl FnMut(&Interface) -> VlanView,
 ) -> Vec<Result<FlowPlan, Refused>> {
     let mut tables = FlowTables::default();
-    let mut stripping: HashMap<u32, Option<String>> = HashMap::new();
+    let mut views = Views::new(view);
     let keep = plan.engine.vlan_offload == VlanOffload::Keep;
     plan.flows
         .iter()
         .map(|flow| {
-            if keep && flow.vlan.is_some() {
-                let driver = stripping
-                    .entry(flow.ingress.index)
-                    .or_insert_with(|| strips(&flow.ingress));
-                if let Some(driver) = driver {
-                    return Err(Refused::VlanStripped {
-                        flow: flow.name.clone(),
-                        ifname: flow.ingress.name.clone(),
-                        driver: driver.clone(),
-                    });
-                }
+            if keep
+                && flow.vlan.is_some()
+                && let VlanView::Stripped(driver) = views.of(&flow.ingress)
+            {
+                return Err(Refused::VlanStripped {
+                    flow: flow.name.clone(),
+                    ifname: flow.ingress.name.clone(),
+                    driver: driver.clone(),
+                });
             }
             let routed = routed_flow(flow)?;
             // Templates that need no neighbour: an egress without a MAC or
@@ -70,59 +81,90 @@ pub fn judge_with(
         .collect()
 }
 
-/// What an operator must know before XDP runs `plan`: an untagged flow on
-/// a NIC that strips VLAN tags (with `vlan_offload = "keep"`) also takes
-/// the group's datagrams of every VLAN, which XDP sees untagged. `strips`
-/// as for [`judge_with`].
-pub fn vlan_warnings(
-    plan: &Plan,
-    mut strips: impl FnMut(&Interface) -> Option<String>,
-) -> Vec<String> {
-    if plan.engine.vlan_offload != VlanOffload::Keep {
-        return Vec::new();
-    }
-    let mut asked: HashMap<u32, Option<String>> = HashMap::new();
-    plan.flows
-        .iter()
-        .filter(|f| f.vlan.is_none())
-        .filter_map(|f| {
-            let driver = asked
-                .entry(f.ingress.index)
-                .or_insert_with(|| strips(&f.ingress))
-                .clone()?;
-            Some(format!(
+/// What an operator must know before XDP runs `plan`, `view` as for
+/// [`judge_with`]:
+/// - an untagged flow on a NIC that strips tags (with `vlan_offload =
+///   "keep"`) also takes the group's datagrams of every VLAN, which XDP
+///   sees untagged;
+/// - VLAN flows on a virtual interface see only tags that travel in the
+///   frame, once per interface with its flows.
+pub fn vlan_warnings(plan: &Plan, view: impl FnMut(&Interface) -> VlanView) -> Vec<String> {
+    let mut views = Views::new(view);
+    let keep = plan.engine.vlan_offload == VlanOffload::Keep;
+    let mut out = Vec::new();
+    // Virtual ingress interfaces with VLAN flows: (interface, flow names).
+    let mut virtual_vlan: Vec<(&str, Vec<String>)> = Vec::new();
+    for f in &plan.flows {
+        match (f.vlan, views.of(&f.ingress)) {
+            (None, VlanView::Stripped(driver)) if keep => out.push(format!(
                 "flow {:?}: {} is a NIC (driver {driver}) that strips 802.1Q tags before XDP \
                  sees the frame, so this untagged flow also takes {}:{} from every VLAN on it; \
                  set [engine] vlan_offload = \"off\" to match untagged frames only",
                 f.name, f.ingress.name, f.group, f.port
-            ))
-        })
-        .collect()
+            )),
+            (Some(_), VlanView::Virtual) => {
+                let name = format!("{:?}", f.name);
+                match virtual_vlan.iter_mut().find(|(i, _)| *i == f.ingress.name) {
+                    Some((_, flows)) => flows.push(name),
+                    None => virtual_vlan.push((&f.ingress.name, vec![name])),
+                }
+            }
+            _ => {}
+        }
+    }
+    for (ifname, flows) in virtual_vlan {
+        out.push(format!(
+            "{ifname} is a virtual interface: XDP sees the 802.1Q tag of VLAN flow(s) {} only \
+             when it travels in the frame; a sender that hands it over as metadata (a VLAN \
+             device whose lower device offloads tags) hides it from XDP, and its datagrams \
+             reach no VLAN flow: have such a sender put the tag in the frame (`ethtool -K \
+             LOWER-DEVICE txvlan off`)",
+            flows.join(", ")
+        ));
+    }
+    out
 }
 
-/// Whether `iface` is a NIC (it has a device behind it in sysfs) whose
-/// VLAN receive offload is on: such a NIC strips 802.1Q tags into
-/// metadata, and XDP sees the frame untagged. Its driver's name, if so.
-/// Virtual interfaces (veth, tap, bridges) are not judged: they show XDP
-/// a tag that travels in the frame, but not one their sender handed over
-/// as metadata, which only the driver's XDP RX metadata would reveal (not
-/// read: the loader cannot load a device-bound program).
-pub fn strips_vlan_tags(iface: &Interface) -> Option<String> {
+/// [`VlanView`]s asked once per interface.
+struct Views<F> {
+    view: F,
+    seen: HashMap<u32, VlanView>,
+}
+
+impl<F: FnMut(&Interface) -> VlanView> Views<F> {
+    fn new(view: F) -> Self {
+        Views {
+            view,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn of(&mut self, iface: &Interface) -> &VlanView {
+        let view = &mut self.view;
+        self.seen.entry(iface.index).or_insert_with(|| view(iface))
+    }
+}
+
+/// What XDP sees of the tags arriving on `iface`: a NIC (a device behind
+/// it in sysfs) strips them when its VLAN receive offload is on (read
+/// through ethtool netlink; unknown counts as on, the default of every
+/// common driver); an interface without a device is [`VlanView::Virtual`]
+/// (reading a tag handed over as metadata needs the driver's XDP RX
+/// metadata, which the loader cannot use: it loads no device-bound program).
+pub fn vlan_view(iface: &Interface) -> VlanView {
     let device = std::path::Path::new("/sys/class/net")
         .join(&iface.name)
         .join("device");
     if !device.exists() {
-        return None;
+        return VlanView::Virtual;
     }
     let driver = std::fs::read_link(device.join("driver"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "unknown".to_owned());
     match crate::ethtool::vlan_rx_offload(&iface.name) {
-        Ok(offload) if !offload.any() => None,
-        // On, or unknown: a NIC is assumed to strip (the default of every
-        // common driver).
-        _ => Some(driver),
+        Ok(offload) if !offload.any() => VlanView::Visible,
+        _ => VlanView::Stripped(driver),
     }
 }
 
@@ -273,10 +315,11 @@ mod tests {
         tagged.vlan = Some(100);
         let untagged = flow("plain", [239, 1, 1, 2], None, out0());
         let mut p = plan(vec![tagged, untagged]);
+        let ixgbe = |_: &Interface| VlanView::Stripped("ixgbe".to_owned());
         let mut asked = 0;
         let judged = judge_with(&p, |i| {
             asked += 1;
-            (i.name == "in0").then(|| "ixgbe".to_owned())
+            ixgbe(i)
         });
         assert_eq!(asked, 1, "asked once per interface, for its VLAN flows");
         assert_eq!(
@@ -287,20 +330,48 @@ mod tests {
              it runs), or run `ethtool -K in0 rxvlan off`"
         );
         assert!(judged[1].is_ok());
-        let warned = vlan_warnings(&p, |_| Some("ixgbe".to_owned()));
+        let warned = vlan_warnings(&p, ixgbe);
         assert_eq!(warned.len(), 1);
         assert!(
             warned[0].starts_with("flow \"plain\": in0 is a NIC (driver ixgbe)"),
             "{warned:?}"
         );
-        // A NIC that keeps its tags, or the offload turned off: no refusal.
-        assert!(judge_with(&p, |_| None).iter().all(Result::is_ok));
-        assert!(vlan_warnings(&p, |_| None).is_empty());
+        // A NIC that keeps its tags: no refusal, no warning.
+        assert!(
+            judge_with(&p, |_| VlanView::Visible)
+                .iter()
+                .all(Result::is_ok)
+        );
+        assert!(vlan_warnings(&p, |_| VlanView::Visible).is_empty());
+        // The offload turned off: never refused, and not asked for it.
         p.engine.vlan_offload = VlanOffload::Off;
-        let never =
-            |_: &Interface| -> Option<String> { panic!("not asked when the offload goes off") };
+        let never = |_: &Interface| -> VlanView { panic!("not asked when the offload goes off") };
         assert!(judge_with(&p, never).iter().all(Result::is_ok));
-        assert!(vlan_warnings(&p, never).is_empty());
+        assert!(vlan_warnings(&p, ixgbe).is_empty());
+    }
+
+    #[test]
+    fn vlan_flows_on_a_virtual_interface_are_warned_about_once() {
+        let mut a = flow("a", [239, 1, 1, 1], None, out0());
+        a.vlan = Some(100);
+        let mut b = flow("b", [239, 1, 1, 2], None, out0());
+        b.vlan = Some(200);
+        let c = flow("c", [239, 1, 1, 3], None, out0());
+        let p = plan(vec![a, b, c]);
+        assert!(
+            judge_with(&p, |_| VlanView::Virtual)
+                .iter()
+                .all(Result::is_ok)
+        );
+        let warned = vlan_warnings(&p, |_| VlanView::Virtual);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].starts_with(
+                "in0 is a virtual interface: XDP sees the 802.1Q tag of VLAN flow(s) \"a\", \"b\" \
+                 only when it travels in the frame"
+            ),
+            "{warned:?}"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex};
 use fanout_common::{Counter, FlowCounter};
 use log::{info, warn};
 
-pub use self::fit::{judge, strips_vlan_tags, touched_by, vlan_warnings};
+pub use self::fit::{VlanView, judge, touched_by, vlan_view, vlan_warnings};
 use self::ladder::ObjectSource;
 pub use self::ladder::Refused;
 use self::ladder::{attach_name, rung_name};
