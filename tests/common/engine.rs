@@ -78,21 +78,7 @@ macro_rules! for_each_engine {
             );
         }
 
-        #[test]
-        fn $native() {
-            $body(
-                stringify!($native),
-                $crate::common::engine::EngineKind::XdpNative,
-            );
-        }
-
-        #[test]
-        fn $generic() {
-            $body(
-                stringify!($generic),
-                $crate::common::engine::EngineKind::XdpGeneric,
-            );
-        }
+        $crate::common::engine::for_each_xdp!($body: $native, $generic);
     };
 }
 #[allow(

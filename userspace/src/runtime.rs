@@ -148,19 +148,24 @@ fn start_auto(plan: &Plan) -> Result<Started, StartError> {
         .map(|p| p.as_ref().err().map(|why| format!("XDP refused: {why}")))
         .collect();
     let on_socket: Vec<usize> = (0..place.len()).filter(|&i| place[i].is_err()).collect();
-    let Some((xdp_engine, xdp_flows)) = on_xdp else {
-        // Every flow on sockets: one reason, or each distinct one.
-        let mut distinct: Vec<&str> = Vec::new();
-        for why in place.iter().filter_map(|p| p.as_ref().err()) {
-            if !distinct.contains(&why.as_str()) {
-                distinct.push(why);
-            }
+    // The flows on sockets, grouped by their reason, in plan order.
+    let mut grouped: Vec<(Vec<String>, &str)> = Vec::new();
+    for &i in &on_socket {
+        let why = place[i].as_ref().err().map_or("", String::as_str);
+        let flow = format!("flow {:?}", plan.flows[i].name);
+        match grouped.iter_mut().find(|(_, w)| *w == why) {
+            Some((flows, _)) => flows.push(flow),
+            None => grouped.push((vec![flow], why)),
         }
+    }
+    let Some((xdp_engine, xdp_flows)) = on_xdp else {
+        // Every flow on sockets: each distinct reason once.
         let engine = SocketEngine::start(plan)?;
+        let reasons_said: Vec<&str> = grouped.iter().map(|(_, why)| *why).collect();
         let announce = format!(
             "engine {} (mode = \"auto\"; XDP refused: {})",
             engine.name(),
-            distinct.join("; ")
+            reasons_said.join("; ")
         );
         let split = Split {
             name: engine.name().to_owned(),
@@ -181,16 +186,6 @@ fn start_auto(plan: &Plan) -> Result<Started, StartError> {
         flows: on_socket.iter().map(|&i| plan.flows[i].clone()).collect(),
     })?;
     let name = format!("{} + {}", xdp_engine.name(), sockets.name());
-    // Flows that share a reason are named together.
-    let mut grouped: Vec<(Vec<String>, &str)> = Vec::new();
-    for &i in &on_socket {
-        let why = place[i].as_ref().err().map_or("", String::as_str);
-        let flow = format!("flow {:?}", plan.flows[i].name);
-        match grouped.iter_mut().find(|(_, w)| *w == why) {
-            Some((flows, _)) => flows.push(flow),
-            None => grouped.push((vec![flow], why)),
-        }
-    }
     let socket_for: Vec<String> = grouped
         .iter()
         .map(|(flows, why)| format!("socket for {}: XDP refused: {why}", flows.join(", ")))
@@ -273,11 +268,12 @@ impl Engine for Split {
         crate::engine::apply_unchanged(&self.name, &self.plan, plan)
     }
 
+    /// What the XDP part keeps (the socket engine keeps nothing).
     fn kept(&self) -> &'static [crate::privileges::Capability] {
         self.parts
             .iter()
             .map(|(e, _)| e.kept())
-            .max_by_key(|k| k.len())
+            .find(|k| !k.is_empty())
             .unwrap_or(&[])
     }
 

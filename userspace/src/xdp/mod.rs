@@ -30,11 +30,11 @@
 //! the socket engine on the rest ([`crate::runtime`]).
 //!
 //! The rooms: [`fit`] (which flows it can serve), [`program`] (the loader
-//! and its maps), [`ladder`] (object, attach policy, refusals, rung names), [`spec`] (plan to worker specs),
-//! [`queue`] (one rx queue's UMEM, sockets and worker), [`thread`] (the
-//! worker's thread), [`nexthops`], [`worker`] (the fan-out loop over the
-//! ring seam, testable in memory) and [`xsk`] (AF_XDP rings and UMEM: the
-//! only `unsafe` ring code).
+//! and its maps), [`ladder`] (object, attach policy, refusals, rung names),
+//! [`spec`] (plan to worker specs), [`queue`] (one rx queue's UMEM, sockets
+//! and worker), [`thread`] (the worker's thread), [`nexthops`], [`worker`]
+//! (the fan-out loop over the ring seam, testable in memory) and [`xsk`]
+//! (AF_XDP rings and UMEM: the only `unsafe` ring code).
 
 mod fit;
 mod ladder;
@@ -109,16 +109,14 @@ impl VlanOffloadOff {
         }
         let after =
             crate::ethtool::set_vlan_rx_offload(ifname, false).map_err(io("turning off"))?;
+        // From here on, dropping the guard (on the error below too) turns
+        // the offload back on.
         let guard = VlanOffloadOff {
             ifname: ifname.to_owned(),
         };
         if after.any() {
-            return Err(Refused::Io {
-                what: format!(
-                    "turning off the VLAN receive offload of {ifname} (vlan_offload = \"off\")"
-                ),
-                source: std::io::Error::other(format!("the driver keeps it on: {after:?}")),
-            });
+            let kept_on = std::io::Error::other(format!("the driver keeps it on: {after:?}"));
+            return Err(io("turning off")(kept_on));
         }
         info!(
             "{ifname}: VLAN receive offload (rx-vlan-hw-parse, rx-vlan-stag-hw-parse) turned off, \
