@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::plan::Plan;
-use crate::stats::Snapshot;
+use crate::stats::{Heartbeat, Snapshot};
 
 /// Longest an idle worker of any engine waits before it looks at its stop
 /// flag and its mailbox again.
@@ -44,6 +44,11 @@ pub trait Engine: fmt::Debug + Send {
     /// A worker that ended on its own before [`Engine::stop`] (only a panic
     /// does that): its name. The driver then stops the engine.
     fn failed(&self) -> Option<String>;
+
+    /// Every worker's heartbeat ([`Heartbeat`]): a count that stands still
+    /// for much longer than [`STOP_POLL`] is a worker stuck inside its loop
+    /// (what the systemd watchdog of `fanout run` watches).
+    fn heartbeats(&self) -> Vec<Heartbeat>;
 
     /// Applies `plan`, a new version of the running plan, between two
     /// batches of every worker, or refuses it whole and keeps running the
@@ -157,5 +162,52 @@ impl Threads {
 impl Drop for Threads {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// The lab's stalled worker (built with the feature `lab` only): with
+/// `FANOUT_LAB_STALL_WORKER_AFTER_MS=N` in the environment, the first worker
+/// that calls this at least N ms after the first call stops working (no
+/// batch, no publish, no heartbeat) until the stop flag: how the tests show
+/// that a stuck worker stops the systemd watchdog. Every worker loop calls
+/// it once per turn; without the feature it is nothing.
+#[inline]
+pub(crate) fn stall_on_purpose(stop: &AtomicBool) {
+    #[cfg(feature = "lab")]
+    lab_stall::maybe(stop);
+    #[cfg(not(feature = "lab"))]
+    let _ = stop;
+}
+
+#[cfg(feature = "lab")]
+mod lab_stall {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    const ENV: &str = "FANOUT_LAB_STALL_WORKER_AFTER_MS";
+
+    /// When to stall, if asked.
+    static AT: OnceLock<Option<Instant>> = OnceLock::new();
+    /// Whether a worker stalled already (only one does).
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn maybe(stop: &AtomicBool) {
+        let at = AT.get_or_init(|| {
+            let ms: u64 = std::env::var(ENV).ok()?.parse().ok()?;
+            Some(Instant::now() + Duration::from_millis(ms))
+        });
+        let Some(at) = *at else { return };
+        if Instant::now() < at || TAKEN.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let thread = std::thread::current();
+        log::warn!(
+            "lab: worker thread {} stalls on purpose ({ENV}) until the stop",
+            thread.name().unwrap_or("?")
+        );
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

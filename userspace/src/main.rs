@@ -12,9 +12,10 @@ mod cli;
 #[command(
     name = "fanout",
     version,
+    long_version = long_version(),
     about = "One multicast stream in, many copies out."
 )]
-struct Cli {
+pub struct Cli {
     /// Log verbosity: error, warn, info, debug or trace (default: RUST_LOG,
     /// else info). Under systemd every line carries its syslog priority.
     #[arg(long, global = true, value_name = "LEVEL")]
@@ -27,13 +28,44 @@ struct Cli {
 enum Cmd {
     /// Validate a configuration and print the resolved plan.
     Check(cli::check::Args),
-    /// Run the engine on a configuration until SIGINT/SIGTERM.
+    /// Run the engine on a configuration until SIGINT/SIGTERM (SIGHUP: stop
+    /// with the final counters and exit 3, to be restarted).
     #[command(after_help = fanout::config::env_help())]
     Run(cli::run::Args),
     /// The lab's traffic tools (developers only: built with the feature `lab`).
+    /// Print the shell completion script for SHELL on stdout.
+    Completions(cli::docs::CompletionsArgs),
+    /// Write the man pages (fanout.1 and one per subcommand) into a
+    /// directory (the package does).
+    #[command(hide = true)]
+    Man(cli::docs::ManArgs),
     #[cfg(feature = "lab")]
     #[command(hide = true)]
     Lab(cli::lab::Args),
+}
+
+/// `fanout --version`: the version, the source revision and the XDP
+/// program built in (its SHA-256, to compare with `sha256sum` of the
+/// object that `cargo xtask build-ebpf --release` made).
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let program = match (
+            fanout::xdp::program::embedded_object(),
+            env!("FANOUT_EBPF_SHA256"),
+        ) {
+            (Some(b), sha) if !sha.is_empty() => {
+                format!("embedded, {} bytes, sha256 {sha}", b.len())
+            }
+            _ => "not embedded (the XDP engine needs [engine] xdp_object or FANOUT_EBPF_OBJ)"
+                .to_owned(),
+        };
+        format!(
+            "{}\nrevision: {}\nxdp program: {program}",
+            env!("CARGO_PKG_VERSION"),
+            env!("FANOUT_REVISION")
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -42,6 +74,8 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check(args) => cli::check::main(args),
         Cmd::Run(args) => cli::run::main(args),
+        Cmd::Completions(args) => cli::docs::completions(args),
+        Cmd::Man(args) => cli::docs::man(args),
         #[cfg(feature = "lab")]
         Cmd::Lab(args) => cli::lab::main(args),
     }

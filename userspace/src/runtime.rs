@@ -24,7 +24,7 @@ use crate::config::Mode;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::{FlowPlan, Plan};
 use crate::socket::{self, SocketEngine};
-use crate::stats::{FlowSnapshot, Snapshot};
+use crate::stats::{FlowSnapshot, Heartbeat, Snapshot};
 use crate::xdp::{self, XdpEngine};
 
 /// What [`start`] started.
@@ -264,6 +264,13 @@ impl Engine for Split {
         self.parts.iter().find_map(|(e, _)| e.failed())
     }
 
+    fn heartbeats(&self) -> Vec<Heartbeat> {
+        self.parts
+            .iter()
+            .flat_map(|(e, _)| e.heartbeats())
+            .collect()
+    }
+
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
         crate::engine::apply_unchanged(&self.name, &self.plan, plan)
     }
@@ -422,7 +429,7 @@ mod tests {
         fn new(plan: &Plan, name: &str, received: u64, xdp: bool) -> Fake {
             let stats = Stats::for_plan(plan, name);
             let flows: Vec<usize> = (0..plan.flows.len()).collect();
-            let publisher = stats.publisher(&flows);
+            let publisher = stats.publisher(name, &flows);
             let mut counters = publisher.counters();
             for c in &mut counters {
                 c.received = received;
@@ -448,6 +455,9 @@ mod tests {
         }
         fn failed(&self) -> Option<String> {
             (self.received == 0).then(|| format!("{} failed", self.name()))
+        }
+        fn heartbeats(&self) -> Vec<Heartbeat> {
+            self.stats.heartbeats()
         }
         fn apply(&mut self, _: &Plan) -> Result<(), ApplyError> {
             Ok(())

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -253,9 +254,25 @@ struct FlowName {
 /// What one worker published: its flows (plan indices) and their counters.
 #[derive(Debug)]
 struct Part {
+    /// The worker, for the log (`flow "tv"`, `in0 queue 0`).
+    worker: String,
     /// Plan index of each of the worker's flows.
     flows: Vec<usize>,
     counters: Mutex<Vec<FlowCounters>>,
+    /// How many times the worker published: its heartbeat.
+    beats: AtomicU64,
+}
+
+/// One worker's heartbeat ([`Stats::heartbeats`]): how many times it has
+/// published its counters. A worker publishes at least every
+/// [`crate::engine::STOP_POLL`] (idle) or [`crate::engine::PUBLISH_EVERY`]
+/// (busy) while its loop runs, so a count that stands still for longer is
+/// a stalled worker (the systemd watchdog of `fanout run` stops then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// `flow "tv"` (socket engine), `in0 queue 0` (XDP).
+    pub worker: String,
+    pub beats: u64,
 }
 
 /// A worker's handle for publishing its counters into [`Stats`].
@@ -283,6 +300,7 @@ impl Publisher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         published.clone_from_slice(counters);
+        self.part.beats.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -327,26 +345,41 @@ impl Stats {
         &self.engine
     }
 
-    /// Registers a worker that serves the plan's flows `flows` (plan
-    /// indices, in the worker's order) and returns its publisher.
+    /// Registers the worker named `worker` (for the log: `flow "tv"`, `in0
+    /// queue 0`) that serves the plan's flows `flows` (plan indices, in the
+    /// worker's order) and returns its publisher.
     ///
     /// # Panics
     ///
     /// If a flow index is not in the plan (a bug of the caller).
-    pub fn publisher(&self, flows: &[usize]) -> Publisher {
+    pub fn publisher(&self, worker: &str, flows: &[usize]) -> Publisher {
         let blank: Vec<FlowCounters> = flows
             .iter()
             .map(|&f| FlowCounters::with_outputs(self.flows[f].outputs.len()))
             .collect();
         let part = Arc::new(Part {
+            worker: worker.to_owned(),
             flows: flows.to_vec(),
             counters: Mutex::new(blank.clone()),
+            beats: AtomicU64::new(0),
         });
         self.parts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(part.clone());
         Publisher { part, blank }
+    }
+
+    /// Every worker's heartbeat, in the order they were registered.
+    pub fn heartbeats(&self) -> Vec<Heartbeat> {
+        let parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        parts
+            .iter()
+            .map(|p| Heartbeat {
+                worker: p.worker.clone(),
+                beats: p.beats.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// The flows' counters summed over every publisher, in plan order.
@@ -900,7 +933,7 @@ mod tests {
     #[test]
     fn snapshot_counts_and_balances() {
         let stats = Stats::for_plan(&plan(), "socket");
-        let publisher = stats.publisher(&[0]);
+        let publisher = stats.publisher("w", &[0]);
         let mut c = publisher.counters();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].outputs.len(), 2);
@@ -1016,8 +1049,8 @@ mod tests {
     #[test]
     fn snapshot_sums_the_publishers_of_a_flow() {
         let stats = Stats::for_plan(&plan(), "xdp");
-        let q0 = stats.publisher(&[0]);
-        let q1 = stats.publisher(&[0]);
+        let q0 = stats.publisher("in0 queue 0", &[0]);
+        let q1 = stats.publisher("in0 queue 1", &[0]);
         let mut c0 = q0.counters();
         let mut c1 = q1.counters();
         c0[0].received = 4;
@@ -1038,12 +1071,21 @@ mod tests {
         assert_eq!((b.sent, b.dropped(DropReason::NoSlot)), (6, 4));
         s.check_accounting().unwrap();
         assert_eq!(stats.totals()[0].received, 10);
+        // Each publish is one heartbeat of its worker.
+        let beat = |worker: &str, beats| Heartbeat {
+            worker: worker.to_owned(),
+            beats,
+        };
+        assert_eq!(
+            stats.heartbeats(),
+            [beat("in0 queue 0", 1), beat("in0 queue 1", 2)]
+        );
     }
 
     #[test]
     fn snapshot_json_round_trip() {
         let stats = Stats::for_plan(&plan(), "socket");
-        let publisher = stats.publisher(&[0]);
+        let publisher = stats.publisher("w", &[0]);
         let mut c = publisher.counters();
         c[0].outputs[0].drop(DropReason::MessageTooBig, 5);
         publisher.publish(&c);
@@ -1058,7 +1100,7 @@ mod tests {
     #[test]
     fn table_names_flows_outputs_and_reasons() {
         let stats = Stats::for_plan(&plan(), "socket");
-        let publisher = stats.publisher(&[0]);
+        let publisher = stats.publisher("w", &[0]);
         let mut c = publisher.counters();
         (c[0].received, c[0].received_bytes) = (4, 400);
         (c[0].outputs[0].sent, c[0].outputs[0].sent_bytes) = (4, 400);

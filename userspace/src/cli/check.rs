@@ -13,7 +13,7 @@ use fanout::plan::Plan;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The configuration file (TOML).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", default_value = super::run::DEFAULT_CONFIG)]
     pub config: PathBuf,
 }
 

@@ -3,7 +3,9 @@
 //! 2 bad configuration or bad arguments.
 
 pub mod check;
+pub mod docs;
 pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod notify;
 pub mod run;

@@ -3,7 +3,14 @@
 //! on stdout and write the JSON snapshot.
 //!
 //! Exit codes: 2 for a bad configuration (the config error's own message),
-//! 1 when the engine cannot start or fails, 0 after a clean stop. The ready
+//! 1 when the engine cannot start or fails, 0 after a clean stop on SIGINT
+//! or SIGTERM, [`EXIT_RESTART`] (3) after a clean stop on SIGHUP: until
+//! plans change while running (live reload is its own issue), SIGHUP
+//! stops with the final counters so that the supervisor starts fanout
+//! again on the file as it is now (the unit's `ExecReload` sends it and
+//! `RestartForceExitStatus=3` restarts). Under systemd the notify protocol
+//! is spoken ([`super::notify`]): `READY=1` with the ready file, `STATUS=`,
+//! `WATCHDOG=1` while every worker moves, `STOPPING=1`. The ready
 //! file (`--ready-file`) appears, complete, only once every socket is bound
 //! and every group joined: tests and supervisors wait on it. It holds the
 //! same announcement line as stderr (`engine xdp native copy (skipped: ...)`)
@@ -32,11 +39,18 @@ use fanout::runtime::{self, StartError, Started};
 use fanout::stats::Snapshot;
 
 use super::journal;
+use super::notify::Notifier;
+
+/// Where the package installs the configuration; what `--config` defaults to.
+pub const DEFAULT_CONFIG: &str = "/etc/fanout/fanout.toml";
+
+/// The exit status after a stop on SIGHUP: start me again.
+pub const EXIT_RESTART: u8 = 3;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The TOML configuration to run.
-    #[arg(long, short, value_name = "FILE")]
+    #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// Write the final counters as JSON here (and refresh it every
     /// --stats-interval while running).
@@ -69,8 +83,13 @@ pub fn main(args: Args) -> ExitCode {
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGHUP, &hangup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(signal, flag.clone()) {
             let why = format!("error: installing the handler for signal {signal}: {e}");
             eprintln!("{}", journal::line(journal::ERR, &why));
             return ExitCode::from(1);
@@ -107,7 +126,8 @@ pub fn main(args: Args) -> ExitCode {
         ),
         Err(e) => log::warn!("privileges: dropping capabilities: {e}"),
     }
-    match run(&args, &plan, started, &stop) {
+    match run(&args, &plan, started, &stop, &hangup) {
+        Ok(()) if hangup.load(Ordering::Relaxed) => ExitCode::from(EXIT_RESTART),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", journal::line(journal::ERR, &format!("error: {e:#}")));
@@ -116,10 +136,16 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Drives a started engine until the stop flag: the ready file, the
-/// periodic table, the final report. The one supervision loop of every
-/// engine.
-fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow::Result<()> {
+/// Drives a started engine until the stop flag or SIGHUP (`hangup`): the
+/// ready file, systemd's notifications, the periodic line, the final
+/// report. The one supervision loop of every engine.
+fn run(
+    args: &Args,
+    plan: &Plan,
+    started: Started,
+    stop: &AtomicBool,
+    hangup: &AtomicBool,
+) -> anyhow::Result<()> {
     let Started {
         mut engine,
         announce,
@@ -130,13 +156,39 @@ fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow:
         let _ = engine.stop();
         return Err(e.context(format!("writing the ready file {}", path.display())));
     }
+    let mut notifier = Notifier::new(engine.snapshot(), engine.heartbeats());
+    notifier.ready();
     log::info!(
-        "running {} flow(s) on {}; stop with SIGINT or SIGTERM",
+        "running {} flow(s) on {}; stop with SIGINT or SIGTERM (SIGHUP: stop to be \
+         restarted, exit {EXIT_RESTART})",
         plan.flows.len(),
         engine.name()
     );
+    if let Some(d) = notifier.describe() {
+        log::info!("{d}");
+    }
     let mut watch = Watch::new(engine.snapshot());
-    let failed = supervise(args, stop, engine.as_ref(), &mut watch);
+    let failed = supervise(
+        args,
+        stop,
+        hangup,
+        engine.as_ref(),
+        &mut watch,
+        &mut notifier,
+    );
+    let why = match &failed {
+        Some(why) => why.clone(),
+        None if hangup.load(Ordering::Relaxed) => {
+            log::warn!(
+                "SIGHUP: plans cannot change while running yet; stopping so that the \
+                 supervisor starts fanout again on {} (exit {EXIT_RESTART})",
+                args.config.display()
+            );
+            "SIGHUP, to be restarted".to_owned()
+        }
+        None => "signal".to_owned(),
+    };
+    notifier.stopping(&why);
     let stopped = engine.stop();
     remove_ready(args);
     let last = engine.snapshot();
@@ -156,18 +208,21 @@ fn run(args: &Args, plan: &Plan, started: Started, stop: &AtomicBool) -> anyhow:
 fn supervise(
     args: &Args,
     stop: &AtomicBool,
+    hangup: &AtomicBool,
     engine: &dyn Engine,
     watch: &mut Watch,
+    notifier: &mut Notifier,
 ) -> Option<String> {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
     let mut reported = engine.snapshot();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && !hangup.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(why) = engine.failed() {
             log::error!("{why}: stopping the engine");
             return Some(why);
         }
+        notifier.tick(&engine.heartbeats(), || engine.snapshot());
         watch.poll(engine);
         if let Some(every) = interval
             && last.elapsed() >= every

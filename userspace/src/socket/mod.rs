@@ -32,7 +32,7 @@ use log::info;
 
 use crate::engine::{ApplyError, Engine, Threads};
 use crate::plan::Plan;
-use crate::stats::{Snapshot, Stats};
+use crate::stats::{Heartbeat, Snapshot, Stats};
 
 pub use batch::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 pub use open::{Capabilities, Error};
@@ -85,7 +85,7 @@ impl SocketEngine {
                 rx,
                 outputs,
                 batch,
-                stats.publisher(&[index]),
+                stats.publisher(&format!("flow {:?}", flow.name), &[index]),
                 threads.stop_flag(),
             ));
         }
@@ -114,6 +114,10 @@ impl Engine for SocketEngine {
 
     fn failed(&self) -> Option<String> {
         self.threads.failed()
+    }
+
+    fn heartbeats(&self) -> Vec<Heartbeat> {
+        self.stats.heartbeats()
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {

@@ -146,6 +146,7 @@ impl Worker {
         let mut gro_seen = false;
         let mut published = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            crate::engine::stall_on_purpose(&self.stop);
             if published.elapsed() >= PUBLISH_EVERY {
                 self.publisher.publish(std::slice::from_ref(&self.counters));
                 published = Instant::now();

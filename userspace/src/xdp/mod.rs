@@ -66,7 +66,8 @@ use crate::config::{VlanOffload, XdpAttach};
 use crate::engine::{ApplyError, Engine, Threads};
 use crate::plan::{FlowPlan, Interface, Plan};
 use crate::stats::{
-    FlowXdpSnapshot, Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot, XdpSnapshot,
+    FlowXdpSnapshot, Heartbeat, Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot,
+    XdpSnapshot,
 };
 
 /// One ingress interface: its program and the snapshots of its queues.
@@ -241,13 +242,14 @@ impl XdpEngine {
         } = q;
         // Templates resolved during the start-up wait.
         thread::apply_commands(&mut worker, &commands);
+        let name = format!("{ifname} queue {queue}");
         let ctx = WorkerCtx {
-            name: format!("{ifname} queue {queue}"),
+            publisher: self.stats.publisher(&name, &flows),
+            name,
             egress: egress_list(&self.plan, &flows)
                 .into_iter()
                 .map(|i| i.name.clone())
                 .collect(),
-            publisher: self.stats.publisher(&flows),
             stop: self.threads.stop_flag(),
             commands,
             snap,
@@ -324,6 +326,10 @@ impl Engine for XdpEngine {
 
     fn failed(&self) -> Option<String> {
         self.threads.failed()
+    }
+
+    fn heartbeats(&self) -> Vec<Heartbeat> {
+        self.stats.heartbeats()
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {

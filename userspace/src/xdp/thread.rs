@@ -97,6 +97,7 @@ pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
     // drive; none, and busy polling is turned off again.
     let mut napi_checked = spin.is_none();
     loop {
+        crate::engine::stall_on_purpose(&ctx.stop);
         let r = w.poll();
         if !napi_checked && r.received > 0 {
             napi_checked = true;
