@@ -323,3 +323,169 @@ fn the_unit_passes_systemd_analyze_verify() {
         out.status
     );
 }
+
+/// `fanout xdp` run in the edge namespace with the pins under `pins`.
+fn fanout_xdp(case: &Case, pins: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = case.lab.edge.command(common::FANOUT);
+    cmd.arg("xdp").args(args).env("FANOUT_XDP_PIN_DIR", pins);
+    if let Some(object) = case.object() {
+        cmd.env("FANOUT_EBPF_OBJ", object);
+    }
+    if case.kind == EngineKind::XdpGeneric {
+        cmd.env("FANOUT_XDP_MODE", "generic");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The pinned program's `counters:` line of `fanout xdp status`, by name.
+fn status_counter(status: &str, name: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("counters: "))
+        .unwrap_or_else(|| panic!("no counters line: {status}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name}: {status}"))
+}
+
+/// The program id and mode `ip link` shows on the edge's `in0`.
+fn attached_program(case: &Case) -> Option<(u64, u64)> {
+    let link = common::link(&case.lab.edge, iface::IN0);
+    let xdp = link.get("xdp")?;
+    Some((xdp["prog"]["id"].as_u64()?, xdp["mode"].as_u64()?))
+}
+
+/// `fanout xdp attach` leaves the embedded program attached and pinned,
+/// failing open (its flows reach the kernel, counted as `no_socket`);
+/// `fanout run` drives that very program instead of colliding with it
+/// (every datagram through AF_XDP, the counters its own), refuses a second
+/// engine on it, and leaves it attached when it stops; `detach` refuses
+/// while an engine drives it and removes it after.
+fn pinned_program(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let bpffs = common::xdp::Bpffs::mount(case.files.path("bpf"));
+    let pins = bpffs.dir();
+    let pins_env = pins.to_str().unwrap();
+    let (config, a) = one_flow(kind, 6303);
+    let config_path = case.files.path("pinned.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let config_arg = config_path.to_str().unwrap();
+    let attach_mode = if kind == EngineKind::XdpGeneric {
+        "generic XDP"
+    } else {
+        "native XDP"
+    };
+
+    let (code, out, err) = fanout_xdp(&case, pins, &["attach", "-i", iface::IN0, "-c", config_arg]);
+    assert_eq!(code, Some(0), "attach: {out}{err}");
+    assert!(
+        out.starts_with(&format!("attached to {}: {attach_mode}", iface::IN0)),
+        "{out}"
+    );
+    assert!(out.contains("  flow 0 \"tv\": 239.7.3.1:5000\n"), "{out}");
+    let (prog, mode) = attached_program(&case).expect("attached after the command exits");
+    assert_eq!(mode, if kind == EngineKind::XdpGeneric { 2 } else { 1 });
+    // Attached twice is refused, naming the fix.
+    let (code, _, err) = fanout_xdp(&case, pins, &["attach", "-i", iface::IN0, "-c", config_arg]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("fanout xdp detach --interface in0"), "{err}");
+
+    // No engine: the flow's datagrams reach the kernel, counted.
+    let rx = unicast_receiver(&lab.sink, a);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let group = SocketAddr::new("239.7.3.1".parse().unwrap(), 5000);
+    send_all(&tx, group, &payloads(5, 0, &[1472], 10));
+    let mut status = String::new();
+    fanout::lab::wait_until(DEADLINE, || {
+        let (code, out, _) = fanout_xdp(&case, pins, &["status", "-i", iface::IN0]);
+        status = out;
+        (code == Some(0) && status_counter(&status, "no_socket") == 10).then_some(())
+    })
+    .unwrap_or_else(|| panic!("10 datagrams passed for want of a socket: {status}"));
+    assert_eq!(status_counter(&status, "matched"), 10, "{status}");
+    assert_eq!(status_counter(&status, "redirected"), 0, "{status}");
+    assert!(status.contains("engine: none running"), "{status}");
+    assert!(status.contains("program: this binary's"), "{status}");
+    assert!(status.contains("flows:   1 FLOWS entries"), "{status}");
+    common::traffic::assert_empty(&rx, "output a without an engine");
+
+    // fanout run drives the pinned program.
+    let engine = case.start_env(&config, &[], &[("FANOUT_XDP_PIN_DIR", pins_env)]);
+    assert_eq!(
+        attached_program(&case),
+        Some((prog, mode)),
+        "the same program"
+    );
+    let (code, out, _) = fanout_xdp(&case, pins, &["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("engine: a running fanout drives it"), "{out}");
+    let (code, _, err) = fanout_xdp(&case, pins, &["detach", "-i", iface::IN0]);
+    assert_eq!(code, Some(1), "detach refused while driven: {err}");
+    assert!(err.contains("in use by another running fanout"), "{err}");
+    // A second engine on the same program is refused, not let in.
+    let (mut cmd, _) = run_command(&lab.edge, &case.files, "second", &config);
+    cmd.env("FANOUT_XDP_PIN_DIR", pins_env)
+        .env("FANOUT_EBPF_OBJ", case.object().unwrap());
+    if kind == EngineKind::XdpGeneric {
+        cmd.env("FANOUT_XDP_MODE", "generic");
+    }
+    let second = cmd.output().unwrap();
+    let second_err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{second_err}");
+    assert!(
+        second_err.contains("in use by another running fanout"),
+        "{second_err}"
+    );
+    let want = payloads(6, 0, &[64, 1472, 8972], 10);
+    send_all(&tx, group, &want);
+    assert_stream("output a", &receive(&rx, want.len()), &want);
+    let (snap, f) = engine.stop();
+    assert!(
+        f.stderr.contains(&format!(
+            "in0: attach skipped: driving the program pinned under {}",
+            pins.join(iface::IN0).display()
+        )),
+        "{}",
+        f.stderr
+    );
+    // This run's counters only: the 10 passed before are not in them.
+    common::engine::assert_xdp_carried(&snap, kind, want.len() as u64, 1);
+
+    // Still attached, failing open again.
+    assert_eq!(attached_program(&case), Some((prog, mode)), "left attached");
+    send_all(&tx, group, &payloads(7, 0, &[1472], 5));
+    fanout::lab::wait_until(DEADLINE, || {
+        let (_, out, _) = fanout_xdp(&case, pins, &["status", "-i", iface::IN0]);
+        status = out;
+        (status_counter(&status, "no_socket") == 15).then_some(())
+    })
+    .unwrap_or_else(|| panic!("5 more passed: {status}"));
+    assert_eq!(
+        status_counter(&status, "redirected"),
+        want.len() as u64,
+        "{status}"
+    );
+    common::traffic::assert_empty(&rx, "output a after the engine stopped");
+
+    let (code, out, err) = fanout_xdp(&case, pins, &["detach", "-i", iface::IN0]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("removed the pins under"), "{out}");
+    assert_eq!(attached_program(&case), None, "detached");
+    let (code, out, _) = fanout_xdp(&case, pins, &["status", "-i", iface::IN0]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("in0: no program pinned under"), "{out}");
+}
+
+common::engine::for_each_xdp!(pinned_program:
+    pinned_program_xdp_native,
+    pinned_program_xdp_generic
+);

@@ -162,6 +162,11 @@ impl Case {
         })
     }
 
+    /// The XDP program object of an XDP case.
+    pub fn object(&self) -> Option<&Path> {
+        self.object.as_deref()
+    }
+
     /// Starts the engine of this case on `config` in the edge namespace.
     pub fn start(&self, config: &str) -> Engine {
         self.start_with(config, &[])

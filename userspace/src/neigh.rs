@@ -156,7 +156,7 @@ pub fn trigger(hop: IpAddr, ifname: &str) -> Result<(), Error> {
     ip(&["neigh", "replace", &hop_s, "dev", ifname, "use"]).map(drop)
 }
 
-fn ip(args: &[&str]) -> Result<String, Error> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, Error> {
     let out = Command::new("ip")
         .args(args)
         .output()

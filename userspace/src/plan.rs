@@ -699,6 +699,7 @@ source = "2001:db8::9"
              xdp_attach:   auto\n  \
              xdp_object:   embedded\n  \
              vlan_offload: keep\n  \
+             xdp_pin_dir:  /sys/fs/bpf/fanout\n  \
              inline_max:   86 bytes\n  \
              busy_poll:    off (need_wakeup)\n  \
              tx_budget:    the whole TX ring\n\

@@ -4,14 +4,17 @@
 //! `load` builds the program ([`crate::ebpf::build`]), loads it, attaches it
 //! to `--iface` (native XDP, generic when the driver refuses, and says which),
 //! writes the configuration's flows of that interface into `FLOWS` (flow id =
-//! the flow's index in the configuration, as the engine numbers them; the
-//! interfaces are resolved by index only, see [`flow_plan`]) and pins the link
+//! the flow's position among the interface's flows, as the engine numbers
+//! them; the interfaces are resolved by index only, see [`flow_plan`]) and
+//! pins the link
 //! and the maps under [`pin_dir`], mounting a BPF filesystem on `/sys/fs/bpf`
 //! when none is there. It then exits and the program stays attached: with no
 //! AF_XDP socket in `XSKS`, matched traffic is passed to the kernel
 //! (fail-open) and counted in the pinned `COUNTERS`. `unload` removes the pins
 //! (the link's last reference: the program detaches) and says what it
-//! removed; nothing pinned is not an error.
+//! removed; nothing pinned is not an error. Both are what `fanout xdp
+//! attach|detach` do with the embedded program ([`fanout::xdp::pinned`]),
+//! with the program built from this checkout and a `--netns` of their own.
 //!
 //! Run it in the host's mount namespace: under `ip netns exec` (which mounts
 //! a private `/sys`) the BPF filesystem it mounts, and the pins with it, die
@@ -141,12 +144,8 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
         return Err(bad_input(format!("no such interface {place}")).into());
     }
     let plan = flow_plan(config)?;
-    let flows: Vec<(u32, &fanout::plan::FlowPlan)> = plan
-        .flows
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.ingress.name == args.iface)
-        .map(|(i, f)| (i as u32, f))
+    let flows: Vec<(u32, &fanout::plan::FlowPlan)> = (0u32..)
+        .zip(plan.flows.iter().filter(|f| f.ingress.name == args.iface))
         .collect();
     if flows.is_empty() {
         let mut others: Vec<&str> = plan.flows.iter().map(|f| f.ingress.name.as_str()).collect();
@@ -162,9 +161,15 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
     }
 
     let mut prog = XdpProgram::load_file(object)?;
-    let attached = prog
-        .attach(&args.iface)
-        .with_context(|| format!("attaching to {place}"))?;
+    let attached = fanout::xdp::pinned::attach_and_pin(
+        &mut prog,
+        &args.iface,
+        false,
+        &flows,
+        flows[0].1.ingress.mac,
+        dir,
+    )
+    .with_context(|| format!("attaching to {place} and pinning under {}", dir.display()))?;
     match (&attached.mode, &attached.native_refused) {
         (AttachMode::Native, _) => println!("attached to {place}: native XDP"),
         (AttachMode::Generic, why) => println!(
@@ -172,8 +177,6 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
             why.as_deref().unwrap_or("unknown")
         ),
     }
-    prog.insert_flows(&flows)?;
-    prog.set_ingress(flows[0].1.ingress.mac)?;
     for (id, flow) in &flows {
         let dest = std::net::SocketAddr::new(flow.group, flow.port);
         let mut line = format!("  flow {id} {:?}: {dest}", flow.name);
@@ -184,11 +187,6 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
             line.push_str(&format!(" source {src}"));
         }
         println!("{line}");
-    }
-    if let Err(err) = prog.pin(dir) {
-        // Leave no half of a pin set behind (dropping `prog` detaches).
-        let _ = xdp::unpin(dir);
-        return Err(err).with_context(|| format!("pinning under {}", dir.display()));
     }
     println!(
         "pinned link, FLOWS, XSKS and COUNTERS under {}: the program stays attached; \

@@ -9,3 +9,4 @@ pub mod journal;
 pub mod lab;
 pub mod notify;
 pub mod run;
+pub mod xdp;

@@ -102,6 +102,10 @@ pub struct EngineConfig {
     pub xdp_object: Option<PathBuf>,
     /// The VLAN receive offload of ingress interfaces with VLAN flows.
     pub vlan_offload: VlanOffload,
+    /// Where `fanout xdp attach` pins the program of an interface
+    /// (`DIR/IFNAME`) and where `fanout run` looks for one to reuse; on a
+    /// BPF filesystem.
+    pub xdp_pin_dir: PathBuf,
     /// XDP engine: payloads of at most this many bytes are copied behind
     /// each replica's headers instead of chained by reference (0: never).
     pub inline_max: u32,
@@ -126,6 +130,7 @@ impl Default for EngineConfig {
             xdp_attach: XdpAttach::Auto,
             xdp_object: None,
             vlan_offload: VlanOffload::Keep,
+            xdp_pin_dir: PathBuf::from(crate::xdp::program::PIN_ROOT),
             inline_max: DEFAULT_INLINE_MAX,
             busy_poll_us: 0,
             busy_poll_budget: None,
@@ -176,6 +181,12 @@ pub const KNOBS: &[Knob] = &[
         env: "FANOUT_VLAN_OFFLOAD",
         kind: Kind::Text,
         help: "keep | off: the VLAN receive offload of ingress interfaces with VLAN flows, as it is (a NIC that strips tags runs them on sockets), or off while the XDP engine runs",
+    },
+    Knob {
+        field: "xdp_pin_dir",
+        env: "FANOUT_XDP_PIN_DIR",
+        kind: Kind::Text,
+        help: "where `fanout xdp attach` pins an interface's program (DIR/IFNAME, on a BPF filesystem) and where `fanout run` finds one to reuse",
     },
     Knob {
         field: "inline_max",
@@ -236,6 +247,12 @@ impl EngineConfig {
                     "off" => VlanOffload::Off,
                     _ => return Err("expected keep or off".into()),
                 };
+            }
+            ("xdp_pin_dir", Value::Text(t)) => {
+                if !t.starts_with('/') {
+                    return Err("must be an absolute path".into());
+                }
+                self.xdp_pin_dir = PathBuf::from(t);
             }
             ("inline_max", Value::Int(n)) => self.inline_max = int(n)?,
             ("busy_poll_us", Value::Int(n)) => self.busy_poll_us = int(n)?,
@@ -331,6 +348,7 @@ impl fmt::Display for EngineConfig {
         writeln!(f, "  xdp_attach:   {}", self.xdp_attach.name())?;
         writeln!(f, "  xdp_object:   {object}")?;
         writeln!(f, "  vlan_offload: {}", self.vlan_offload.name())?;
+        writeln!(f, "  xdp_pin_dir:  {}", self.xdp_pin_dir.display())?;
         writeln!(f, "  inline_max:   {} bytes", self.inline_max)?;
         writeln!(f, "  busy_poll:    {busy}")?;
         writeln!(f, "  tx_budget:    {tx_budget}")?;
@@ -361,6 +379,7 @@ mod tests {
             ("FANOUT_XDP_MODE", "generic"),
             ("FANOUT_EBPF_OBJ", "/tmp/x.o"),
             ("FANOUT_VLAN_OFFLOAD", "off"),
+            ("FANOUT_XDP_PIN_DIR", "/run/fanout-bpf"),
             ("FANOUT_XSK_INLINE", "0"),
             ("FANOUT_XSK_BUSY_POLL", "50"),
             ("FANOUT_XSK_BUSY_POLL_BUDGET", "16"),
@@ -370,6 +389,7 @@ mod tests {
         assert_eq!(e.xdp_attach, XdpAttach::Generic);
         assert_eq!(e.xdp_object, Some(PathBuf::from("/tmp/x.o")));
         assert_eq!(e.vlan_offload, VlanOffload::Off);
+        assert_eq!(e.xdp_pin_dir, PathBuf::from("/run/fanout-bpf"));
         assert_eq!(
             (
                 e.inline_max,

@@ -35,6 +35,7 @@ const ENGINE_KEYS: &[&str] = &[
     "xdp_attach",
     "xdp_object",
     "vlan_offload",
+    "xdp_pin_dir",
     "inline_max",
     "busy_poll_us",
     "busy_poll_budget",

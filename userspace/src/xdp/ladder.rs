@@ -135,7 +135,7 @@ impl ObjectSource {
         }
     }
 
-    pub(super) fn load(&self) -> Result<XdpProgram, Refused> {
+    pub fn load(&self) -> Result<XdpProgram, Refused> {
         match self {
             ObjectSource::File(p) => XdpProgram::load_file(p),
             ObjectSource::Embedded(b) => XdpProgram::load_bytes(b),
@@ -143,7 +143,7 @@ impl ObjectSource {
         .map_err(Refused::Load)
     }
 
-    pub(super) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             ObjectSource::File(p) => format!("{} (xdp_object)", p.display()),
             ObjectSource::Embedded(b) => format!("embedded ({} bytes)", b.len()),

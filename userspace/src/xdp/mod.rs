@@ -39,6 +39,7 @@
 mod fit;
 mod ladder;
 mod nexthops;
+pub mod pinned;
 pub mod program;
 mod queue;
 mod spec;
@@ -54,8 +55,7 @@ use fanout_common::{Counter, FlowCounter};
 use log::{info, warn};
 
 pub use self::fit::{VlanView, judge, touched_by, vlan_view, vlan_warnings};
-use self::ladder::ObjectSource;
-pub use self::ladder::Refused;
+pub use self::ladder::{ObjectSource, Refused};
 use self::ladder::{attach_name, rung_name};
 use self::nexthops::{NextHops, routed_egress};
 use self::program::{AttachMode, XdpProgram};
@@ -404,12 +404,36 @@ fn attach(
         None
     };
     let mut program = object.load()?;
-    let attached = program
-        .attach_with(&iface.name, policy == XdpAttach::Generic)
-        .map_err(|source| Refused::Attach {
-            ifname: iface.name.clone(),
-            source,
-        })?;
+    let refused = |source| Refused::Attach {
+        ifname: iface.name.clone(),
+        source,
+    };
+    // A program pinned for this interface (`fanout xdp attach`) is driven,
+    // not collided with.
+    let pins = plan.engine.xdp_pin_dir.join(&iface.name);
+    let attached = match program.adopt(&pins, &iface.name).map_err(refused)? {
+        Some(a) => {
+            if policy == XdpAttach::Native && a.mode == AttachMode::Generic {
+                return Err(Refused::NativeRequired {
+                    ifname: iface.name.clone(),
+                    reason: format!(
+                        "the program pinned under {} is attached in generic mode",
+                        pins.display()
+                    ),
+                });
+            }
+            notes.push(format!(
+                "{}: attach skipped: driving the program pinned under {} ({})",
+                iface.name,
+                pins.display(),
+                attach_name(a.mode)
+            ));
+            a
+        }
+        None => program
+            .attach_with(&iface.name, policy == XdpAttach::Generic)
+            .map_err(refused)?,
+    };
     if let Some(why) = &attached.native_refused {
         if policy == XdpAttach::Native {
             return Err(Refused::NativeRequired {

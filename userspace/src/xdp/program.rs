@@ -12,6 +12,16 @@
 //! over the CPUs. One `XdpProgram` serves one ingress interface: `XSKS` is
 //! keyed by rx queue only, so two interfaces need two loads (two sets of
 //! maps). Nothing here touches packets.
+//!
+//! A program pinned under `DIR/IFNAME` (`fanout xdp attach`, `cargo xtask
+//! load`) stays attached without any process. [`XdpProgram::adopt`] makes a
+//! loaded value drive that one instead of attaching its own: the pinned
+//! program must be this object's (same program tag) and attached to the
+//! interface; its maps are then the ones written and read, `FLOWS` and the
+//! per-flow counters start empty, `COUNTERS` reads from zero at the
+//! adoption, and the directory is locked (`flock`) while the value lives,
+//! so that two engines never share one program's `XSKS` and `fanout xdp
+//! detach` refuses to pull it from under a running engine.
 
 use std::io;
 use std::net::IpAddr;
@@ -19,8 +29,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap};
-use aya::programs::links::FdLink;
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, XskMap};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use fanout_common::{
     COUNTERS_MAP, Counter, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowCounter, FlowKey, FlowValue,
@@ -96,6 +106,30 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "interface {ifname}: the XDP program pinned under {} is not this binary's (program tag \
+         {theirs}, this binary's {ours}): run `fanout xdp detach --interface {ifname}` to remove \
+         it (its flows go to the kernel meanwhile), then start again",
+        dir.display()
+    )]
+    PinnedOther {
+        ifname: String,
+        dir: PathBuf,
+        ours: String,
+        theirs: String,
+    },
+    #[error(
+        "interface {ifname}: the XDP program pinned under {} is in use by another running \
+         fanout (its pin directory is locked)",
+        dir.display()
+    )]
+    PinnedInUse { ifname: String, dir: PathBuf },
+    #[error("interface {ifname}: the pinned XDP program under {}: {what}", dir.display())]
+    Pinned {
+        ifname: String,
+        dir: PathBuf,
+        what: String,
+    },
 }
 
 /// The rung of the XDP mode ladder reached on an interface.
@@ -150,7 +184,65 @@ impl FlowCounts {
 #[derive(Debug)]
 pub struct XdpProgram {
     ebpf: Ebpf,
-    attached: Option<(Attached, aya::programs::xdp::XdpLinkId)>,
+    /// Where and how it is attached; the link id when this value attached
+    /// it (none for an adopted pinned program).
+    attached: Option<(Attached, Option<aya::programs::xdp::XdpLinkId>)>,
+    /// An adopted pinned program ([`XdpProgram::adopt`]).
+    pinned: Option<Adopted>,
+}
+
+/// The maps of an adopted pinned program, and what makes its counters
+/// this run's.
+#[derive(Debug)]
+struct Adopted {
+    maps: Vec<(&'static str, Map)>,
+    /// `COUNTERS` at the adoption.
+    baseline: Counters,
+    /// The lock on the pin directory, held while the value lives.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// What is attached to an interface, as `ip -details -json link show`
+/// reports it (netlink `IFLA_XDP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnInterface {
+    /// `native`, `generic` or `offload`.
+    pub mode: String,
+    pub prog_id: u32,
+    pub name: String,
+    /// The program tag, 16 hex digits.
+    pub tag: String,
+}
+
+/// What is attached to `ifname` (in this thread's network namespace).
+pub fn on_interface(ifname: &str) -> Result<Option<OnInterface>, Error> {
+    let text =
+        crate::neigh::ip(&["-details", "-json", "link", "show", "dev", ifname]).map_err(|e| {
+            Error::Io {
+                path: PathBuf::from(format!("ip link show dev {ifname}")),
+                source: io::Error::other(e.to_string()),
+            }
+        })?;
+    Ok(parse_on_interface(&text))
+}
+
+/// [`on_interface`] from the text `ip -details -json link show` printed.
+fn parse_on_interface(json: &str) -> Option<OnInterface> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let xdp = v.get(0)?.get("xdp")?;
+    let prog = xdp.get("prog")?;
+    let mode = match xdp.get("mode")?.as_u64()? {
+        1 => "native",
+        2 => "generic",
+        3 => "offload",
+        _ => "unknown",
+    };
+    Some(OnInterface {
+        mode: mode.to_owned(),
+        prog_id: u32::try_from(prog.get("id")?.as_u64()?).ok()?,
+        name: prog.get("name")?.as_str()?.to_owned(),
+        tag: prog.get("tag")?.as_str()?.to_owned(),
+    })
 }
 
 impl XdpProgram {
@@ -186,6 +278,7 @@ impl XdpProgram {
         Ok(XdpProgram {
             ebpf,
             attached: None,
+            pinned: None,
         })
     }
 
@@ -250,8 +343,182 @@ impl XdpProgram {
             mode,
             native_refused,
         };
-        self.attached = Some((attached.clone(), id));
+        self.attached = Some((attached.clone(), Some(id)));
         Ok(attached)
+    }
+
+    /// This object's program tag (16 hex digits), as the kernel computed it
+    /// at load: what `ip link` shows of an attached program.
+    pub fn tag(&mut self) -> Result<String, Error> {
+        let info = Self::program(&mut self.ebpf)?
+            .info()
+            .map_err(|source| Error::Verify {
+                source: Box::new(source),
+            })?;
+        Ok(format!("{:016x}", info.tag()))
+    }
+
+    /// Drives the program pinned under `dir` on `ifname` instead of
+    /// attaching this one (see the module documentation); `None` when
+    /// nothing is pinned there, or when a pinned link no longer holds the
+    /// interface (it was deleted and created again): those stale pins are
+    /// removed, said in the log, and the caller attaches as usual.
+    pub fn adopt(&mut self, dir: &Path, ifname: &str) -> Result<Option<Attached>, Error> {
+        let link_path = dir.join(LINK_PIN);
+        if !link_path.exists() {
+            return Ok(None);
+        }
+        if let Some((a, _)) = &self.attached {
+            return Err(Error::AlreadyAttached {
+                ifname: a.ifname.clone(),
+            });
+        }
+        let pinned = |what: String| Error::Pinned {
+            ifname: ifname.to_owned(),
+            dir: dir.to_owned(),
+            what,
+        };
+        let lock = lock_dir(dir).map_err(|e| match e {
+            Error::PinnedInUse { .. } => Error::PinnedInUse {
+                ifname: ifname.to_owned(),
+                dir: dir.to_owned(),
+            },
+            other => other,
+        })?;
+        let link = FdLink::from(
+            PinnedLink::from_pin(&link_path)
+                .map_err(|e| pinned(format!("opening the link: {e}")))?,
+        );
+        let prog_id = link
+            .info()
+            .map_err(|e| pinned(format!("reading the link: {e}")))?
+            .program_id();
+        let on = on_interface(ifname)?;
+        let Some(on) = on.filter(|on| on.prog_id == prog_id) else {
+            log::warn!(
+                "XDP on {ifname}: the link pinned under {} holds program {prog_id}, which is not \
+                 attached to {ifname} (the interface was created again?): removing the stale pins",
+                dir.display()
+            );
+            drop(lock);
+            unpin(dir)?;
+            return Ok(None);
+        };
+        let ours = self.tag()?;
+        if on.tag != ours {
+            return Err(Error::PinnedOther {
+                ifname: ifname.to_owned(),
+                dir: dir.to_owned(),
+                ours,
+                theirs: on.tag,
+            });
+        }
+        let mode = match on.mode.as_str() {
+            "native" => AttachMode::Native,
+            "generic" => AttachMode::Generic,
+            other => return Err(pinned(format!("attached in {other} mode"))),
+        };
+        let mut maps = Vec::new();
+        for name in MAPS {
+            let data = MapData::from_pin(dir.join(name))
+                .map_err(|e| pinned(format!("opening map {name}: {e}")))?;
+            let map =
+                Map::from_map_data(data).map_err(|e| pinned(format!("opening map {name}: {e}")))?;
+            maps.push((name, map));
+        }
+        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| Error::Io {
+            path: PathBuf::from(format!("/sys/class/net/{ifname}")),
+            source: e.into(),
+        })?;
+        self.pinned = Some(Adopted {
+            maps,
+            baseline: Counters::default(),
+            _lock: lock,
+        });
+        // What the previous configuration wrote: no flow matches while the
+        // per-flow counters are cleared, then the caller writes its own.
+        self.clear_flows()?;
+        self.clear_flow_counters()?;
+        let baseline = self.counters()?;
+        if let Some(p) = &mut self.pinned {
+            p.baseline = baseline;
+        }
+        let attached = Attached {
+            ifname: ifname.to_owned(),
+            ifindex,
+            mode,
+            native_refused: None,
+        };
+        log::info!(
+            "XDP on {ifname}: driving the program pinned under {} ({} mode, program id {prog_id})",
+            dir.display(),
+            on.mode
+        );
+        self.attached = Some((attached.clone(), None));
+        Ok(Some(attached))
+    }
+
+    /// Whether this value drives a pinned program ([`XdpProgram::adopt`]).
+    pub fn adopted(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    fn map_ref(&self, name: &'static str) -> Result<&Map, Error> {
+        let map = match &self.pinned {
+            Some(p) => p.maps.iter().find(|(n, _)| *n == name).map(|(_, m)| m),
+            None => self.ebpf.map(name),
+        };
+        map.ok_or(Error::Missing { kind: "map", name })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+        let map = match &mut self.pinned {
+            Some(p) => p.maps.iter_mut().find(|(n, _)| *n == name).map(|(_, m)| m),
+            None => self.ebpf.map_mut(name),
+        };
+        map.ok_or(Error::Missing { kind: "map", name })
+    }
+
+    /// Removes every `FLOWS` entry.
+    fn clear_flows(&mut self) -> Result<(), Error> {
+        let mut map = self.flows()?;
+        let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            map.remove(&key).map_err(|source| Error::Map {
+                map: FLOWS_MAP,
+                op: format!("remove {key:?}"),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes `FLOW_COUNTERS` on every CPU.
+    fn clear_flow_counters(&mut self) -> Result<(), Error> {
+        let map_err = |op: String| {
+            move |source| Error::Map {
+                map: FLOW_COUNTERS_MAP,
+                op: op.clone(),
+                source: Box::new(source),
+            }
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| Error::Io {
+            path: PathBuf::from("/sys/devices/system/cpu/possible"),
+            source,
+        })?;
+        let map = self.map_mut(FLOW_COUNTERS_MAP)?;
+        let mut array =
+            PerCpuArray::<&mut MapData, u64>::try_from(map).map_err(map_err("open".into()))?;
+        for slot in 0..array.len() {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| Error::Io {
+                path: PathBuf::from("/sys/devices/system/cpu/possible"),
+                source,
+            })?;
+            array
+                .set(slot, zeros, 0)
+                .map_err(map_err(format!("zero slot {slot}")))?;
+        }
+        Ok(())
     }
 
     /// Where and how the program is attached, if it is.
@@ -260,10 +527,7 @@ impl XdpProgram {
     }
 
     fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowValue>, Error> {
-        let map = self.ebpf.map_mut(FLOWS_MAP).ok_or(Error::Missing {
-            kind: "map",
-            name: FLOWS_MAP,
-        })?;
+        let map = self.map_mut(FLOWS_MAP)?;
         HashMap::try_from(map).map_err(|source| Error::Map {
             map: FLOWS_MAP,
             op: "open".into(),
@@ -290,10 +554,7 @@ impl XdpProgram {
     /// (`None` for one without a link address), so that frames to another
     /// host's MAC are passed, not replicated ([`Ingress`]).
     pub fn set_ingress(&mut self, mac: Option<[u8; 6]>) -> Result<(), Error> {
-        let map = self.ebpf.map_mut(INGRESS_MAP).ok_or(Error::Missing {
-            kind: "map",
-            name: INGRESS_MAP,
-        })?;
+        let map = self.map_mut(INGRESS_MAP)?;
         let mut array =
             Array::<&mut MapData, Ingress>::try_from(map).map_err(|source| Error::Map {
                 map: INGRESS_MAP,
@@ -315,10 +576,7 @@ impl XdpProgram {
     }
 
     fn xsks(&mut self) -> Result<XskMap<&mut MapData>, Error> {
-        let map = self.ebpf.map_mut(XSKS_MAP).ok_or(Error::Missing {
-            kind: "map",
-            name: XSKS_MAP,
-        })?;
+        let map = self.map_mut(XSKS_MAP)?;
         XskMap::try_from(map).map_err(|source| Error::Map {
             map: XSKS_MAP,
             op: "open".into(),
@@ -349,10 +607,7 @@ impl XdpProgram {
 
     /// `COUNTERS`, summed over the CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(Error::Missing {
-            kind: "map",
-            name: COUNTERS_MAP,
-        })?;
+        let map = self.map_ref(COUNTERS_MAP)?;
         let array = PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| Error::Map {
             map: COUNTERS_MAP,
             op: "open".into(),
@@ -367,6 +622,11 @@ impl XdpProgram {
             })?;
             out.0[c.index() as usize] = values.iter().sum();
         }
+        if let Some(p) = &self.pinned {
+            for (n, was) in out.0.iter_mut().zip(p.baseline.0) {
+                *n = n.saturating_sub(was);
+            }
+        }
         Ok(out)
     }
 
@@ -374,10 +634,7 @@ impl XdpProgram {
     /// the order [`XdpProgram::insert_flows`] numbered them), summed over
     /// the CPUs, in [`FlowCounter::ALL`] order.
     pub fn flow_counters(&self, flows: u32) -> Result<Vec<FlowCounts>, Error> {
-        let map = self.ebpf.map(FLOW_COUNTERS_MAP).ok_or(Error::Missing {
-            kind: "map",
-            name: FLOW_COUNTERS_MAP,
-        })?;
+        let map = self.map_ref(FLOW_COUNTERS_MAP)?;
         let array = PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| Error::Map {
             map: FLOW_COUNTERS_MAP,
             op: "open".into(),
@@ -408,7 +665,14 @@ impl XdpProgram {
     /// [`unpin`] removes the pins. Consumes the program's ownership of the
     /// link.
     pub fn pin(&mut self, dir: &Path) -> Result<(), Error> {
-        let (attached, id) = self.attached.take().ok_or(Error::NotAttached)?;
+        let (attached, id) = match self.attached.take() {
+            Some((a, Some(id))) => (a, id),
+            // Adopted: pinned already, by whoever attached it.
+            other => {
+                self.attached = other;
+                return Err(Error::NotAttached);
+            }
+        };
         // Only root reaches the pins: whoever opens them controls the datapath.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(dir)
@@ -421,7 +685,7 @@ impl XdpProgram {
             source: e.into(),
         })?;
         if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-            self.attached = Some((attached, id));
+            self.attached = Some((attached, Some(id)));
             return Err(Error::NotBpffs {
                 path: dir.to_owned(),
             });
@@ -472,6 +736,31 @@ pub fn embedded_object() -> Option<&'static [u8]> {
 /// The pin directory of interface `ifname`: `/sys/fs/bpf/fanout/IFNAME`.
 pub fn pin_dir(ifname: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(ifname)
+}
+
+/// Takes the lock on the pin directory `dir` (`flock`, exclusive, without
+/// waiting): [`Error::PinnedInUse`] when a running engine holds it. The
+/// lock lasts as long as the returned value.
+pub fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let file = std::fs::File::open(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        match e {
+            nix::errno::Errno::EWOULDBLOCK => Error::PinnedInUse {
+                ifname: dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                dir: dir.to_owned(),
+            },
+            e => Error::Io {
+                path: dir.to_owned(),
+                source: e.into(),
+            },
+        }
+    })
 }
 
 /// Removes the pins made by [`XdpProgram::pin`] under `dir` (the link
@@ -645,6 +934,31 @@ mod tests {
         assert!(flow_entries(&[(0, &asm), (1, &ssm)]).is_err());
         assert!(flow_entries(&[(0, &ssm), (1, &ssm)]).is_err());
         assert!(flow_entries(&[(0, &asm), (1, &asm)]).is_err());
+    }
+
+    /// What `ip -details -json link show` prints (iproute2 6.1 on this
+    /// machine, a native and a generic attachment, and none).
+    #[test]
+    fn what_is_attached_comes_from_ip_link() {
+        let json = |mode: u8| {
+            format!(
+                r#"[{{"ifindex":2,"ifname":"in0","xdp":{{"mode":{mode},"prog":{{"id":121,"name":"fanout_xdp","tag":"5b7716e9592d7554","jited":1}},"attached":[{{"mode":{mode},"prog":{{"id":121}}}}]}}}}]"#
+            )
+        };
+        let on = |mode: &str| OnInterface {
+            mode: mode.to_owned(),
+            prog_id: 121,
+            name: "fanout_xdp".to_owned(),
+            tag: "5b7716e9592d7554".to_owned(),
+        };
+        assert_eq!(parse_on_interface(&json(1)), Some(on("native")));
+        assert_eq!(parse_on_interface(&json(2)), Some(on("generic")));
+        assert_eq!(parse_on_interface(&json(3)), Some(on("offload")));
+        assert_eq!(
+            parse_on_interface(r#"[{"ifindex":2,"ifname":"in0","mtu":9000}]"#),
+            None
+        );
+        assert_eq!(parse_on_interface("not json"), None);
     }
 
     #[test]
