@@ -3031,3 +3031,122 @@ fn xdp_mode_is_refused_with_exit_1() {
         "{stderr}"
     );
 }
+
+/// The capabilities of the shipped unit's `CapabilityBoundingSet=`, the
+/// ones `fanout run` may use, as `setpriv` spells them
+/// (`+bpf,+perfmon,...`).
+fn unit_caps() -> String {
+    let unit = include_str!("../userspace/dist/fanout.service");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet=");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Run as another user: `fanout run` started as `nobody` with only the
+/// capabilities of the shipped unit as ambient ones (`setpriv`, as
+/// systemd's `User=` and `AmbientCapabilities=` do) loads, attaches and binds everything, its
+/// threads then hold what a root run's hold (the XDP next-hop thread's
+/// `CAP_NET_ADMIN` ambient as well, so that the `ip neigh` it executes may
+/// ask the kernel to resolve), it resolves the sinks' addresses itself
+/// (nothing pinned), and every datagram reaches the receiver.
+fn as_another_user(test: &str, kind: EngineKind) {
+    let Some(case) = Case::unpinned(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let to = SocketAddr::new(addr::SNK0_V4.into(), 6002);
+    let group = Ipv4Addr::new(239, 8, 0, 2);
+    let config = format!(
+        "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"tv\"\ninterface = \"{}\"\n\
+         group = \"{group}\"\nport = 5000\n\n  [[flow.output]]\n  unicast = \"{to}\"\n",
+        kind.mode(),
+        iface::IN0
+    );
+    // The user's own directory for the ready file and the counters.
+    let files = Scratch::new(&format!("{}-nobody", lab.prefix()));
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    nix::unistd::chown(files.dir(), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let rx = unicast_receiver(&lab.sink, to);
+    let caps = unit_caps();
+    assert!(caps.contains("+net_admin"), "{caps}");
+    let inh = format!("--inh-caps={caps}");
+    let amb = format!("--ambient-caps={caps}");
+    let setpriv = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        &inh,
+        &amb,
+    ];
+    let engine = case.start_wrapped(&files, &setpriv, &config, &[]);
+    let pid = engine.process.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let n = nobody.uid.as_raw();
+    assert_eq!(
+        uid.split_whitespace().collect::<Vec<_>>(),
+        [
+            "Uid:",
+            &n.to_string(),
+            &n.to_string(),
+            &n.to_string(),
+            &n.to_string()
+        ],
+        "fanout run is {pid}, as nobody"
+    );
+    const NET_ADMIN: u64 = 1 << 12;
+    let control = if kind.is_xdp() { NET_ADMIN } else { 0 };
+    let threads = thread_caps(pid);
+    for (tid, name, sets) in &threads {
+        let want = if *tid == pid || name == "fanout-neigh" {
+            control
+        } else {
+            0
+        };
+        assert_eq!(sets, &[want; 3], "thread {tid} {name}: {threads:?}");
+    }
+    if kind.is_xdp() {
+        // The next hop forgotten after the start: the next-hop thread (no
+        // longer the main one, which resolved at start with the process's
+        // capabilities) must have the kernel resolve it again.
+        lab.edge
+            .ip(&["neigh", "flush", "dev", iface::OUT0])
+            .unwrap();
+        let resolved = || {
+            let out = lab
+                .edge
+                .ip(&["-j", "neigh", "show", "dev", iface::OUT0])
+                .unwrap();
+            let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+            entries
+                .iter()
+                .any(|e| e["dst"] == addr::SNK0_V4.to_string() && e.get("lladdr").is_some())
+                .then_some(())
+        };
+        fanout::lab::wait_until(DEADLINE, resolved)
+            .expect("the engine had the kernel resolve the sink again");
+    }
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let want = payloads(12, 0, &[64, 1472, 8972], 10);
+    send_all(&tx, SocketAddr::new(group.into(), 5000), &want);
+    assert_stream("tv", &receive(&rx, want.len()), &want);
+    let (snap, _) = engine.stop();
+    let o = &snap.flow("tv").unwrap().outputs[0];
+    assert_eq!(
+        (o.sent, o.dropped_total()),
+        (want.len() as u64, 0),
+        "{snap}"
+    );
+    assert_xdp_carried(&snap, kind, want.len() as u64, 1);
+}
+
+for_each_engine!(as_another_user:
+    runs_as_another_user_with_ambient_capabilities,
+    runs_as_another_user_with_ambient_capabilities_xdp_native,
+    runs_as_another_user_with_ambient_capabilities_xdp_generic);

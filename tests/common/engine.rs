@@ -190,6 +190,27 @@ impl Case {
             env,
         )
     }
+
+    /// [`Case::start_with`] run through `wrapper` (a program and its
+    /// arguments, e.g. `setpriv ...`, that then executes `fanout run`), with
+    /// the files in `files`.
+    pub fn start_wrapped(
+        &self,
+        files: &Scratch,
+        wrapper: &[&str],
+        config: &str,
+        args: &[&str],
+    ) -> Engine {
+        Engine::start_in(
+            &self.lab.edge,
+            files,
+            self.kind,
+            self.object.as_deref(),
+            config,
+            (wrapper, args),
+            &[],
+        )
+    }
 }
 
 /// Every scenario ends with the receivers' verdict: the sinks' kernels,
@@ -269,7 +290,36 @@ impl Engine {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Engine {
-        let (mut cmd, paths) = run_command(ns, files, "fanout", config);
+        Engine::start_in(ns, files, kind, object, config, (&[], args), env)
+    }
+
+    /// [`Engine::start`], `fanout run` executed by the wrapper of
+    /// `wrapped.0` (none when empty) with `wrapped.1` its arguments.
+    fn start_in(
+        ns: &Netns,
+        files: &Scratch,
+        kind: EngineKind,
+        object: Option<&Path>,
+        config: &str,
+        wrapped: (&[&str], &[&str]),
+        env: &[(&str, &str)],
+    ) -> Engine {
+        let (wrapper, args) = wrapped;
+        let (cmd, paths) = run_command(ns, files, "fanout", config);
+        let mut cmd = if wrapper.is_empty() {
+            cmd
+        } else {
+            // `ip netns exec NS WRAPPER... FANOUT run ...` (the command's
+            // arguments after `netns exec NS`), the same environment.
+            let mut wrapped = ns.command(wrapper[0]);
+            wrapped.args(&wrapper[1..]).args(cmd.get_args().skip(3));
+            for (k, v) in cmd.get_envs() {
+                if let Some(v) = v {
+                    wrapped.env(k, v);
+                }
+            }
+            wrapped
+        };
         cmd.args(args);
         if kind.is_xdp() {
             let generic = kind == EngineKind::XdpGeneric;

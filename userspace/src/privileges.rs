@@ -16,8 +16,14 @@
 //!   resolve a next hop), for turning a VLAN receive offload back on at
 //!   exit, and for detaching the program where no BPF link holds it.
 //!
-//! Dropping needs `CAP_SETPCAP` for the bounding set; without it (not
-//! root), only the sets the thread has are narrowed.
+//! Dropping needs `CAP_SETPCAP` for the bounding set; without it, only the
+//! sets the thread has are narrowed.
+//!
+//! Started as another user with ambient capabilities (systemd's `User=` and
+//! `AmbientCapabilities=`, README "Privileges and kernel features"), a
+//! thread's kept capabilities are also put back in its ambient set: what it
+//! executes (`ip neigh`) runs as that user too, and only the ambient set
+//! crosses `execve` for a user other than root.
 
 pub use caps::Capability;
 use caps::{CapSet, CapsHashSet};
@@ -42,6 +48,11 @@ pub fn drop_thread(keep: &[Capability]) -> Result<(), caps::errors::CapsError> {
     caps::set(None, CapSet::Inheritable, &kept)?;
     caps::set(None, CapSet::Effective, &kept)?;
     caps::set(None, CapSet::Permitted, &kept)?;
+    if !nix::unistd::geteuid().is_root() {
+        for cap in &kept {
+            caps::raise(None, CapSet::Ambient, *cap)?;
+        }
+    }
     Ok(())
 }
 

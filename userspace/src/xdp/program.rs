@@ -365,8 +365,16 @@ impl XdpProgram {
     /// removed, said in the log, and the caller attaches as usual.
     pub fn adopt(&mut self, dir: &Path, ifname: &str) -> Result<Option<Attached>, Error> {
         let link_path = dir.join(LINK_PIN);
-        if !link_path.exists() {
-            return Ok(None);
+        // A pin this process may not even look at is said, not ignored.
+        match link_path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: link_path,
+                    source,
+                });
+            }
         }
         if let Some((a, _)) = &self.attached {
             return Err(Error::AlreadyAttached {
