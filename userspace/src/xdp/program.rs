@@ -365,10 +365,20 @@ impl XdpProgram {
     /// removed, said in the log, and the caller attaches as usual.
     pub fn adopt(&mut self, dir: &Path, ifname: &str) -> Result<Option<Attached>, Error> {
         let link_path = dir.join(LINK_PIN);
-        // A pin this process may not even look at is said, not ignored.
+        // A pin directory this process may not look at (root's 0700 one,
+        // for a run as another user) is said; attaching then tells whether
+        // a program holds the interface.
         match link_path.try_exists() {
             Ok(true) => {}
             Ok(false) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                log::warn!(
+                    "XDP on {ifname}: cannot look for a pinned program under {} ({e}): a program \
+                     pinned there is not driven by this run",
+                    dir.display()
+                );
+                return Ok(None);
+            }
             Err(source) => {
                 return Err(Error::Io {
                     path: link_path,
