@@ -3084,7 +3084,13 @@ fn as_another_user(test: &str, kind: EngineKind) {
         &inh,
         &amb,
     ];
-    let engine = case.start_wrapped(&files, &setpriv, &config, &[]);
+    // Root's pin directory, which this user may not look into.
+    let pins = case.files.path("pins");
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&pins)
+        .unwrap();
+    let pins_env = [("FANOUT_XDP_PIN_DIR", pins.to_str().unwrap())];
+    let engine = case.start_wrapped(&files, &setpriv, &config, &pins_env);
     let pid = engine.process.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -3136,7 +3142,17 @@ fn as_another_user(test: &str, kind: EngineKind) {
     let want = payloads(12, 0, &[64, 1472, 8972], 10);
     send_all(&tx, SocketAddr::new(group.into(), 5000), &want);
     assert_stream("tv", &receive(&rx, want.len()), &want);
-    let (snap, _) = engine.stop();
+    let (snap, done) = engine.stop();
+    if kind.is_xdp() {
+        assert!(
+            done.stderr.contains(&format!(
+                "cannot look for a pinned program under {}/in0 (Permission denied",
+                pins.display()
+            )),
+            "{}",
+            done.stderr
+        );
+    }
     let o = &snap.flow("tv").unwrap().outputs[0];
     assert_eq!(
         (o.sent, o.dropped_total()),

@@ -191,7 +191,7 @@ impl Case {
         )
     }
 
-    /// [`Case::start_with`] run through `wrapper` (a program and its
+    /// [`Case::start_env`] run through `wrapper` (a program and its
     /// arguments, e.g. `setpriv ...`, that then executes `fanout run`), with
     /// the files in `files`.
     pub fn start_wrapped(
@@ -199,7 +199,7 @@ impl Case {
         files: &Scratch,
         wrapper: &[&str],
         config: &str,
-        args: &[&str],
+        env: &[(&str, &str)],
     ) -> Engine {
         Engine::start_in(
             &self.lab.edge,
@@ -207,8 +207,8 @@ impl Case {
             self.kind,
             self.object.as_deref(),
             config,
-            (wrapper, args),
-            &[],
+            (wrapper, &[]),
+            env,
         )
     }
 }
