@@ -321,3 +321,74 @@ fn missing_file() {
         )
     );
 }
+
+/// `fanout xdp` on bad input, which needs no privileges: exit 2 and one
+/// message naming what is wrong; nothing pinned is said (`status` exits 3,
+/// `detach` has nothing to do).
+#[test]
+fn fanout_xdp_refuses_bad_input() {
+    let dir = TempDir::new("xdp");
+    let path = dir.0.join("lo.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let pins = dir.0.join("pins");
+    let xdp = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .arg("xdp")
+            .args(args)
+            .env("FANOUT_XDP_PIN_DIR", &pins)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let config = path.to_str().unwrap();
+    assert_eq!(
+        xdp(&["attach", "--interface", "a/b", "--config", config]),
+        (
+            Some(2),
+            String::new(),
+            "error: invalid interface name \"a/b\"\n".to_owned()
+        )
+    );
+    assert_eq!(
+        xdp(&["attach", "--interface", "eth7", "--config", config]),
+        (
+            Some(2),
+            String::new(),
+            format!("error: {config}: no flow arrives on eth7 (flows arrive on: lo)\n")
+        )
+    );
+    let missing = dir.0.join("missing.toml");
+    let (code, out, err) = xdp(&["attach", "-i", "lo", "-c", missing.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: {}: cannot read the configuration",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        xdp(&["status", "--config", config]),
+        (
+            Some(3),
+            format!("no program pinned under {}\n", pins.display()),
+            String::new()
+        )
+    );
+    assert_eq!(
+        xdp(&["detach", "-i", "lo", "-c", config]),
+        (
+            Some(0),
+            format!(
+                "nothing pinned for lo under {}/lo: nothing to remove\n",
+                pins.display()
+            ),
+            String::new()
+        )
+    );
+}

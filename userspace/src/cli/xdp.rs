@@ -91,10 +91,13 @@ pub fn main(args: Args) -> ExitCode {
     match result {
         Ok(code) => code,
         Err((code, message)) => {
-            eprintln!(
-                "{}",
-                journal::line(journal::ERR, &format!("error: {message}"))
-            );
+            // Configuration errors say `error:` themselves.
+            let message = if message.starts_with("error: ") {
+                message
+            } else {
+                format!("error: {message}")
+            };
+            eprintln!("{}", journal::line(journal::ERR, &message));
             ExitCode::from(code)
         }
     }
