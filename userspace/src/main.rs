@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod cli;
 
@@ -32,13 +32,13 @@ enum Cmd {
     /// with the final counters and exit 3, to be restarted).
     #[command(after_help = fanout::config::env_help())]
     Run(cli::run::Args),
-    /// The lab's traffic tools (developers only: built with the feature `lab`).
     /// Print the shell completion script for SHELL on stdout.
     Completions(cli::docs::CompletionsArgs),
     /// Write the man pages (fanout.1 and one per subcommand) into a
     /// directory (the package does).
     #[command(hide = true)]
     Man(cli::docs::ManArgs),
+    /// The lab's traffic tools (developers only: built with the feature `lab`).
     #[cfg(feature = "lab")]
     #[command(hide = true)]
     Lab(cli::lab::Args),
@@ -74,8 +74,8 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check(args) => cli::check::main(args),
         Cmd::Run(args) => cli::run::main(args),
-        Cmd::Completions(args) => cli::docs::completions(args),
-        Cmd::Man(args) => cli::docs::man(args),
+        Cmd::Completions(args) => cli::docs::completions(args, Cli::command()),
+        Cmd::Man(args) => cli::docs::man(args, Cli::command()),
         #[cfg(feature = "lab")]
         Cmd::Lab(args) => cli::lab::main(args),
     }

@@ -2,11 +2,11 @@
 //! completions and man pages the package installs, generated from the
 //! command line itself (clap_complete, clap_mangen), so they never drift
 //! from it. The lab's hidden subcommands are left out of the man pages.
+//! Both take the binary's command line as a `clap::Command` (from
+//! `main.rs`, which this module does not import).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-use clap::CommandFactory;
 
 #[derive(Debug, clap::Args)]
 pub struct CompletionsArgs {
@@ -22,14 +22,15 @@ pub struct ManArgs {
     pub dir: PathBuf,
 }
 
-pub fn completions(args: CompletionsArgs) -> ExitCode {
-    let mut cmd = crate::Cli::command();
+/// Prints the completion script of `cmd` for `args.shell` on stdout.
+pub fn completions(args: CompletionsArgs, mut cmd: clap::Command) -> ExitCode {
     clap_complete::generate(args.shell, &mut cmd, "fanout", &mut std::io::stdout());
     ExitCode::SUCCESS
 }
 
-pub fn man(args: ManArgs) -> ExitCode {
-    match write_pages(&args.dir) {
+/// Writes the man pages of `cmd` into `args.dir` and prints their paths.
+pub fn man(args: ManArgs, cmd: clap::Command) -> ExitCode {
+    match write_pages(&args.dir, cmd) {
         Ok(pages) => {
             for p in pages {
                 println!("{}", p.display());
@@ -47,9 +48,9 @@ pub fn man(args: ManArgs) -> ExitCode {
 }
 
 /// `fanout.1`, then one page per visible subcommand (`fanout-run.1`).
-fn write_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+fn write_pages(dir: &std::path::Path, cmd: clap::Command) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let cmd = crate::Cli::command().disable_help_subcommand(true);
+    let cmd = cmd.disable_help_subcommand(true);
     let mut written = Vec::new();
     let mut page = |name: String, cmd: clap::Command| -> std::io::Result<()> {
         let path = dir.join(format!("{name}.1"));
