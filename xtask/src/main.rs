@@ -6,7 +6,8 @@
 //!   or remove the pins (see `load.rs`);
 //! - `lab up|down`: leaves a lab running for manual work, or removes one;
 //! - `demo`: the tour: lab, engine, generator, sinks, a table of what arrived;
-//! - `test`: the CI tiers: fmt, clippy, unit and privileged integration tests;
+//! - `package`: the Debian package of the product (cargo-deb, see `package.rs`);
+//! - `test`: the CI tiers: fmt, clippy, the package, unit and privileged integration tests;
 //! - `bench`: the lab benchmark (fanout socket/xdp vs kernel multicast routing, see `bench/mod.rs`).
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ mod demo;
 mod ebpf;
 mod load;
 mod modules;
+mod package;
 mod setup;
 mod test;
 
@@ -52,7 +54,10 @@ enum Cmd {
     },
     /// Run the demo: lab up, engine, generator, sinks, results table, lab down.
     Demo(demo::Args),
-    /// Run the CI tiers: setup, fmt, clippy, tests (privileged ones when root).
+    /// Build the Debian package (XDP program embedded, unit, config,
+    /// man pages, completions) and print the path of the .deb.
+    Package,
+    /// Run the CI tiers: setup, fmt, clippy, the package, tests (privileged ones when root).
     Test,
     /// The lab benchmark: fanout socket / xdp against kernel multicast routing.
     Bench(bench::Args),
@@ -102,6 +107,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Unload(args) => load::unload(args),
         Cmd::Lab { action } => lab(action),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Package => package::run(),
         Cmd::Test => test::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Modules => modules::run(),

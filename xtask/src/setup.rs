@@ -1,8 +1,8 @@
 //! `cargo xtask setup`: makes a fresh Debian 12 ready to build, test and
 //! demo fanout. Idempotent and fast when done: it checks first (dpkg-query,
-//! rustup, `bpf-linker --version`) and installs only what is missing, and
-//! mounts a BPF filesystem on `/sys/fs/bpf` when none is there (as root), so
-//! that `cargo xtask load` can pin.
+//! rustup, `bpf-linker --version`, `cargo deb --version`) and installs only
+//! what is missing, and mounts a BPF filesystem on `/sys/fs/bpf` when none
+//! is there (as root), so that `cargo xtask load` can pin.
 
 use std::process::Command;
 
@@ -15,7 +15,11 @@ use crate::cmd::{is_root, output_of, run_status};
 /// Debian packages: iproute2 for the lab; clang/LLVM 22, libelf, zlib,
 /// pkg-config and m4 for bpf-linker and for the vendored libbpf that
 /// libbpf-rs builds (tests/xdp_program.rs); smcroute (the kernel's multicast
-/// routing in `cargo xtask bench`) and ethtool (lab offloads).
+/// routing in `cargo xtask bench`) and ethtool (lab offloads); for the
+/// package (`cargo xtask package` and its test): systemd (`systemd-analyze
+/// verify` of the unit), dpkg-dev (`dpkg-shlibdeps`, which cargo-deb's
+/// `$auto` dependencies need, and objcopy through binutils for the debug
+/// symbols) and man-db (the unit's `Documentation=man:fanout(1)`).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "clang-22",
@@ -28,6 +32,9 @@ const PACKAGES: &[&str] = &[
     "m4",
     "smcroute",
     "ethtool",
+    "systemd",
+    "dpkg-dev",
+    "man-db",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -107,14 +114,26 @@ pub fn run() -> Result<Vec<String>> {
         did.push(format!("cargo install bpf-linker@{BPF_LINKER_VERSION}"));
     }
 
+    if !crate::package::cargo_deb_installed() {
+        let version = crate::package::CARGO_DEB_VERSION;
+        println!("setup: installing cargo-deb {version} (about a minute)");
+        run_status(Command::new("cargo").args([
+            "install",
+            &format!("cargo-deb@{version}"),
+            "--locked",
+        ]))?;
+        did.push(format!("cargo install cargo-deb@{version} --locked"));
+    }
+
     if is_root() && mount_bpffs()? {
         did.push(format!("mount -t bpf -o mode=0700 bpf {BPFFS}"));
     }
 
     if did.is_empty() {
         println!(
-            "setup: everything present ({} packages, nightly + rust-src, bpf-linker {BPF_LINKER_VERSION})",
-            PACKAGES.len()
+            "setup: everything present ({} packages, nightly + rust-src, bpf-linker {BPF_LINKER_VERSION}, cargo-deb {})",
+            PACKAGES.len(),
+            crate::package::CARGO_DEB_VERSION
         );
     } else {
         println!("setup: done: {}", did.join("; "));

@@ -1,11 +1,12 @@
 //! `cargo xtask test`: the CI tiers, in order: setup, the eBPF build, `cargo
 //! fmt --check`, clippy with warnings denied (the workspace, then the product
-//! build without the lab), then `cargo test --workspace`,
+//! build without the lab), the Debian package (`cargo xtask package`, its
+//! path given to the tests as `FANOUT_DEB`), then `cargo test --workspace`,
 //! then the benchmarks' short modes (criterion `--test`, `xtask bench --quick`).
 //! As root the privileged tests must run (`FANOUT_REQUIRE_PRIVILEGED=1`: a
-//! privileged test that cannot run fails instead of skipping). Every step
-//! runs even after a failure; a summary lists them all, and any failure
-//! makes the command fail.
+//! privileged test that cannot run fails instead of skipping), and the
+//! package must build. Every step runs even after a failure; a summary
+//! lists them all, and any failure makes the command fail.
 
 use std::time::Instant;
 
@@ -14,10 +15,13 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{cargo, is_root, run_status};
-use crate::{ebpf, setup};
+use crate::{ebpf, package, setup};
 
 /// Environment variable through which tests find the built XDP object.
 const EBPF_OBJECT_ENV: &str = ebpf::OBJECT_ENV;
+
+/// Environment variable through which `tests/package.rs` finds the `.deb`.
+const DEB_ENV: &str = "FANOUT_DEB";
 
 /// The outcome of the steps so far.
 #[derive(Debug, Default)]
@@ -85,9 +89,23 @@ pub fn run() -> Result<()> {
     ]));
     summary.step("clippy-product", t, false, product.map(|()| String::new()));
 
+    // The package (a release build of its own, about two minutes from
+    // cold): required as root, where setup has installed cargo-deb and the
+    // eBPF toolchain; without root its tests skip loudly.
+    let t = Instant::now();
+    let deb = package::build();
+    let note = match &deb {
+        Ok(path) => Ok(format!("{DEB_ENV}={}", path.display())),
+        Err(err) => Err(anyhow::anyhow!("{err:#}; tests run without {DEB_ENV}")),
+    };
+    summary.step("package", t, !is_root(), note);
+
     let t = Instant::now();
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--no-fail-fast"]);
+    if let Ok(path) = &deb {
+        tests.env(DEB_ENV, path);
+    }
     if is_root() {
         tests.env("FANOUT_REQUIRE_PRIVILEGED", "1");
     }
