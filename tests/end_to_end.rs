@@ -2561,6 +2561,16 @@ fn thread_caps(pid: u32) -> Vec<(u32, String, [u64; 3])> {
     out
 }
 
+/// One flow `tv` of `group`:5000 on `in0` to the unicast `to`.
+fn tv_to(kind: EngineKind, group: Ipv4Addr, to: SocketAddr) -> String {
+    format!(
+        "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"tv\"\ninterface = \"{}\"\n\
+         group = \"{group}\"\nport = 5000\n\n  [[flow.output]]\n  unicast = \"{to}\"\n",
+        kind.mode(),
+        iface::IN0
+    )
+}
+
 /// Least privilege: once the engine runs, every worker thread holds no
 /// capability (effective, permitted, bounding: what it could exec gets
 /// none either), and the main and next-hop threads of an XDP engine keep
@@ -2573,12 +2583,7 @@ fn least_privilege(test: &str, kind: EngineKind) {
     let lab = &case.lab;
     let to = SocketAddr::new(addr::SNK0_V4.into(), 6001);
     let group = Ipv4Addr::new(239, 8, 0, 1);
-    let config = format!(
-        "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"tv\"\ninterface = \"{}\"\n\
-         group = \"{group}\"\nport = 5000\n\n  [[flow.output]]\n  unicast = \"{to}\"\n",
-        kind.mode(),
-        iface::IN0
-    );
+    let config = tv_to(kind, group, to);
     let rx = unicast_receiver(&lab.sink, to);
     let engine = case.start(&config);
     const NET_ADMIN: u64 = 1 << 12;
@@ -3061,12 +3066,7 @@ fn as_another_user(test: &str, kind: EngineKind) {
     let lab = &case.lab;
     let to = SocketAddr::new(addr::SNK0_V4.into(), 6002);
     let group = Ipv4Addr::new(239, 8, 0, 2);
-    let config = format!(
-        "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"tv\"\ninterface = \"{}\"\n\
-         group = \"{group}\"\nport = 5000\n\n  [[flow.output]]\n  unicast = \"{to}\"\n",
-        kind.mode(),
-        iface::IN0
-    );
+    let config = tv_to(kind, group, to);
     // The user's own directory for the ready file and the counters.
     let files = Scratch::new(&format!("{}-nobody", lab.prefix()));
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();

@@ -21,6 +21,9 @@ use common::traffic::{assert_stream, payloads, receive, send_all, sender, unicas
 use common::{DEADLINE, wait_for_file};
 use fanout::lab::{Process, addr, iface};
 
+/// The group of [`one_flow`].
+const GROUP: &str = "239.7.3.1";
+
 /// The watchdog period the tests give (`WATCHDOG_USEC`).
 const WATCHDOG: Duration = Duration::from_secs(1);
 
@@ -81,12 +84,28 @@ fn one_flow(kind: EngineKind, port: u16) -> (String, SocketAddr) {
     let a = SocketAddr::new(addr::SNK0_V4.into(), port);
     let config = format!(
         "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"tv\"\ninterface = \"{}\"\n\
-         group = \"239.7.3.1\"\nport = 5000\n\n  [[flow.output]]\n  name = \"a\"\n  \
+         group = \"{GROUP}\"\nport = 5000\n\n  [[flow.output]]\n  name = \"a\"\n  \
          unicast = \"{a}\"\n",
         kind.mode(),
         iface::IN0,
     );
     (config, a)
+}
+
+/// Sends `count` datagrams of each size of `stream` to the flow of
+/// [`one_flow`] and checks that `rx` received exactly them; returns them.
+fn forward(
+    lab: &fanout::lab::Lab,
+    rx: &std::net::UdpSocket,
+    stream: u32,
+    sizes: &[usize],
+    count: usize,
+) -> Vec<Vec<u8>> {
+    let want = payloads(stream, 0, sizes, count);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    send_all(&tx, SocketAddr::new(GROUP.parse().unwrap(), 5000), &want);
+    assert_stream("output a", &receive(rx, want.len()), &want);
+    want
 }
 
 /// `READY=1` with the engine of every flow in `STATUS=`, `WATCHDOG=1` every
@@ -132,14 +151,7 @@ fn systemd_sees(test: &str, kind: EngineKind) {
         "{status:?} with READY=1: {ready:?}"
     );
     // It forwards while the watchdog is fed.
-    let want = payloads(3, 0, &[64, 1472, 8972], 20);
-    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
-    send_all(
-        &tx,
-        SocketAddr::new("239.7.3.1".parse().unwrap(), 5000),
-        &want,
-    );
-    assert_stream("output a", &receive(&rx, want.len()), &want);
+    let want = forward(lab, &rx, 3, &[64, 1472, 8972], 20);
 
     // The worker stalls 3 s after it started; the pings stop within the
     // stall limit (half the period) plus a period. Wait for a silence of
@@ -233,14 +245,7 @@ fn sighup_stops_with_the_final_counters_to_be_restarted() {
     cmd.env("NOTIFY_SOCKET", &sock_path);
     let mut p = Process::spawn("fanout run", &mut cmd).unwrap();
     assert!(wait_for_file(&mut p, &files.ready, DEADLINE), "never ready");
-    let want = payloads(4, 0, &[1472], 10);
-    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
-    send_all(
-        &tx,
-        SocketAddr::new("239.7.3.1".parse().unwrap(), 5000),
-        &want,
-    );
-    assert_stream("output a", &receive(&rx, want.len()), &want);
+    forward(lab, &rx, 4, &[1472], 10);
     nix::sys::signal::kill(pid(&p), nix::sys::signal::Signal::SIGHUP).unwrap();
     let f = p.finish(DEADLINE).unwrap();
     assert_eq!(f.status.code(), Some(3), "exit 3 on SIGHUP:\n{}", f.stderr);
@@ -402,7 +407,7 @@ fn pinned_program(test: &str, kind: EngineKind) {
     // No engine: the flow's datagrams reach the kernel, counted.
     let rx = unicast_receiver(&lab.sink, a);
     let tx = sender(&lab.src, (addr::SRC0_V4, 0));
-    let group = SocketAddr::new("239.7.3.1".parse().unwrap(), 5000);
+    let group = SocketAddr::new(GROUP.parse().unwrap(), 5000);
     send_all(&tx, group, &payloads(5, 0, &[1472], 10));
     let mut status = String::new();
     fanout::lab::wait_until(DEADLINE, || {

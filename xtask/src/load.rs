@@ -178,15 +178,7 @@ fn load_here(args: &LoadArgs, config: &Config, object: &Path, dir: &Path) -> Res
         ),
     }
     for (id, flow) in &flows {
-        let dest = std::net::SocketAddr::new(flow.group, flow.port);
-        let mut line = format!("  flow {id} {:?}: {dest}", flow.name);
-        if let Some(vlan) = flow.vlan {
-            line.push_str(&format!(" vlan {vlan}"));
-        }
-        if let Some(src) = flow.source {
-            line.push_str(&format!(" source {src}"));
-        }
-        println!("{line}");
+        println!("{}", fanout::xdp::pinned::flow_line(*id, flow));
     }
     println!(
         "pinned link, FLOWS, XSKS and COUNTERS under {}: the program stays attached; \

@@ -203,18 +203,7 @@ fn attach(args: &AttachArgs) -> Result<ExitCode, Failed> {
         args.config.display()
     );
     for (id, flow) in &entries {
-        let mut line = format!(
-            "  flow {id} {:?}: {}",
-            flow.name,
-            std::net::SocketAddr::new(flow.group, flow.port)
-        );
-        if let Some(vlan) = flow.vlan {
-            line.push_str(&format!(" vlan {vlan}"));
-        }
-        if let Some(src) = flow.source {
-            line.push_str(&format!(" source {src}"));
-        }
-        println!("{line}");
+        println!("{}", pinned::flow_line(*id, flow));
     }
     println!(
         "pinned under {}: the program stays attached; until fanout run drives it, its flows go \

@@ -47,6 +47,23 @@ pub fn attach_and_pin(
     Ok(attached)
 }
 
+/// One flow written into the program, as `attach` prints it: `  flow 0
+/// "tv": 239.1.1.1:5000 vlan 7 source 10.0.0.1`.
+pub fn flow_line(id: u32, flow: &FlowPlan) -> String {
+    let mut line = format!(
+        "  flow {id} {:?}: {}",
+        flow.name,
+        std::net::SocketAddr::new(flow.group, flow.port)
+    );
+    if let Some(vlan) = flow.vlan {
+        line.push_str(&format!(" vlan {vlan}"));
+    }
+    if let Some(src) = flow.source {
+        line.push_str(&format!(" source {src}"));
+    }
+    line
+}
+
 /// What [`detach`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Detached {
