@@ -19,18 +19,30 @@ fn count(n: usize) -> u32 {
 pub(super) struct Doc<'a> {
     pub(super) path: &'a Path,
     pub(super) src: &'a str,
+    /// The offset of every `\n`, in order: a line is a binary search, not a
+    /// count from the start (a file of 100 000 outputs asks 100 000 times).
+    newlines: Vec<usize>,
 }
 
-impl Doc<'_> {
+impl<'a> Doc<'a> {
+    pub(super) fn new(path: &'a Path, src: &'a str) -> Self {
+        let newlines = src
+            .bytes()
+            .enumerate()
+            .filter_map(|(i, b)| (b == b'\n').then_some(i))
+            .collect();
+        Doc {
+            path,
+            src,
+            newlines,
+        }
+    }
+
+    /// The 1-based line of the span's start.
     pub(super) fn line(&self, span: &Range<usize>) -> u32 {
         let start = span.start.min(self.src.len());
-        count(
-            self.src.as_bytes()[..start]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1,
-        )
+        // The newlines before `start`.
+        count(self.newlines.partition_point(|&n| n < start) + 1)
     }
 
     pub(super) fn at(&self, span: &Range<usize>) -> Location {
@@ -342,5 +354,27 @@ impl<'d, 'i> Table<'d, 'i> {
             ));
         }
         Ok(items.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines from the newline index agree with counting them, at every
+    /// offset, past the end included.
+    #[test]
+    fn lines_are_counted_newlines_plus_one() {
+        let src = "a\nbb\n\nccc\n";
+        let doc = Doc::new(Path::new("x.toml"), src);
+        for start in 0..=src.len() + 3 {
+            let want = src.as_bytes()[..start.min(src.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            assert_eq!(doc.line(&(start..start)), count(want), "offset {start}");
+        }
+        assert_eq!(Doc::new(Path::new("e"), "").line(&(0..0)), 1);
     }
 }

@@ -87,7 +87,7 @@ impl Config {
 
     /// Validates configuration text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        let doc = Doc { path, src: text };
+        let doc = Doc::new(path, text);
         let root = DeTable::parse(text).map_err(|e| doc.syntax(&e))?;
         let root_value = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
         let root = Table::new(&doc, String::new(), &root_value, ROOT_KEYS)?;
