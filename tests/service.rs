@@ -494,3 +494,161 @@ common::engine::for_each_xdp!(pinned_program:
     pinned_program_xdp_native,
     pinned_program_xdp_generic
 );
+
+/// Where the metrics test serves `/metrics`, inside the edge namespace.
+const METRICS: &str = "127.0.0.1:9464";
+
+/// `curl -sS -i URL` in the edge namespace: the status line, the headers
+/// and the body.
+fn curl(case: &Case, path: &str) -> (String, String, String) {
+    let out = case
+        .lab
+        .edge
+        .command("curl")
+        .args(["-sS", "-i", "--max-time", "5"])
+        .arg(format!("http://{METRICS}{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path}: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers, then the body");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_owned(), body.to_owned())
+}
+
+/// The samples of an exposition: `series` (name and labels) to value.
+fn samples(body: &str) -> std::collections::BTreeMap<String, u64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+            (
+                series.to_owned(),
+                value.parse().unwrap_or_else(|_| panic!("{l:?}")),
+            )
+        })
+        .collect()
+}
+
+/// `/metrics` while the engine runs, scraped by curl: the Prometheus text
+/// format's content type, the build and the engine of the flow, and every
+/// counter exact after a stream (received, bytes, sent, each drop reason at
+/// 0; under XDP the program's and the flow's redirects); other paths 404.
+fn metrics_scraped(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let (config, a) = one_flow(kind, 6304);
+    let rx = unicast_receiver(&lab.sink, a);
+    let engine = case.start_with(&config, &["--metrics-listen", METRICS]);
+    let (status, headers, body) = curl(&case, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{headers}");
+    assert!(
+        headers
+            .lines()
+            .any(|h| h == "Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{headers}"
+    );
+    let first = samples(&body);
+    let info = format!("fanout_flow_info{{flow=\"tv\",engine=\"{}\"}}", kind.rung());
+    assert_eq!(first.get(&info), Some(&1), "{body}");
+    let build = first
+        .keys()
+        .find(|k| k.starts_with("fanout_build_info{"))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        build.starts_with(&format!(
+            "fanout_build_info{{version=\"{}\",revision=\"",
+            env!("CARGO_PKG_VERSION")
+        )) && build.contains(",xdp_program=\"embedded sha256:"),
+        "{build}"
+    );
+    assert!(
+        body.contains("# TYPE fanout_output_sent_datagrams_total counter\n"),
+        "{body}"
+    );
+
+    let want = forward(lab, &rx, 8, &[1472], 20);
+    let out = format!("flow=\"tv\",output=\"a\",destination=\"{a}\"");
+    let sent = format!("fanout_output_sent_datagrams_total{{{out}}}");
+    let mut now = first;
+    fanout::lab::wait_until(DEADLINE, || {
+        now = samples(&curl(&case, "/metrics").2);
+        (now.get(&sent) == Some(&20)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("20 replicas sent in the metrics: {now:?}"));
+    let n = want.len() as u64;
+    let bytes = n * 1472;
+    for (series, value) in [
+        (
+            "fanout_flow_received_datagrams_total{flow=\"tv\"}".to_owned(),
+            n,
+        ),
+        (
+            "fanout_flow_received_bytes_total{flow=\"tv\"}".to_owned(),
+            bytes,
+        ),
+        (format!("fanout_output_sent_bytes_total{{{out}}}"), bytes),
+        (
+            "fanout_flow_not_replicated_datagrams_total{flow=\"tv\",reason=\"malformed\"}"
+                .to_owned(),
+            0,
+        ),
+    ] {
+        assert_eq!(now.get(&series), Some(&value), "{series}: {now:?}");
+    }
+    let drops: Vec<(&String, &u64)> = now
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("fanout_output_dropped_datagrams_total{{{out}")))
+        .collect();
+    assert_eq!(
+        drops.len(),
+        fanout::stats::DropReason::ALL.len(),
+        "{drops:?}"
+    );
+    assert!(drops.iter().all(|(_, v)| **v == 0), "{drops:?}");
+    if kind.is_xdp() {
+        for (series, value) in [
+            ("fanout_xdp_flow_redirected_datagrams_total{flow=\"tv\"}", n),
+            (
+                "fanout_xdp_flow_lost_before_worker_datagrams_total{flow=\"tv\"}",
+                0,
+            ),
+            (
+                "fanout_xdp_program_packets_total{interface=\"in0\",counter=\"matched\"}",
+                n,
+            ),
+        ] {
+            assert_eq!(now.get(series), Some(&value), "{series}: {now:?}");
+        }
+    } else {
+        assert!(!now.keys().any(|k| k.starts_with("fanout_xdp_")), "{now:?}");
+    }
+    let (status, _, _) = curl(&case, "/nope");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // A second run on the same address stops before it starts anything.
+    let (mut cmd, _) = run_command(&lab.edge, &case.files, "busy", &config);
+    let busy = cmd.args(["--metrics-listen", METRICS]).output().unwrap();
+    assert_eq!(busy.status.code(), Some(1), "{busy:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&busy.stderr),
+        format!(
+            "error: metrics: cannot listen on {METRICS}: Address already in use (os error 98)\n"
+        )
+    );
+    let (snap, f) = engine.stop();
+    assert!(
+        f.stderr
+            .contains(&format!("metrics: http://{METRICS}/metrics")),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(snap.flow("tv").unwrap().outputs[0].sent, n, "{snap}");
+}
+
+for_each_engine!(metrics_scraped:
+    metrics_are_scraped,
+    metrics_are_scraped_xdp_native,
+    metrics_are_scraped_xdp_generic
+);

@@ -29,6 +29,7 @@ pub mod ethtool;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod membership;
+pub mod metrics;
 pub mod neigh;
 pub mod plan;
 pub mod privileges;

@@ -700,6 +700,7 @@ source = "2001:db8::9"
              xdp_object:   embedded\n  \
              vlan_offload: keep\n  \
              xdp_pin_dir:  /sys/fs/bpf/fanout\n  \
+             metrics:      off\n  \
              inline_max:   86 bytes\n  \
              busy_poll:    off (need_wakeup)\n  \
              tx_budget:    the whole TX ring\n\

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod metrics;
 pub mod notify;
 pub mod run;
 pub mod xdp;

@@ -39,7 +39,11 @@ use fanout::runtime::{self, StartError, Started};
 use fanout::stats::Snapshot;
 
 use super::journal;
+use super::metrics::Server;
 use super::notify::Notifier;
+
+/// How often `/metrics` gets a fresh snapshot.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the package installs the configuration; what `--config` defaults to.
 pub const DEFAULT_CONFIG: &str = "/etc/fanout/fanout.toml";
@@ -63,6 +67,10 @@ pub struct Args {
     /// --stats-json (0: only at the end).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
+    /// Serve /metrics (Prometheus text format) on ADDR:PORT; overrides
+    /// [engine] metrics_listen.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -95,6 +103,18 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // Bound before anything starts: a busy address attaches nothing.
+    let mut metrics = match args.metrics_listen.or(plan.engine.metrics_listen) {
+        None => None,
+        Some(addr) => match Server::bind(addr, super::metrics::build_info()) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                let why = format!("error: metrics: cannot listen on {addr}: {e}");
+                eprintln!("{}", journal::line(journal::ERR, &why));
+                return ExitCode::from(1);
+            }
+        },
+    };
     let started = match runtime::start(&plan) {
         Ok(started) => started,
         Err(StartError::XdpRequired(e)) => {
@@ -126,7 +146,11 @@ pub fn main(args: Args) -> ExitCode {
         ),
         Err(e) => log::warn!("privileges: dropping capabilities: {e}"),
     }
-    match run(&args, &plan, started, &stop, &hangup) {
+    let result = run(&args, &plan, started, (&stop, &hangup), metrics.as_mut());
+    if let Some(server) = metrics {
+        server.stop();
+    }
+    match result {
         Ok(()) if hangup.load(Ordering::Relaxed) => ExitCode::from(EXIT_RESTART),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -143,8 +167,8 @@ fn run(
     args: &Args,
     plan: &Plan,
     started: Started,
-    stop: &AtomicBool,
-    hangup: &AtomicBool,
+    (stop, hangup): (&AtomicBool, &AtomicBool),
+    mut metrics: Option<&mut Server>,
 ) -> anyhow::Result<()> {
     let Started {
         mut engine,
@@ -167,14 +191,19 @@ fn run(
     if let Some(d) = notifier.describe() {
         log::info!("{d}");
     }
+    if let Some(server) = metrics.as_deref_mut() {
+        server
+            .start(engine.snapshot())
+            .context("starting the metrics thread")?;
+        log::info!("metrics: http://{}/metrics", server.addr());
+    }
     let mut watch = Watch::new(engine.snapshot());
     let failed = supervise(
         args,
-        stop,
-        hangup,
+        (stop, hangup),
         engine.as_ref(),
-        &mut watch,
-        &mut notifier,
+        (&mut watch, &mut notifier),
+        metrics.as_deref(),
     );
     let why = match &failed {
         Some(why) => why.clone(),
@@ -207,14 +236,14 @@ fn run(
 /// when a worker of the engine ended on its own.
 fn supervise(
     args: &Args,
-    stop: &AtomicBool,
-    hangup: &AtomicBool,
+    (stop, hangup): (&AtomicBool, &AtomicBool),
     engine: &dyn Engine,
-    watch: &mut Watch,
-    notifier: &mut Notifier,
+    (watch, notifier): (&mut Watch, &mut Notifier),
+    metrics: Option<&Server>,
 ) -> Option<String> {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
+    let mut metrics_at = Instant::now();
     let mut reported = engine.snapshot();
     while !stop.load(Ordering::Relaxed) && !hangup.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -224,6 +253,12 @@ fn supervise(
         }
         notifier.tick(&engine.heartbeats(), || engine.snapshot());
         watch.poll(engine);
+        if let Some(server) = metrics
+            && metrics_at.elapsed() >= METRICS_EVERY
+        {
+            server.update(engine.snapshot());
+            metrics_at = Instant::now();
+        }
         if let Some(every) = interval
             && last.elapsed() >= every
         {

@@ -216,7 +216,7 @@ source = "2001:db8::1"
             e("threads = 4"),
             "error: /etc/fanout.toml:2: engine.threads: \
              unknown field (expected one of: mode, batch_size, xdp_attach, xdp_object, vlan_offload, \
-             xdp_pin_dir, inline_max, busy_poll_us, busy_poll_budget, tx_budget)"
+             xdp_pin_dir, metrics_listen, inline_max, busy_poll_us, busy_poll_budget, tx_budget)"
         );
         for (mode, want) in [
             ("auto", Mode::Auto),
@@ -1042,6 +1042,10 @@ source = "2001:db8::1"
             (
                 "xdp_object = \"\"",
                 "engine.xdp_object = \"\": must not be empty",
+            ),
+            (
+                "metrics_listen = \"9464\"",
+                "engine.metrics_listen = \"9464\": expected ADDR:PORT",
             ),
             (
                 "xdp_pin_dir = \"bpf/fanout\"",

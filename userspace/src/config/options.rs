@@ -106,6 +106,8 @@ pub struct EngineConfig {
     /// (`DIR/IFNAME`) and where `fanout run` looks for one to reuse; on a
     /// BPF filesystem.
     pub xdp_pin_dir: PathBuf,
+    /// Where `fanout run` serves `/metrics` (Prometheus); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// XDP engine: payloads of at most this many bytes are copied behind
     /// each replica's headers instead of chained by reference (0: never).
     pub inline_max: u32,
@@ -131,6 +133,7 @@ impl Default for EngineConfig {
             xdp_object: None,
             vlan_offload: VlanOffload::Keep,
             xdp_pin_dir: PathBuf::from(crate::xdp::program::PIN_ROOT),
+            metrics_listen: None,
             inline_max: DEFAULT_INLINE_MAX,
             busy_poll_us: 0,
             busy_poll_budget: None,
@@ -187,6 +190,12 @@ pub const KNOBS: &[Knob] = &[
         env: "FANOUT_XDP_PIN_DIR",
         kind: Kind::Text,
         help: "where `fanout xdp attach` pins an interface's program (DIR/IFNAME, on a BPF filesystem) and where `fanout run` finds one to reuse",
+    },
+    Knob {
+        field: "metrics_listen",
+        env: "FANOUT_METRICS_LISTEN",
+        kind: Kind::Text,
+        help: "ADDR:PORT where fanout run serves /metrics in the Prometheus text format (off when absent)",
     },
     Knob {
         field: "inline_max",
@@ -253,6 +262,12 @@ impl EngineConfig {
                     return Err("must be an absolute path".into());
                 }
                 self.xdp_pin_dir = PathBuf::from(t);
+            }
+            ("metrics_listen", Value::Text(t)) => {
+                let addr = t.parse().map_err(|_| {
+                    "expected ADDR:PORT (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)".to_owned()
+                })?;
+                self.metrics_listen = Some(addr);
             }
             ("inline_max", Value::Int(n)) => self.inline_max = int(n)?,
             ("busy_poll_us", Value::Int(n)) => self.busy_poll_us = int(n)?,
@@ -349,6 +364,10 @@ impl fmt::Display for EngineConfig {
         writeln!(f, "  xdp_object:   {object}")?;
         writeln!(f, "  vlan_offload: {}", self.vlan_offload.name())?;
         writeln!(f, "  xdp_pin_dir:  {}", self.xdp_pin_dir.display())?;
+        match self.metrics_listen {
+            Some(a) => writeln!(f, "  metrics:      http://{a}/metrics")?,
+            None => writeln!(f, "  metrics:      off")?,
+        }
         writeln!(f, "  inline_max:   {} bytes", self.inline_max)?;
         writeln!(f, "  busy_poll:    {busy}")?;
         writeln!(f, "  tx_budget:    {tx_budget}")?;
@@ -380,6 +399,7 @@ mod tests {
             ("FANOUT_EBPF_OBJ", "/tmp/x.o"),
             ("FANOUT_VLAN_OFFLOAD", "off"),
             ("FANOUT_XDP_PIN_DIR", "/run/fanout-bpf"),
+            ("FANOUT_METRICS_LISTEN", "127.0.0.1:9464"),
             ("FANOUT_XSK_INLINE", "0"),
             ("FANOUT_XSK_BUSY_POLL", "50"),
             ("FANOUT_XSK_BUSY_POLL_BUDGET", "16"),
@@ -390,6 +410,7 @@ mod tests {
         assert_eq!(e.xdp_object, Some(PathBuf::from("/tmp/x.o")));
         assert_eq!(e.vlan_offload, VlanOffload::Off);
         assert_eq!(e.xdp_pin_dir, PathBuf::from("/run/fanout-bpf"));
+        assert_eq!(e.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(
             (
                 e.inline_max,

@@ -36,6 +36,7 @@ const ENGINE_KEYS: &[&str] = &[
     "xdp_object",
     "vlan_offload",
     "xdp_pin_dir",
+    "metrics_listen",
     "inline_max",
     "busy_poll_us",
     "busy_poll_budget",
