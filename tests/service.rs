@@ -631,11 +631,23 @@ fn metrics_scraped(test: &str, kind: EngineKind) {
     let (mut cmd, _) = run_command(&lab.edge, &case.files, "busy", &config);
     let busy = cmd.args(["--metrics-listen", METRICS]).output().unwrap();
     assert_eq!(busy.status.code(), Some(1), "{busy:?}");
+    // After the info lines (the environment overrides in force, if any).
+    let busy_err = String::from_utf8_lossy(&busy.stderr);
     assert_eq!(
-        String::from_utf8_lossy(&busy.stderr),
-        format!(
-            "error: metrics: cannot listen on {METRICS}: Address already in use (os error 98)\n"
-        )
+        busy_err.lines().last(),
+        Some(
+            format!(
+                "error: metrics: cannot listen on {METRICS}: Address already in use (os error 98)"
+            )
+            .as_str()
+        ),
+        "{busy_err}"
+    );
+    assert!(
+        busy_err
+            .lines()
+            .all(|l| l.contains(" INFO ") || l.starts_with("error: ")),
+        "nothing started: {busy_err}"
     );
     let (snap, f) = engine.stop();
     assert!(
