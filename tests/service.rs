@@ -481,6 +481,24 @@ fn pinned_program(test: &str, kind: EngineKind) {
     );
     common::traffic::assert_empty(&rx, "output a after the engine stopped");
 
+    if kind == EngineKind::XdpGeneric {
+        // Native or nothing, and the pinned program is generic: refused.
+        let (mut cmd, _) = run_command(&lab.edge, &case.files, "native", &config);
+        cmd.env("FANOUT_XDP_PIN_DIR", pins_env)
+            .env("FANOUT_EBPF_OBJ", case.object().unwrap())
+            .env("FANOUT_XDP_MODE", "native");
+        let native = cmd.output().unwrap();
+        let native_err = String::from_utf8_lossy(&native.stderr);
+        assert_eq!(native.status.code(), Some(1), "{native_err}");
+        assert!(
+            native_err.contains(&format!(
+                "native XDP refused (the program pinned under {}/in0 is attached in generic \
+                 mode) and xdp_attach = \"native\"",
+                pins.display()
+            )),
+            "{native_err}"
+        );
+    }
     let (code, out, err) = fanout_xdp(&case, pins, &["detach", "-i", iface::IN0]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.starts_with("removed the pins under"), "{out}");
@@ -663,4 +681,74 @@ for_each_engine!(metrics_scraped:
     metrics_are_scraped,
     metrics_are_scraped_xdp_native,
     metrics_are_scraped_xdp_generic
+);
+
+/// Pins outlive the interface they were for: after `xa` is deleted and
+/// created again (networkd does that), `fanout xdp status` calls them
+/// stale, and `fanout run` removes them, says so, and attaches its own
+/// program to the new interface.
+fn stale_pins(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let edge = &case.lab.edge;
+    let bpffs = common::xdp::Bpffs::mount(case.files.path("bpf"));
+    let pins = bpffs.dir();
+    let make = || {
+        edge.ip(&["link", "add", "xa", "type", "veth", "peer", "name", "xb"])
+            .unwrap();
+        for dev in ["xa", "xb"] {
+            edge.ip(&["link", "set", dev, "up"]).unwrap();
+        }
+    };
+    make();
+    let config = format!(
+        "[engine]\nmode = \"{}\"\n\n[[flow]]\nname = \"x\"\ninterface = \"xa\"\n\
+         group = \"239.7.5.1\"\nport = 5000\n\n  [[flow.output]]\n  unicast = \"{}:6305\"\n",
+        kind.mode(),
+        addr::SNK0_V4
+    );
+    let path = case.files.path("stale.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (code, out, err) = fanout_xdp(
+        &case,
+        pins,
+        &["attach", "-i", "xa", "-c", path.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    edge.ip(&["link", "del", "xa"]).unwrap();
+    make();
+    let (code, out, _) = fanout_xdp(&case, pins, &["status", "-i", "xa"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "xa: pinned under {}/xa (program id ",
+            pins.display()
+        )) && out.contains("but not attached to xa: stale"),
+        "{out}"
+    );
+    let pins_env = pins.to_str().unwrap();
+    let engine = case.start_env(&config, &[], &[("FANOUT_XDP_PIN_DIR", pins_env)]);
+    assert!(
+        common::link(edge, "xa").get("xdp").is_some(),
+        "the run's own program on the new xa"
+    );
+    let (code, out, _) = fanout_xdp(&case, pins, &["status", "-i", "xa"]);
+    assert_eq!(code, Some(3), "the stale pins are gone: {out}");
+    let (snap, f) = engine.stop();
+    assert!(
+        f.stderr.contains("which is not attached to xa (the interface was created again?): removing the stale pins"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(
+        snap.xdp.as_ref().unwrap().interfaces[0].interface,
+        "xa",
+        "{snap}"
+    );
+}
+
+common::engine::for_each_xdp!(stale_pins:
+    stale_pins_are_removed_xdp_native,
+    stale_pins_are_removed_xdp_generic
 );
