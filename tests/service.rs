@@ -122,6 +122,9 @@ fn systemd_sees(test: &str, kind: EngineKind) {
     let notes = Notes::listen(sock, Instant::now() + DEADLINE * 3);
     let (config, a) = one_flow(kind, 6301);
     let rx = unicast_receiver(&lab.sink, a);
+    // The edge's own kernel: it sees the stream only when XDP passes it.
+    let kernel =
+        common::traffic::multicast_receiver(&lab.edge, GROUP.parse().unwrap(), 5000, iface::IN0);
     let path = sock_path.to_str().unwrap();
     let stall = STALL_AFTER_MS.to_string();
     let watchdog = WATCHDOG.as_micros().to_string();
@@ -152,6 +155,9 @@ fn systemd_sees(test: &str, kind: EngineKind) {
     );
     // It forwards while the watchdog is fed.
     let want = forward(lab, &rx, 3, &[64, 1472, 8972], 20);
+    if kind.is_xdp() {
+        common::traffic::assert_empty(&kernel, "the edge's kernel while XDP redirects");
+    }
 
     // The worker stalls 3 s after it started; the pings stop within the
     // stall limit (half the period) plus a period. Wait for a silence of
@@ -194,6 +200,19 @@ fn systemd_sees(test: &str, kind: EngineKind) {
         .into_iter()
         .any(|(_, m)| m.lines().any(|l| l.starts_with("STATUS=stalled: ")));
     assert!(stalled, "the stall in STATUS=: {:?}", notes.all());
+    // Under XDP the stalled worker's queue failed open: the stream goes to
+    // the kernel, not to the stuck worker's ring.
+    let passed = payloads(9, 0, &[1472], 10);
+    if kind.is_xdp() {
+        let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+        send_all(&tx, SocketAddr::new(GROUP.parse().unwrap(), 5000), &passed);
+        assert_stream(
+            "the edge's kernel",
+            &receive(&kernel, passed.len()),
+            &passed,
+        );
+        common::traffic::assert_empty(&rx, "output a of the stalled worker");
+    }
 
     let (snap, f) = engine.stop();
     notes.wait("STOPPING=1", |n| {
@@ -214,6 +233,18 @@ fn systemd_sees(test: &str, kind: EngineKind) {
     let flow = snap.flow("tv").unwrap();
     assert_eq!(flow.received, want.len() as u64, "{snap}");
     assert_eq!(flow.output("a").unwrap().sent, want.len() as u64, "{snap}");
+    if kind.is_xdp() {
+        let x = flow.xdp.as_ref().unwrap();
+        assert_eq!(x.passed("no_socket"), passed.len() as u64, "{snap}");
+        assert!(
+            f.stderr.contains(
+                "in0 queue 0: its socket is out of XSKS: the flows of in0 queue 0 go to the \
+                 kernel (fail-open) until fanout restarts"
+            ),
+            "{}",
+            f.stderr
+        );
+    }
 }
 
 for_each_engine!(systemd_sees:

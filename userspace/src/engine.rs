@@ -50,6 +50,18 @@ pub trait Engine: fmt::Debug + Send {
     /// (what the systemd watchdog of `fanout run` watches).
     fn heartbeats(&self) -> Vec<Heartbeat>;
 
+    /// Takes the traffic of the worker named `worker` (a
+    /// [`Heartbeat::worker`] that stands still) away from it, where the
+    /// engine can, so that a stuck worker costs no datagram while it stays
+    /// stuck: the XDP engine takes its socket out of `XSKS` and its flows
+    /// go to the kernel (fail-open) until fanout restarts. Returns what it
+    /// did, for the log; `None` when it cannot (the socket engine's kernel
+    /// sockets take nothing away from the kernel).
+    fn fail_open(&mut self, worker: &str) -> Option<String> {
+        let _ = worker;
+        None
+    }
+
     /// Applies `plan`, a new version of the running plan, between two
     /// batches of every worker, or refuses it whole and keeps running the
     /// old one. The seam for live changes: today only an unchanged plan is
@@ -114,7 +126,9 @@ impl Threads {
         self.spawn_keeping(name, &[], f)
     }
 
-    /// [`Threads::spawn`], the thread keeping `keep`.
+    /// [`Threads::spawn`], the thread keeping `keep`. Returns once the
+    /// thread runs under its name with only `keep`: an engine that has
+    /// started has no thread that still holds more.
     pub(crate) fn spawn_keeping(
         &mut self,
         name: String,
@@ -122,14 +136,19 @@ impl Threads {
         f: impl FnOnce() + Send + 'static,
     ) -> io::Result<()> {
         let thread = name.clone();
+        let (dropped, narrowed) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
                 if let Err(e) = crate::privileges::drop_thread(keep) {
                     log::warn!("{thread}: dropping capabilities: {e}");
                 }
+                let _ = dropped.send(());
                 f()
             })?;
+        // Only a thread that died before sending fails this: `failed`
+        // reports it.
+        let _ = narrowed.recv();
         self.running.push((name, handle));
         Ok(())
     }

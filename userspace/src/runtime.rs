@@ -271,6 +271,10 @@ impl Engine for Split {
             .collect()
     }
 
+    fn fail_open(&mut self, worker: &str) -> Option<String> {
+        self.parts.iter_mut().find_map(|(e, _)| e.fail_open(worker))
+    }
+
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
         crate::engine::apply_unchanged(&self.name, &self.plan, plan)
     }

@@ -87,14 +87,18 @@ impl Server {
         let latest = self.latest.clone();
         let stop = self.stop.clone();
         let build = self.build.clone();
+        let (dropped, narrowed) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fanout-metrics".into())
             .spawn(move || {
                 if let Err(e) = fanout::privileges::drop_thread(&[]) {
                     log::warn!("fanout-metrics: dropping capabilities: {e}");
                 }
+                let _ = dropped.send(());
                 serve(&listener, &latest, &stop, &build);
             })?;
+        // Back only once the thread holds no capability.
+        let _ = narrowed.recv();
         self.thread = Some(thread);
         Ok(())
     }

@@ -13,7 +13,9 @@
 //! systemd kills and restarts the service (the XDP program fails open in
 //! the meantime: the sockets close with the process). A stall is logged
 //! as an error once, and again when the worker moves again, with or
-//! without systemd. Without `NOTIFY_SOCKET` nothing is sent.
+//! without systemd, and `fanout run` then has the engine fail the worker's
+//! traffic open ([`fanout::engine::Engine::fail_open`]). Without
+//! `NOTIFY_SOCKET` nothing is sent.
 
 use std::time::{Duration, Instant};
 
@@ -174,8 +176,9 @@ impl Notifier {
     /// One look, every turn of the supervision loop (about every 100 ms):
     /// logs stalls and recoveries, pings the watchdog when due and every
     /// worker moves, refreshes the status when due. `snap` is called only
-    /// when the status is due.
-    pub fn tick(&mut self, beats: &[Heartbeat], snap: impl FnOnce() -> Snapshot) {
+    /// when the status is due. Returns the workers that stalled since the
+    /// last look.
+    pub fn tick(&mut self, beats: &[Heartbeat], snap: impl FnOnce() -> Snapshot) -> Vec<String> {
         let now = Instant::now();
         let change = self.liveness.look(beats, now);
         for (worker, still) in &change.stalled {
@@ -214,6 +217,7 @@ impl Notifier {
             self.status_at = now;
             self.status_of = snap;
         }
+        change.stalled.into_iter().map(|(w, _)| w).collect()
     }
 
     /// `STOPPING=1`, with why.

@@ -201,7 +201,7 @@ fn run(
     let failed = supervise(
         args,
         (stop, hangup),
-        engine.as_ref(),
+        engine.as_mut(),
         (&mut watch, &mut notifier),
         metrics.as_deref(),
     );
@@ -237,7 +237,7 @@ fn run(
 fn supervise(
     args: &Args,
     (stop, hangup): (&AtomicBool, &AtomicBool),
-    engine: &dyn Engine,
+    engine: &mut dyn Engine,
     (watch, notifier): (&mut Watch, &mut Notifier),
     metrics: Option<&Server>,
 ) -> Option<String> {
@@ -251,7 +251,11 @@ fn supervise(
             log::error!("{why}: stopping the engine");
             return Some(why);
         }
-        notifier.tick(&engine.heartbeats(), || engine.snapshot());
+        for worker in notifier.tick(&engine.heartbeats(), || engine.snapshot()) {
+            if let Some(done) = engine.fail_open(&worker) {
+                log::warn!("{done}");
+            }
+        }
         watch.poll(engine);
         if let Some(server) = metrics
             && metrics_at.elapsed() >= METRICS_EVERY

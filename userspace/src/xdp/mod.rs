@@ -332,6 +332,31 @@ impl Engine for XdpEngine {
         self.stats.heartbeats()
     }
 
+    fn fail_open(&mut self, worker: &str) -> Option<String> {
+        for i in &mut self.ingress {
+            let Some(at) = i
+                .queue_ids
+                .iter()
+                .position(|q| worker == format!("{} queue {q}", i.ifname))
+            else {
+                continue;
+            };
+            let q = i.queue_ids[at];
+            return Some(match i.program.remove_socket(q) {
+                Ok(()) => {
+                    i.queue_ids.remove(at);
+                    format!(
+                        "{worker}: its socket is out of XSKS: the flows of {} queue {q} go to \
+                         the kernel (fail-open) until fanout restarts",
+                        i.ifname
+                    )
+                }
+                Err(e) => format!("{worker}: taking its socket out of XSKS: {e}"),
+            });
+        }
+        None
+    }
+
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
         // The running plan has every output's egress fixed by its route.
         let routed = routed_egress(plan).map_err(|e| ApplyError::Unsupported {
