@@ -263,13 +263,7 @@ fn where_(iface: &str, netns: Option<&str>) -> String {
 /// Rejects names Linux would never give an interface (and that would escape
 /// the pin directory).
 fn check_iface_name(iface: &str) -> Result<()> {
-    let bad = iface.is_empty()
-        || iface.len() > 15
-        || iface == "."
-        || iface == ".."
-        || iface.contains(['/', ':'])
-        || iface.chars().any(char::is_whitespace);
-    if bad {
+    if !fanout::xdp::pinned::valid_iface_name(iface) {
         return Err(bad_input(format!("invalid interface name {iface:?}")).into());
     }
     Ok(())

@@ -107,13 +107,7 @@ pub fn main(args: Args) -> ExitCode {
 type Failed = (u8, String);
 
 fn check_iface_name(iface: &str) -> Result<(), Failed> {
-    let bad = iface.is_empty()
-        || iface.len() > 15
-        || iface == "."
-        || iface == ".."
-        || iface.contains(['/', ':'])
-        || iface.chars().any(char::is_whitespace);
-    if bad {
+    if !pinned::valid_iface_name(iface) {
         return Err((2, format!("invalid interface name {iface:?}")));
     }
     Ok(())

@@ -64,6 +64,18 @@ pub fn flow_line(id: u32, flow: &FlowPlan) -> String {
     line
 }
 
+/// Whether Linux could name an interface `iface` (and the name cannot
+/// escape a pin directory): 1 to 15 bytes, no `/`, `:` or white space, not
+/// `.` or `..`.
+pub fn valid_iface_name(iface: &str) -> bool {
+    !(iface.is_empty()
+        || iface.len() > 15
+        || iface == "."
+        || iface == ".."
+        || iface.contains(['/', ':'])
+        || iface.chars().any(char::is_whitespace))
+}
+
 /// What [`detach`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Detached {
