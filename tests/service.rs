@@ -360,17 +360,28 @@ fn the_unit_passes_systemd_analyze_verify() {
     );
 }
 
-/// `fanout xdp` run in the edge namespace with the pins under `pins`.
-fn fanout_xdp(case: &Case, pins: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = case.lab.edge.command(common::FANOUT);
-    cmd.arg("xdp").args(args).env("FANOUT_XDP_PIN_DIR", pins);
+/// `cmd` with the pins under `pins`, and the case's program object and
+/// attach mode (generic for the generic case), as `Case::start` gives them.
+fn xdp_env<'c>(
+    cmd: &'c mut std::process::Command,
+    case: &Case,
+    pins: &std::path::Path,
+) -> &'c mut std::process::Command {
+    cmd.env("FANOUT_XDP_PIN_DIR", pins);
     if let Some(object) = case.object() {
         cmd.env("FANOUT_EBPF_OBJ", object);
     }
     if case.kind == EngineKind::XdpGeneric {
         cmd.env("FANOUT_XDP_MODE", "generic");
     }
-    let out = cmd.output().unwrap();
+    cmd
+}
+
+/// `fanout xdp` run in the edge namespace with the pins under `pins`.
+fn fanout_xdp(case: &Case, pins: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = case.lab.edge.command(common::FANOUT);
+    cmd.arg("xdp").args(args);
+    let out = xdp_env(&mut cmd, case, pins).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -469,12 +480,7 @@ fn pinned_program(test: &str, kind: EngineKind) {
     assert!(err.contains("in use by another running fanout"), "{err}");
     // A second engine on the same program is refused, not let in.
     let (mut cmd, _) = run_command(&lab.edge, &case.files, "second", &config);
-    cmd.env("FANOUT_XDP_PIN_DIR", pins_env)
-        .env("FANOUT_EBPF_OBJ", case.object().unwrap());
-    if kind == EngineKind::XdpGeneric {
-        cmd.env("FANOUT_XDP_MODE", "generic");
-    }
-    let second = cmd.output().unwrap();
+    let second = xdp_env(&mut cmd, &case, pins).output().unwrap();
     let second_err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{second_err}");
     assert!(
@@ -515,10 +521,10 @@ fn pinned_program(test: &str, kind: EngineKind) {
     if kind == EngineKind::XdpGeneric {
         // Native or nothing, and the pinned program is generic: refused.
         let (mut cmd, _) = run_command(&lab.edge, &case.files, "native", &config);
-        cmd.env("FANOUT_XDP_PIN_DIR", pins_env)
-            .env("FANOUT_EBPF_OBJ", case.object().unwrap())
-            .env("FANOUT_XDP_MODE", "native");
-        let native = cmd.output().unwrap();
+        let native = xdp_env(&mut cmd, &case, pins)
+            .env("FANOUT_XDP_MODE", "native")
+            .output()
+            .unwrap();
         let native_err = String::from_utf8_lossy(&native.stderr);
         assert_eq!(native.status.code(), Some(1), "{native_err}");
         assert!(

@@ -17,11 +17,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use fanout_common::{COUNTERS_MAP, Counter, FLOWS_MAP, FlowKey, FlowValue};
 
 use super::program::{
-    self, Attached, Counters, Error, LINK_PIN, OnInterface, XdpProgram, lock_dir, on_interface,
+    self, Attached, Counters, Error, LINK_PIN, OnInterface, Pins, XdpProgram, lock_dir,
+    on_interface,
 };
 use crate::plan::FlowPlan;
 
@@ -193,33 +194,18 @@ pub fn status(dir: &Path, ifname: &str, our_tag: Option<String>) -> Result<Optio
     if !link_path.exists() {
         return Ok(None);
     }
-    let pinned = |what: String| Error::Pinned {
-        ifname: ifname.to_owned(),
-        dir: dir.to_owned(),
-        what,
-    };
-    let link = aya::programs::links::FdLink::from(
-        aya::programs::links::PinnedLink::from_pin(&link_path)
-            .map_err(|e| pinned(format!("opening the link: {e}")))?,
-    );
-    let link_prog_id = link
-        .info()
-        .map_err(|e| pinned(format!("reading the link: {e}")))?
-        .program_id();
+    let pins = Pins { dir, ifname };
+    let pinned = |what: String| pins.error(what);
+    let link_prog_id = pins.link_program()?;
     let in_use = match lock_dir(dir) {
         Ok(_lock) => false,
         Err(Error::PinnedInUse { .. }) => true,
         Err(e) => return Err(e),
     };
-    let open = |name: &'static str| -> Result<Map, Error> {
-        let data = MapData::from_pin(dir.join(name))
-            .map_err(|e| pinned(format!("opening map {name}: {e}")))?;
-        Map::from_map_data(data).map_err(|e| pinned(format!("opening map {name}: {e}")))
-    };
-    let flows = aya::maps::HashMap::<MapData, FlowKey, FlowValue>::try_from(open(FLOWS_MAP)?)
+    let flows = aya::maps::HashMap::<MapData, FlowKey, FlowValue>::try_from(pins.map(FLOWS_MAP)?)
         .map_err(|e| pinned(format!("map {FLOWS_MAP}: {e}")))?;
     let flow_entries = flows.keys().filter(Result::is_ok).count();
-    let array = PerCpuArray::<MapData, u64>::try_from(open(COUNTERS_MAP)?)
+    let array = PerCpuArray::<MapData, u64>::try_from(pins.map(COUNTERS_MAP)?)
         .map_err(|e| pinned(format!("map {COUNTERS_MAP}: {e}")))?;
     let mut counters = Counters::default();
     for c in Counter::ALL {

@@ -391,11 +391,8 @@ impl XdpProgram {
                 ifname: a.ifname.clone(),
             });
         }
-        let pinned = |what: String| Error::Pinned {
-            ifname: ifname.to_owned(),
-            dir: dir.to_owned(),
-            what,
-        };
+        let pins = Pins { dir, ifname };
+        let pinned = |what: String| pins.error(what);
         let lock = lock_dir(dir).map_err(|e| match e {
             Error::PinnedInUse { .. } => Error::PinnedInUse {
                 ifname: ifname.to_owned(),
@@ -403,14 +400,7 @@ impl XdpProgram {
             },
             other => other,
         })?;
-        let link = FdLink::from(
-            PinnedLink::from_pin(&link_path)
-                .map_err(|e| pinned(format!("opening the link: {e}")))?,
-        );
-        let prog_id = link
-            .info()
-            .map_err(|e| pinned(format!("reading the link: {e}")))?
-            .program_id();
+        let prog_id = pins.link_program()?;
         let on = on_interface(ifname)?;
         let Some(on) = on.filter(|on| on.prog_id == prog_id) else {
             log::warn!(
@@ -436,14 +426,10 @@ impl XdpProgram {
             "generic" => AttachMode::Generic,
             other => return Err(pinned(format!("attached in {other} mode"))),
         };
-        let mut maps = Vec::new();
-        for name in MAPS {
-            let data = MapData::from_pin(dir.join(name))
-                .map_err(|e| pinned(format!("opening map {name}: {e}")))?;
-            let map =
-                Map::from_map_data(data).map_err(|e| pinned(format!("opening map {name}: {e}")))?;
-            maps.push((name, map));
-        }
+        let maps = MAPS
+            .into_iter()
+            .map(|name| Ok((name, pins.map(name)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
         let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| Error::Io {
             path: PathBuf::from(format!("/sys/class/net/{ifname}")),
             source: e.into(),
@@ -754,6 +740,43 @@ pub fn embedded_object() -> Option<&'static [u8]> {
 /// The pin directory of interface `ifname`: `/sys/fs/bpf/fanout/IFNAME`.
 pub fn pin_dir(ifname: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(ifname)
+}
+
+/// The pins of one interface's program, opened for reading or driving.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pins<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) ifname: &'a str,
+}
+
+impl Pins<'_> {
+    /// [`Error::Pinned`] about these pins.
+    pub(crate) fn error(&self, what: String) -> Error {
+        Error::Pinned {
+            ifname: self.ifname.to_owned(),
+            dir: self.dir.to_owned(),
+            what,
+        }
+    }
+
+    /// The id of the program the pinned link holds.
+    pub(crate) fn link_program(&self) -> Result<u32, Error> {
+        let link = FdLink::from(
+            PinnedLink::from_pin(self.dir.join(LINK_PIN))
+                .map_err(|e| self.error(format!("opening the link: {e}")))?,
+        );
+        Ok(link
+            .info()
+            .map_err(|e| self.error(format!("reading the link: {e}")))?
+            .program_id())
+    }
+
+    /// The pinned map `name`.
+    pub(crate) fn map(&self, name: &str) -> Result<Map, Error> {
+        let data = MapData::from_pin(self.dir.join(name))
+            .map_err(|e| self.error(format!("opening map {name}: {e}")))?;
+        Map::from_map_data(data).map_err(|e| self.error(format!("opening map {name}: {e}")))
+    }
 }
 
 /// Takes the lock on the pin directory `dir` (`flock`, exclusive, without
