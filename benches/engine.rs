@@ -103,6 +103,7 @@ fn worker(
         outer_vlan: None,
         source: None,
         limiter: None,
+        health: Default::default(),
         outputs: (0..outputs)
             .map(|o| OutputSpec {
                 tx: o % 2,

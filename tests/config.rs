@@ -124,31 +124,32 @@ fn good_config_on_lo_prints_the_plan() {
     assert_eq!(lines[4], "  vlan:    none (untagged)");
     assert_eq!(lines[5], "  source:  any");
     assert_eq!(lines[6], "  cap:     none");
-    assert_eq!(lines[7], "  outputs: 2");
-    assert_eq!(lines[8], "  - unicast 127.0.0.1:6001");
-    assert_eq!(lines[9], "      egress:      by route");
-    assert_eq!(lines[10], "      source port: auto");
-    assert_eq!(lines[11], "      ttl:         64");
-    assert_eq!(lines[12], "  - multicast 239.255.10.1:7000");
+    assert_eq!(lines[7], "  health:  auto");
+    assert_eq!(lines[8], "  outputs: 2");
+    assert_eq!(lines[9], "  - unicast 127.0.0.1:6001");
+    assert_eq!(lines[10], "      egress:      by route");
+    assert_eq!(lines[11], "      source port: auto");
+    assert_eq!(lines[12], "      ttl:         64");
+    assert_eq!(lines[13], "  - multicast 239.255.10.1:7000");
     assert!(
-        lines[13].starts_with(&format!("      egress:      lo (index {index}, mtu ")),
+        lines[14].starts_with(&format!("      egress:      lo (index {index}, mtu ")),
         "{stdout}"
     );
-    assert_eq!(lines[14], "      source port: auto");
-    assert_eq!(lines[15], "      ttl:         4");
+    assert_eq!(lines[15], "      source port: auto");
+    assert_eq!(lines[16], "      ttl:         4");
     // Each flow's engine: lo has no MAC, so XDP cannot build the replicas'
     // Ethernet headers and `mode = "auto"` runs the flow on sockets.
     assert_eq!(
-        lines[16],
+        lines[17],
         "engines (mode = \"auto\": XDP for each flow it can serve (if the program attaches), \
          sockets for the rest):"
     );
     assert_eq!(
-        lines[17],
+        lines[18],
         "  flow \"iptv\": socket (XDP refused: flow \"iptv\" output \"unicast 127.0.0.1:6001\": \
          egress interface lo has no MAC address)"
     );
-    assert_eq!(lines.len(), 18, "{stdout}");
+    assert_eq!(lines.len(), 19, "{stdout}");
 
     // The whole output is the library's rendering of the same plan (read
     // without this process's environment).
@@ -268,7 +269,7 @@ fn unknown_field() {
         "unknown-field",
         &replace("port = 5000", "port = 5000\nttl = 3"),
         "6: flow[0].ttl: unknown field \
-         (expected one of: name, interface, group, port, vlan, outer_vlan, source, max_pps, max_mbps, output)",
+         (expected one of: name, interface, group, port, vlan, outer_vlan, source, max_pps, max_mbps, health, output)",
     );
 }
 

@@ -928,6 +928,7 @@ source = "{far}"
                 outer_vlan: None,
                 source: Some(far.into()),
                 cap: Default::default(),
+                health: Default::default(),
                 outputs: vec![],
             };
             fanout::membership::join(&flow).unwrap().sock
@@ -2304,6 +2305,7 @@ impl TaggedSink {
                 outer_vlan: None,
                 source: None,
                 cap: Default::default(),
+                health: Default::default(),
                 outputs: vec![],
             };
             program.insert_flow(0, &flow).unwrap();

@@ -99,6 +99,7 @@ fn flow(name: &str, ingress: Interface, group: Ipv4Addr, port: u16) -> FlowPlan 
         outer_vlan: None,
         source: None,
         cap: Default::default(),
+        health: Default::default(),
         outputs: vec![],
     }
 }

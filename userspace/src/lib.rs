@@ -18,6 +18,7 @@
 //! - [`neigh`]: next-hop MAC addresses of unicast outputs;
 //! - [`wire`]: zero-copy typed views over Ethernet/802.1Q/IPv4/IPv6/UDP
 //!   headers, the replica header builder and the RFC 1624 checksum update;
+//! - [`health`]: stream health (RTP sequence, MPEG-TS continuity) at ingress;
 //! - [`stats`]: the one counter vocabulary, from the workers to the JSON;
 //! - [`lab`] (feature `lab`): the network-namespace lab and its traffic
 //!   tools, for the demo, the tests and the benchmarks.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod engine;
 pub mod ethtool;
+pub mod health;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod membership;

@@ -220,11 +220,87 @@ impl Collector for View {
             "Replicas of the output dropped, by reason.",
             &dropped,
         )?;
+        self.encode_health(&mut e)?;
         self.encode_xdp(&mut e)
     }
 }
 
 impl View {
+    /// Stream health of every flow whose check is not off: what was found
+    /// (`fanout_stream_info`) and one counter per health counter, named as
+    /// in the JSON (`fanout_stream_rtp_lost_total`).
+    fn encode_health(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let checked: Vec<&crate::stats::FlowSnapshot> = self
+            .snap
+            .flows
+            .iter()
+            .filter(|f| f.health.mode != crate::health::HealthMode::Off)
+            .collect();
+        if checked.is_empty() {
+            return Ok(());
+        }
+        let info: Vec<Labels> = checked
+            .iter()
+            .map(|f| {
+                labels([
+                    ("flow", &f.name),
+                    ("mode", f.health.mode.name()),
+                    ("kind", f.health.counters.kind.name()),
+                ])
+            })
+            .collect();
+        infos(
+            e,
+            "fanout_stream_info",
+            "The stream-health check of each flow (mode) and what it found (kind: none, ts, \
+             rtp, rtp+ts).",
+            &info,
+        )?;
+        let help = [
+            ("rtp_packets", "RTP datagrams checked."),
+            ("rtp_lost", "RTP sequence numbers that never arrived."),
+            (
+                "rtp_reordered",
+                "RTP datagrams that arrived after a later one.",
+            ),
+            (
+                "rtp_duplicates",
+                "RTP datagrams that arrived more than once.",
+            ),
+            (
+                "rtp_restarts",
+                "RTP source restarts: a new SSRC or a sequence jump.",
+            ),
+            (
+                "rtp_invalid",
+                "Datagrams of an RTP flow without an RTP version 2 header.",
+            ),
+            ("ts_packets", "MPEG-TS packets checked."),
+            ("ts_cc_errors", "MPEG-TS continuity-counter errors."),
+            ("ts_duplicates", "MPEG-TS packets legally sent twice."),
+            (
+                "ts_transport_errors",
+                "MPEG-TS packets with the transport error indicator set.",
+            ),
+            (
+                "ts_sync_errors",
+                "Datagrams of a TS flow that are not whole 188-byte packets in sync.",
+            ),
+        ];
+        for (i, (field, help)) in help.iter().enumerate() {
+            let values: Vec<(Labels, u64)> = checked
+                .iter()
+                .map(|f| {
+                    let (name, v) = f.health.counters.fields()[i];
+                    debug_assert_eq!(name, *field);
+                    (labels([("flow", &f.name)]), v)
+                })
+                .collect();
+            counters(e, &format!("fanout_stream_{field}"), help, &values)?;
+        }
+        Ok(())
+    }
+
     /// The XDP datapath's own counters, when it runs.
     fn encode_xdp(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.snap;
@@ -330,6 +406,16 @@ mod tests {
                 checksum_completed: 0,
                 ttl_expired: 0,
                 rate_limited: 0,
+                health: crate::stats::FlowHealth {
+                    mode: crate::health::HealthMode::Auto,
+                    counters: crate::health::HealthCounters {
+                        kind: crate::health::StreamKind::RtpTs,
+                        rtp_packets: 10,
+                        rtp_lost: 2,
+                        ts_cc_errors: 3,
+                        ..Default::default()
+                    },
+                },
                 xdp: None,
                 outputs: vec![output],
             }],
@@ -361,6 +447,12 @@ mod tests {
             "fanout_output_sent_datagrams_total{flow=\"tv\",output=\"a\",destination=\"10.0.0.2:6000\"} 7",
             "fanout_output_sent_bytes_total{flow=\"tv\",output=\"a\",destination=\"10.0.0.2:6000\"} 700",
             "fanout_output_dropped_datagrams_total{flow=\"tv\",output=\"a\",destination=\"10.0.0.2:6000\",reason=\"no_slot\"} 3",
+            "fanout_stream_info{flow=\"tv\",mode=\"auto\",kind=\"rtp+ts\"} 1",
+            "# TYPE fanout_stream_rtp_lost_total counter",
+            "fanout_stream_rtp_packets_total{flow=\"tv\"} 10",
+            "fanout_stream_rtp_lost_total{flow=\"tv\"} 2",
+            "fanout_stream_ts_cc_errors_total{flow=\"tv\"} 3",
+            "fanout_stream_ts_sync_errors_total{flow=\"tv\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }

@@ -65,6 +65,8 @@ pub struct FlowPlan {
     pub source: Option<IpAddr>,
     /// Rate caps enforced before replication (the amplification guard).
     pub cap: crate::rate::RateCap,
+    /// The stream-health check at ingress ([`crate::health`]).
+    pub health: crate::health::HealthMode,
     pub outputs: Vec<OutputPlan>,
 }
 
@@ -176,6 +178,7 @@ impl Plan {
                 outer_vlan: flow.outer_vlan,
                 source: flow.source,
                 cap: flow.cap,
+                health: flow.health,
                 outputs,
             });
         }
@@ -415,6 +418,7 @@ impl fmt::Display for Plan {
                 None => writeln!(f, "  source:  any")?,
             }
             writeln!(f, "  cap:     {}", flow.cap)?;
+            writeln!(f, "  health:  {}", flow.health.name())?;
             writeln!(f, "  outputs: {}", flow.outputs.len())?;
             for output in &flow.outputs {
                 write!(f, "  - {} {}", output.kind, output.dest)?;
@@ -476,6 +480,7 @@ pub(crate) mod fixtures {
             outer_vlan: None,
             source: source.map(|s| IpAddr::V4(s.into())),
             cap: crate::rate::RateCap::default(),
+            health: crate::health::HealthMode::default(),
             outputs: vec![OutputPlan {
                 name: "o".to_owned(),
                 kind: OutputKind::Unicast,
@@ -709,6 +714,7 @@ source = "2001:db8::9"
              vlan:    7\n  \
              source:  2001:db8::9 (source-specific)\n  \
              cap:     none\n  \
+             health:  auto\n  \
              outputs: 3\n  \
              - unicast [fe80::2%5]:6000 \"unicast [fe80::2]:6000\"\n      \
              egress:      out0 (index 5, mtu 9000, mac 02:00:00:00:00:05, 10.0.0.5, fe80::5)\n      \

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{HealthCounters, HealthMode};
 use crate::plan::Plan;
 
 /// Why a replica was not sent: the one list for every engine. The socket
@@ -170,6 +171,8 @@ pub struct FlowCounters {
     /// Datagrams over the flow's rate cap (`max_pps`, `max_mbps`): not
     /// replicated.
     pub rate_limited: u64,
+    /// The stream's damage as it arrived ([`crate::health`]).
+    pub health: HealthCounters,
     pub outputs: Vec<OutputCounters>,
 }
 
@@ -197,6 +200,7 @@ impl FlowCounters {
         self.checksum_completed += other.checksum_completed;
         self.ttl_expired += other.ttl_expired;
         self.rate_limited += other.rate_limited;
+        self.health.add(&other.health);
         for (o, other) in self.outputs.iter_mut().zip(&other.outputs) {
             o.add(other);
         }
@@ -248,6 +252,7 @@ struct OutputName {
 #[derive(Debug, Clone)]
 struct FlowName {
     name: String,
+    health: HealthMode,
     outputs: Vec<OutputName>,
 }
 
@@ -323,6 +328,7 @@ impl Stats {
             .iter()
             .map(|f| FlowName {
                 name: f.name.clone(),
+                health: f.health,
                 outputs: f
                     .outputs
                     .iter()
@@ -420,6 +426,10 @@ impl Stats {
                     checksum_completed: c.checksum_completed,
                     ttl_expired: c.ttl_expired,
                     rate_limited: c.rate_limited,
+                    health: FlowHealth {
+                        mode: f.health,
+                        counters: c.health,
+                    },
                     xdp: None,
                     outputs: f
                         .outputs
@@ -519,11 +529,52 @@ pub struct FlowSnapshot {
     /// replicated.
     #[serde(default)]
     pub rate_limited: u64,
+    /// The stream's damage as it arrived: RTP sequence and MPEG-TS
+    /// continuity ([`crate::health`]), counted over every datagram from the
+    /// right sender (TTL-expired and rate-limited ones included).
+    #[serde(default)]
+    pub health: FlowHealth,
     /// XDP engine: what the program did with the flow's datagrams and what
     /// became of those it redirected; absent on the socket engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp: Option<FlowXdpSnapshot>,
     pub outputs: Vec<OutputSnapshot>,
+}
+
+/// One flow's stream health in a [`Snapshot`]: the configured check and
+/// what it counted (`kind` is what was found: `none`, `ts`, `rtp`,
+/// `rtp+ts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FlowHealth {
+    pub mode: HealthMode,
+    #[serde(flatten)]
+    pub counters: HealthCounters,
+}
+
+impl fmt::Display for FlowHealth {
+    /// `rtp+ts (auto): rtp_packets=10 ... ` with the counters that apply
+    /// to the kind found, zeros included; `off` or `none (auto)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::health::StreamKind;
+        let c = &self.counters;
+        if self.mode == HealthMode::Off {
+            return write!(f, "off");
+        }
+        write!(f, "{} ({})", c.kind.name(), self.mode.name())?;
+        let fields = c.fields();
+        let shown = fields.iter().filter(|(name, _)| match c.kind {
+            StreamKind::None => false,
+            StreamKind::Ts => name.starts_with("ts_"),
+            StreamKind::Rtp => name.starts_with("rtp_"),
+            StreamKind::RtpTs => true,
+        });
+        let mut sep = ": ";
+        for (name, n) in shown {
+            write!(f, "{sep}{name}={n}")?;
+            sep = " ";
+        }
+        Ok(())
+    }
 }
 
 /// What the XDP program did with one flow's datagrams (its
@@ -643,6 +694,34 @@ impl Snapshot {
                     f.name,
                     f.rate_limited - was,
                     f.rate_limited
+                ));
+            }
+        }
+        for f in &self.flows {
+            let was = before
+                .flow(&f.name)
+                .map(|b| b.health.counters)
+                .unwrap_or_default();
+            let now = &f.health.counters;
+            let new: Vec<String> = now
+                .fields()
+                .iter()
+                .zip(was.fields())
+                .filter(|((name, n), (_, w))| {
+                    n > w && !matches!(*name, "rtp_packets" | "ts_packets" | "ts_duplicates")
+                })
+                .map(|((name, n), (_, w))| format!("{name} +{}", n - w))
+                .collect();
+            if !new.is_empty() {
+                out.push(format!(
+                    "flow {}: the {} stream arrived damaged: {} (in all: {} error(s) over {} RTP \
+                     and {} TS packets)",
+                    f.name,
+                    now.kind.name(),
+                    new.join(", "),
+                    now.errors(),
+                    now.rtp_packets,
+                    now.ts_packets
                 ));
             }
         }
@@ -805,6 +884,9 @@ impl fmt::Display for Snapshot {
                 flow.rate_limited,
                 flow.checksum_completed
             )?;
+            if flow.health.mode != HealthMode::Off {
+                writeln!(f, "  health: {}", flow.health)?;
+            }
             if let Some(x) = &flow.xdp {
                 write!(
                     f,
@@ -925,6 +1007,7 @@ mod tests {
                 outer_vlan: None,
                 source: None,
                 cap: Default::default(),
+                health: Default::default(),
                 outputs: vec![out("a", 1), out("b", 2)],
             }],
         }

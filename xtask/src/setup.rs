@@ -19,7 +19,8 @@ use crate::cmd::{is_root, output_of, run_status};
 /// package (`cargo xtask package` and its test): systemd (`systemd-analyze
 /// verify` of the unit), dpkg-dev (`dpkg-shlibdeps`, which cargo-deb's
 /// `$auto` dependencies need, and objcopy through binutils for the debug
-/// symbols) and man-db (the unit's `Documentation=man:fanout(1)`).
+/// symbols) and man-db (the unit's `Documentation=man:fanout(1)`); ffmpeg
+/// (the real RTP and MPEG-TS streams of the stream-health tests).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "clang-22",
@@ -35,6 +36,7 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "dpkg-dev",
     "man-db",
+    "ffmpeg",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -285,6 +285,32 @@ source = "2001:db8::1"
         );
     }
 
+    /// `health` is one of auto (the default), rtp, ts and off.
+    #[test]
+    fn stream_health_modes() {
+        use crate::health::HealthMode;
+        let flow = |lines: &str| parse(&with("port = 5000", &format!("port = 5000\n{lines}")));
+        assert_eq!(parse(GOOD).unwrap().flows[0].health, HealthMode::Auto);
+        for (v, want) in [
+            ("auto", HealthMode::Auto),
+            ("rtp", HealthMode::Rtp),
+            ("ts", HealthMode::Ts),
+            ("off", HealthMode::Off),
+        ] {
+            let c = flow(&format!("health = \"{v}\"")).unwrap();
+            assert_eq!(c.flows[0].health, want);
+        }
+        let bad = |lines: &str| err(&with("port = 5000", &format!("port = 5000\n{lines}")));
+        assert_eq!(
+            bad("health = \"mpegts\""),
+            "error: /etc/fanout.toml:7: flow[0].health = \"mpegts\": expected auto, rtp, ts or off"
+        );
+        assert_eq!(
+            bad("health = true"),
+            "error: /etc/fanout.toml:7: flow[0].health = true: expected a string, found boolean"
+        );
+    }
+
     #[test]
     fn unknown_fields_are_rejected_everywhere() {
         assert_eq!(
@@ -294,7 +320,7 @@ source = "2001:db8::1"
         assert_eq!(
             err(&with("port = 5000", "port = 5000\nprot = 1")),
             "error: /etc/fanout.toml:7: flow[0].prot: unknown field \
-             (expected one of: name, interface, group, port, vlan, outer_vlan, source, max_pps, max_mbps, output)"
+             (expected one of: name, interface, group, port, vlan, outer_vlan, source, max_pps, max_mbps, health, output)"
         );
         assert_eq!(
             err(&output(

@@ -171,6 +171,8 @@ pub struct FlowConfig {
     pub source: Option<IpAddr>,
     /// `max_pps` and `max_mbps`: datagrams over them are not replicated.
     pub cap: crate::rate::RateCap,
+    /// `health`: the stream check at ingress (default `auto`).
+    pub health: crate::health::HealthMode,
     /// At least one.
     pub outputs: Vec<OutputConfig>,
     /// Line of the `[[flow]]` header.

@@ -52,6 +52,7 @@ const FLOW_KEYS: &[&str] = &[
     "source",
     "max_pps",
     "max_mbps",
+    "health",
     "output",
 ];
 const OUTPUT_KEYS: &[&str] = &[
@@ -185,6 +186,17 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
         max_bps: max_mbps.map(|m| ((m * 1e6).round() as u64).max(1)),
     };
 
+    let health = match table.string("health")? {
+        None => crate::health::HealthMode::default(),
+        Some(h) => crate::health::HealthMode::parse(h.value).ok_or_else(|| {
+            table.invalid(
+                "health",
+                &h.span,
+                format!("expected {}", crate::health::HealthMode::NAMES),
+            )
+        })?,
+    };
+
     let mut flow = FlowConfig {
         name: name.value.to_owned(),
         interface: Located {
@@ -197,6 +209,7 @@ fn parse_flow(table: &Table<'_, '_>) -> Result<FlowConfig, Error> {
         outer_vlan: outer_vlan.map(|v| v.value as u16),
         source,
         cap,
+        health,
         outputs: Vec::new(),
         line: table.line(),
     };

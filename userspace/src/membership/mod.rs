@@ -224,6 +224,7 @@ mod tests {
             outer_vlan: None,
             source: None,
             cap: Default::default(),
+            health: Default::default(),
             outputs: vec![],
         };
         let err = receive_interface(&flow).unwrap_err().to_string();

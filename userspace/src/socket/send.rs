@@ -306,6 +306,7 @@ mod tests {
             outer_vlan: None,
             source: None,
             cap: Default::default(),
+            health: Default::default(),
             outputs: vec![out("a", rx_a.local_addr().unwrap()), out("gone", gone_addr)],
         };
         let mut f = FlowCounters::with_outputs(flow.outputs.len());

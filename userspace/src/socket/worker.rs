@@ -18,6 +18,7 @@ use super::batch::{self, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use super::open::{OutputSocket, ReceiveSocket};
 use super::send::{Tx, TxHeaders};
 use crate::engine::PUBLISH_EVERY;
+use crate::health::{HealthMode, Payload, StreamHealth};
 use crate::plan::FlowPlan;
 use crate::rate::Limiter;
 use crate::stats::{FlowCounters, Publisher};
@@ -52,6 +53,8 @@ pub(super) struct Worker {
     source: Option<IpAddr>,
     /// The flow's rate cap (this worker is the flow's only receiver).
     limiter: Option<Limiter>,
+    /// The flow's stream-health check (this worker sees all of it).
+    health: StreamHealth,
     rx: ReceiveSocket,
     outputs: Vec<OutputSocket>,
     batch: usize,
@@ -114,6 +117,7 @@ impl Worker {
             flow_name: flow.name.clone(),
             source: flow.source,
             limiter: flow.cap.limiter(),
+            health: StreamHealth::new(flow.health),
             rx,
             outputs,
             batch,
@@ -190,10 +194,13 @@ impl Worker {
             }
             let flow = &mut self.counters;
             let limit = self.limiter.as_mut().map(|l| (l, Instant::now()));
+            let health = (self.health.mode() != HealthMode::Off)
+                .then_some((&mut self.health, &self.bufs[..]));
             classify(
                 &s.metas,
                 self.source,
                 limit,
+                health,
                 flow,
                 &mut s.dgrams,
                 &mut s.ttls,
@@ -235,6 +242,7 @@ impl Worker {
                 tx_iov = recycle(iov);
             }
         }
+        self.health.finish(&mut self.counters.health);
         self.publisher.publish(std::slice::from_ref(&self.counters));
         debug!("socket engine: flow {:?}: worker stopped", self.flow_name);
     }
@@ -307,11 +315,14 @@ impl Worker {
 /// datagram from another sender is source-rejected, and one received with
 /// TTL (hop limit) <= 1 is TTL-expired (a GRO train shares one TTL); then
 /// with a rate cap, each datagram over it (a GRO train's segments one by
-/// one) is rate-limited, judged at `now`, the batch's time.
+/// one) is rate-limited, judged at `now`, the batch's time. With `health`
+/// (the checker and the receive buffer), every datagram from the right
+/// sender is checked once, TTL-expired and rate-limited ones included.
 fn classify(
     metas: &[RecvMeta],
     source: Option<IpAddr>,
     mut limit: Option<(&mut Limiter, Instant)>,
+    mut health: Option<(&mut StreamHealth, &[u8])>,
     flow: &mut FlowCounters,
     dgrams: &mut Vec<std::ops::Range<usize>>,
     ttls: &mut Vec<u8>,
@@ -335,12 +346,20 @@ fn classify(
             rejected += datagrams;
             continue;
         }
-        if m.ttl.is_some_and(|t| t <= 1) {
-            expired += datagrams;
-            continue;
-        }
         let first = dgrams.len();
         batch::split_gro(base, m.len, m.gro_seg, dgrams);
+        if let Some((checker, buf)) = health.as_mut() {
+            for r in &dgrams[first..] {
+                if checker.wants() {
+                    checker.observe(&Payload::one(&buf[r.clone()]), &mut flow.health);
+                }
+            }
+        }
+        if m.ttl.is_some_and(|t| t <= 1) {
+            expired += datagrams;
+            dgrams.truncate(first);
+            continue;
+        }
         if let Some((limiter, now)) = limit.as_mut() {
             // Keep the admitted ones, in order.
             let mut kept = first;
@@ -390,7 +409,15 @@ mod tests {
         let mut f = FlowCounters::default();
         let mut dgrams = Vec::new();
         let mut ttls = Vec::new();
-        classify(&metas, Some(good), None, &mut f, &mut dgrams, &mut ttls);
+        classify(
+            &metas,
+            Some(good),
+            None,
+            None,
+            &mut f,
+            &mut dgrams,
+            &mut ttls,
+        );
         assert_eq!(ttls, vec![63; 4]);
         assert_eq!(
             dgrams,
@@ -408,7 +435,15 @@ mod tests {
 
         // Without a configured source every sender is accepted.
         let mut f = FlowCounters::default();
-        classify(&metas[..2], None, None, &mut f, &mut dgrams, &mut ttls);
+        classify(
+            &metas[..2],
+            None,
+            None,
+            None,
+            &mut f,
+            &mut dgrams,
+            &mut ttls,
+        );
         assert_eq!(dgrams.len(), 4);
 
         // TTL like a router: 1 and 0 leave no hop (a train of 3 counts 3);
@@ -428,7 +463,7 @@ mod tests {
             with_ttl(50, None, None),
         ];
         let mut f = FlowCounters::default();
-        classify(&metas, None, None, &mut f, &mut dgrams, &mut ttls);
+        classify(&metas, None, None, None, &mut f, &mut dgrams, &mut ttls);
         assert_eq!(ttls, vec![1, 15, 15, 255]);
         assert_eq!(dgrams.len(), 4);
         assert_eq!((f.received, f.ttl_expired), (4, 4));
@@ -462,6 +497,7 @@ mod tests {
             &metas,
             None,
             Some((&mut limiter, now)),
+            None,
             &mut f,
             &mut dgrams,
             &mut ttls,
@@ -480,6 +516,78 @@ mod tests {
         assert_eq!(
             (f.received, f.received_bytes, f.ttl_expired, f.rate_limited),
             (5, 5000, 1, 2)
+        );
+    }
+
+    /// Stream health sees every datagram from the right sender once, each
+    /// segment of a GRO train on its own, TTL-expired ones included; never
+    /// a source-rejected or truncated one.
+    #[test]
+    fn classify_checks_the_health_of_every_datagram_from_the_source() {
+        let good: IpAddr = "10.0.0.1".parse().unwrap();
+        let bad: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut buf = vec![0u8; 5 * SLOT];
+        let rtp = |seq: u16| {
+            let mut d = vec![0x80, 96];
+            d.extend_from_slice(&seq.to_be_bytes());
+            d.extend_from_slice(&[0; 4]);
+            d.extend_from_slice(&7u32.to_be_bytes());
+            d.extend_from_slice(&[0xAB; 88]);
+            d
+        };
+        // Slot 0: a GRO train of seqs 0, 1, 2 (100 bytes each); slot 1: 3
+        // with TTL 1; slot 2: 4 from another sender; slot 3: truncated;
+        // slot 4: 6 (so 4 and 5 are lost).
+        for (slot, seqs) in [
+            (0usize, &[0u16, 1, 2][..]),
+            (1, &[3]),
+            (2, &[4]),
+            (3, &[5]),
+            (4, &[6]),
+        ] {
+            let mut at = slot * SLOT;
+            for &q in seqs {
+                buf[at..at + 100].copy_from_slice(&rtp(q));
+                at += 100;
+            }
+        }
+        let meta = |len, src, gro_seg, ttl, truncated| RecvMeta {
+            len,
+            src: Some(src),
+            gro_seg,
+            ttl: Some(ttl),
+            truncated,
+        };
+        let metas = [
+            meta(300, good, Some(100), 64, false),
+            meta(100, good, None, 1, false),
+            meta(100, bad, None, 64, false),
+            meta(100, good, None, 64, true),
+            meta(100, good, None, 64, false),
+        ];
+        let mut health = StreamHealth::new(HealthMode::Rtp);
+        let (mut f, mut dgrams, mut ttls) = (FlowCounters::default(), Vec::new(), Vec::new());
+        classify(
+            &metas,
+            Some(good),
+            None,
+            Some((&mut health, &buf)),
+            &mut f,
+            &mut dgrams,
+            &mut ttls,
+        );
+        health.finish(&mut f.health);
+        assert_eq!(
+            (f.received, f.ttl_expired, f.source_rejected, f.malformed),
+            (4, 1, 1, 1)
+        );
+        assert_eq!(
+            (
+                f.health.rtp_packets,
+                f.health.rtp_lost,
+                f.health.rtp_reordered
+            ),
+            (5, 2, 0)
         );
     }
 }

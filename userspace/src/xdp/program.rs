@@ -903,6 +903,7 @@ mod tests {
             outer_vlan: None,
             source,
             cap: Default::default(),
+            health: Default::default(),
             outputs: vec![],
         }
     }

@@ -135,6 +135,7 @@ pub fn flow_spec(
         // A cap holds for the flow, not per rx queue: the caller gives the
         // workers of an ingress one shared limiter per flow.
         limiter: None,
+        health: flow.health,
         outputs,
     })
 }
@@ -195,6 +196,7 @@ mod tests {
             outer_vlan: None,
             source: Some("10.9.9.9".parse().unwrap()),
             cap: Default::default(),
+            health: Default::default(),
             outputs,
         }
     }

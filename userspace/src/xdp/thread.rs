@@ -139,6 +139,7 @@ pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
+            w.finish_health();
             ctx.publisher.publish(w.flow_counters());
             kernel_snapshot(&w, &ctx);
             break;

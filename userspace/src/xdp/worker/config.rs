@@ -91,6 +91,8 @@ pub struct FlowSpec {
     /// The flow's rate cap, shared by every worker that receives the flow
     /// (one per rx queue); `None` without a cap.
     pub limiter: Option<crate::rate::SharedLimiter>,
+    /// The stream-health check of the flow's datagrams this worker sees.
+    pub health: crate::health::HealthMode,
     pub outputs: Vec<OutputSpec>,
 }
 

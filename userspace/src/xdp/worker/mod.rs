@@ -62,6 +62,7 @@ use self::ring::{Desc, RxPort, TxPort, Umem};
 use self::stage::Stage;
 use std::time::Instant;
 
+use crate::health::StreamHealth;
 use crate::rate::SharedLimiter;
 use crate::stats::{FlowCounters, FrameCounters};
 use crate::wire::{ReplicaTemplate, replica::MAX_HEADER_LEN};
@@ -123,6 +124,9 @@ struct Flow {
     fits_every_mtu: u32,
     /// The rate cap, checked before a datagram is replicated.
     limiter: Option<SharedLimiter>,
+    /// The stream-health check, once per datagram before the TTL and the
+    /// rate cap.
+    health: StreamHealth,
 }
 
 impl Flow {
@@ -262,6 +266,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 inline_limit: 0,
                 fits_every_mtu: 0,
                 limiter: flow.limiter,
+                health: StreamHealth::new(flow.health),
             };
             run.derive_limits(&cfg);
             runs.push(run);
@@ -328,6 +333,14 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     /// Counters of every flow, in the order the flows were given.
     pub fn flow_counters(&self) -> &[FlowCounters] {
         &self.counters
+    }
+
+    /// The engine stops: the stream-health checks settle what they still
+    /// wait for (RTP numbers missing in the window count as lost).
+    pub fn finish_health(&mut self) {
+        for (flow, c) in self.flows.iter_mut().zip(&mut self.counters) {
+            flow.health.finish(&mut c.health);
+        }
     }
 
     /// Counters of frames that belong to no flow, and ring anomalies.

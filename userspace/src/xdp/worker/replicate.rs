@@ -9,6 +9,7 @@ use super::frames::{Frames, SlotOwner};
 use super::ring::{Desc, RxPort, TxPort, Umem, XDP_PKT_CONTD};
 use super::stage::Stage;
 use super::{Flow, Worker};
+use crate::health::Payload;
 use crate::rate;
 use crate::stats::{DropReason, FlowCounters};
 use crate::wire::{self, checksum, replica::MAX_HEADER_LEN, udp};
@@ -82,6 +83,34 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         }
     }
 
+    /// The flow's stream-health check over the datagram's payload, read in
+    /// place in its receive frames (`rx_descs[lo..hi]`).
+    fn check_health(&mut self, f: usize, lo: usize, hi: usize, dg: &wire::Datagram) {
+        let Self {
+            umem,
+            flows,
+            counters,
+            rx_descs,
+            ..
+        } = self;
+        let health = &mut flows[f].health;
+        if !health.wants() {
+            return;
+        }
+        let mut payload = Payload::new();
+        let (start, end) = (dg.payload_offset, dg.payload_offset + dg.payload_len);
+        let mut pos = 0usize;
+        for d in &rx_descs[lo..hi] {
+            let (a, b) = (pos, pos + d.len as usize);
+            pos = b;
+            let (s, e) = (a.max(start), b.min(end));
+            if s < e {
+                payload.push(umem.bytes(d.addr + (s - a) as u64, (e - s) as u32));
+            }
+        }
+        health.observe(&payload, &mut counters[f].health);
+    }
+
     fn replicate(&mut self, lo: usize, hi: usize, total: usize) {
         let first = self.rx_descs[lo];
         let head = self.umem.bytes(first.addr, first.len);
@@ -109,6 +138,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         } else {
             entry.flow_id
         };
+        self.check_health(f as usize, lo, hi, &dg);
         let fc = &mut self.counters[f as usize];
         // Like a router: no hop left, no replica.
         if dg.ttl <= 1 {
