@@ -69,7 +69,13 @@ fn bench_health(c: &mut Criterion) {
         .collect();
     // (name, mode, the 16 datagrams, whether RTP, where the payload is
     // cut into pieces)
-    type Case = (&'static str, HealthMode, Vec<Vec<u8>>, bool, &'static [usize]);
+    type Case = (
+        &'static str,
+        HealthMode,
+        Vec<Vec<u8>>,
+        bool,
+        &'static [usize],
+    );
     let cases: [Case; 5] = [
         (
             "rtp_ts_1328",

@@ -585,10 +585,85 @@ fn samples(body: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// Parses an exposition with the Python Prometheus client's own parser
+/// (Debian's `python3-prometheus-client`, run by Debian's python: `cargo
+/// xtask setup` installs it) and returns every sample as
+/// `name{labels}` -> value, and every family's name -> type.
+fn reference_parse(
+    body: &str,
+) -> (
+    std::collections::BTreeMap<String, f64>,
+    std::collections::BTreeMap<String, String>,
+) {
+    use std::io::Write as _;
+    const SCRIPT: &str = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = {'samples': [], 'types': {}}\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   out['types'][f.name] = f.type\n\
+        \x20   for s in f.samples:\n\
+        \x20       out['samples'].append([s.name, list(s.labels.items()), s.value])\n\
+        print(json.dumps(out))\n";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (cargo xtask setup installs python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the reference parser refuses the exposition: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels: Vec<String> = s[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|kv| {
+                    format!(
+                        "{}=\"{}\"",
+                        kv[0].as_str().unwrap(),
+                        kv[1].as_str().unwrap()
+                    )
+                })
+                .collect();
+            let name = s[0].as_str().unwrap();
+            let series = if labels.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}{{{}}}", labels.join(","))
+            };
+            (series, s[2].as_f64().unwrap())
+        })
+        .collect();
+    let types = v["types"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, t)| (k.clone(), t.as_str().unwrap().to_owned()))
+        .collect();
+    (samples, types)
+}
+
 /// `/metrics` while the engine runs, scraped by curl: the Prometheus text
 /// format's content type, the build and the engine of the flow, and every
 /// counter exact after a stream (received, bytes, sent, each drop reason at
-/// 0; under XDP the program's and the flow's redirects); other paths 404.
+/// 0; under XDP the program's and the flow's redirects); the Python
+/// Prometheus client's parser reads the same samples; other paths 404.
 fn metrics_scraped(test: &str, kind: EngineKind) {
     let Some(case) = Case::new(test, kind) else {
         return;
@@ -680,6 +755,30 @@ fn metrics_scraped(test: &str, kind: EngineKind) {
     } else {
         assert!(!now.keys().any(|k| k.starts_with("fanout_xdp_")), "{now:?}");
     }
+    // A real parser reads every sample, with the same value, and the
+    // counters as counters.
+    let body = curl(&case, "/metrics").2;
+    let ours = samples(&body);
+    let (theirs, types) = reference_parse(&body);
+    assert_eq!(theirs.len(), ours.len(), "{theirs:?}\n{ours:?}");
+    for (series, value) in &ours {
+        assert_eq!(theirs.get(series), Some(&(*value as f64)), "{series}");
+    }
+    for family in [
+        "fanout_flow_received_datagrams",
+        "fanout_output_dropped_datagrams",
+        "fanout_stream_rtp_lost",
+    ] {
+        assert_eq!(
+            types.get(family).map(String::as_str),
+            Some("counter"),
+            "{types:?}"
+        );
+    }
+    assert_eq!(
+        types.get("fanout_build_info").map(String::as_str),
+        Some("gauge")
+    );
     let (status, _, _) = curl(&case, "/nope");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     // A second run on the same address stops before it starts anything.

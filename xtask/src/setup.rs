@@ -20,7 +20,9 @@ use crate::cmd::{is_root, output_of, run_status};
 /// verify` of the unit), dpkg-dev (`dpkg-shlibdeps`, which cargo-deb's
 /// `$auto` dependencies need, and objcopy through binutils for the debug
 /// symbols) and man-db (the unit's `Documentation=man:fanout(1)`); ffmpeg
-/// (the real RTP and MPEG-TS streams of the stream-health tests).
+/// (the real RTP and MPEG-TS streams of the stream-health tests) and
+/// python3-prometheus-client (the reference parser of `/metrics` in the
+/// metrics test, run with Debian's `/usr/bin/python3`).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "clang-22",
@@ -37,6 +39,7 @@ const PACKAGES: &[&str] = &[
     "dpkg-dev",
     "man-db",
     "ffmpeg",
+    "python3-prometheus-client",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
