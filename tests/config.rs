@@ -112,10 +112,14 @@ fn good_config_on_lo_prints_the_plan() {
     assert_eq!(lines[4], "  vlan_offload: keep");
     assert_eq!(lines[5], "  xdp_pin_dir:  /sys/fs/bpf/fanout");
     assert_eq!(lines[6], "  metrics:      off");
-    assert_eq!(lines[7], "  inline_max:   86 bytes");
-    assert_eq!(lines[8], "  busy_poll:    off (need_wakeup)");
-    assert_eq!(lines[9], "  tx_budget:    the whole TX ring");
-    let lines = [&lines[..2], &lines[10..]].concat();
+    assert_eq!(
+        lines[7],
+        "  control:      /run/fanout/fanout.sock (root only)"
+    );
+    assert_eq!(lines[8], "  inline_max:   86 bytes");
+    assert_eq!(lines[9], "  busy_poll:    off (need_wakeup)");
+    assert_eq!(lines[10], "  tx_budget:    the whole TX ring");
+    let lines = [&lines[..2], &lines[11..]].concat();
     assert_eq!(lines[2], "flow \"iptv\": 239.10.0.1:5000");
     assert!(
         lines[3].starts_with(&format!("  ingress: lo (index {index}, mtu ")),

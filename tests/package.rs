@@ -61,6 +61,7 @@ const FILES: &[(&str, &str)] = &[
     ),
     ("./usr/share/man/man1/fanout-check.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout-completions.1.gz", "-rw-r--r--"),
+    ("./usr/share/man/man1/fanout-ctl.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout-run.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout-xdp.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout.1.gz", "-rw-r--r--"),

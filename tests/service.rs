@@ -257,52 +257,279 @@ fn pid(p: &Process) -> nix::unistd::Pid {
     nix::unistd::Pid::from_raw(p.id() as i32)
 }
 
-/// SIGHUP, until plans change while running: a clean stop with the final
-/// counters and exit status 3 (the unit's `RestartForceExitStatus=3`
-/// starts fanout again), `STOPPING=1` saying why, the ready file removed.
+/// SIGHUP reads the configuration again: unchanged, nothing happens and
+/// the stream goes on; a bad file is refused with its own message and the
+/// running plan stays; a change the engine cannot apply while running (any,
+/// today) is a clean stop with the final counters and exit status 3 (the
+/// unit's `RestartForceExitStatus=3` starts fanout again), `STOPPING=1`
+/// saying why, the ready file removed.
 #[test]
-fn sighup_stops_with_the_final_counters_to_be_restarted() {
-    let test = "sighup_stops_with_the_final_counters_to_be_restarted";
+fn sighup_reloads_refuses_a_bad_file_and_restarts_for_a_change() {
+    let test = "sighup_reloads_refuses_a_bad_file_and_restarts_for_a_change";
     let Some(case) = Case::new(test, EngineKind::Socket) else {
         return;
     };
     let lab = &case.lab;
     let sock_path = case.files.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let notes = Notes::listen(sock, Instant::now() + DEADLINE * 2);
+    let notes = Notes::listen(sock, Instant::now() + DEADLINE * 3);
     let (config, a) = one_flow(EngineKind::Socket, 6302);
     let rx = unicast_receiver(&lab.sink, a);
     let (mut cmd, files) = run_command(&lab.edge, &case.files, "hup", &config);
     cmd.env("NOTIFY_SOCKET", &sock_path);
     let mut p = Process::spawn("fanout run", &mut cmd).unwrap();
     assert!(wait_for_file(&mut p, &files.ready, DEADLINE), "never ready");
+    let hup =
+        |p: &Process| nix::sys::signal::kill(pid(p), nix::sys::signal::Signal::SIGHUP).unwrap();
     forward(lab, &rx, 4, &[1472], 10);
-    nix::sys::signal::kill(pid(&p), nix::sys::signal::Signal::SIGHUP).unwrap();
+    // Unchanged: said, and nothing else happens.
+    hup(&p);
+    wait_for_log(&p, "is unchanged: nothing to apply");
+    forward(lab, &rx, 5, &[1472], 10);
+    // Bad: refused with the file's message; the stream goes on.
+    std::fs::write(&files.config, config.replace("port = 5000", "port = 0")).unwrap();
+    hup(&p);
+    let refused = format!(
+        "reload: error: {}:8: flow[0].port = 0: out of range (1..=65535); the running plan stays",
+        files.config.display()
+    );
+    wait_for_log(&p, &refused);
+    forward(lab, &rx, 6, &[1472], 10);
+    // A change: stop to be restarted.
+    std::fs::write(&files.config, config.replace("6302", "6303")).unwrap();
+    hup(&p);
     let f = p.finish(DEADLINE).unwrap();
-    assert_eq!(f.status.code(), Some(3), "exit 3 on SIGHUP:\n{}", f.stderr);
-    assert!(
+    assert_eq!(
+        f.status.code(),
+        Some(3),
+        "exit 3 for a change:\n{}",
         f.stderr
-            .contains("SIGHUP: plans cannot change while running yet"),
+    );
+    assert!(
+        f.stderr.contains("cannot apply this change while running")
+            && f.stderr
+                .contains("stopping so that the supervisor starts fanout again on"),
         "{}",
         f.stderr
     );
+    assert!(f.stderr.contains(&refused), "{}", f.stderr);
     assert!(f.stdout.contains("flow "), "final table:\n{}", f.stdout);
     assert!(!files.ready.exists(), "the ready file is removed");
     let snap: fanout::stats::Snapshot =
         serde_json::from_str(&std::fs::read_to_string(&files.stats).unwrap()).unwrap();
     assert_eq!(
         snap.flow("tv").unwrap().output("a").unwrap().sent,
-        10,
+        30,
         "{snap}"
     );
     notes.wait("STOPPING=1 with why", |n| {
         n.iter().any(|(_, m)| {
             m.lines().any(|l| l == "STOPPING=1")
-                && m.lines()
-                    .any(|l| l == "STATUS=stopping: SIGHUP, to be restarted")
+                && m.lines().any(|l| {
+                    l.starts_with("STATUS=stopping: reload (the socket engine cannot apply")
+                        && l.ends_with("), to be restarted")
+                })
         })
     });
 }
+
+/// Waits until the running `p` has logged a line containing `want` (its
+/// stderr so far, read without stopping it).
+fn wait_for_log(p: &Process, want: &str) {
+    fanout::lab::wait_until(DEADLINE, || p.stderr_so_far().contains(want).then_some(()))
+        .unwrap_or_else(|| panic!("never logged {want:?}:\n{}", p.stderr_so_far()));
+}
+
+/// `fanout ctl` run in the edge namespace against `socket`: exit status,
+/// stdout, stderr.
+fn ctl(case: &Case, socket: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = case
+        .lab
+        .edge
+        .command(common::FANOUT)
+        .arg("ctl")
+        .arg("--control")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The control socket: root only (0600, owned by root; `nobody` is refused
+/// at connect); `fanout ctl show --json` gives the running plan (ingress,
+/// outputs, the engine of the flow) and every counter exact after a stream,
+/// and, while a paced stream runs, its rates; the human `show` has the
+/// same; `reload` of an unchanged file changes nothing and of a bad one is
+/// refused with the file's message and exit 2, the stream going on; a
+/// second `fanout run` on the same socket refuses to start; the socket is
+/// gone after the stop.
+fn control_socket(test: &str, kind: EngineKind) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let (config, a) = one_flow(kind, 6306);
+    let rx = unicast_receiver(&lab.sink, a);
+    let engine = case.start(&config);
+    let sock = engine.control.clone();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, 0), "{meta:?}");
+    // Not for others: nobody cannot connect.
+    let out = lab
+        .edge
+        .command("setpriv")
+        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .arg(common::FANOUT)
+        .args(["ctl", "--control"])
+        .arg(&sock)
+        .arg("show")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach fanout run at {}: Permission denied",
+            sock.display()
+        )),
+        "{err}"
+    );
+
+    forward(lab, &rx, 7, &[1000], 20);
+    let show = |case: &Case| -> fanout::control::Show {
+        let (code, out, err) = ctl(case, &sock, &["show", "--json"]);
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let mut s = show(&case);
+    fanout::lab::wait_until(DEADLINE, || {
+        s = show(&case);
+        s.stats
+            .flow("tv")
+            .is_some_and(|f| f.received == 20)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("20 received in ctl show: {:?}", s.stats));
+    assert_eq!(s.pid, engine.process.id());
+    assert_eq!(s.stats.engine, kind.rung());
+    let plan = &s.flows[0];
+    assert_eq!(
+        (plan.name.as_str(), plan.group.as_str()),
+        ("tv", "239.7.3.1:5000")
+    );
+    assert!(plan.ingress.starts_with("in0 (index "), "{plan:?}");
+    assert_eq!(
+        (plan.outputs[0].name.as_str(), plan.outputs[0].dest.clone()),
+        ("a", a.to_string())
+    );
+    let f = s.stats.flow("tv").unwrap();
+    assert_eq!((f.received, f.received_bytes), (20, 20_000));
+    assert_eq!(f.output("a").unwrap().sent, 20);
+    assert_eq!(f.output("a").unwrap().dropped_total(), 0);
+    let (code, human, _) = ctl(&case, &sock, &["show"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        human.contains("flow tv: 239.7.3.1:5000 on in0 (index "),
+        "{human}"
+    );
+    assert!(
+        human.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&"a") && w.get(2) == Some(&"20")
+        }),
+        "{human}"
+    );
+
+    // Rates while a paced stream (about 1000/s, at most 3 s) runs.
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let stream = common::traffic::Stream::start(
+        tx,
+        SocketAddr::new(GROUP.parse().unwrap(), 5000),
+        (8, 500),
+        3000,
+        Duration::from_secs(3),
+    );
+    fanout::lab::wait_until(DEADLINE, || {
+        s = show(&case);
+        let r = s.rates.flow("tv")?;
+        (s.rates.secs > 0.5 && r.received_pps > 100.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("a rate in ctl show: {:?}", s.rates));
+    let r = s.rates.flow("tv").unwrap();
+    assert!(r.received_pps < 2000.0, "{r:?}");
+    assert!(
+        (r.received_bps - r.received_pps * 4000.0).abs() < 1.0,
+        "{r:?}"
+    );
+    assert!(
+        (r.outputs[0].sent_pps - r.received_pps).abs() <= r.received_pps * 0.2 + 5.0,
+        "{r:?}"
+    );
+    stream.stop();
+    // Every datagram of the paced stream reaches the receiver.
+    let mut got = 0u64;
+    fanout::lab::wait_until(DEADLINE, || {
+        got += common::traffic::drain(&rx).len() as u64;
+        s = show(&case);
+        let f = s.stats.flow("tv")?;
+        (got > 100 && f.received == 20 + got && f.output("a")?.sent == f.received).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the paced stream, {got} received: {:?}", s.stats));
+
+    // reload: unchanged, then a bad file refused; the plan stays.
+    let (code, out, err) = ctl(&case, &sock, &["reload"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("is unchanged: nothing to apply"), "{out}");
+    let path = case.files.path("fanout.toml");
+    std::fs::write(&path, config.replace("port = 5000", "port = 70000")).unwrap();
+    let (code, _, err) = ctl(&case, &sock, &["reload"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: {}:8: flow[0].port = 70000: out of range (1..=65535)",
+            path.display()
+        )
+    );
+    std::fs::write(&path, &config).unwrap();
+    forward(lab, &rx, 9, &[1000], 10);
+
+    // A second engine on the same socket refuses before it starts anything.
+    let (mut cmd, _) = run_command(&lab.edge, &case.files, "second", &config);
+    let second = cmd.arg("--control").arg(&sock).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.lines().last(),
+        Some(
+            format!(
+                "error: control: another fanout run serves {} (stop it, or give this one \
+                 [engine] control)",
+                sock.display()
+            )
+            .as_str()
+        ),
+        "{err}"
+    );
+    let (snap, _) = engine.stop();
+    assert!(!sock.exists(), "the socket is removed at the stop");
+    // The bursts and the paced stream, every datagram replicated.
+    let f = snap.flow("tv").unwrap();
+    assert!(f.received > 30 + 100, "{snap}");
+    assert_eq!(f.output("a").unwrap().sent, f.received, "{snap}");
+}
+
+for_each_engine!(control_socket:
+    the_control_socket_shows_and_reloads,
+    the_control_socket_shows_and_reloads_xdp_native,
+    the_control_socket_shows_and_reloads_xdp_generic);
 
 /// The unit shipped in `userspace/dist` is one systemd accepts:
 /// `systemd-analyze verify` with its `ExecStart=` pointed at this build

@@ -238,16 +238,20 @@ pub struct RunFiles {
     pub ready: PathBuf,
     /// `--stats-json`.
     pub stats: PathBuf,
+    /// `--control`.
+    pub control: PathBuf,
 }
 
 /// Writes `config` to `{tag}.toml` in `files` and returns `fanout run
-/// --config {tag}.toml --stats-json {tag}.json --ready-file {tag}.ready`
-/// in `ns`, with `RUST_LOG=info`; add arguments and environment, then spawn.
+/// --config {tag}.toml --stats-json {tag}.json --ready-file {tag}.ready
+/// --control {tag}.sock` in `ns`, with `RUST_LOG=info`; add arguments and
+/// environment, then spawn.
 pub fn run_command(ns: &Netns, files: &Scratch, tag: &str, config: &str) -> (Command, RunFiles) {
     let paths = RunFiles {
         config: files.path(&format!("{tag}.toml")),
         ready: files.path(&format!("{tag}.ready")),
         stats: files.path(&format!("{tag}.json")),
+        control: files.path(&format!("{tag}.sock")),
     };
     std::fs::write(&paths.config, config).unwrap();
     let mut cmd = ns.command(FANOUT);
@@ -258,6 +262,8 @@ pub fn run_command(ns: &Netns, files: &Scratch, tag: &str, config: &str) -> (Com
         .arg(&paths.stats)
         .arg("--ready-file")
         .arg(&paths.ready)
+        .arg("--control")
+        .arg(&paths.control)
         .env("RUST_LOG", "info");
     (cmd, paths)
 }
@@ -267,6 +273,8 @@ pub fn run_command(ns: &Netns, files: &Scratch, tag: &str, config: &str) -> (Com
 pub struct Engine {
     /// The `fanout run` process.
     pub process: Process,
+    /// Its control socket (`--control`).
+    pub control: PathBuf,
     stats: PathBuf,
     ready: PathBuf,
     /// The engine's name in the stats (`snap.engine`).
@@ -334,6 +342,7 @@ impl Engine {
         }
         Engine {
             process,
+            control: paths.control,
             stats: paths.stats,
             ready: paths.ready,
             rung: kind.rung().to_owned(),

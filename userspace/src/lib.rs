@@ -4,6 +4,7 @@
 //! architecture (`docs/architecture.md` has the data flow and the decisions):
 //!
 //! - [`config`]: the TOML file, its validation and the engine options;
+//! - [`control`]: the control socket's protocol (`fanout ctl`, `fanout top`);
 //! - [`plan`]: the resolved plan (flows, outputs, interfaces) that engines run;
 //! - [`engine`]: the one interface every engine offers `fanout run`
 //!   (snapshot, failure, apply a change, stop);
@@ -25,6 +26,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod ethtool;
 pub mod health;

@@ -28,12 +28,16 @@ struct Cli {
 enum Cmd {
     /// Validate a configuration and print the resolved plan.
     Check(cli::check::Args),
-    /// Run the engine on a configuration until SIGINT/SIGTERM (SIGHUP: stop
-    /// with the final counters and exit 3, to be restarted).
+    /// Run the engine on a configuration until SIGINT/SIGTERM (SIGHUP: read
+    /// the configuration again; a change it cannot apply live stops it with
+    /// exit 3, to be restarted).
     #[command(after_help = fanout::config::env_help())]
     Run(cli::run::Args),
     /// Attach, detach or look at the XDP program left attached on purpose.
     Xdp(cli::xdp::Args),
+    /// Talk to a running fanout run through its control socket: show the
+    /// running plan with its counters and rates, reload the configuration.
+    Ctl(cli::ctl::Args),
     /// Print the shell completion script for SHELL on stdout.
     Completions(cli::docs::CompletionsArgs),
     /// Write the man pages (fanout.1 and one per subcommand) into a
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::Check(args) => cli::check::main(args),
         Cmd::Run(args) => cli::run::main(args),
         Cmd::Xdp(args) => cli::xdp::main(args),
+        Cmd::Ctl(args) => cli::ctl::main(args),
         Cmd::Completions(args) => cli::docs::completions(args, Cli::command()),
         Cmd::Man(args) => cli::docs::man(args, Cli::command()),
         #[cfg(feature = "lab")]

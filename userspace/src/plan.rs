@@ -706,6 +706,7 @@ source = "2001:db8::9"
              vlan_offload: keep\n  \
              xdp_pin_dir:  /sys/fs/bpf/fanout\n  \
              metrics:      off\n  \
+             control:      /run/fanout/fanout.sock (root only)\n  \
              inline_max:   86 bytes\n  \
              busy_poll:    off (need_wakeup)\n  \
              tx_budget:    the whole TX ring\n\

@@ -3,6 +3,8 @@
 //! 2 bad configuration or bad arguments.
 
 pub mod check;
+pub mod control;
+pub mod ctl;
 pub mod docs;
 pub mod journal;
 #[cfg(feature = "lab")]

@@ -4,11 +4,15 @@
 //!
 //! Exit codes: 2 for a bad configuration (the config error's own message),
 //! 1 when the engine cannot start or fails, 0 after a clean stop on SIGINT
-//! or SIGTERM, [`EXIT_RESTART`] (3) after a clean stop on SIGHUP: until
-//! plans change while running (live reload is its own issue), SIGHUP
-//! stops with the final counters so that the supervisor starts fanout
-//! again on the file as it is now (the unit's `ExecReload` sends it and
-//! `RestartForceExitStatus=3` restarts). Under systemd the notify protocol
+//! or SIGTERM. SIGHUP (the unit's `ExecReload`) and `fanout ctl reload`
+//! read the configuration again ([`reload`]): a bad file is refused with
+//! its own message and the running plan stays; an unchanged one changes
+//! nothing; a change the engine cannot apply while running (today every
+//! change: live changes are their own issue) stops with the final counters
+//! and [`EXIT_RESTART`] (3), so that the supervisor starts fanout again on
+//! the new file (`RestartForceExitStatus=3`). A control socket ([`super::control`],
+//! `--control`, `[engine] control`) serves `fanout ctl` and `fanout top`.
+//! Under systemd the notify protocol
 //! is spoken ([`super::notify`]): `READY=1` with the ready file, `STATUS=`,
 //! `WATCHDOG=1` while every worker moves, `STOPPING=1`. The ready
 //! file (`--ready-file`) appears, complete, only once every socket is bound
@@ -38,9 +42,11 @@ use fanout::plan::Plan;
 use fanout::runtime::{self, StartError, Started};
 use fanout::stats::Snapshot;
 
+use super::control::{self, Pending};
 use super::journal;
 use super::metrics::Server;
 use super::notify::Notifier;
+use fanout::control::{Request, Response};
 
 /// How often `/metrics` gets a fresh snapshot.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
@@ -71,6 +77,10 @@ pub struct Args {
     /// [engine] metrics_listen.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the control socket (fanout ctl, fanout top) at PATH, or "off";
+    /// overrides [engine] control (the last one given counts).
+    #[arg(long, value_name = "PATH", overrides_with = "control")]
+    pub control: Option<String>,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -115,6 +125,13 @@ pub fn main(args: Args) -> ExitCode {
             }
         },
     };
+    let mut control = match bind_control(&args, &plan) {
+        Ok(control) => control,
+        Err(why) => {
+            eprintln!("{}", journal::line(journal::ERR, &why));
+            return ExitCode::from(1);
+        }
+    };
     let started = match runtime::start(&plan) {
         Ok(started) => started,
         Err(StartError::XdpRequired(e)) => {
@@ -135,6 +152,13 @@ pub fn main(args: Args) -> ExitCode {
     // supervisor (the demo, an init system) can show which engine runs.
     let announce = format!("fanout: {}", started.announce);
     eprintln!("{}", journal::line(journal::NOTICE, &announce));
+    // The servers' threads start while this thread may still drop
+    // capabilities from the bounding set: theirs go with them.
+    if let Err(e) = start_servers(&plan, &started, metrics.as_mut(), control.as_mut()) {
+        let why = format!("error: {e:#}");
+        eprintln!("{}", journal::line(journal::ERR, &why));
+        return ExitCode::from(1);
+    }
     // Everything is open and bound: from here on each thread keeps only
     // what it still uses (the engine's threads dropped theirs already).
     let kept = started.engine.kept();
@@ -146,13 +170,22 @@ pub fn main(args: Args) -> ExitCode {
         ),
         Err(e) => log::warn!("privileges: dropping capabilities: {e}"),
     }
-    let result = run(&args, &plan, started, (&stop, &hangup), metrics.as_mut());
+    let result = run(
+        &args,
+        &plan,
+        started,
+        (&stop, &hangup),
+        (metrics.as_mut(), control.as_mut()),
+    );
     if let Some(server) = metrics {
         server.stop();
     }
+    if let Some(server) = control {
+        server.stop();
+    }
     match result {
-        Ok(()) if hangup.load(Ordering::Relaxed) => ExitCode::from(EXIT_RESTART),
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(EXIT_RESTART),
+        Ok(false) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", journal::line(journal::ERR, &format!("error: {e:#}")));
             ExitCode::from(1)
@@ -160,16 +193,125 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Drives a started engine until the stop flag or SIGHUP (`hangup`): the
-/// ready file, systemd's notifications, the periodic line, the final
-/// report. The one supervision loop of every engine.
+/// The control socket `fanout run` serves, bound before anything starts:
+/// `--control` over `[engine] control`. A socket configured on purpose
+/// that cannot be served stops the start (the reason); the default one
+/// (`/run/fanout/fanout.sock`) is only warned about, so that a `fanout run`
+/// by hand beside the service, or without the rights for `/run`, still
+/// runs.
+fn bind_control(args: &Args, plan: &Plan) -> Result<Option<control::Server>, String> {
+    let path = match args.control.as_deref() {
+        Some("off") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => plan.engine.control.clone(),
+    };
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let default =
+        args.control.is_none() && path.as_path() == Path::new(fanout::control::DEFAULT_SOCKET);
+    match control::Server::bind(&path, plan.engine.control_group.as_deref(), &args.config) {
+        Ok(server) => Ok(Some(server)),
+        Err(e) if default => {
+            log::warn!(
+                "control: {e}: fanout ctl and fanout top cannot reach this engine (set [engine] \
+                 control or --control to serve another path)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(format!("error: control: {e}")),
+    }
+}
+
+/// Starts the `/metrics` and control threads (each drops every
+/// capability) on the started engine's first counters.
+fn start_servers(
+    plan: &Plan,
+    started: &Started,
+    metrics: Option<&mut Server>,
+    control: Option<&mut control::Server>,
+) -> anyhow::Result<()> {
+    if let Some(server) = metrics {
+        server
+            .start(started.engine.snapshot())
+            .context("starting the metrics thread")?;
+        log::info!("metrics: http://{}/metrics", server.addr());
+    }
+    if let Some(server) = control {
+        server
+            .start(plan, started.engine.snapshot())
+            .context("starting the control thread")?;
+        log::info!(
+            "control: {} (fanout ctl, fanout top)",
+            server.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// What a reload did.
+#[derive(Debug)]
+enum Reloaded {
+    /// The file is bad: its message and exit status; the plan stays.
+    Refused(String, u8),
+    /// Nothing to change.
+    Unchanged,
+    /// The engine cannot apply it while running: stop to be restarted.
+    Restart(String),
+}
+
+/// Reads the configuration again and hands it to the engine (SIGHUP,
+/// `fanout ctl reload`), logging what came of it.
+fn reload(config: &Path, running: &Plan, engine: &mut dyn Engine) -> Reloaded {
+    let next = match Plan::load(config) {
+        Ok(next) => next,
+        Err(e) => {
+            log::error!("reload: {e}; the running plan stays");
+            return Reloaded::Refused(e.to_string(), e.exit_code());
+        }
+    };
+    if running.first_difference(&next).is_none() {
+        log::info!(
+            "reload: {} is unchanged: nothing to apply",
+            config.display()
+        );
+        return Reloaded::Unchanged;
+    }
+    match engine.apply(&next) {
+        Ok(()) => Reloaded::Unchanged,
+        Err(e) => {
+            log::warn!(
+                "reload: {e}: stopping so that the supervisor starts fanout again on {} (exit \
+                 {EXIT_RESTART})",
+                config.display()
+            );
+            Reloaded::Restart(e.to_string())
+        }
+    }
+}
+
+/// How the supervision loop ended.
+#[derive(Debug)]
+enum Outcome {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// A reload that needs a restart (the reason).
+    Restart(String),
+    /// A worker ended on its own (its name).
+    Failed(String),
+}
+
+/// Drives a started engine until the stop flag or a reload that needs a
+/// restart: the ready file, systemd's notifications, the periodic line,
+/// the final report. The one supervision loop of every engine. True when
+/// fanout is to be started again ([`EXIT_RESTART`]).
 fn run(
     args: &Args,
     plan: &Plan,
     started: Started,
     (stop, hangup): (&AtomicBool, &AtomicBool),
-    mut metrics: Option<&mut Server>,
-) -> anyhow::Result<()> {
+    (metrics, mut control): (Option<&mut Server>, Option<&mut control::Server>),
+) -> anyhow::Result<bool> {
     let Started {
         mut engine,
         announce,
@@ -183,39 +325,29 @@ fn run(
     let mut notifier = Notifier::new(engine.snapshot(), engine.heartbeats());
     notifier.ready();
     log::info!(
-        "running {} flow(s) on {}; stop with SIGINT or SIGTERM (SIGHUP: stop to be \
-         restarted, exit {EXIT_RESTART})",
+        "running {} flow(s) on {}; stop with SIGINT or SIGTERM (SIGHUP: read {} again; a \
+         change that cannot be applied live stops it to be restarted, exit {EXIT_RESTART})",
         plan.flows.len(),
-        engine.name()
+        engine.name(),
+        args.config.display()
     );
     if let Some(d) = notifier.describe() {
         log::info!("{d}");
     }
-    if let Some(server) = metrics.as_deref_mut() {
-        server
-            .start(engine.snapshot())
-            .context("starting the metrics thread")?;
-        log::info!("metrics: http://{}/metrics", server.addr());
-    }
+    let requests = control.as_deref_mut().and_then(|s| s.requests());
     let mut watch = Watch::new(engine.snapshot());
-    let failed = supervise(
+    let outcome = supervise(
         args,
+        plan,
         (stop, hangup),
         engine.as_mut(),
         (&mut watch, &mut notifier),
-        metrics.as_deref(),
+        (metrics.as_deref(), control.as_deref(), requests.as_ref()),
     );
-    let why = match &failed {
-        Some(why) => why.clone(),
-        None if hangup.load(Ordering::Relaxed) => {
-            log::warn!(
-                "SIGHUP: plans cannot change while running yet; stopping so that the \
-                 supervisor starts fanout again on {} (exit {EXIT_RESTART})",
-                args.config.display()
-            );
-            "SIGHUP, to be restarted".to_owned()
-        }
-        None => "signal".to_owned(),
+    let why = match &outcome {
+        Outcome::Failed(why) => why.clone(),
+        Outcome::Restart(why) => format!("reload ({why}), to be restarted"),
+        Outcome::Signal => "signal".to_owned(),
     };
     notifier.stopping(&why);
     let stopped = engine.stop();
@@ -224,32 +356,74 @@ fn run(
     watch.finish(&last);
     final_report(args, &last)?;
     stopped.map_err(anyhow::Error::msg)?;
-    match failed {
-        Some(why) => Err(anyhow::anyhow!("{why} before the stop")),
-        None => Ok(()),
+    match outcome {
+        Outcome::Failed(why) => Err(anyhow::anyhow!("{why} before the stop")),
+        Outcome::Restart(_) => Ok(true),
+        Outcome::Signal => Ok(false),
     }
 }
 
 /// Waits for the stop flag, logging one line of totals and rates and
-/// writing (`--stats-json`) the counters every `--stats-interval`; returns
-/// early, with the reason,
-/// when a worker of the engine ended on its own.
+/// writing (`--stats-json`) the counters every `--stats-interval`, feeding
+/// `/metrics` and the control socket every second, and carrying out
+/// reloads (SIGHUP, `fanout ctl reload`); returns how it ended.
 fn supervise(
     args: &Args,
+    plan: &Plan,
     (stop, hangup): (&AtomicBool, &AtomicBool),
     engine: &mut dyn Engine,
     (watch, notifier): (&mut Watch, &mut Notifier),
-    metrics: Option<&Server>,
-) -> Option<String> {
+    (metrics, control, requests): (
+        Option<&Server>,
+        Option<&control::Server>,
+        Option<&std::sync::mpsc::Receiver<Pending>>,
+    ),
+) -> Outcome {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last = Instant::now();
     let mut metrics_at = Instant::now();
     let mut reported = engine.snapshot();
-    while !stop.load(Ordering::Relaxed) && !hangup.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(why) = engine.failed() {
             log::error!("{why}: stopping the engine");
-            return Some(why);
+            return Outcome::Failed(why);
+        }
+        if hangup.swap(false, Ordering::Relaxed) {
+            log::info!("SIGHUP: reading {} again", args.config.display());
+            if let Reloaded::Restart(why) = reload(&args.config, plan, engine) {
+                return Outcome::Restart(why);
+            }
+        }
+        while let Some(p) = requests.and_then(|r| r.try_recv().ok()) {
+            let (answer, restart) = match p.request {
+                Request::Reload => match reload(&args.config, plan, engine) {
+                    Reloaded::Refused(why, status) => (Response::error(status, why), None),
+                    Reloaded::Unchanged => (
+                        Response::done(format!(
+                            "{} is unchanged: nothing to apply",
+                            args.config.display()
+                        )),
+                        None,
+                    ),
+                    Reloaded::Restart(why) => (
+                        Response::done(format!(
+                            "{why}: fanout run stops (exit {EXIT_RESTART}) to be started again \
+                             on {}",
+                            args.config.display()
+                        )),
+                        Some(why),
+                    ),
+                },
+                Request::Show => (
+                    Response::error(1, "error: show is answered by the control thread"),
+                    None,
+                ),
+            };
+            let _ = p.reply.send(answer);
+            if let Some(why) = restart {
+                return Outcome::Restart(why);
+            }
         }
         for worker in notifier.tick(&engine.heartbeats(), || engine.snapshot()) {
             if let Some(done) = engine.fail_open(&worker) {
@@ -257,10 +431,14 @@ fn supervise(
             }
         }
         watch.poll(engine);
-        if let Some(server) = metrics
-            && metrics_at.elapsed() >= METRICS_EVERY
-        {
-            server.update(engine.snapshot());
+        if (metrics.is_some() || control.is_some()) && metrics_at.elapsed() >= METRICS_EVERY {
+            let snap = engine.snapshot();
+            if let Some(server) = control {
+                server.update(snap.clone());
+            }
+            if let Some(server) = metrics {
+                server.update(snap);
+            }
             metrics_at = Instant::now();
         }
         if let Some(every) = interval
@@ -278,7 +456,7 @@ fn supervise(
             reported = snap;
         }
     }
-    None
+    Outcome::Signal
 }
 
 /// Looks at the counters once a second for losses an operator must be told

@@ -216,7 +216,8 @@ source = "2001:db8::1"
             e("threads = 4"),
             "error: /etc/fanout.toml:2: engine.threads: \
              unknown field (expected one of: mode, batch_size, xdp_attach, xdp_object, vlan_offload, \
-             xdp_pin_dir, metrics_listen, inline_max, busy_poll_us, busy_poll_budget, tx_budget)"
+             xdp_pin_dir, metrics_listen, control, control_group, inline_max, busy_poll_us, busy_poll_budget, \
+             tx_budget)"
         );
         for (mode, want) in [
             ("auto", Mode::Auto),
@@ -1044,6 +1045,21 @@ source = "2001:db8::1"
             (0, 50, Some(16), Some(0))
         );
         assert!(e.overrides.is_empty(), "parse never reads the environment");
+        assert_eq!(
+            e.control.as_deref(),
+            Some(Path::new(crate::control::DEFAULT_SOCKET))
+        );
+        let with = |line: &str| {
+            parse(&GOOD.replacen("[[flow]]", &format!("[engine]\n{line}\n\n[[flow]]"), 1))
+                .unwrap()
+                .engine
+        };
+        assert_eq!(with("control = \"off\"").control, None);
+        let e = with("control = \"/run/x.sock\"\ncontrol_group = \"fanout\"");
+        assert_eq!(
+            (e.control.as_deref(), e.control_group.as_deref()),
+            (Some(Path::new("/run/x.sock")), Some("fanout"))
+        );
     }
 
     #[test]
@@ -1076,6 +1092,14 @@ source = "2001:db8::1"
             (
                 "xdp_pin_dir = \"bpf/fanout\"",
                 "engine.xdp_pin_dir = \"bpf/fanout\": must be an absolute path",
+            ),
+            (
+                "control = \"fanout.sock\"",
+                "engine.control = \"fanout.sock\": must be an absolute path, or \"off\"",
+            ),
+            (
+                "control_group = \"fan out\"",
+                "engine.control_group = \"fan out\": expected a group name",
             ),
         ] {
             let text = GOOD.replacen("[[flow]]", &format!("[engine]\n{line}\n\n[[flow]]"), 1);

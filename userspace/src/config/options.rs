@@ -108,6 +108,12 @@ pub struct EngineConfig {
     pub xdp_pin_dir: PathBuf,
     /// Where `fanout run` serves `/metrics` (Prometheus); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where `fanout run` serves the control socket (`fanout ctl`, `fanout
+    /// top`); `None`: nowhere (`control = "off"`).
+    pub control: Option<PathBuf>,
+    /// The group that may use the control socket besides root (the socket
+    /// is then 0660); `None`: root only (0600).
+    pub control_group: Option<String>,
     /// XDP engine: payloads of at most this many bytes are copied behind
     /// each replica's headers instead of chained by reference (0: never).
     pub inline_max: u32,
@@ -134,6 +140,8 @@ impl Default for EngineConfig {
             vlan_offload: VlanOffload::Keep,
             xdp_pin_dir: PathBuf::from(crate::xdp::program::PIN_ROOT),
             metrics_listen: None,
+            control: Some(PathBuf::from(crate::control::DEFAULT_SOCKET)),
+            control_group: None,
             inline_max: DEFAULT_INLINE_MAX,
             busy_poll_us: 0,
             busy_poll_budget: None,
@@ -196,6 +204,18 @@ pub const KNOBS: &[Knob] = &[
         env: "FANOUT_METRICS_LISTEN",
         kind: Kind::Text,
         help: "ADDR:PORT where fanout run serves /metrics in the Prometheus text format (off when absent)",
+    },
+    Knob {
+        field: "control",
+        env: "FANOUT_CONTROL",
+        kind: Kind::Text,
+        help: "the Unix socket of fanout ctl and fanout top (default /run/fanout/fanout.sock; \"off\": none)",
+    },
+    Knob {
+        field: "control_group",
+        env: "FANOUT_CONTROL_GROUP",
+        kind: Kind::Text,
+        help: "a group whose members may use the control socket too (0660; default: root only, 0600)",
     },
     Knob {
         field: "inline_max",
@@ -268,6 +288,26 @@ impl EngineConfig {
                     "expected ADDR:PORT (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)".to_owned()
                 })?;
                 self.metrics_listen = Some(addr);
+            }
+            ("control", Value::Text("off")) => self.control = None,
+            ("control", Value::Text(t)) => {
+                if !t.starts_with('/') {
+                    return Err("must be an absolute path, or \"off\"".into());
+                }
+                if t.len() > 107 {
+                    return Err("longer than a Unix socket path may be (107 bytes)".into());
+                }
+                self.control = Some(PathBuf::from(t));
+            }
+            ("control_group", Value::Text(t)) => {
+                if t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    return Err("expected a group name".into());
+                }
+                self.control_group = Some(t.to_owned());
             }
             ("inline_max", Value::Int(n)) => self.inline_max = int(n)?,
             ("busy_poll_us", Value::Int(n)) => self.busy_poll_us = int(n)?,
@@ -368,6 +408,13 @@ impl fmt::Display for EngineConfig {
             Some(a) => writeln!(f, "  metrics:      http://{a}/metrics")?,
             None => writeln!(f, "  metrics:      off")?,
         }
+        match (&self.control, &self.control_group) {
+            (None, _) => writeln!(f, "  control:      off")?,
+            (Some(p), None) => writeln!(f, "  control:      {} (root only)", p.display())?,
+            (Some(p), Some(g)) => {
+                writeln!(f, "  control:      {} (root and group {g})", p.display())?
+            }
+        }
         writeln!(f, "  inline_max:   {} bytes", self.inline_max)?;
         writeln!(f, "  busy_poll:    {busy}")?;
         writeln!(f, "  tx_budget:    {tx_budget}")?;
@@ -400,6 +447,8 @@ mod tests {
             ("FANOUT_VLAN_OFFLOAD", "off"),
             ("FANOUT_XDP_PIN_DIR", "/run/fanout-bpf"),
             ("FANOUT_METRICS_LISTEN", "127.0.0.1:9464"),
+            ("FANOUT_CONTROL", "/tmp/fanout.sock"),
+            ("FANOUT_CONTROL_GROUP", "fanout"),
             ("FANOUT_XSK_INLINE", "0"),
             ("FANOUT_XSK_BUSY_POLL", "50"),
             ("FANOUT_XSK_BUSY_POLL_BUDGET", "16"),
@@ -411,6 +460,8 @@ mod tests {
         assert_eq!(e.vlan_offload, VlanOffload::Off);
         assert_eq!(e.xdp_pin_dir, PathBuf::from("/run/fanout-bpf"));
         assert_eq!(e.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(e.control, Some(PathBuf::from("/tmp/fanout.sock")));
+        assert_eq!(e.control_group.as_deref(), Some("fanout"));
         assert_eq!(
             (
                 e.inline_max,

@@ -37,6 +37,8 @@ const ENGINE_KEYS: &[&str] = &[
     "vlan_offload",
     "xdp_pin_dir",
     "metrics_listen",
+    "control",
+    "control_group",
     "inline_max",
     "busy_poll_us",
     "busy_poll_budget",

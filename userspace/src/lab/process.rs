@@ -19,7 +19,9 @@ pub struct Process {
     name: String,
     child: std::process::Child,
     stdout: Option<std::thread::JoinHandle<String>>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+    /// What the child wrote to stderr so far (the collector appends).
+    stderr_bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 /// What a finished [`Process`] left behind.
@@ -54,13 +56,37 @@ impl Process {
             })
         };
         let stdout = child.stdout.take().map(|p| collect(Box::new(p)));
-        let stderr = child.stderr.take().map(|p| collect(Box::new(p)));
+        let stderr_bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().map(|mut pipe| {
+            let into = stderr_bytes.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    into.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .extend_from_slice(&buf[..n]);
+                }
+            })
+        });
         Ok(Process {
             name: name.to_owned(),
             child,
             stdout,
             stderr,
+            stderr_bytes,
         })
+    }
+
+    /// What the child has written to stderr so far (it may still run).
+    pub fn stderr_so_far(&self) -> String {
+        let bytes = self
+            .stderr_bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// The child's pid (with [`Netns::command`], the program's own pid).
@@ -98,10 +124,13 @@ impl Process {
         let join = |h: Option<std::thread::JoinHandle<String>>| {
             h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
         };
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
         Ok(Finished {
             status,
             stdout: join(self.stdout.take()),
-            stderr: join(self.stderr.take()),
+            stderr: self.stderr_so_far(),
         })
     }
 }

@@ -1,0 +1,242 @@
+//! `fanout ctl show [--json]` and `fanout ctl reload`: a running `fanout
+//! run`, through its control socket ([`fanout::control`]).
+//!
+//! - `show`: the running plan (flows, interfaces, outputs, the engine of
+//!   each flow) with every counter and the rates of the last second;
+//!   `--json` prints the answer as it came ([`fanout::control::Show`]).
+//! - `reload`: `fanout run` reads its configuration again, as on SIGHUP: a
+//!   bad file is refused with the file's own message (exit 2) and the
+//!   running plan stays; an unchanged one changes nothing; a change it
+//!   cannot apply while running makes it stop to be restarted.
+//!
+//! The socket: `--control PATH`, else `FANOUT_CONTROL`, else
+//! `/run/fanout/fanout.sock`. Exit codes: 0 done, 1 no answer (the message
+//! says why, and what to check), 2 a refused configuration.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use fanout::control::{self, Request, Response, Show};
+
+use super::journal;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The control socket of the fanout run to talk to (default: the
+    /// environment's FANOUT_CONTROL, else /run/fanout/fanout.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// The running plan with its counters and rates.
+    Show {
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the configuration file again and apply it (as SIGHUP does).
+    Reload,
+}
+
+/// The socket the client talks to.
+pub fn socket(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            std::env::var_os("FANOUT_CONTROL")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET))
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let path = socket(args.control);
+    let request = match args.cmd {
+        Cmd::Show { .. } => Request::Show,
+        Cmd::Reload => Request::Reload,
+    };
+    let answer = match control::query(&path, &request) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{}", journal::line(journal::ERR, &format!("error: {e}")));
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(why) = &answer.error {
+        eprintln!("{}", journal::line(journal::ERR, why));
+        return ExitCode::from(answer.status.max(1));
+    }
+    match (args.cmd, answer) {
+        (
+            Cmd::Show { json },
+            Response {
+                show: Some(show), ..
+            },
+        ) => {
+            if json {
+                match serde_json::to_string_pretty(&show) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", render(&show));
+            }
+        }
+        (Cmd::Show { .. }, _) => {
+            eprintln!("error: {}: the answer has no plan", path.display());
+            return ExitCode::from(1);
+        }
+        (Cmd::Reload, answer) => {
+            println!("{}", answer.message.unwrap_or_default());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `12.3k/s`, `950/s`.
+pub fn per_second(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M/s", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k/s", v / 1e3)
+    } else {
+        format!("{v:.0}/s")
+    }
+}
+
+/// `1.23 Gbit/s`, `45.6 Mbit/s`.
+pub fn bits(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2} Gbit/s", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.1} Mbit/s", v / 1e6)
+    } else {
+        format!("{:.1} kbit/s", v / 1e3)
+    }
+}
+
+/// `1h02m03s`.
+pub fn uptime(secs: f64) -> String {
+    let s = secs as u64;
+    format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The human form of `show`.
+pub fn render(show: &Show) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "fanout {} (pid {}): {}, up {}, engine {}",
+        show.version,
+        show.pid,
+        show.config,
+        uptime(show.uptime_secs),
+        show.stats.engine
+    );
+    for plan in &show.flows {
+        let Some(stats) = show.stats.flow(&plan.name) else {
+            continue;
+        };
+        let rates = show.rates.flow(&plan.name).cloned().unwrap_or_default();
+        let _ = write!(
+            out,
+            "flow {}: {} on {}",
+            plan.name, plan.group, plan.ingress
+        );
+        if let Some(v) = plan.vlan {
+            let _ = write!(out, ", vlan {v}");
+        }
+        if let Some(o) = plan.outer_vlan {
+            let _ = write!(out, " in outer vlan {o}");
+        }
+        if let Some(s) = &plan.source {
+            let _ = write!(out, ", source {s}");
+        }
+        let _ = writeln!(out, ", cap {}, engine {}", plan.cap, stats.engine);
+        let not_replicated =
+            stats.source_rejected + stats.malformed + stats.ttl_expired + stats.rate_limited;
+        let _ = writeln!(
+            out,
+            "  received {} ({}, {}), not replicated {} ({})",
+            stats.received,
+            per_second(rates.received_pps),
+            bits(rates.received_bps),
+            not_replicated,
+            per_second(rates.not_replicated_pps)
+        );
+        if stats.health.mode != fanout::health::HealthMode::Off {
+            let _ = writeln!(out, "  health: {}", stats.health);
+        }
+        let name_w = plan
+            .outputs
+            .iter()
+            .map(|o| o.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("output".len());
+        let _ = writeln!(
+            out,
+            "  {:<name_w$}  {:<10}  {:>12}  {:>9}  {:>13}  {:>9}  {:>9}  reasons",
+            "output", "egress", "sent", "rate", "bits", "dropped", "drops"
+        );
+        for o in &plan.outputs {
+            let Some(s) = stats.output(&o.name) else {
+                continue;
+            };
+            let r = rates
+                .outputs
+                .iter()
+                .find(|r| r.name == o.name)
+                .cloned()
+                .unwrap_or_default();
+            let egress = o.egress.split(' ').next().unwrap_or("");
+            let reasons: Vec<String> = s
+                .dropped
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(reason, n)| format!("{}={n}", reason.name()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<name_w$}  {:<10}  {:>12}  {:>9}  {:>13}  {:>9}  {:>9}  {}",
+                o.name,
+                egress,
+                s.sent,
+                per_second(r.sent_pps),
+                bits(r.sent_bps),
+                s.dropped_total(),
+                per_second(r.dropped_pps),
+                if reasons.is_empty() {
+                    "-".to_owned()
+                } else {
+                    reasons.join(" ")
+                }
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_an_operator_writes_them() {
+        assert_eq!(per_second(950.0), "950/s");
+        assert_eq!(per_second(12_345.0), "12.3k/s");
+        assert_eq!(per_second(2_500_000.0), "2.5M/s");
+        assert_eq!(bits(1.234e9), "1.23 Gbit/s");
+        assert_eq!(bits(45.6e6), "45.6 Mbit/s");
+        assert_eq!(bits(800.0), "0.8 kbit/s");
+        assert_eq!(uptime(3723.9), "1h02m03s");
+    }
+}
