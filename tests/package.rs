@@ -63,6 +63,7 @@ const FILES: &[(&str, &str)] = &[
     ("./usr/share/man/man1/fanout-completions.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout-ctl.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout-run.1.gz", "-rw-r--r--"),
+    ("./usr/share/man/man1/fanout-top.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout-xdp.1.gz", "-rw-r--r--"),
     ("./usr/share/man/man1/fanout.1.gz", "-rw-r--r--"),
     ("./usr/share/zsh/vendor-completions/_fanout", "-rw-r--r--"),

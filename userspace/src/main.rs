@@ -38,6 +38,9 @@ enum Cmd {
     /// Talk to a running fanout run through its control socket: show the
     /// running plan with its counters and rates, reload the configuration.
     Ctl(cli::ctl::Args),
+    /// A live terminal view of a running fanout run: rates, drops and
+    /// stream health per flow and output, refreshed every second.
+    Top(cli::top::Args),
     /// Print the shell completion script for SHELL on stdout.
     Completions(cli::docs::CompletionsArgs),
     /// Write the man pages (fanout.1 and one per subcommand) into a
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => cli::run::main(args),
         Cmd::Xdp(args) => cli::xdp::main(args),
         Cmd::Ctl(args) => cli::ctl::main(args),
+        Cmd::Top(args) => cli::top::main(args),
         Cmd::Completions(args) => cli::docs::completions(args, Cli::command()),
         Cmd::Man(args) => cli::docs::man(args, Cli::command()),
         #[cfg(feature = "lab")]

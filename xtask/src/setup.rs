@@ -22,7 +22,8 @@ use crate::cmd::{is_root, output_of, run_status};
 /// symbols) and man-db (the unit's `Documentation=man:fanout(1)`); ffmpeg
 /// (the real RTP and MPEG-TS streams of the stream-health tests) and
 /// python3-prometheus-client (the reference parser of `/metrics` in the
-/// metrics test, run with Debian's `/usr/bin/python3`).
+/// metrics test, run with Debian's `/usr/bin/python3`); tmux (`fanout top`
+/// tested as a person sees it).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "clang-22",
@@ -40,6 +41,7 @@ const PACKAGES: &[&str] = &[
     "man-db",
     "ffmpeg",
     "python3-prometheus-client",
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

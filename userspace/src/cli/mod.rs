@@ -12,4 +12,5 @@ pub mod lab;
 pub mod metrics;
 pub mod notify;
 pub mod run;
+pub mod top;
 pub mod xdp;
