@@ -126,6 +126,24 @@ fn cleanly_lost(stream: &[Vec<u8>], from: usize, ts_at: usize) -> (usize, usize)
         .expect("a datagram to lose")
 }
 
+/// The picture and tone as MPEG-TS in RTP (12 + 7 x 188 bytes) and as
+/// MPEG-TS in jumbo UDP datagrams (up to 47 packets), captured in `ns`.
+fn av_captures(ns: &Netns) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let iptv = ffmpeg_capture(
+        ns,
+        &[AV, &["-f", "rtp_mpegts"]].concat(),
+        "rtp://127.0.0.1:15004?pkt_size=1328",
+        15004,
+    );
+    let jumbo = ffmpeg_capture(
+        ns,
+        &[AV, &["-f", "mpegts"]].concat(),
+        "udp://127.0.0.1:15006?pkt_size=8836",
+        15006,
+    );
+    (iptv, jumbo)
+}
+
 fn health(snap: &Snapshot, flow: &str) -> HealthCounters {
     snap.flow(flow).unwrap().health.counters
 }
@@ -138,18 +156,7 @@ fn damaged_streams(test: &str, kind: EngineKind) {
     let lab = &case.lab;
 
     // Real streams from ffmpeg, captured whole in the source namespace.
-    let iptv = ffmpeg_capture(
-        &lab.src,
-        &[AV, &["-f", "rtp_mpegts"]].concat(),
-        "rtp://127.0.0.1:15004?pkt_size=1328",
-        15004,
-    );
-    let jumbo = ffmpeg_capture(
-        &lab.src,
-        &[AV, &["-f", "mpegts"]].concat(),
-        "udp://127.0.0.1:15006?pkt_size=8836",
-        15006,
-    );
+    let (iptv, jumbo) = av_captures(&lab.src);
     let opus = ffmpeg_capture(
         &lab.src,
         &[
@@ -393,18 +400,7 @@ fn clean_streams(test: &str, kind: EngineKind) {
         return;
     };
     let lab = &case.lab;
-    let iptv = ffmpeg_capture(
-        &lab.src,
-        &[AV, &["-f", "rtp_mpegts"]].concat(),
-        "rtp://127.0.0.1:15004?pkt_size=1328",
-        15004,
-    );
-    let jumbo = ffmpeg_capture(
-        &lab.src,
-        &[AV, &["-f", "mpegts"]].concat(),
-        "udp://127.0.0.1:15006?pkt_size=8836",
-        15006,
-    );
+    let (iptv, jumbo) = av_captures(&lab.src);
     let flows = [
         ("iptv", Ipv4Addr::new(239, 5, 0, 1), 6001u16, &iptv),
         ("jumbo", Ipv4Addr::new(239, 5, 0, 2), 6002, &jumbo),

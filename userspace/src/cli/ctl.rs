@@ -123,6 +123,32 @@ pub fn bits(v: f64) -> String {
     }
 }
 
+/// `would_block=3 ring_full=1`: the reasons an output dropped for, with
+/// their counts; `-` for none.
+pub fn reasons(o: &fanout::stats::OutputSnapshot) -> String {
+    let all: Vec<String> = o
+        .dropped
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{}={n}", reason.name()))
+        .collect();
+    if all.is_empty() {
+        "-".to_owned()
+    } else {
+        all.join(" ")
+    }
+}
+
+/// The egress column: the interface's name, or `route` where the kernel's
+/// route chooses.
+pub fn egress(e: &str) -> &str {
+    if e == "by route" {
+        "route"
+    } else {
+        e.split(' ').next().unwrap_or("")
+    }
+}
+
 /// `1h02m03s`.
 pub fn uptime(secs: f64) -> String {
     let s = secs as u64;
@@ -197,28 +223,18 @@ pub fn render(show: &Show) -> String {
                 .find(|r| r.name == o.name)
                 .cloned()
                 .unwrap_or_default();
-            let egress = o.egress.split(' ').next().unwrap_or("");
-            let reasons: Vec<String> = s
-                .dropped
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(reason, n)| format!("{}={n}", reason.name()))
-                .collect();
+
             let _ = writeln!(
                 out,
                 "  {:<name_w$}  {:<10}  {:>12}  {:>9}  {:>13}  {:>9}  {:>9}  {}",
                 o.name,
-                egress,
+                egress(&o.egress),
                 s.sent,
                 per_second(r.sent_pps),
                 bits(r.sent_bps),
                 s.dropped_total(),
                 per_second(r.dropped_pps),
-                if reasons.is_empty() {
-                    "-".to_owned()
-                } else {
-                    reasons.join(" ")
-                }
+                reasons(s)
             );
         }
     }

@@ -24,7 +24,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::ctl::{bits, per_second, uptime};
+use super::ctl::{bits, egress, per_second, reasons, uptime};
 use super::journal;
 
 #[derive(Debug, clap::Args)]
@@ -155,12 +155,6 @@ pub fn rows(show: &Show, sort: Sort) -> Vec<Row> {
             }),
         }
         for (o, s, r) in outputs {
-            let reasons: Vec<String> = s
-                .dropped
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(reason, n)| format!("{}={n}", reason.name()))
-                .collect();
             out.push(Row {
                 flow: false,
                 text: format!(
@@ -173,26 +167,12 @@ pub fn rows(show: &Show, sort: Sort) -> Vec<Row> {
                     bits(r.sent_bps),
                     s.dropped_total(),
                     per_second(r.dropped_pps),
-                    if reasons.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        reasons.join(" ")
-                    }
+                    reasons(s)
                 ),
             });
         }
     }
     out
-}
-
-/// The egress column: the interface's name, or `route` where the kernel's
-/// route chooses.
-fn egress(e: &str) -> &str {
-    if e == "by route" {
-        "route"
-    } else {
-        e.split(' ').next().unwrap_or("")
-    }
 }
 
 /// The header line of `show`.
