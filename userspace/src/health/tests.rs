@@ -538,3 +538,70 @@ fn auto_idles_on_a_stream_that_is_neither_and_still_finds_one_that_starts_later(
     assert_eq!(c.kind, StreamKind::Rtp);
     assert_eq!((c.rtp_packets, c.rtp_lost), ((200 - from) as u64, 0));
 }
+
+/// Datagrams that are mostly RTP and TS, damaged at random: a byte
+/// flipped anywhere (sync bytes, headers, lengths, padding counts).
+fn damaged_datagrams() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
+    use proptest::prelude::*;
+    let base: Vec<Vec<u8>> = ts_stream(40)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                rtp(i as u16, 3, 0, None, 0, d)
+            } else {
+                d.clone()
+            }
+        })
+        .collect();
+    proptest::collection::vec((0usize..40, 0usize..1400, any::<u8>(), 0usize..1400), 1..60)
+        .prop_map(move |edits| {
+            edits
+                .into_iter()
+                .map(|(i, at, byte, cut)| {
+                    let mut d = base[i].clone();
+                    if let Some(b) = d.get_mut(at) {
+                        *b ^= byte;
+                    }
+                    d.truncate(cut.max(1));
+                    d
+                })
+                .collect()
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever arrives, in whatever pieces: no panic, and a payload in
+    /// pieces counts exactly as the same payload whole.
+    #[test]
+    fn any_input_in_any_pieces_counts_as_whole(
+        stream in damaged_datagrams(),
+        cuts in proptest::collection::vec(0usize..1400, 0..4),
+        mode in proptest::sample::select(vec![HealthMode::Auto, HealthMode::Rtp, HealthMode::Ts]),
+    ) {
+        let whole = finished(mode, &stream);
+        let mut h = StreamHealth::new(mode);
+        let mut c = HealthCounters::default();
+        for d in &stream {
+            let mut cuts: Vec<usize> = cuts.iter().map(|&x| x.min(d.len())).collect();
+            cuts.sort_unstable();
+            let mut p = Payload::new();
+            let mut from = 0;
+            for &cut in &cuts {
+                p.push(&d[from..cut]);
+                from = cut;
+            }
+            p.push(&d[from..]);
+            if h.wants() {
+                h.observe(&p, &mut c);
+            }
+        }
+        h.finish(&mut c);
+        proptest::prop_assert_eq!(c, whole);
+        // Every TS packet counted was whole, every RTP one a datagram.
+        proptest::prop_assert!(whole.rtp_packets <= stream.len() as u64);
+        proptest::prop_assert!(whole.ts_packets <= stream.iter().map(|d| (d.len() / TS_PACKET) as u64).sum());
+    }
+}
