@@ -328,6 +328,7 @@ mod tests {
             engine: "socket".into(),
             flows: vec![FlowSnapshot {
                 name: "tv".into(),
+                removed: false,
                 engine: "socket".into(),
                 engine_reason: None,
                 received,
@@ -342,6 +343,8 @@ mod tests {
                 outputs: vec![OutputSnapshot {
                     name: "a".into(),
                     dest: "10.0.0.2:6000".into(),
+                    removed: false,
+                    offered: received,
                     sent,
                     sent_bytes: sent * 1000,
                     dropped: DropReason::ALL

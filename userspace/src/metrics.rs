@@ -386,6 +386,8 @@ mod tests {
         let output = OutputSnapshot {
             name: "a".into(),
             dest: "10.0.0.2:6000".into(),
+            removed: false,
+            offered: 10,
             sent: 7,
             sent_bytes: 700,
             dropped: DropReason::ALL
@@ -397,6 +399,7 @@ mod tests {
             engine: "socket".into(),
             flows: vec![FlowSnapshot {
                 name: "tv".into(),
+                removed: false,
                 engine: "socket".into(),
                 engine_reason: None,
                 received: 10,

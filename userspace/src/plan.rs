@@ -235,6 +235,145 @@ impl Plan {
     }
 }
 
+/// What differs between a running plan and the next one, by name: what
+/// an engine applies while running ([`crate::engine::Engine::apply`]).
+/// A flow or output whose fields change is removed and added again (its
+/// old counters stay in the report, marked removed); the order of flows
+/// and outputs is not a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanChange {
+    /// Flows of the running plan that the next one has not (or has
+    /// changed), by name.
+    pub removed_flows: Vec<String>,
+    /// Flows of the next plan that the running one has not (or had
+    /// otherwise), in the next plan's order.
+    pub added_flows: Vec<FlowPlan>,
+    /// Per flow kept (same fields but its outputs): its output changes.
+    pub outputs: Vec<OutputsChange>,
+}
+
+/// The outputs removed from and added to one flow the change keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputsChange {
+    pub flow: String,
+    /// By name, in the running plan's order.
+    pub removed: Vec<String>,
+    /// In the next plan's order.
+    pub added: Vec<OutputPlan>,
+}
+
+impl PlanChange {
+    /// Whether the change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.removed_flows.is_empty() && self.added_flows.is_empty() && self.outputs.is_empty()
+    }
+
+    /// One line per part of the change, for the log and `fanout ctl`:
+    /// `flow "tv": output "sub-1" added (unicast 10.0.0.2:6000)`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for name in &self.removed_flows {
+            lines.push(format!("flow {name:?} removed"));
+        }
+        for f in &self.added_flows {
+            lines.push(format!(
+                "flow {:?} added ({} on {}, {} output(s))",
+                f.name,
+                SocketAddr::new(f.group, f.port),
+                f.ingress.name,
+                f.outputs.len()
+            ));
+        }
+        for c in &self.outputs {
+            for o in &c.removed {
+                lines.push(format!("flow {:?}: output {o:?} removed", c.flow));
+            }
+            for o in &c.added {
+                lines.push(format!(
+                    "flow {:?}: output {:?} added ({} {})",
+                    c.flow, o.name, o.kind, o.dest
+                ));
+            }
+        }
+        lines
+    }
+}
+
+impl FlowPlan {
+    /// Whether `other` is this flow with other outputs at most.
+    fn same_but_outputs(&self, other: &FlowPlan) -> bool {
+        let FlowPlan {
+            name,
+            ingress,
+            group,
+            port,
+            vlan,
+            outer_vlan,
+            source,
+            cap,
+            health,
+            outputs: _,
+        } = self;
+        *name == other.name
+            && *ingress == other.ingress
+            && *group == other.group
+            && *port == other.port
+            && *vlan == other.vlan
+            && *outer_vlan == other.outer_vlan
+            && *source == other.source
+            && *cap == other.cap
+            && *health == other.health
+    }
+}
+
+impl Plan {
+    /// What applying `next` to this running plan changes ([`PlanChange`]);
+    /// `Err` (what, for an operator) when `[engine]` changed, which no
+    /// engine applies while running.
+    pub fn change_to(&self, next: &Plan) -> Result<PlanChange, String> {
+        if self.engine != next.engine {
+            return Err("[engine] changed".into());
+        }
+        let mut change = PlanChange::default();
+        for f in &self.flows {
+            match next.flows.iter().find(|n| n.name == f.name) {
+                Some(n) if f.same_but_outputs(n) => {
+                    let removed: Vec<String> = f
+                        .outputs
+                        .iter()
+                        .filter(|o| !n.outputs.contains(o))
+                        .map(|o| o.name.clone())
+                        .collect();
+                    let added: Vec<OutputPlan> = n
+                        .outputs
+                        .iter()
+                        .filter(|o| !f.outputs.contains(o))
+                        .cloned()
+                        .collect();
+                    if !removed.is_empty() || !added.is_empty() {
+                        change.outputs.push(OutputsChange {
+                            flow: f.name.clone(),
+                            removed,
+                            added,
+                        });
+                    }
+                }
+                _ => change.removed_flows.push(f.name.clone()),
+            }
+        }
+        for n in &next.flows {
+            let kept = self
+                .flows
+                .iter()
+                .any(|f| f.name == n.name && f.same_but_outputs(n));
+            if !kept {
+                change.added_flows.push(n.clone());
+            }
+        }
+        Ok(change)
+    }
+}
+
 /// Looks `name` up on the running system (index, MTU, MAC, addresses);
 /// `Ok(None)` when there is no such interface.
 pub fn lookup_interface(name: &str) -> io::Result<Option<Interface>> {
@@ -785,5 +924,75 @@ source = "2001:db8::9"
             }),
             say("flow \"g\" added")
         );
+    }
+
+    /// What a live change applies: outputs added and removed by name, a
+    /// changed output or flow replaced whole, `[engine]` refused.
+    #[test]
+    fn change_to_lists_what_an_engine_applies() {
+        let plan = Plan::resolve_with(&config(), |name| {
+            Ok(Some(fake(name, if name == "in0" { 4 } else { 5 })))
+        })
+        .unwrap();
+        let change = |edit: &dyn Fn(&mut Plan)| {
+            let mut next = plan.clone();
+            edit(&mut next);
+            plan.change_to(&next)
+        };
+        assert_eq!(change(&|_| {}), Ok(PlanChange::default()));
+        assert!(change(&|_| {}).unwrap().is_empty());
+        assert_eq!(
+            change(&|p| p.engine.batch_size = 9),
+            Err("[engine] changed".into())
+        );
+        // The order is not a change.
+        assert_eq!(
+            change(&|p| p.flows[0].outputs.reverse()),
+            Ok(PlanChange::default())
+        );
+
+        let ttl = change(&|p| {
+            p.flows[0].outputs[1].ttl = 4;
+            p.flows[0].outputs.remove(0);
+        })
+        .unwrap();
+        let mut m = plan.flows[0].outputs[1].clone();
+        m.ttl = 4;
+        assert_eq!(
+            ttl,
+            PlanChange {
+                outputs: vec![OutputsChange {
+                    flow: "f".into(),
+                    removed: vec!["unicast [fe80::2]:6000".into(), "m".into()],
+                    added: vec![m],
+                }],
+                ..PlanChange::default()
+            }
+        );
+        assert_eq!(
+            ttl.describe(),
+            [
+                "flow \"f\": output \"unicast [fe80::2]:6000\" removed",
+                "flow \"f\": output \"m\" removed",
+                "flow \"f\": output \"m\" added (multicast [ff3e::2]:7000)",
+            ]
+        );
+
+        let port = change(&|p| p.flows[0].port = 5001).unwrap();
+        assert_eq!(port.removed_flows, ["f"]);
+        assert_eq!(port.added_flows.len(), 1);
+        assert_eq!(port.added_flows[0].port, 5001);
+        assert!(port.outputs.is_empty());
+        assert_eq!(
+            port.describe(),
+            [
+                "flow \"f\" removed",
+                "flow \"f\" added ([ff3e::1]:5001 on in0, 3 output(s))"
+            ]
+        );
+
+        let renamed = change(&|p| p.flows[0].name = "g".into()).unwrap();
+        assert_eq!(renamed.removed_flows, ["f"]);
+        assert_eq!(renamed.added_flows[0].name, "g");
     }
 }

@@ -122,6 +122,12 @@ pub struct OutputCounters {
     pub sent_bytes: u64,
     /// Replicas dropped, by [`DropReason`] (index: `reason as usize`).
     pub dropped: [u64; DropReason::COUNT],
+    /// The flow's `received` (this worker's count) when the output was
+    /// added to the running engine: 0 for an output of the starting plan.
+    pub joined_at: u64,
+    /// The flow's `received` when the output was removed from the running
+    /// engine; `None` while it is configured.
+    pub left_at: Option<u64>,
 }
 
 impl OutputCounters {
@@ -139,6 +145,23 @@ impl OutputCounters {
     /// Replicas dropped for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
+    }
+
+    /// The datagrams offered to this output, by a worker whose flow has
+    /// received `received`: those received while it was configured. Each
+    /// ends in `sent` or in one drop reason.
+    pub fn offered(&self, received: u64) -> u64 {
+        self.left_at
+            .unwrap_or(received)
+            .saturating_sub(self.joined_at)
+    }
+
+    /// An output added while the flow has received `received` datagrams.
+    pub fn joining_at(received: u64) -> Self {
+        OutputCounters {
+            joined_at: received,
+            ..OutputCounters::default()
+        }
     }
 
     fn add(&mut self, other: &OutputCounters) {
@@ -185,11 +208,13 @@ impl FlowCounters {
         }
     }
 
-    /// Whether `sent + dropped == received` holds for every output.
+    /// Whether `sent + dropped == offered` holds for every output (offered:
+    /// [`OutputCounters::offered`], `received` for an output that was
+    /// there all along).
     pub fn balanced(&self) -> bool {
         self.outputs
             .iter()
-            .all(|o| o.sent + o.dropped_total() == self.received)
+            .all(|o| o.sent + o.dropped_total() == o.offered(self.received))
     }
 
     fn add(&mut self, other: &FlowCounters) {
@@ -246,6 +271,18 @@ impl FrameCounters {
 struct OutputName {
     name: String,
     dest: String,
+    /// Removed from the running engine: its counters stay in the report.
+    removed: bool,
+}
+
+impl OutputName {
+    fn of(o: &crate::plan::OutputPlan) -> Self {
+        OutputName {
+            name: o.name.clone(),
+            dest: o.dest.to_string(),
+            removed: false,
+        }
+    }
 }
 
 /// The names of one flow and its outputs, for reports.
@@ -253,19 +290,42 @@ struct OutputName {
 struct FlowName {
     name: String,
     health: HealthMode,
+    /// Every output the flow ever had, by slot: those of the starting plan
+    /// in its order, then those added while running.
     outputs: Vec<OutputName>,
+    /// Removed from the running engine: its counters stay in the report.
+    removed: bool,
 }
 
-/// What one worker published: its flows (plan indices) and their counters.
+impl FlowName {
+    fn of(f: &crate::plan::FlowPlan) -> Self {
+        FlowName {
+            name: f.name.clone(),
+            health: f.health,
+            outputs: f.outputs.iter().map(OutputName::of).collect(),
+            removed: false,
+        }
+    }
+}
+
+/// What one worker published: its flows (slots) and their counters.
 #[derive(Debug)]
 struct Part {
     /// The worker, for the log (`flow "tv"`, `in0 queue 0`).
     worker: String,
-    /// Plan index of each of the worker's flows.
-    flows: Vec<usize>,
-    counters: Mutex<Vec<FlowCounters>>,
+    published: Mutex<Published>,
     /// How many times the worker published: its heartbeat.
     beats: AtomicU64,
+}
+
+/// A worker's published copy.
+#[derive(Debug)]
+struct Published {
+    /// Slot of each of the worker's flows ([`Stats`]: the plan index for
+    /// the flows of the starting plan).
+    flows: Vec<usize>,
+    /// Their counters, in that order; a flow's outputs by output slot.
+    counters: Vec<FlowCounters>,
 }
 
 /// One worker's heartbeat ([`Stats::heartbeats`]): how many times it has
@@ -296,26 +356,48 @@ impl Publisher {
     }
 
     /// Replaces the published copy with `counters` (the worker's, in the
-    /// order of [`Publisher::counters`]). Allocates nothing when the shapes
-    /// match, which they do.
+    /// order of [`Publisher::counters`], then of [`Publisher::add_flow`];
+    /// a flow's outputs by slot, those added while running at the end).
     pub fn publish(&self, counters: &[FlowCounters]) {
         let mut published = self
             .part
-            .counters
+            .published
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        published.clone_from_slice(counters);
+        let copy = &mut published.counters;
+        copy.truncate(counters.len());
+        let have = copy.len();
+        for (to, from) in copy.iter_mut().zip(counters) {
+            to.clone_from(from);
+        }
+        copy.extend_from_slice(&counters[have..]);
         self.part.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The worker serves one more flow, `slot` ([`Stats::add_flow`]): its
+    /// counters come next in what it publishes.
+    pub fn add_flow(&self, slot: usize) {
+        self.part
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flows
+            .push(slot);
     }
 }
 
 /// Every counter of a running engine: the plan's flows and outputs, and what
 /// each worker published. Shared between the workers (through their
 /// [`Publisher`]s) and whoever reads [`Stats::snapshot`].
+///
+/// Flows and outputs are known by slot: those of the starting plan by
+/// their plan index, those added while running after them
+/// ([`Stats::add_flow`], [`Stats::add_output`]). A removed one keeps its
+/// slot and its counters, marked removed in the snapshot.
 #[derive(Debug)]
 pub struct Stats {
     engine: String,
-    flows: Vec<FlowName>,
+    flows: Mutex<Vec<FlowName>>,
     parts: Mutex<Vec<Arc<Part>>>,
 }
 
@@ -323,27 +405,69 @@ impl Stats {
     /// Stats for every flow and output of `plan`, with no publisher yet;
     /// `engine` names what runs (`socket`, `xdp native copy`).
     pub fn for_plan(plan: &Plan, engine: &str) -> Self {
-        let flows = plan
-            .flows
-            .iter()
-            .map(|f| FlowName {
-                name: f.name.clone(),
-                health: f.health,
-                outputs: f
-                    .outputs
-                    .iter()
-                    .map(|o| OutputName {
-                        name: o.name.clone(),
-                        dest: o.dest.to_string(),
-                    })
-                    .collect(),
-            })
-            .collect();
         Stats {
             engine: engine.to_owned(),
-            flows,
+            flows: Mutex::new(plan.flows.iter().map(FlowName::of).collect()),
             parts: Mutex::new(Vec::new()),
         }
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, Vec<FlowName>> {
+        self.flows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A flow added to the running engine: its slot.
+    pub fn add_flow(&self, flow: &crate::plan::FlowPlan) -> usize {
+        let mut flows = self.names();
+        flows.push(FlowName::of(flow));
+        flows.len() - 1
+    }
+
+    /// The flow in `slot` was removed from the running engine.
+    pub fn remove_flow(&self, slot: usize) {
+        if let Some(f) = self.names().get_mut(slot) {
+            f.removed = true;
+        }
+    }
+
+    /// An output added to the flow in `flow` (a slot): the output's slot.
+    ///
+    /// # Panics
+    ///
+    /// If `flow` is not a slot (a bug of the caller).
+    pub fn add_output(&self, flow: usize, output: &crate::plan::OutputPlan) -> usize {
+        let mut flows = self.names();
+        let outputs = &mut flows[flow].outputs;
+        outputs.push(OutputName::of(output));
+        outputs.len() - 1
+    }
+
+    /// The output in slot `output` of the flow in `flow` was removed.
+    pub fn remove_output(&self, flow: usize, output: usize) {
+        if let Some(o) = self
+            .names()
+            .get_mut(flow)
+            .and_then(|f| f.outputs.get_mut(output))
+        {
+            o.removed = true;
+        }
+    }
+
+    /// The slot of the configured (not removed) flow named `name`.
+    pub fn flow_slot(&self, name: &str) -> Option<usize> {
+        self.names()
+            .iter()
+            .position(|f| !f.removed && f.name == name)
+    }
+
+    /// The slot of the configured output named `name` of the flow in
+    /// `flow`.
+    pub fn output_slot(&self, flow: usize, name: &str) -> Option<usize> {
+        self.names()
+            .get(flow)?
+            .outputs
+            .iter()
+            .position(|o| !o.removed && o.name == name)
     }
 
     /// What runs (`socket`, `xdp native copy`).
@@ -359,14 +483,19 @@ impl Stats {
     ///
     /// If a flow index is not in the plan (a bug of the caller).
     pub fn publisher(&self, worker: &str, flows: &[usize]) -> Publisher {
-        let blank: Vec<FlowCounters> = flows
-            .iter()
-            .map(|&f| FlowCounters::with_outputs(self.flows[f].outputs.len()))
-            .collect();
+        let blank: Vec<FlowCounters> = {
+            let names = self.names();
+            flows
+                .iter()
+                .map(|&f| FlowCounters::with_outputs(names[f].outputs.len()))
+                .collect()
+        };
         let part = Arc::new(Part {
             worker: worker.to_owned(),
-            flows: flows.to_vec(),
-            counters: Mutex::new(blank.clone()),
+            published: Mutex::new(Published {
+                flows: flows.to_vec(),
+                counters: blank.clone(),
+            }),
             beats: AtomicU64::new(0),
         });
         self.parts
@@ -388,18 +517,30 @@ impl Stats {
             .collect()
     }
 
-    /// The flows' counters summed over every publisher, in plan order.
-    pub fn totals(&self) -> Vec<FlowCounters> {
-        let mut totals: Vec<FlowCounters> = self
-            .flows
+    /// The flows' counters summed over every publisher, by slot, each
+    /// output's with what it was offered ([`OutputCounters::offered`]).
+    pub fn totals(&self) -> Vec<(FlowCounters, Vec<u64>)> {
+        let shape: Vec<usize> = self.names().iter().map(|f| f.outputs.len()).collect();
+        let mut totals: Vec<(FlowCounters, Vec<u64>)> = shape
             .iter()
-            .map(|f| FlowCounters::with_outputs(f.outputs.len()))
+            .map(|&n| (FlowCounters::with_outputs(n), vec![0; n]))
             .collect();
         let parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
         for part in parts.iter() {
-            let counters = part.counters.lock().unwrap_or_else(PoisonError::into_inner);
-            for (&f, c) in part.flows.iter().zip(counters.iter()) {
-                totals[f].add(c);
+            let p = part
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (&f, c) in p.flows.iter().zip(&p.counters) {
+                let Some((total, offered)) = totals.get_mut(f) else {
+                    continue;
+                };
+                total.add(c);
+                // An output the worker has and the names not yet (or the
+                // other way round) for the moment of a change: ignored.
+                for (o, oc) in offered.iter_mut().zip(&c.outputs) {
+                    *o += oc.offered(c.received);
+                }
             }
         }
         totals
@@ -408,15 +549,25 @@ impl Stats {
     /// Every counter as published (each worker's copy is consistent in
     /// itself; take it after the engine stopped for the final account).
     pub fn snapshot(&self) -> Snapshot {
+        let mut snap = self.snapshot_by_slot();
+        snap.removed_last();
+        snap
+    }
+
+    /// [`Stats::snapshot`] with every flow and output in its slot (removed
+    /// ones too, where they were): for an engine that adds to it by slot
+    /// before [`Snapshot::removed_last`].
+    pub fn snapshot_by_slot(&self) -> Snapshot {
         let totals = self.totals();
+        let names = self.names();
         Snapshot {
             engine: self.engine.clone(),
-            flows: self
-                .flows
+            flows: names
                 .iter()
                 .zip(totals)
-                .map(|(f, c)| FlowSnapshot {
+                .map(|(f, (c, offered))| FlowSnapshot {
                     name: f.name.clone(),
+                    removed: f.removed,
                     engine: self.engine.clone(),
                     engine_reason: None,
                     received: c.received,
@@ -435,9 +586,12 @@ impl Stats {
                         .outputs
                         .iter()
                         .zip(c.outputs)
-                        .map(|(o, c)| OutputSnapshot {
+                        .zip(offered)
+                        .map(|((o, c), offered)| OutputSnapshot {
                             name: o.name.clone(),
                             dest: o.dest.clone(),
+                            removed: o.removed,
+                            offered,
                             sent: c.sent,
                             sent_bytes: c.sent_bytes,
                             dropped: DropReason::ALL.iter().map(|&r| (r, c.dropped(r))).collect(),
@@ -499,6 +653,10 @@ pub struct XdpQueueSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowSnapshot {
     pub name: String,
+    /// Removed from the running engine (`fanout ctl`, a reload): its last
+    /// counters, listed after the configured flows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removed: bool,
     /// The engine that serves the flow (`xdp native copy`, `socket`): the
     /// snapshot's own, unless `mode = "auto"` split the flows between the
     /// engines (the snapshot's is then `xdp native copy + socket`).
@@ -613,6 +771,15 @@ impl FlowXdpSnapshot {
 pub struct OutputSnapshot {
     pub name: String,
     pub dest: String,
+    /// Removed from the running engine: its last counters, listed after
+    /// the configured outputs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removed: bool,
+    /// The flow's datagrams offered to this output: those received while
+    /// it was configured (the flow's `received` for an output there from
+    /// the start); each ends in `sent` or in one drop reason.
+    #[serde(default)]
+    pub offered: u64,
     pub sent: u64,
     /// UDP payload bytes of the replicas sent (headers not counted), in
     /// every engine: comparable with the flow's `received_bytes`.
@@ -633,22 +800,30 @@ impl OutputSnapshot {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl Snapshot {
-    /// Checks `sent + dropped == received` for every output; the error names
-    /// every output that does not balance.
+    /// Checks `sent + dropped == offered` for every output, and `offered
+    /// == received` for an output that was there all along (no change
+    /// while running: then every output's); the error names every output
+    /// that does not balance.
     pub fn check_accounting(&self) -> Result<(), String> {
         let mut bad = Vec::new();
         for f in &self.flows {
             for o in &f.outputs {
                 let accounted = o.sent + o.dropped_total();
-                if accounted != f.received {
+                if accounted != o.offered || o.offered > f.received {
                     bad.push(format!(
-                        "flow {:?} output {:?}: sent {} + dropped {} = {} != received {}",
+                        "flow {:?} output {:?}: sent {} + dropped {} = {} != offered {} \
+                         (received {})",
                         f.name,
                         o.name,
                         o.sent,
                         o.dropped_total(),
                         accounted,
+                        o.offered,
                         f.received
                     ));
                 }
@@ -661,9 +836,19 @@ impl Snapshot {
         }
     }
 
-    /// The flow named `name`.
+    /// The flow named `name` (the configured one, before a removed one of
+    /// the same name).
     pub fn flow(&self, name: &str) -> Option<&FlowSnapshot> {
         self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// Puts the removed flows after the configured ones, and in each flow
+    /// the removed outputs after the configured ones, each in its order.
+    pub fn removed_last(&mut self) {
+        self.flows.sort_by_key(|f| f.removed);
+        for f in &mut self.flows {
+            f.outputs.sort_by_key(|o| o.removed);
+        }
     }
 }
 
@@ -873,9 +1058,10 @@ impl fmt::Display for Snapshot {
         for flow in &self.flows {
             writeln!(
                 f,
-                "flow {}: received {} datagrams ({} bytes), source-rejected {}, malformed {}, \
+                "flow {}{}: received {} datagrams ({} bytes), source-rejected {}, malformed {}, \
                  ttl-expired {}, rate-limited {}, checksums completed {}",
                 flow.name,
+                if flow.removed { " (removed)" } else { "" },
                 flow.received,
                 flow.received_bytes,
                 flow.source_rejected,
@@ -907,10 +1093,17 @@ impl fmt::Display for Snapshot {
                     None => writeln!(f)?,
                 }
             }
+            let label = |o: &OutputSnapshot| {
+                if o.removed {
+                    format!("{} (removed)", o.name)
+                } else {
+                    o.name.clone()
+                }
+            };
             let name_w = flow
                 .outputs
                 .iter()
-                .map(|o| o.name.len())
+                .map(|o| label(o).len())
                 .max()
                 .unwrap_or(0)
                 .max("output".len());
@@ -923,7 +1116,7 @@ impl fmt::Display for Snapshot {
                 write!(
                     f,
                     "  {:<name_w$}  {:>12}  {:>14}  {:>10}  ",
-                    o.name,
+                    label(o),
                     o.sent,
                     o.sent_bytes,
                     o.dropped_total()
@@ -1055,7 +1248,76 @@ mod tests {
         publisher.publish(&c);
         let err = stats.snapshot().check_accounting().unwrap_err();
         assert!(err.contains("output \"a\""), "{err}");
-        assert!(err.contains("11 != received 10"), "{err}");
+        assert!(err.contains("11 != offered 10 (received 10)"), "{err}");
+    }
+
+    /// Outputs and flows added and removed while running: each keeps its
+    /// slot and counters; an added output is offered what came after it;
+    /// the removed ones are listed last, marked, and still balance.
+    #[test]
+    fn outputs_added_and_removed_while_running_keep_their_counters() {
+        let p = plan();
+        let stats = Stats::for_plan(&p, "socket");
+        let publisher = stats.publisher("w", &[0]);
+        let mut c = publisher.counters();
+        c[0].received = 10;
+        c[0].outputs[0].sent = 10;
+        c[0].outputs[1].sent = 10;
+        // "a" leaves at 10; "c" joins at 10 and is sent 5 of the next 5.
+        let mut o = p.flows[0].outputs[0].clone();
+        o.name = "c".into();
+        let slot = stats.add_output(0, &o);
+        assert_eq!(slot, 2);
+        assert_eq!(stats.output_slot(0, "c"), Some(2));
+        c[0].outputs[0].left_at = Some(10);
+        stats.remove_output(0, 0);
+        assert_eq!(stats.output_slot(0, "a"), None);
+        c[0].outputs.push(OutputCounters::joining_at(10));
+        c[0].received = 15;
+        c[0].outputs[1].sent = 15;
+        c[0].outputs[2].sent = 4;
+        c[0].outputs[2].drop(DropReason::WouldBlock, 1);
+        assert!(c[0].balanced());
+        publisher.publish(&c);
+        let snap = stats.snapshot();
+        let each: Vec<(&str, bool, u64, u64)> = snap.flows[0]
+            .outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.removed, o.offered, o.sent))
+            .collect();
+        assert_eq!(
+            each,
+            [
+                ("b", false, 15, 15),
+                ("c", false, 5, 4),
+                ("a", true, 10, 10)
+            ]
+        );
+        snap.check_accounting().unwrap();
+        assert!(snap.to_string().contains("a (removed)"), "{snap}");
+
+        // A flow added gets the next slot; a removed one stays, last.
+        let mut g = p.flows[0].clone();
+        g.name = "g".into();
+        assert_eq!(stats.add_flow(&g), 1);
+        stats.remove_flow(0);
+        assert_eq!(stats.flow_slot("tv"), None);
+        assert_eq!(stats.flow_slot("g"), Some(1));
+        let snap = stats.snapshot();
+        let flows: Vec<(&str, bool)> = snap
+            .flows
+            .iter()
+            .map(|f| (f.name.as_str(), f.removed))
+            .collect();
+        assert_eq!(flows, [("g", false), ("tv", true)]);
+        assert_eq!(
+            snap.flows[1].received, 15,
+            "a removed flow keeps its counters"
+        );
+        assert!(snap.to_string().contains("flow tv (removed):"), "{snap}");
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
     }
 
     #[test]
@@ -1153,7 +1415,7 @@ mod tests {
         assert_eq!((a.sent, a.dropped(DropReason::RingFull)), (9, 1));
         assert_eq!((b.sent, b.dropped(DropReason::NoSlot)), (6, 4));
         s.check_accounting().unwrap();
-        assert_eq!(stats.totals()[0].received, 10);
+        assert_eq!(stats.totals()[0].0.received, 10);
         // Each publish is one heartbeat of its worker.
         let beat = |worker: &str, beats| Heartbeat {
             worker: worker.to_owned(),

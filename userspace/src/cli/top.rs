@@ -370,6 +370,7 @@ mod tests {
                 engine: "socket".into(),
                 flows: vec![FlowSnapshot {
                     name: "tv".into(),
+                    removed: false,
                     engine: "socket".into(),
                     engine_reason: None,
                     received: 10,
@@ -386,6 +387,8 @@ mod tests {
                         .map(|(n, sent, _, _)| OutputSnapshot {
                             name: (*n).into(),
                             dest: "x".into(),
+                            removed: false,
+                            offered: 10,
                             sent: *sent,
                             sent_bytes: sent * 1000,
                             dropped: DropReason::ALL
