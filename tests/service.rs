@@ -259,8 +259,8 @@ fn pid(p: &Process) -> nix::unistd::Pid {
 
 /// SIGHUP reads the configuration again: unchanged, nothing happens and
 /// the stream goes on; a bad file is refused with its own message and the
-/// running plan stays; a change the engine cannot apply while running (any,
-/// today) is a clean stop with the final counters and exit status 3 (the
+/// running plan stays; a change the engine cannot apply while running (of
+/// `[engine]`) is a clean stop with the final counters and exit status 3 (the
 /// unit's `RestartForceExitStatus=3` starts fanout again), `STOPPING=1`
 /// saying why, the ready file removed.
 #[test]
@@ -295,8 +295,13 @@ fn sighup_reloads_refuses_a_bad_file_and_restarts_for_a_change() {
     );
     wait_for_log(&p, &refused);
     forward(lab, &rx, 6, &[1472], 10);
-    // A change: stop to be restarted.
-    std::fs::write(&files.config, config.replace("6302", "6303")).unwrap();
+    // A change no engine applies while running ([engine]): stop to be
+    // restarted (output and flow changes are applied live: tests/live.rs).
+    std::fs::write(
+        &files.config,
+        config.replace("mode = \"socket\"\n", "mode = \"socket\"\nbatch_size = 7\n"),
+    )
+    .unwrap();
     hup(&p);
     let f = p.finish(DEADLINE).unwrap();
     assert_eq!(

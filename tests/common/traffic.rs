@@ -347,14 +347,15 @@ impl Stream {
     }
 
     /// Stops the sender and waits for it; a panic of the sender (a failed
-    /// send) fails the test here.
-    pub fn stop(mut self) {
+    /// send) fails the test here. Returns how many it sent.
+    pub fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take()
             && let Err(panic) = t.join()
         {
             std::panic::resume_unwind(panic);
         }
+        self.sent()
     }
 }
 

@@ -26,13 +26,16 @@ pub const MAX_LINE: usize = 64 << 20;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a client asks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// The running plan, its counters and rates.
     Show,
     /// Read the configuration file again and apply it (as SIGHUP does).
     Reload,
+    /// Change the running configuration (runtime-only: the file stays as
+    /// it is, and a reload returns to it).
+    Change(crate::config::edit::Edit),
 }
 
 /// What `fanout run` answers.
@@ -87,6 +90,10 @@ pub struct Show {
     pub uptime_secs: f64,
     /// The running plan, flow by flow.
     pub flows: Vec<PlanFlow>,
+    /// How the running plan differs from the configuration file, changed
+    /// with `fanout ctl` (runtime-only: a reload returns to the file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_changes: Vec<String>,
     /// Every counter, as the stats JSON has them.
     pub stats: Snapshot,
     /// Rates over the last interval (about a second).

@@ -64,8 +64,11 @@ pub trait Engine: fmt::Debug + Send {
 
     /// Applies `plan`, a new version of the running plan, between two
     /// batches of every worker, or refuses it whole and keeps running the
-    /// old one. The seam for live changes: today only an unchanged plan is
-    /// accepted (live changes are their own issue).
+    /// old one ([`Plan::change_to`] says what changes). Outputs the change
+    /// does not touch lose nothing; an added output's counters start with
+    /// the first datagram after the change, a removed one's stay in the
+    /// snapshot, marked removed. Returns once every worker runs the new
+    /// plan.
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError>;
 
     /// Stops every worker (each finishes its batch, lets what it handed to
@@ -86,6 +89,10 @@ pub trait Engine: fmt::Debug + Send {
 pub enum ApplyError {
     #[error("the {engine} engine cannot apply this change while running ({what}); restart fanout")]
     Unsupported { engine: String, what: String },
+    /// A socket of the change could not be opened (or another system
+    /// call failed) before any part of it was applied.
+    #[error("{0}; nothing changed")]
+    Failed(String),
 }
 
 /// [`Engine::apply`] for an engine that cannot change while running: an
@@ -151,6 +158,15 @@ impl Threads {
         let _ = narrowed.recv();
         self.running.push((name, handle));
         Ok(())
+    }
+
+    /// Waits for the thread named `name`, told to end on its own (a flow
+    /// removed while running), and forgets it; false if it panicked.
+    pub(crate) fn retire(&mut self, name: &str) -> bool {
+        match self.running.iter().position(|(n, _)| n == name) {
+            Some(i) => self.running.swap_remove(i).1.join().is_ok(),
+            None => true,
+        }
     }
 
     /// A thread that ended before [`Threads::stop`]: `thread NAME ended`.

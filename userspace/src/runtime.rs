@@ -167,12 +167,13 @@ fn start_auto(plan: &Plan) -> Result<Started, StartError> {
             engine.name(),
             reasons_said.join("; ")
         );
-        let split = Split {
-            name: engine.name().to_owned(),
-            plan: plan.clone(),
-            parts: vec![(Box::new(engine), on_socket)],
-            reasons,
-        };
+        let split = Split::new(
+            engine.name().to_owned(),
+            plan,
+            vec![(Box::new(engine), on_socket)],
+            &reasons,
+            Some(0),
+        );
         return Ok(Started {
             engine: Box::new(split),
             announce,
@@ -201,15 +202,16 @@ fn start_auto(plan: &Plan) -> Result<Started, StartError> {
             Some(why) => info!("flow {:?}: engine {} ({why})", flow.name, sockets.name()),
         }
     }
-    let split = Split {
+    let split = Split::new(
         name,
-        plan: plan.clone(),
-        parts: vec![
+        plan,
+        vec![
             (Box::new(xdp_engine), xdp_flows),
             (Box::new(sockets), on_socket),
         ],
-        reasons,
-    };
+        &reasons,
+        Some(1),
+    );
     Ok(Started {
         engine: Box::new(split),
         announce,
@@ -218,15 +220,61 @@ fn start_auto(plan: &Plan) -> Result<Started, StartError> {
 
 /// The flows of one plan served by several engines, driven as one: each
 /// part runs a plan of its own flows; the snapshot lists every flow in the
-/// order of the whole plan.
+/// order of the whole plan, then those removed while running.
 #[derive(Debug)]
 struct Split {
     name: String,
     plan: Plan,
-    /// Each engine and the plan index of each of its flows, in its order.
-    parts: Vec<(Box<dyn Engine>, Vec<usize>)>,
-    /// Per flow of the plan: why it runs on sockets, if it does.
-    reasons: Vec<Option<String>>,
+    /// Each engine and the plan it runs (its flows, in the whole plan's
+    /// order).
+    parts: Vec<(Box<dyn Engine>, Plan)>,
+    /// The part that takes flows added while running (the socket engine).
+    takes_new: Option<usize>,
+    /// Per flow name: why it runs on sockets, if it does.
+    reasons: Vec<(String, String)>,
+}
+
+impl Split {
+    /// `parts`: each engine and the plan index of each of its flows;
+    /// `reasons`: per flow of `plan`, why it runs on sockets, if it does.
+    fn new(
+        name: String,
+        plan: &Plan,
+        parts: Vec<(Box<dyn Engine>, Vec<usize>)>,
+        reasons: &[Option<String>],
+        takes_new: Option<usize>,
+    ) -> Split {
+        let parts = parts
+            .into_iter()
+            .map(|(engine, index)| {
+                let sub = Plan {
+                    engine: plan.engine.clone(),
+                    flows: index.iter().map(|&i| plan.flows[i].clone()).collect(),
+                };
+                (engine, sub)
+            })
+            .collect();
+        let reasons = plan
+            .flows
+            .iter()
+            .zip(reasons)
+            .filter_map(|(f, why)| why.clone().map(|why| (f.name.clone(), why)))
+            .collect();
+        Split {
+            name,
+            plan: plan.clone(),
+            parts,
+            takes_new,
+            reasons,
+        }
+    }
+
+    fn unsupported(&self, what: String) -> ApplyError {
+        ApplyError::Unsupported {
+            engine: self.name.clone(),
+            what,
+        }
+    }
 }
 
 impl Engine for Split {
@@ -235,29 +283,103 @@ impl Engine for Split {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut flows: Vec<Option<FlowSnapshot>> = vec![None; self.plan.flows.len()];
+        let mut live: Vec<FlowSnapshot> = Vec::new();
+        let mut removed: Vec<FlowSnapshot> = Vec::new();
         let mut xdp = None;
-        for (engine, index) in &self.parts {
+        for (engine, _) in &self.parts {
             let snap = engine.snapshot();
             xdp = xdp.or(snap.xdp);
-            for (&i, f) in index.iter().zip(snap.flows) {
-                flows[i] = Some(f);
+            for f in snap.flows {
+                if f.removed {
+                    removed.push(f);
+                } else {
+                    live.push(f);
+                }
             }
+        }
+        let order = |f: &FlowSnapshot| self.plan.flows.iter().position(|p| p.name == f.name);
+        live.sort_by_key(|f| order(f));
+        live.extend(removed);
+        for f in &mut live {
+            f.engine_reason = self
+                .reasons
+                .iter()
+                .find(|(name, _)| *name == f.name)
+                .map(|(_, why)| why.clone())
+                .filter(|_| !f.engine.starts_with("xdp"));
         }
         Snapshot {
             engine: self.name.clone(),
-            flows: flows
-                .into_iter()
-                .zip(&self.reasons)
-                .filter_map(|(f, why)| {
-                    f.map(|mut f| {
-                        f.engine_reason.clone_from(why);
-                        f
-                    })
-                })
-                .collect(),
+            flows: live,
             xdp,
         }
+    }
+
+    /// Each flow's change goes to the part that serves it; flows added go
+    /// to the socket part. A part that refuses its share leaves the parts
+    /// applied before it changed (said in the log).
+    fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
+        let change = self.plan.change_to(plan).map_err(|w| self.unsupported(w))?;
+        if change.is_empty() {
+            self.plan = plan.clone();
+            return Ok(());
+        }
+        let serving = |parts: &[(Box<dyn Engine>, Plan)], name: &str| {
+            parts
+                .iter()
+                .position(|(_, p)| p.flows.iter().any(|f| f.name == name))
+        };
+        // Which part each flow of the next plan runs on.
+        let mut place = Vec::with_capacity(plan.flows.len());
+        for f in &plan.flows {
+            let part = match serving(&self.parts, &f.name) {
+                Some(part) => part,
+                None => self.takes_new.ok_or_else(|| {
+                    self.unsupported(format!(
+                        "flow {:?} added: flows are added only to the socket engine while \
+                         running, and none runs",
+                        f.name
+                    ))
+                })?,
+            };
+            place.push(part);
+        }
+        let mut applied = 0;
+        for k in 0..self.parts.len() {
+            let sub = Plan {
+                engine: plan.engine.clone(),
+                flows: plan
+                    .flows
+                    .iter()
+                    .zip(&place)
+                    .filter(|(_, p)| **p == k)
+                    .map(|(f, _)| f.clone())
+                    .collect(),
+            };
+            if sub == self.parts[k].1 {
+                continue;
+            }
+            if let Err(e) = self.parts[k].0.apply(&sub) {
+                if applied > 0 {
+                    log::warn!(
+                        "{}: {e}: the other engines' part of the change stands",
+                        self.name
+                    );
+                }
+                self.rebuild(plan);
+                return Err(e);
+            }
+            self.parts[k].1 = sub;
+            applied += 1;
+        }
+        for f in &change.added_flows {
+            if !self.reasons.iter().any(|(n, _)| *n == f.name) {
+                self.reasons
+                    .push((f.name.clone(), "added while running".to_owned()));
+            }
+        }
+        self.rebuild(plan);
+        Ok(())
     }
 
     fn failed(&self) -> Option<String> {
@@ -273,10 +395,6 @@ impl Engine for Split {
 
     fn fail_open(&mut self, worker: &str) -> Option<String> {
         self.parts.iter_mut().find_map(|(e, _)| e.fail_open(worker))
-    }
-
-    fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
-        crate::engine::apply_unchanged(&self.name, &self.plan, plan)
     }
 
     /// What the XDP part keeps (the socket engine keeps nothing).
@@ -299,6 +417,23 @@ impl Engine for Split {
         } else {
             Err(errors.join("; "))
         }
+    }
+}
+
+impl Split {
+    /// The whole running plan from its parts', in `next`'s order where it
+    /// has the flow.
+    fn rebuild(&mut self, next: &Plan) {
+        let mut flows: Vec<FlowPlan> = self
+            .parts
+            .iter()
+            .flat_map(|(_, p)| p.flows.iter().cloned())
+            .collect();
+        flows.sort_by_key(|f| next.flows.iter().position(|n| n.name == f.name));
+        self.plan = Plan {
+            engine: next.engine.clone(),
+            flows,
+        };
     }
 }
 
@@ -484,12 +619,13 @@ mod tests {
         let xdp = Fake::new(&subplan(&whole, &[0, 2]), "xdp native copy", 7, true);
         let mut sockets = Fake::new(&subplan(&whole, &[1]), "socket", 5, false);
         sockets.stop = Err("thread x panicked".into());
-        let mut split = Split {
-            name: "xdp native copy + socket".into(),
-            plan: whole.clone(),
-            parts: vec![(Box::new(xdp), vec![0, 2]), (Box::new(sockets), vec![1])],
-            reasons: vec![None, Some("XDP refused: no MAC".into()), None],
-        };
+        let mut split = Split::new(
+            "xdp native copy + socket".into(),
+            &whole,
+            vec![(Box::new(xdp), vec![0, 2]), (Box::new(sockets), vec![1])],
+            &[None, Some("XDP refused: no MAC".into()), None],
+            Some(1),
+        );
         let snap = split.snapshot();
         assert_eq!(snap.engine, "xdp native copy + socket");
         assert!(snap.xdp.is_some(), "the XDP part's section is kept");
@@ -518,12 +654,28 @@ mod tests {
         assert!(table.contains("  engine: xdp native copy\n"), "{table}");
         assert_eq!(split.failed(), None);
         assert_eq!(split.apply(&whole), Ok(()));
-        let mut changed = whole.clone();
-        changed.flows.pop();
+        let mut engine = whole.clone();
+        engine.engine.batch_size += 1;
         assert_eq!(
-            split.apply(&changed).unwrap_err().to_string(),
+            split.apply(&engine).unwrap_err().to_string(),
             "the xdp native copy + socket engine cannot apply this change while running \
-             (flow \"c\" removed); restart fanout"
+             ([engine] changed); restart fanout"
+        );
+        // A flow added goes to the socket part; one removed leaves its part.
+        let mut changed = whole.clone();
+        changed.flows.remove(2);
+        let mut d = whole.flows[0].clone();
+        d.name = "d".into();
+        changed.flows.push(d);
+        assert_eq!(split.apply(&changed), Ok(()));
+        let names = |p: &Plan| p.flows.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&split.parts[0].1), ["a"]);
+        assert_eq!(names(&split.parts[1].1), ["b", "d"]);
+        assert_eq!(names(&split.plan), ["a", "b", "d"]);
+        assert!(
+            split
+                .reasons
+                .contains(&("d".to_owned(), "added while running".to_owned()))
         );
         assert_eq!(split.stop(), Err("thread x panicked".into()));
     }
@@ -531,10 +683,10 @@ mod tests {
     #[test]
     fn a_failed_part_fails_the_split() {
         let whole = plan(Mode::Auto, &["a", "b"], &["b"]);
-        let split = Split {
-            name: "n".into(),
-            plan: whole.clone(),
-            parts: vec![
+        let split = Split::new(
+            "n".into(),
+            &whole,
+            vec![
                 (
                     Box::new(Fake::new(&subplan(&whole, &[0]), "x", 1, true)),
                     vec![0],
@@ -544,8 +696,9 @@ mod tests {
                     vec![1],
                 ),
             ],
-            reasons: vec![None, None],
-        };
+            &[None, None],
+            Some(1),
+        );
         assert_eq!(split.failed(), Some("s failed".into()));
     }
 

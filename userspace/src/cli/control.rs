@@ -10,7 +10,8 @@
 //! `show` answers from the last two (the rates are over the interval
 //! between them). `reload` is handed to the supervision loop through
 //! [`Server::requests`], which answers it; the control thread waits for
-//! that answer at most [`RELOAD_WAIT`]. One connection at a time, one
+//! that answer at most [`RELOAD_WAIT`]; `change` (`fanout ctl add-output`
+//! and the like) goes the same way. One connection at a time, one
 //! request each, [`READ_TIMEOUT`] to send it. [`Server::stop`] ends the
 //! thread and removes the socket.
 
@@ -43,6 +44,7 @@ struct State {
     config: String,
     started: Instant,
     flows: Vec<PlanFlow>,
+    runtime_changes: Vec<String>,
     before: Option<(Snapshot, Instant)>,
     now: (Snapshot, Instant),
 }
@@ -133,6 +135,7 @@ impl Server {
                 config: config.display().to_string(),
                 started: Instant::now(),
                 flows: Vec::new(),
+                runtime_changes: Vec::new(),
                 before: None,
                 now: (empty, Instant::now()),
             })),
@@ -181,6 +184,14 @@ impl Server {
         let _ = narrowed.recv();
         self.thread = Some(thread);
         Ok(())
+    }
+
+    /// The running plan changed: `show` answers with `plan`, and
+    /// `runtime_changes`, how it differs from the file.
+    pub fn set_plan(&self, plan: &fanout::plan::Plan, runtime_changes: Vec<String>) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.flows = PlanFlow::of(plan);
+        s.runtime_changes = runtime_changes;
     }
 
     /// The counters `show` answers from next (the rates are over the time
@@ -243,6 +254,7 @@ fn show(state: &Mutex<State>) -> Show {
         config: s.config.clone(),
         uptime_secs: s.started.elapsed().as_secs_f64(),
         flows: s.flows.clone(),
+        runtime_changes: s.runtime_changes.clone(),
         stats: now.clone(),
         rates,
     }

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use fanout::config::edit::{Edit, Field, Fields};
 use fanout::control::{self, Request, Response, Show};
 
 use super::journal;
@@ -39,8 +40,165 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Read the configuration file again and apply it (as SIGHUP does).
+    /// Read the configuration file again and apply it (as SIGHUP does);
+    /// it replaces every change made with fanout ctl.
     Reload,
+    /// Add an output to a running flow (runtime-only: the file is not
+    /// changed, and a reload returns to it).
+    AddOutput {
+        /// The flow, by name.
+        #[arg(long)]
+        flow: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Remove an output from a running flow (runtime-only).
+    RemoveOutput {
+        /// The flow, by name.
+        #[arg(long)]
+        flow: String,
+        /// The output, as fanout ctl show names it (`unicast 10.0.0.2:6000`
+        /// when the configuration gives it no name).
+        #[arg(long)]
+        output: String,
+    },
+    /// Add a flow, with the fields of a [[flow]] table (runtime-only).
+    AddFlow(FlowArgs),
+    /// Remove a flow (runtime-only).
+    RemoveFlow {
+        /// The flow, by name.
+        #[arg(long)]
+        flow: String,
+    },
+}
+
+/// The fields of a [[flow.output]] table.
+#[derive(Debug, clap::Args)]
+struct OutputArgs {
+    /// A unicast receiver, IP:PORT.
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        required_unless_present = "multicast",
+        conflicts_with = "multicast"
+    )]
+    unicast: Option<String>,
+    /// A multicast group to send to, GROUP:PORT (needs --interface).
+    #[arg(long, value_name = "GROUP:PORT")]
+    multicast: Option<String>,
+    /// The egress interface.
+    #[arg(long, value_name = "IF")]
+    interface: Option<String>,
+    /// The output's name (default: `unicast IP:PORT` / `multicast GROUP:PORT`).
+    #[arg(long)]
+    name: Option<String>,
+    /// TTL (hop limit) of the replicas.
+    #[arg(long)]
+    ttl: Option<i64>,
+    /// 802.1Q VLAN id the replicas leave tagged with.
+    #[arg(long)]
+    vlan: Option<i64>,
+    /// UDP source port of the replicas.
+    #[arg(long)]
+    source_port: Option<i64>,
+}
+
+/// The fields of a [[flow]] table, and its outputs.
+#[derive(Debug, clap::Args)]
+struct FlowArgs {
+    #[arg(long)]
+    name: String,
+    /// The ingress interface.
+    #[arg(long, value_name = "IF")]
+    interface: String,
+    /// The multicast group.
+    #[arg(long)]
+    group: String,
+    #[arg(long)]
+    port: i64,
+    #[arg(long)]
+    vlan: Option<i64>,
+    #[arg(long)]
+    outer_vlan: Option<i64>,
+    /// Source-specific: the one sender.
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    max_pps: Option<i64>,
+    #[arg(long)]
+    max_mbps: Option<f64>,
+    /// auto, rtp, ts or off.
+    #[arg(long)]
+    health: Option<String>,
+    /// An output, as the fields of a [[flow.output]] table:
+    /// `unicast=10.0.0.2:6000,ttl=8` (repeat for more).
+    #[arg(long = "output", value_name = "KEY=VALUE,...", required = true)]
+    outputs: Vec<String>,
+}
+
+impl OutputArgs {
+    fn fields(self) -> Fields {
+        let mut f = Fields::new();
+        let mut put = |k: &str, v: Option<Field>| {
+            if let Some(v) = v {
+                f.insert(k.to_owned(), v);
+            }
+        };
+        put("unicast", self.unicast.map(Field::Str));
+        put("multicast", self.multicast.map(Field::Str));
+        put("interface", self.interface.map(Field::Str));
+        put("name", self.name.map(Field::Str));
+        put("ttl", self.ttl.map(Field::Int));
+        put("vlan", self.vlan.map(Field::Int));
+        put("source_port", self.source_port.map(Field::Int));
+        f
+    }
+}
+
+impl FlowArgs {
+    fn edit(self) -> Result<Edit, String> {
+        let mut f = Fields::new();
+        let mut put = |k: &str, v: Option<Field>| {
+            if let Some(v) = v {
+                f.insert(k.to_owned(), v);
+            }
+        };
+        put("name", Some(Field::Str(self.name)));
+        put("interface", Some(Field::Str(self.interface)));
+        put("group", Some(Field::Str(self.group)));
+        put("port", Some(Field::Int(self.port)));
+        put("vlan", self.vlan.map(Field::Int));
+        put("outer_vlan", self.outer_vlan.map(Field::Int));
+        put("source", self.source.map(Field::Str));
+        put("max_pps", self.max_pps.map(Field::Int));
+        put("max_mbps", self.max_mbps.map(Field::Float));
+        put("health", self.health.map(Field::Str));
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| output_fields(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Edit::AddFlow { flow: f, outputs })
+    }
+}
+
+/// `unicast=10.0.0.2:6000,ttl=8`: integers as integers, the rest as
+/// strings (the configuration's rules judge them).
+fn output_fields(spec: &str) -> Result<Fields, String> {
+    let mut f = Fields::new();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!(
+                "error: --output {spec:?}: {part:?} is not KEY=VALUE (e.g. \
+                 unicast=10.0.0.2:6000,ttl=8)"
+            ));
+        };
+        let value = v
+            .parse::<i64>()
+            .map_or_else(|_| Field::Str(v.to_owned()), Field::Int);
+        f.insert(k.trim().to_owned(), value);
+    }
+    Ok(f)
 }
 
 /// The socket the client talks to.
@@ -56,9 +214,28 @@ pub fn socket(given: Option<PathBuf>) -> PathBuf {
 
 pub fn main(args: Args) -> ExitCode {
     let path = socket(args.control);
-    let request = match args.cmd {
-        Cmd::Show { .. } => Request::Show,
-        Cmd::Reload => Request::Reload,
+    let (request, cmd) = match args.cmd {
+        Cmd::Show { json } => (Request::Show, Cmd::Show { json }),
+        Cmd::Reload => (Request::Reload, Cmd::Reload),
+        Cmd::AddOutput { flow, output } => (
+            Request::Change(Edit::AddOutput {
+                flow,
+                output: output.fields(),
+            }),
+            Cmd::Reload,
+        ),
+        Cmd::RemoveOutput { flow, output } => (
+            Request::Change(Edit::RemoveOutput { flow, output }),
+            Cmd::Reload,
+        ),
+        Cmd::AddFlow(flow) => match flow.edit() {
+            Ok(edit) => (Request::Change(edit), Cmd::Reload),
+            Err(why) => {
+                eprintln!("{}", journal::line(journal::ERR, &why));
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::RemoveFlow { flow } => (Request::Change(Edit::RemoveFlow { flow }), Cmd::Reload),
     };
     let answer = match control::query(&path, &request) {
         Ok(a) => a,
@@ -71,7 +248,7 @@ pub fn main(args: Args) -> ExitCode {
         eprintln!("{}", journal::line(journal::ERR, why));
         return ExitCode::from(answer.status.max(1));
     }
-    match (args.cmd, answer) {
+    match (cmd, answer) {
         (
             Cmd::Show { json },
             Response {
@@ -94,7 +271,7 @@ pub fn main(args: Args) -> ExitCode {
             eprintln!("error: {}: the answer has no plan", path.display());
             return ExitCode::from(1);
         }
-        (Cmd::Reload, answer) => {
+        (_, answer) => {
             println!("{}", answer.message.unwrap_or_default());
         }
     }
@@ -167,6 +344,16 @@ pub fn render(show: &Show) -> String {
         uptime(show.uptime_secs),
         show.stats.engine
     );
+    if !show.runtime_changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "runtime changes (fanout ctl; not in {}: a reload returns to the file):",
+            show.config
+        );
+        for c in &show.runtime_changes {
+            let _ = writeln!(out, "  {c}");
+        }
+    }
     for plan in &show.flows {
         let Some(stats) = show.stats.flow(&plan.name) else {
             continue;
@@ -237,6 +424,29 @@ pub fn render(show: &Show) -> String {
                 reasons(s)
             );
         }
+        for s in stats.outputs.iter().filter(|o| o.removed) {
+            let _ = writeln!(
+                out,
+                "  {:<name_w$}  {:<10}  {:>12}  {:>9}  {:>13}  {:>9}  {:>9}  {}",
+                s.name,
+                "(removed)",
+                s.sent,
+                "-",
+                "-",
+                s.dropped_total(),
+                "-",
+                reasons(s)
+            );
+        }
+    }
+    for f in show.stats.flows.iter().filter(|f| f.removed) {
+        let _ = writeln!(
+            out,
+            "flow {} (removed): received {}, {} output(s)",
+            f.name,
+            f.received,
+            f.outputs.len()
+        );
     }
     out
 }

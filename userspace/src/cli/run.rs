@@ -37,7 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fanout::engine::Engine;
+use fanout::config::edit::Edit;
+use fanout::engine::{ApplyError, Engine};
 use fanout::plan::Plan;
 use fanout::runtime::{self, StartError, Started};
 use fanout::stats::Snapshot;
@@ -252,33 +253,87 @@ fn start_servers(
 /// What a reload did.
 #[derive(Debug)]
 enum Reloaded {
-    /// The file is bad: its message and exit status; the plan stays.
+    /// The file is bad (or a socket of the change could not be opened):
+    /// the message and exit status; the plan stays.
     Refused(String, u8),
     /// Nothing to change.
     Unchanged,
+    /// Applied while running: what changed, one line each.
+    Applied(Vec<String>),
     /// The engine cannot apply it while running: stop to be restarted.
     Restart(String),
 }
 
+/// The running configuration: the file's text with the changes made with
+/// `fanout ctl` (runtime-only), the plan the engine runs, and the plan of
+/// the file as last read.
+#[derive(Debug)]
+struct Running {
+    text: String,
+    plan: Plan,
+    file: Plan,
+}
+
+impl Running {
+    /// How the running plan differs from the file, one line each.
+    fn runtime_changes(&self) -> Vec<String> {
+        self.file
+            .change_to(&self.plan)
+            .map(|c| c.describe())
+            .unwrap_or_default()
+    }
+}
+
 /// Reads the configuration again and hands it to the engine (SIGHUP,
-/// `fanout ctl reload`), logging what came of it.
-fn reload(config: &Path, running: &Plan, engine: &mut dyn Engine) -> Reloaded {
-    let next = match Plan::load(config) {
-        Ok(next) => next,
+/// `fanout ctl reload`), logging what came of it. The file replaces every
+/// change made with `fanout ctl`.
+fn reload(config: &Path, running: &mut Running, engine: &mut dyn Engine) -> Reloaded {
+    let loaded = std::fs::read_to_string(config)
+        .map_err(|source| fanout::config::Error::Read {
+            path: config.to_owned(),
+            source,
+        })
+        .and_then(|text| {
+            let c = fanout::config::Config::from_text(&text, config)?;
+            Ok((text, Plan::resolve(&c)?))
+        });
+    let (text, next) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             log::error!("reload: {e}; the running plan stays");
             return Reloaded::Refused(e.to_string(), e.exit_code());
         }
     };
-    if running.first_difference(&next).is_none() {
+    let change = running.plan.change_to(&next);
+    if change.as_ref().is_ok_and(|c| c.is_empty()) {
         log::info!(
             "reload: {} is unchanged: nothing to apply",
             config.display()
         );
+        *running = Running {
+            text,
+            plan: next.clone(),
+            file: next,
+        };
         return Reloaded::Unchanged;
     }
     match engine.apply(&next) {
-        Ok(()) => Reloaded::Unchanged,
+        Ok(()) => {
+            let lines = change.map(|c| c.describe()).unwrap_or_default();
+            for line in &lines {
+                log::info!("reload: {line}");
+            }
+            *running = Running {
+                text,
+                plan: next.clone(),
+                file: next,
+            };
+            Reloaded::Applied(lines)
+        }
+        Err(e @ ApplyError::Failed(_)) => {
+            log::error!("reload: {e}; the running plan stays");
+            Reloaded::Refused(format!("error: {e}"), 1)
+        }
         Err(e) => {
             log::warn!(
                 "reload: {e}: stopping so that the supervisor starts fanout again on {} (exit \
@@ -286,6 +341,51 @@ fn reload(config: &Path, running: &Plan, engine: &mut dyn Engine) -> Reloaded {
                 config.display()
             );
             Reloaded::Restart(e.to_string())
+        }
+    }
+}
+
+/// Carries out a change asked for with `fanout ctl` (runtime-only),
+/// validated as the file would be; refused whole, the running plan staying,
+/// on any error.
+fn change(config: &Path, running: &mut Running, engine: &mut dyn Engine, edit: &Edit) -> Response {
+    let at = fanout::config::Location {
+        path: PathBuf::from(edit.command()),
+        line: None,
+        column: None,
+    };
+    let edited = edit.apply(&running.text, config).and_then(|(text, c)| {
+        let plan = Plan::resolve(&c).map_err(|e| e.relocated(&at))?;
+        Ok((text, plan))
+    });
+    let (text, next) = match edited {
+        Ok(edited) => edited,
+        Err(e) => {
+            log::warn!("{}: refused: {e}", edit.command());
+            return Response::error(e.exit_code(), e.to_string());
+        }
+    };
+    let lines = match running.plan.change_to(&next) {
+        Ok(c) if c.is_empty() => return Response::done("nothing to change"),
+        Ok(c) => c.describe(),
+        Err(what) => return Response::error(2, format!("error: {}: {what}", edit.command())),
+    };
+    match engine.apply(&next) {
+        Ok(()) => {
+            for line in &lines {
+                log::info!("{}: {line} (runtime-only)", edit.command());
+            }
+            running.text = text;
+            running.plan = next;
+            Response::done(format!(
+                "{}\n(runtime-only: {} is unchanged; fanout ctl reload or SIGHUP returns to it)",
+                lines.join("\n"),
+                config.display()
+            ))
+        }
+        Err(e) => {
+            log::warn!("{}: refused: {e}", edit.command());
+            Response::error(1, format!("error: {e}; the running plan stays"))
         }
     }
 }
@@ -383,21 +483,31 @@ fn supervise(
     let mut last = Instant::now();
     let mut metrics_at = Instant::now();
     let mut reported = engine.snapshot();
+    let mut running = Running {
+        // What the plan was loaded from; a file that cannot be read again
+        // leaves fanout ctl's changes to fail with its message.
+        text: std::fs::read_to_string(&args.config).unwrap_or_default(),
+        plan: plan.clone(),
+        file: plan.clone(),
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(why) = engine.failed() {
             log::error!("{why}: stopping the engine");
             return Outcome::Failed(why);
         }
+        let mut changed = false;
         if hangup.swap(false, Ordering::Relaxed) {
             log::info!("SIGHUP: reading {} again", args.config.display());
-            if let Reloaded::Restart(why) = reload(&args.config, plan, engine) {
-                return Outcome::Restart(why);
+            match reload(&args.config, &mut running, engine) {
+                Reloaded::Restart(why) => return Outcome::Restart(why),
+                Reloaded::Applied(_) => changed = true,
+                Reloaded::Refused(..) | Reloaded::Unchanged => {}
             }
         }
         while let Some(p) = requests.and_then(|r| r.try_recv().ok()) {
             let (answer, restart) = match p.request {
-                Request::Reload => match reload(&args.config, plan, engine) {
+                Request::Reload => match reload(&args.config, &mut running, engine) {
                     Reloaded::Refused(why, status) => (Response::error(status, why), None),
                     Reloaded::Unchanged => (
                         Response::done(format!(
@@ -406,6 +516,17 @@ fn supervise(
                         )),
                         None,
                     ),
+                    Reloaded::Applied(lines) => {
+                        changed = true;
+                        (
+                            Response::done(format!(
+                                "{}\napplied from {}",
+                                lines.join("\n"),
+                                args.config.display()
+                            )),
+                            None,
+                        )
+                    }
                     Reloaded::Restart(why) => (
                         Response::done(format!(
                             "{why}: fanout run stops (exit {EXIT_RESTART}) to be started again \
@@ -415,15 +536,27 @@ fn supervise(
                         Some(why),
                     ),
                 },
+                Request::Change(edit) => {
+                    let answer = change(&args.config, &mut running, engine, &edit);
+                    changed |= answer.error.is_none();
+                    (answer, None)
+                }
                 Request::Show => (
                     Response::error(1, "error: show is answered by the control thread"),
                     None,
                 ),
             };
+            if changed && let Some(server) = control {
+                server.set_plan(&running.plan, running.runtime_changes());
+                server.update(engine.snapshot());
+            }
             let _ = p.reply.send(answer);
             if let Some(why) = restart {
                 return Outcome::Restart(why);
             }
+        }
+        if changed && let Some(server) = control {
+            server.set_plan(&running.plan, running.runtime_changes());
         }
         for worker in notifier.tick(&engine.heartbeats(), || engine.snapshot()) {
             if let Some(done) = engine.fail_open(&worker) {

@@ -344,6 +344,7 @@ mod tests {
             pid: 7,
             config: "/etc/fanout/fanout.toml".into(),
             uptime_secs: 61.0,
+            runtime_changes: Vec::new(),
             flows: vec![PlanFlow {
                 name: "tv".into(),
                 ingress: "in0 (index 4, mtu 9000)".into(),

@@ -20,6 +20,7 @@
 //! [`Config::load`]) and `toml` (the reader of the spanned tree that gives
 //! every error its line).
 
+pub mod edit;
 mod options;
 mod toml;
 mod types;

@@ -120,6 +120,19 @@ impl Error {
         }
     }
 
+    /// The same error located at `at` (a command that edited the text,
+    /// whose lines are nobody's).
+    pub fn relocated(mut self, at: &Location) -> Error {
+        match &mut self {
+            Error::Read { .. } | Error::Environment { .. } => {}
+            Error::Syntax { at: here, .. }
+            | Error::InvalidValue { at: here, .. }
+            | Error::InvalidField { at: here, .. }
+            | Error::System { at: here, .. } => here.clone_from(at),
+        }
+        self
+    }
+
     /// The location the error points at, if any.
     pub fn location(&self) -> Option<&Location> {
         match self {

@@ -76,7 +76,13 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Config::parse(&text, path)?;
+        Config::from_text(&text, path)
+    }
+
+    /// [`Config::parse`], then the environment's overrides of `[engine]`:
+    /// what [`Config::load`] makes of the file's text.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, Error> {
+        let mut config = Config::parse(text, path)?;
         config
             .engine
             .apply_env(|var| std::env::var(var).ok())

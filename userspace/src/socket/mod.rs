@@ -26,12 +26,16 @@ mod open;
 mod send;
 mod worker;
 
-use std::sync::Arc;
+use worker::Command;
 
-use log::info;
+use std::sync::Arc;
+use std::sync::mpsc::{Sender, SyncSender, channel, sync_channel};
+use std::time::Duration;
+
+use log::{info, warn};
 
 use crate::engine::{ApplyError, Engine, Threads};
-use crate::plan::Plan;
+use crate::plan::{FlowPlan, Plan};
 use crate::stats::{Heartbeat, Snapshot, Stats};
 
 pub use batch::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
@@ -43,63 +47,133 @@ pub struct SocketEngine {
     plan: Plan,
     stats: Arc<Stats>,
     threads: Threads,
+    caps: Capabilities,
+    batch: usize,
+    /// Each running flow's mailbox, by flow name.
+    mailboxes: Vec<(String, Sender<Command>)>,
+}
+
+/// How long [`SocketEngine::apply`] waits for a worker to take a change
+/// (an idle one looks at its mailbox every [`crate::engine::STOP_POLL`]).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// A flow's sockets, open and ready to run.
+struct Prepared {
+    flow: FlowPlan,
+    rx: open::ReceiveSocket,
+    outputs: Vec<open::OutputSocket>,
 }
 
 impl SocketEngine {
     /// Opens, binds and joins every socket of `plan`, then starts the
     /// workers. When this returns `Ok`, every membership is in place.
     pub fn start(plan: &Plan) -> Result<Self, Error> {
-        let stats = Arc::new(Stats::for_plan(plan, "socket"));
-        // Dropped on an error below, it stops the workers already started.
-        let mut threads = Threads::default();
-        let caps = Capabilities::probe();
-        let batch = plan.engine.batch_size.clamp(1, 1024);
+        let mut engine = SocketEngine {
+            plan: plan.clone(),
+            stats: Arc::new(Stats::for_plan(plan, "socket")),
+            // Dropped on an error below, it stops the workers already started.
+            threads: Threads::default(),
+            caps: Capabilities::probe(),
+            batch: plan.engine.batch_size.clamp(1, 1024),
+            mailboxes: Vec::new(),
+        };
         let mut gro_logged = false;
         let mut prepared = Vec::with_capacity(plan.flows.len());
-        for (index, flow) in plan.flows.iter().enumerate() {
-            let rx = open::open_receive(flow)?;
-            if !rx.gro && !gro_logged {
+        for flow in &plan.flows {
+            let p = engine.prepare(flow)?;
+            if !p.rx.gro && !gro_logged {
                 info!(
                     "socket engine: UDP GRO not accepted by the kernel; receiving one datagram per slot"
                 );
                 gro_logged = true;
             }
-            let outputs = flow
-                .outputs
-                .iter()
-                .map(|o| open::open_output(flow, o, caps))
-                .collect::<Result<Vec<_>, _>>()?;
-            info!(
-                "socket engine: flow {:?}: {}:{} joined on {}{}, {} output(s)",
-                flow.name,
-                flow.group,
-                flow.port,
-                rx.iface,
-                flow.source
-                    .map(|s| format!(" from source {s}"))
-                    .unwrap_or_default(),
-                outputs.len()
-            );
-            prepared.push(worker::Worker::new(
-                flow,
-                rx,
-                outputs,
-                batch,
-                stats.publisher(&format!("flow {:?}", flow.name), &[index]),
-                threads.stop_flag(),
-            ));
+            prepared.push(p);
         }
-        for w in prepared {
-            let flow = w.flow_name().to_owned();
-            threads
-                .spawn(format!("fanout-{flow}"), move || w.run())
-                .map_err(|source| Error::Spawn { flow, source })?;
+        for (slot, p) in prepared.into_iter().enumerate() {
+            engine.spawn(p, slot)?;
         }
-        Ok(SocketEngine {
-            plan: plan.clone(),
-            stats,
-            threads,
+        Ok(engine)
+    }
+
+    /// Opens the sockets of `flow`.
+    fn prepare(&self, flow: &FlowPlan) -> Result<Prepared, Error> {
+        let rx = open::open_receive(flow)?;
+        let outputs = flow
+            .outputs
+            .iter()
+            .map(|o| open::open_output(flow, o, self.caps))
+            .collect::<Result<Vec<_>, _>>()?;
+        info!(
+            "socket engine: flow {:?}: {}:{} joined on {}{}, {} output(s)",
+            flow.name,
+            flow.group,
+            flow.port,
+            rx.iface,
+            flow.source
+                .map(|s| format!(" from source {s}"))
+                .unwrap_or_default(),
+            outputs.len()
+        );
+        Ok(Prepared {
+            flow: flow.clone(),
+            rx,
+            outputs,
         })
+    }
+
+    /// Starts the worker of `p`, its counters in flow slot `slot`.
+    fn spawn(&mut self, p: Prepared, slot: usize) -> Result<(), Error> {
+        let (mailbox, commands) = channel();
+        let publisher = self
+            .stats
+            .publisher(&format!("flow {:?}", p.flow.name), &[slot]);
+        let w = worker::Worker::new(
+            &p.flow,
+            p.rx,
+            p.outputs,
+            self.batch,
+            (publisher, commands),
+            self.threads.stop_flag(),
+        );
+        let flow = p.flow.name;
+        self.threads
+            .spawn(format!("fanout-{flow}"), move || w.run())
+            .map_err(|source| Error::Spawn {
+                flow: flow.clone(),
+                source,
+            })?;
+        self.mailboxes.push((flow, mailbox));
+        Ok(())
+    }
+
+    fn mailbox(&self, flow: &str) -> Option<&Sender<Command>> {
+        self.mailboxes
+            .iter()
+            .find(|(name, _)| name == flow)
+            .map(|(_, m)| m)
+    }
+
+    /// Sends `command` (made with its acknowledgement) to the worker of
+    /// `flow` and waits for it to be carried out.
+    fn tell(&self, flow: &str, command: impl FnOnce(SyncSender<()>) -> Command) {
+        let (done, acked) = sync_channel(1);
+        let sent = self
+            .mailbox(flow)
+            .is_some_and(|m| m.send(command(done)).is_ok());
+        if sent && acked.recv_timeout(APPLY_WAIT).is_err() {
+            warn!(
+                "socket engine: flow {flow:?}: the worker did not take the change within {} s; \
+                 it takes it with its next batch",
+                APPLY_WAIT.as_secs()
+            );
+        }
+    }
+
+    fn unsupported(what: String) -> ApplyError {
+        ApplyError::Unsupported {
+            engine: "socket".into(),
+            what,
+        }
     }
 }
 
@@ -120,8 +194,86 @@ impl Engine for SocketEngine {
         self.stats.heartbeats()
     }
 
+    /// Every socket the change needs is opened first (a failure changes
+    /// nothing); then removed flows end, each flow's outputs change in one
+    /// step between two of its batches, and added flows start.
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
-        crate::engine::apply_unchanged("socket", &self.plan, plan)
+        let change = self.plan.change_to(plan).map_err(Self::unsupported)?;
+        if change.is_empty() {
+            self.plan = plan.clone();
+            return Ok(());
+        }
+        let failed = |e: Error| ApplyError::Failed(e.to_string());
+        let mut opened = Vec::with_capacity(change.outputs.len());
+        for c in &change.outputs {
+            let flow = plan
+                .flows
+                .iter()
+                .find(|f| f.name == c.flow)
+                .filter(|_| self.mailbox(&c.flow).is_some())
+                .ok_or_else(|| Self::unsupported(format!("flow {:?} is not running", c.flow)))?;
+            let sockets = c
+                .added
+                .iter()
+                .map(|o| open::open_output(flow, o, self.caps))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            opened.push(sockets);
+        }
+        let flows = change
+            .added_flows
+            .iter()
+            .map(|f| self.prepare(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+
+        for name in &change.removed_flows {
+            self.tell(name, |done| Command::Stop { done });
+            if !self.threads.retire(&format!("fanout-{name}")) {
+                warn!("socket engine: flow {name:?}: its worker panicked");
+            }
+            self.mailboxes.retain(|(n, _)| n != name);
+            if let Some(slot) = self.stats.flow_slot(name) {
+                self.stats.remove_flow(slot);
+            }
+            info!("socket engine: flow {name:?} removed: its group left");
+        }
+        for (c, sockets) in change.outputs.iter().zip(opened) {
+            let Some(flow) = self.stats.flow_slot(&c.flow) else {
+                continue;
+            };
+            let remove: Vec<usize> = c
+                .removed
+                .iter()
+                .filter_map(|o| self.stats.output_slot(flow, o))
+                .collect();
+            let add: Vec<(usize, _)> = c
+                .added
+                .iter()
+                .zip(sockets)
+                .map(|(o, sock)| (self.stats.add_output(flow, o), sock))
+                .collect();
+            let removed = remove.clone();
+            self.tell(&c.flow, move |done| Command::Outputs { remove, add, done });
+            for slot in removed {
+                self.stats.remove_output(flow, slot);
+            }
+        }
+        // Added flows get the next slots; a replaced flow's old counters
+        // stay in its old one.
+        let mut running = plan.clone();
+        for p in flows {
+            let slot = self.stats.add_flow(&p.flow);
+            let name = p.flow.name.clone();
+            if let Err(e) = self.spawn(p, slot) {
+                // The rest of the change stands: this flow is not running.
+                log::error!("socket engine: {e}: the flow does not run");
+                self.stats.remove_flow(slot);
+                running.flows.retain(|f| f.name != name);
+            }
+        }
+        self.plan = running;
+        Ok(())
     }
 
     fn stop(&mut self) -> Result<(), String> {

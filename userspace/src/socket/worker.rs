@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -21,7 +22,7 @@ use crate::engine::PUBLISH_EVERY;
 use crate::health::{HealthMode, Payload, StreamHealth};
 use crate::plan::FlowPlan;
 use crate::rate::Limiter;
-use crate::stats::{FlowCounters, Publisher};
+use crate::stats::{FlowCounters, OutputCounters, Publisher};
 
 /// One receive slot: room for any UDP datagram, or a full GRO train.
 const SLOT: usize = 65_536;
@@ -56,7 +57,13 @@ pub(super) struct Worker {
     /// The flow's stream-health check (this worker sees all of it).
     health: StreamHealth,
     rx: ReceiveSocket,
-    outputs: Vec<OutputSocket>,
+    /// Each configured output by its slot (the index of its counters in
+    /// `counters.outputs`, which keeps the removed ones' too).
+    outputs: Vec<(usize, OutputSocket)>,
+    /// Changes from [`super::SocketEngine::apply`], taken between batches.
+    commands: Receiver<Command>,
+    /// Where to say that the worker ended on [`Command::Stop`].
+    stopped: Option<SyncSender<()>>,
     batch: usize,
     /// The flow's counters, this thread's own; published through `publisher`.
     counters: FlowCounters,
@@ -64,6 +71,21 @@ pub(super) struct Worker {
     stop: Arc<AtomicBool>,
     bufs: Vec<u8>,
     no_addrs: Vec<Option<()>>,
+}
+
+/// A change of the running plan for one worker, taken between two
+/// batches, acknowledged on `done` once in effect.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Outputs removed (by slot) and added (with their slot, the next ones
+    /// in order), in one step.
+    Outputs {
+        remove: Vec<usize>,
+        add: Vec<(usize, OutputSocket)>,
+        done: SyncSender<()>,
+    },
+    /// The flow was removed: publish the last counters and end.
+    Stop { done: SyncSender<()> },
 }
 
 /// The `sendmmsg`/`recvmmsg` headers of a worker (not `Send`: they hold raw
@@ -110,7 +132,7 @@ impl Worker {
         rx: ReceiveSocket,
         outputs: Vec<OutputSocket>,
         batch: usize,
-        publisher: Publisher,
+        (publisher, commands): (Publisher, Receiver<Command>),
         stop: Arc<AtomicBool>,
     ) -> Self {
         Worker {
@@ -119,7 +141,9 @@ impl Worker {
             limiter: flow.cap.limiter(),
             health: StreamHealth::new(flow.health),
             rx,
-            outputs,
+            outputs: outputs.into_iter().enumerate().collect(),
+            commands,
+            stopped: None,
             batch,
             // One flow per worker (the publisher was made for it alone).
             counters: publisher.counters().swap_remove(0),
@@ -128,10 +152,6 @@ impl Worker {
             bufs: vec![0; batch * SLOT],
             no_addrs: vec![None; batch],
         }
-    }
-
-    pub(super) fn flow_name(&self) -> &str {
-        &self.flow_name
     }
 
     /// Runs until the stop flag; publishes the counters at least every
@@ -151,6 +171,9 @@ impl Worker {
         let mut published = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             crate::engine::stall_on_purpose(&self.stop);
+            if !self.take_commands() {
+                break;
+            }
             if published.elapsed() >= PUBLISH_EVERY {
                 self.publisher.publish(std::slice::from_ref(&self.counters));
                 published = Instant::now();
@@ -234,7 +257,8 @@ impl Worker {
                     no_addrs: &self.no_addrs,
                     outcome: &mut s.outcome,
                 };
-                for (out, counters) in self.outputs.iter_mut().zip(&mut flow.outputs) {
+                for (slot, out) in &mut self.outputs {
+                    let counters = &mut flow.outputs[*slot];
                     tx.send_batch(out, counters, &s.msgs, &s.lens, &msgs, &singles, ttl_left);
                 }
                 tx_singles = recycle(singles);
@@ -244,7 +268,50 @@ impl Worker {
         }
         self.health.finish(&mut self.counters.health);
         self.publisher.publish(std::slice::from_ref(&self.counters));
+        if let Some(done) = self.stopped.take() {
+            let _ = done.send(());
+        }
         debug!("socket engine: flow {:?}: worker stopped", self.flow_name);
+    }
+
+    /// Carries out every change waiting in the mailbox (between two
+    /// batches: every datagram received so far went to the outputs of
+    /// before), publishes, acknowledges. False when the worker is to end.
+    fn take_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Outputs { remove, add, done }) => {
+                    let received = self.counters.received;
+                    self.outputs.retain(|(slot, _)| !remove.contains(slot));
+                    for slot in remove {
+                        if let Some(c) = self.counters.outputs.get_mut(slot) {
+                            c.left_at = Some(received);
+                        }
+                    }
+                    for (slot, out) in add {
+                        // Slots are handed out in order; one never seen
+                        // here (a bug) is offered nothing.
+                        while self.counters.outputs.len() < slot {
+                            let mut gap = OutputCounters::joining_at(received);
+                            gap.left_at = Some(received);
+                            self.counters.outputs.push(gap);
+                        }
+                        self.counters
+                            .outputs
+                            .push(OutputCounters::joining_at(received));
+                        self.outputs.push((slot, out));
+                    }
+                    self.publisher.publish(std::slice::from_ref(&self.counters));
+                    let _ = done.send(());
+                }
+                Ok(Command::Stop { done }) => {
+                    self.stopped = Some(done);
+                    return false;
+                }
+                // The engine dropped its end: it is going away.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return true,
+            }
+        }
     }
 
     /// One `recvmmsg` (blocks up to [`crate::engine::STOP_POLL`] for the first datagram,

@@ -1,0 +1,450 @@
+//! Live changes of a running `fanout run`, per engine: outputs added and
+//! removed 100 times with `fanout ctl` while a paced stream runs, flows
+//! added and removed, bad changes refused with the file's messages, and
+//! SIGHUP applying the file's difference.
+//!
+//! What each test asserts, every datagram checked byte for byte:
+//!
+//! - the untouched outputs receive every datagram of the stream, in
+//!   order, across all the changes (a kernel socket that verifies
+//!   checksums accepts each);
+//! - each output added receives a contiguous run of the stream from its
+//!   first datagram on (no gap, no reordering), exactly as many as the
+//!   engine counts sent for it, and nothing after it was removed (the
+//!   stream runs on past each removal);
+//! - after every change, `fanout ctl show --json` balances (sent + dropped
+//!   == offered per output) and lists what is configured; the removed
+//!   outputs stay in the final report, marked removed, with their counts;
+//! - a bad change (`--ttl 300`, an unknown flow or output) exits 2 with
+//!   the file's message located at the command, and nothing changes;
+//! - a flow added with `fanout ctl add-flow` forwards at once and stops on
+//!   `remove-flow` (the socket engine; the XDP engine refuses, exit 1,
+//!   and keeps running: flows are added to it only at start);
+//! - `ctl show` says which changes are runtime-only, and SIGHUP returns to
+//!   the file, applying its difference live.
+//!
+//! Needs root and `ip netns`; the XDP runs the program
+//! (`FANOUT_EBPF_OBJ`, or the release build). Otherwise they skip loudly,
+//! or fail under `FANOUT_REQUIRE_PRIVILEGED=1`.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::DEADLINE;
+use common::engine::{Case, EngineKind, for_each_engine};
+use common::traffic::{Stream, check_exact, payloads, send_all, sender, unicast_receiver};
+use fanout::lab::{addr, iface, wait_until};
+
+const GROUP: &str = "239.7.4.1";
+const RADIO: &str = "239.7.4.2";
+/// The stream's id in the lab payloads, and its datagrams' size.
+const STREAM: u32 = 41;
+const LEN: usize = 1000;
+/// Outputs added (and each removed again): 2 changes each.
+const ADDED: usize = 50;
+
+/// `fanout ctl` in the edge namespace: exit status, stdout, stderr.
+fn ctl(case: &Case, socket: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = case
+        .lab
+        .edge
+        .command(common::FANOUT)
+        .arg("ctl")
+        .arg("--control")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ctl show --json`.
+fn show(case: &Case, socket: &std::path::Path) -> fanout::control::Show {
+    let (code, out, err) = ctl(case, socket, &["show", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A receiver that collects on a thread of its own until stopped (so that
+/// no socket buffer overflows while the test drives the changes).
+struct Collector {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Collector {
+    fn start(sock: UdpSocket) -> Collector {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            // Bounded by the stop flag, which the test sets before its end.
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => got.push(buf[..n].to_vec()),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        if s.load(Ordering::Relaxed) {
+                            return got;
+                        }
+                    }
+                    Err(e) => panic!("receive: {e}"),
+                }
+            }
+        });
+        Collector { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the collector")
+    }
+}
+
+/// The sequence numbers of `got`, each datagram checked byte for byte.
+fn seqs(got: &[Vec<u8>], what: &str) -> Vec<u64> {
+    got.iter().map(|d| check_exact(d, STREAM, what)).collect()
+}
+
+/// Asserts that `seqs` is one contiguous run; returns its first number.
+fn contiguous(seqs: &[u64], what: &str) -> Option<u64> {
+    let first = *seqs.first()?;
+    for (i, s) in seqs.iter().enumerate() {
+        assert_eq!(*s, first + i as u64, "{what}: datagram {i} out of the run");
+    }
+    Some(first)
+}
+
+fn config(kind: EngineKind) -> String {
+    format!(
+        r#"
+[engine]
+mode = "{mode}"
+batch_size = 32
+
+[[flow]]
+name = "tv"
+interface = "{in0}"
+group = "{GROUP}"
+port = 5000
+
+  [[flow.output]]
+  name = "a"
+  unicast = "{snk0}:6401"
+  interface = "{out0}"
+
+  [[flow.output]]
+  name = "b"
+  unicast = "{snk1}:6402"
+"#,
+        mode = kind.mode(),
+        in0 = iface::IN0,
+        out0 = iface::OUT0,
+        snk0 = addr::SNK0_V4,
+        snk1 = addr::SNK1_V4,
+    )
+}
+
+fn live_changes(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let a = Collector::start(unicast_receiver(&lab.sink, (addr::SNK0_V4, 6401)));
+    let b = Collector::start(unicast_receiver(&lab.sink, (addr::SNK1_V4, 6402)));
+    let added: Vec<(String, SocketAddr, Collector)> = (0..ADDED)
+        .map(|j| {
+            let at = SocketAddr::new(addr::SNK0_V4.into(), 6500 + j as u16);
+            let rx = Collector::start(unicast_receiver(&lab.sink, at));
+            (format!("c{j}"), at, rx)
+        })
+        .collect();
+    let base = config(kind);
+    let engine = case.start(&base);
+    let sock = engine.control.clone();
+
+    // About 1000 datagrams/s while the changes are made; bounded.
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let stream = Stream::start(
+        tx,
+        SocketAddr::new(GROUP.parse().unwrap(), 5000),
+        (STREAM, LEN),
+        200_000,
+        Duration::from_secs(90),
+    );
+    wait_until(DEADLINE, || (stream.sent() > 50).then_some(())).expect("the stream starts");
+
+    // c{j} is added, then c{j-1} removed: two outputs overlap at each step.
+    for (j, (name, at, _)) in added.iter().enumerate() {
+        let (code, out, err) = ctl(
+            &case,
+            &sock,
+            &[
+                "add-output",
+                "--flow",
+                "tv",
+                "--unicast",
+                &at.to_string(),
+                "--interface",
+                iface::OUT0,
+                "--name",
+                name,
+            ],
+        );
+        assert_eq!(code, Some(0), "add {name}: {err}");
+        assert!(
+            out.starts_with(&format!(
+                "flow \"tv\": output \"{name}\" added (unicast {at})\n(runtime-only: "
+            )),
+            "{out}"
+        );
+        if j > 0 {
+            let gone = &added[j - 1].0;
+            let (code, out, err) = ctl(
+                &case,
+                &sock,
+                &["remove-output", "--flow", "tv", "--output", gone],
+            );
+            assert_eq!(code, Some(0), "remove {gone}: {err}");
+            assert!(
+                out.starts_with(&format!("flow \"tv\": output \"{gone}\" removed\n")),
+                "{out}"
+            );
+        }
+        let s = show(&case, &sock);
+        s.stats
+            .check_accounting()
+            .unwrap_or_else(|e| panic!("after change {j}: {e}"));
+        let configured: Vec<&str> = s.flows[0].outputs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(configured, ["a", "b", name.as_str()], "after change {j}");
+        assert_eq!(
+            s.runtime_changes,
+            [format!(
+                "flow \"tv\": output \"{name}\" added (unicast {at})"
+            )],
+            "after change {j}"
+        );
+        // Each output gets a few datagrams before the next change.
+        let f = s.stats.flow("tv").unwrap();
+        let now = f.received;
+        wait_until(DEADLINE, || {
+            let s = show(&case, &sock);
+            let o = s.stats.flow("tv")?.output(name)?.clone();
+            (o.sent >= 3 && s.stats.flow("tv")?.received > now).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{name} is sent to"));
+    }
+    let last = &added[ADDED - 1].0;
+    let (code, _, err) = ctl(
+        &case,
+        &sock,
+        &["remove-output", "--flow", "tv", "--output", last],
+    );
+    assert_eq!(code, Some(0), "{err}");
+
+    // Bad changes: the file's messages, exit 2, nothing changes.
+    let before = show(&case, &sock);
+    let (code, _, err) = ctl(
+        &case,
+        &sock,
+        &[
+            "add-output",
+            "--flow",
+            "tv",
+            "--unicast",
+            "10.202.0.2:6999",
+            "--ttl",
+            "300",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "error: fanout ctl add-output: flow[0].output[2].ttl = 300: out of range (1..=255)"
+    );
+    let (code, _, err) = ctl(
+        &case,
+        &sock,
+        &[
+            "add-output",
+            "--flow",
+            "nope",
+            "--unicast",
+            "10.202.0.2:6999",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "error: fanout ctl add-output: --flow = \"nope\": no such flow in the running \
+         configuration (its flows: \"tv\")"
+    );
+    let (code, _, err) = ctl(
+        &case,
+        &sock,
+        &["remove-output", "--flow", "tv", "--output", "c0"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(
+            "error: fanout ctl remove-output: --output = \"c0\": flow \"tv\" has no \
+                         such output (its outputs: \"a\", \"b\")"
+        ),
+        "{err}"
+    );
+    let after = show(&case, &sock);
+    assert_eq!(
+        after.flows, before.flows,
+        "a refused change changes nothing"
+    );
+    assert!(
+        after.runtime_changes.is_empty(),
+        "{:?}",
+        after.runtime_changes
+    );
+
+    let sent = stream.stop();
+    // Everything sent is counted received, and reaches a and b.
+    let mut s = show(&case, &sock);
+    wait_until(DEADLINE, || {
+        s = show(&case, &sock);
+        let f = s.stats.flow("tv")?;
+        (f.received == sent && f.output("a")?.sent == sent && f.output("b")?.sent == sent)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{sent} sent: {}", s.stats));
+
+    // A flow added and removed while running (the socket engine only).
+    let add_flow = [
+        "add-flow",
+        "--name",
+        "radio",
+        "--interface",
+        iface::IN0,
+        "--group",
+        RADIO,
+        "--port",
+        "5000",
+        "--output",
+        &format!("unicast={}:6403,ttl=9", addr::SNK1_V4),
+    ];
+    let radio_rx = unicast_receiver(&lab.sink, (addr::SNK1_V4, 6403));
+    let (code, out, err) = ctl(&case, &sock, &add_flow);
+    let radio = payloads(STREAM, 0, &[LEN], 20);
+    let to_radio = SocketAddr::new(RADIO.parse().unwrap(), 5000);
+    let radio_tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    if kind.is_xdp() {
+        assert_eq!(code, Some(1), "{out}{err}");
+        assert!(
+            err.contains("cannot apply this change while running (flow \"radio\" added")
+                && err.trim_end().ends_with("; the running plan stays"),
+            "{err}"
+        );
+        assert_eq!(show(&case, &sock).flows.len(), 1);
+    } else {
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.starts_with(&format!(
+                "flow \"radio\" added ({RADIO}:5000 on {}, 1 output(s))\n",
+                iface::IN0
+            )),
+            "{out}"
+        );
+        send_all(&radio_tx, to_radio, &radio);
+        let got = common::traffic::receive(&radio_rx, radio.len());
+        common::traffic::assert_stream("radio", &got, &radio);
+        let (code, _, err) = ctl(&case, &sock, &["remove-flow", "--flow", "radio"]);
+        assert_eq!(code, Some(0), "{err}");
+        let s = show(&case, &sock);
+        assert_eq!(s.flows.len(), 1);
+        let gone = s.stats.flows.iter().find(|f| f.name == "radio").unwrap();
+        assert!(gone.removed, "{}", s.stats);
+        assert_eq!(gone.received, 20, "{}", s.stats);
+    }
+    // Not forwarded (any more): the group is left, or never joined. The
+    // tv stream proves the path is up meanwhile.
+    send_all(&radio_tx, to_radio, &radio);
+    // The next datagram of the tv stream, after the reload.
+    let probe = payloads(STREAM, sent, &[LEN], 1);
+    let tv_rx_path = unicast_receiver(&lab.sink, (addr::SNK0_V4, 6404));
+    // SIGHUP with an output added to the file: applied live, from the file.
+    let with_d = base.replace(
+        "  [[flow.output]]\n  name = \"b\"",
+        &format!(
+            "  [[flow.output]]\n  name = \"d\"\n  unicast = \"{}:6404\"\n  interface = \"{}\"\n\n  \
+             [[flow.output]]\n  name = \"b\"",
+            addr::SNK0_V4,
+            iface::OUT0
+        ),
+    );
+    std::fs::write(case.files.path("fanout.toml"), &with_d).unwrap();
+    let pid = nix::unistd::Pid::from_raw(engine.process.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_until(DEADLINE, || {
+        let s = show(&case, &sock);
+        (s.flows[0].outputs.len() == 3 && s.runtime_changes.is_empty()).then_some(())
+    })
+    .expect("the reload adds d");
+    let tv_tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    send_all(
+        &tv_tx,
+        SocketAddr::new(GROUP.parse().unwrap(), 5000),
+        &probe,
+    );
+    let got = common::traffic::receive(&tv_rx_path, 1);
+    common::traffic::assert_stream("d", &got, &probe);
+    common::traffic::assert_empty(&radio_rx, "radio after its removal");
+
+    let (snap, f) = engine.stop();
+    assert!(
+        f.stderr
+            .contains("reload: flow \"tv\": output \"d\" added (unicast 10.202.0.2:6404)"),
+        "{}",
+        f.stderr
+    );
+
+    // The untouched outputs: every datagram, in order, byte-exact.
+    let total = sent + 1;
+    for (name, c) in [("a", a), ("b", b)] {
+        let got = seqs(&c.finish(), name);
+        assert_eq!(got, (0..total).collect::<Vec<_>>(), "{name}");
+    }
+    let tv = snap.flow("tv").unwrap();
+    assert_eq!(tv.received, total, "{snap}");
+    // Each added output: a contiguous run, as many as counted, then no more.
+    for (name, _, c) in added {
+        let got = seqs(&c.finish(), &name);
+        let o = tv
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("{name} in the final report\n{snap}"));
+        assert!(o.removed, "{name}\n{snap}");
+        assert_eq!(o.dropped_total(), 0, "{name}\n{snap}");
+        assert_eq!(got.len() as u64, o.sent, "{name}\n{snap}");
+        assert_eq!(o.offered, o.sent, "{name}\n{snap}");
+        assert!(o.sent >= 3, "{name}\n{snap}");
+        let first = contiguous(&got, &name).unwrap();
+        assert!(first + o.sent <= sent, "{name}: beyond the stream");
+    }
+}
+
+for_each_engine!(live_changes:
+    outputs_and_flows_change_while_a_stream_runs,
+    outputs_and_flows_change_while_a_stream_runs_xdp_native,
+    outputs_and_flows_change_while_a_stream_runs_xdp_generic);
