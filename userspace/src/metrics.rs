@@ -32,11 +32,19 @@ pub struct BuildInfo {
     pub xdp_program: String,
 }
 
-/// The exposition of `snap` and `build`, as served on `/metrics`.
+/// The exposition of `snap` and `build`, as served on `/metrics`. Flows
+/// and outputs removed while running are left out (their series end, as a
+/// Prometheus target's do; one added again under the same name starts
+/// again from zero, which Prometheus reads as a counter reset).
 pub fn render(snap: &Snapshot, build: &BuildInfo) -> String {
+    let mut snap = snap.clone();
+    snap.flows.retain(|f| !f.removed);
+    for f in &mut snap.flows {
+        f.outputs.retain(|o| !o.removed);
+    }
     let mut registry = Registry::default();
     registry.register_collector(Box::new(View {
-        snap: snap.clone(),
+        snap,
         build: build.clone(),
     }));
     let mut text = String::new();
@@ -466,5 +474,33 @@ mod tests {
             .count();
         assert_eq!(dropped, DropReason::ALL.len(), "{text}");
         assert!(!text.contains("fanout_xdp_"), "no XDP section: {text}");
+    }
+
+    /// What was removed while running has no series: a removed output (or
+    /// flow) beside a configured one of the same name would repeat its
+    /// labels, which the text format forbids.
+    #[test]
+    fn removed_flows_and_outputs_are_left_out() {
+        let mut s = snap();
+        let mut old = s.flows[0].outputs[0].clone();
+        old.removed = true;
+        old.sent = 99;
+        s.flows[0].outputs.push(old);
+        let mut gone = s.flows[0].clone();
+        gone.name = "radio".into();
+        gone.removed = true;
+        s.flows.push(gone);
+        let text = render(&s, &build());
+        let sent: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("fanout_output_sent_datagrams_total{"))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "fanout_output_sent_datagrams_total{flow=\"tv\",output=\"a\",destination=\"10.0.0.2:6000\"} 7"
+            ]
+        );
+        assert!(!text.contains("radio"), "{text}");
     }
 }
