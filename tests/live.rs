@@ -448,3 +448,92 @@ for_each_engine!(live_changes:
     outputs_and_flows_change_while_a_stream_runs,
     outputs_and_flows_change_while_a_stream_runs_xdp_native,
     outputs_and_flows_change_while_a_stream_runs_xdp_generic);
+
+/// `mode = "auto"` with every flow on XDP: a flow added while running
+/// starts the socket engine beside it (said in the log and in the engine's
+/// name), forwards at once, and is removed again; the XDP flow's stream is
+/// untouched throughout.
+#[test]
+fn auto_adds_a_flow_on_the_socket_engine_beside_xdp() {
+    let test = "auto_adds_a_flow_on_the_socket_engine_beside_xdp";
+    let Some(case) = Case::new(test, EngineKind::XdpNative) else {
+        return;
+    };
+    let lab = &case.lab;
+    let rx_a = unicast_receiver(&lab.sink, (addr::SNK0_V4, 6401));
+    let config = config(EngineKind::XdpNative).replace("mode = \"xdp\"", "mode = \"auto\"");
+    let engine = case.start(&config).expecting(
+        "xdp native copy + socket",
+        "fanout: engine xdp native copy",
+        true,
+    );
+    let sock = engine.control.clone();
+    let tv = SocketAddr::new(GROUP.parse().unwrap(), 5000);
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    let first = payloads(STREAM, 0, &[LEN], 20);
+    send_all(&tx, tv, &first);
+    common::traffic::assert_stream("a", &common::traffic::receive(&rx_a, 20), &first);
+
+    let radio_rx = unicast_receiver(&lab.sink, (addr::SNK1_V4, 6403));
+    let (code, out, err) = ctl(
+        &case,
+        &sock,
+        &[
+            "add-flow",
+            "--name",
+            "radio",
+            "--interface",
+            iface::IN0,
+            "--group",
+            RADIO,
+            "--port",
+            "5000",
+            "--output",
+            &format!("unicast={}:6403", addr::SNK1_V4),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("flow \"radio\" added ("), "{out}");
+    let s = show(&case, &sock);
+    let engines: Vec<(&str, &str)> = s
+        .stats
+        .flows
+        .iter()
+        .map(|f| (f.name.as_str(), f.engine.as_str()))
+        .collect();
+    assert_eq!(
+        engines,
+        [("tv", "xdp native copy"), ("radio", "socket")],
+        "{}",
+        s.stats
+    );
+    assert_eq!(s.stats.engine, "xdp native copy + socket");
+    let radio = payloads(STREAM, 0, &[LEN], 20);
+    let to_radio = SocketAddr::new(RADIO.parse().unwrap(), 5000);
+    send_all(&tx, to_radio, &radio);
+    common::traffic::assert_stream("radio", &common::traffic::receive(&radio_rx, 20), &radio);
+    let second = payloads(STREAM, 20, &[LEN], 20);
+    send_all(&tx, tv, &second);
+    common::traffic::assert_stream("a", &common::traffic::receive(&rx_a, 20), &second);
+
+    let (code, _, err) = ctl(&case, &sock, &["remove-flow", "--flow", "radio"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (snap, f) = engine.stop();
+    assert!(
+        f.stderr.contains(
+            "engine xdp native copy + socket (mode = \"auto\"; socket for the flows added while \
+             running)"
+        ),
+        "{}",
+        f.stderr
+    );
+    let radio = snap.flows.iter().find(|f| f.name == "radio").unwrap();
+    assert!(radio.removed, "{snap}");
+    assert_eq!((radio.received, radio.outputs[0].sent), (20, 20), "{snap}");
+    let tv = snap.flow("tv").unwrap();
+    assert_eq!(
+        (tv.received, tv.output("a").unwrap().sent),
+        (40, 40),
+        "{snap}"
+    );
+}

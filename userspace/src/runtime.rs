@@ -180,7 +180,15 @@ fn start_auto(plan: &Plan) -> Result<Started, StartError> {
         });
     };
     if on_socket.is_empty() {
-        return Ok(xdp_started(xdp_engine));
+        // Driven as a split of one part, so that a flow added while
+        // running can start the socket engine beside it.
+        let Started { engine, announce } = xdp_started(xdp_engine);
+        let name = engine.name().to_owned();
+        let split = Split::new(name, plan, vec![(engine, xdp_flows)], &reasons, None);
+        return Ok(Started {
+            engine: Box::new(split),
+            announce,
+        });
     }
     let sockets = SocketEngine::start(&Plan {
         engine: plan.engine.clone(),
@@ -329,21 +337,39 @@ impl Engine for Split {
                 .iter()
                 .position(|(_, p)| p.flows.iter().any(|f| f.name == name))
         };
-        // Which part each flow of the next plan runs on.
+        // Which part each flow of the next plan runs on: its own, or the
+        // one that takes new flows; under mode = "auto" without one, a
+        // socket engine started for them (before anything else changes:
+        // if it cannot start, nothing did).
         let mut place = Vec::with_capacity(plan.flows.len());
+        let mut new_flows = Vec::new();
         for f in &plan.flows {
-            let part = match serving(&self.parts, &f.name) {
-                Some(part) => part,
-                None => self.takes_new.ok_or_else(|| {
-                    self.unsupported(format!(
+            match serving(&self.parts, &f.name).or(self.takes_new) {
+                Some(part) => place.push(part),
+                None if plan.engine.mode == Mode::Auto => {
+                    place.push(self.parts.len());
+                    new_flows.push(f.clone());
+                }
+                None => {
+                    return Err(self.unsupported(format!(
                         "flow {:?} added: flows are added only to the socket engine while \
                          running, and none runs",
                         f.name
-                    ))
-                })?,
-            };
-            place.push(part);
+                    )));
+                }
+            }
         }
+        let started = if new_flows.is_empty() {
+            None
+        } else {
+            let sub = Plan {
+                engine: plan.engine.clone(),
+                flows: new_flows,
+            };
+            let engine =
+                SocketEngine::start(&sub).map_err(|e| ApplyError::Failed(e.to_string()))?;
+            Some((engine, sub))
+        };
         let mut applied = 0;
         for k in 0..self.parts.len() {
             let sub = Plan {
@@ -360,6 +386,9 @@ impl Engine for Split {
                 continue;
             }
             if let Err(e) = self.parts[k].0.apply(&sub) {
+                if let Some((mut engine, _)) = started {
+                    let _ = engine.stop();
+                }
                 if applied > 0 {
                     log::warn!(
                         "{}: {e}: the other engines' part of the change stands",
@@ -371,6 +400,15 @@ impl Engine for Split {
             }
             self.parts[k].1 = sub;
             applied += 1;
+        }
+        if let Some((engine, sub)) = started {
+            self.name = format!("{} + {}", self.name, engine.name());
+            log::info!(
+                "engine {} (mode = \"auto\"; socket for the flows added while running)",
+                self.name
+            );
+            self.takes_new = Some(self.parts.len());
+            self.parts.push((Box::new(engine), sub));
         }
         for f in &change.added_flows {
             if !self.reasons.iter().any(|(n, _)| *n == f.name) {
