@@ -95,18 +95,6 @@ pub enum ApplyError {
     Failed(String),
 }
 
-/// [`Engine::apply`] for an engine that cannot change while running: an
-/// unchanged plan is fine, any other names the first difference.
-pub(crate) fn apply_unchanged(engine: &str, running: &Plan, next: &Plan) -> Result<(), ApplyError> {
-    match running.first_difference(next) {
-        None => Ok(()),
-        Some(what) => Err(ApplyError::Unsupported {
-            engine: engine.to_owned(),
-            what,
-        }),
-    }
-}
-
 /// The threads of one engine and the flag that stops them: what both
 /// engines run their workers on, so that failure and stop read the same.
 /// Dropping it stops and joins every thread.

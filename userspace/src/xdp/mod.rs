@@ -57,7 +57,7 @@ use log::{info, warn};
 pub use self::fit::{VlanView, judge, touched_by, vlan_view, vlan_warnings};
 pub use self::ladder::{ObjectSource, Refused};
 use self::ladder::{attach_name, rung_name};
-use self::nexthops::{NextHops, routed_egress};
+use self::nexthops::{HopChange, NeighUser, NextHops, resolve_now, routed_egress, unicast_spec};
 use self::program::{AttachMode, XdpProgram};
 use self::queue::{XdpWorker, build_worker, egress_list, queue_count};
 use self::thread::{Command, WorkerCtx, run_worker};
@@ -69,6 +69,9 @@ use crate::stats::{
     FlowXdpSnapshot, Heartbeat, Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot,
     XdpSnapshot,
 };
+
+/// Longest wait for the workers to take a live change.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One ingress interface: its program and the snapshots of its queues.
 #[derive(Debug)]
@@ -150,6 +153,17 @@ struct Queue {
     snap: Arc<Mutex<XdpQueueSnapshot>>,
 }
 
+/// What the engine keeps of each worker, for live changes.
+#[derive(Debug)]
+struct WorkerHandle {
+    /// The stats slot (plan index at start) of each of its flows, in its
+    /// order.
+    flows: Vec<usize>,
+    /// The egress interface (index) of each of its TX ports.
+    ports: Vec<u32>,
+    commands: Sender<Command>,
+}
+
 /// A running XDP datapath.
 #[derive(Debug)]
 pub struct XdpEngine {
@@ -160,6 +174,9 @@ pub struct XdpEngine {
     ingress: Vec<Ingress>,
     /// The queues' workers and the next-hop thread.
     threads: Threads,
+    workers: Vec<WorkerHandle>,
+    /// The next-hop thread's live changes.
+    hops: Sender<HopChange>,
     _membership: Vec<socket2::Socket>,
 }
 
@@ -207,22 +224,37 @@ impl XdpEngine {
             hops.add_worker(&plan, w, &q.flows);
         }
         // A bounded wait, so that the first datagrams find their next hops.
-        hops.wait(&plan, &senders);
+        hops.wait(&senders);
+        let workers = queues
+            .iter()
+            .zip(&senders)
+            .map(|(q, commands)| WorkerHandle {
+                flows: q.flows.clone(),
+                ports: egress_list(&plan, &q.flows)
+                    .iter()
+                    .map(|i| i.index)
+                    .collect(),
+                commands: commands.clone(),
+            })
+            .collect();
+        let (hop_changes, hop_rx) = channel();
 
         let mut engine = XdpEngine {
-            plan: plan.clone(),
+            plan,
             rung,
             notes,
             stats,
             ingress,
             threads: Threads::default(),
+            workers,
+            hops: hop_changes,
             _membership: membership,
         };
         // On an error below, dropping `engine` stops what already runs.
         for (q, commands) in queues.into_iter().zip(receivers) {
             engine.spawn_worker(q, commands)?;
         }
-        hops.spawn(&mut engine.threads, plan, senders)?;
+        hops.spawn(&mut engine.threads, senders, hop_rx)?;
         Ok(engine)
     }
 
@@ -241,7 +273,7 @@ impl XdpEngine {
             snap,
         } = q;
         // Templates resolved during the start-up wait.
-        thread::apply_commands(&mut worker, &commands);
+        thread::apply_commands(&mut worker, &commands, None);
         let name = format!("{ifname} queue {queue}");
         let ctx = WorkerCtx {
             publisher: self.stats.publisher(&name, &flows),
@@ -271,7 +303,9 @@ impl Engine for XdpEngine {
 
     /// The counters, with the XDP section (program, workers, sockets).
     fn snapshot(&self) -> Snapshot {
-        let mut snap = self.stats.snapshot();
+        // Flows by slot (their plan index at start): the XDP engine adds
+        // and removes none while running.
+        let mut snap = self.stats.snapshot_by_slot();
         for i in &self.ingress {
             let counts = match i.program.flow_counters(i.flows.len() as u32) {
                 Ok(c) => c,
@@ -321,6 +355,7 @@ impl Engine for XdpEngine {
             })
             .collect();
         snap.xdp = Some(XdpSnapshot { interfaces });
+        snap.removed_last();
         snap
     }
 
@@ -357,13 +392,170 @@ impl Engine for XdpEngine {
         None
     }
 
+    /// Outputs are added and removed live, between two polls of every
+    /// worker of their flow, on the egress interfaces the workers transmit
+    /// on already (their TX sockets are bound at start); flows are added
+    /// and removed only at start. Everything is checked before anything
+    /// changes.
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
-        // The running plan has every output's egress fixed by its route.
-        let routed = routed_egress(plan).map_err(|e| ApplyError::Unsupported {
+        let unsupported = |what: String| ApplyError::Unsupported {
             engine: self.rung.clone(),
-            what: e.to_string(),
-        })?;
-        crate::engine::apply_unchanged(&self.rung, &self.plan, &routed)
+            what,
+        };
+        // The running plan has every output's egress fixed by its route.
+        let routed = routed_egress(plan).map_err(|e| unsupported(e.to_string()))?;
+        let change = self.plan.change_to(&routed).map_err(unsupported)?;
+        if change.is_empty() {
+            self.plan = routed;
+            return Ok(());
+        }
+        if !change.removed_flows.is_empty() || !change.added_flows.is_empty() {
+            let first = change.describe().remove(0);
+            return Err(unsupported(format!(
+                "{first}: the XDP engine adds and removes flows only at start"
+            )));
+        }
+        // Checked whole first: templates, and a TX port on every worker.
+        let mut planned = Vec::with_capacity(change.outputs.len());
+        for c in &change.outputs {
+            let Some(flow) = routed.flows.iter().find(|f| f.name == c.flow) else {
+                continue;
+            };
+            let slot = self
+                .stats
+                .flow_slot(&c.flow)
+                .ok_or_else(|| unsupported(format!("flow {:?} is not running", c.flow)))?;
+            for o in &c.added {
+                let spec = spec::replica_spec(flow, o, Some([0; 6]))
+                    .map_err(|e| ApplyError::Failed(e.to_string()))?;
+                if let Some(spec) = spec {
+                    crate::wire::ReplicaTemplate::new(spec).map_err(|e| {
+                        ApplyError::Failed(format!("flow {:?} output {:?}: {e}", c.flow, o.name))
+                    })?;
+                }
+                let egress = o.interface.as_ref().map(|i| i.index).unwrap_or_default();
+                for w in self.workers.iter().filter(|w| w.flows.contains(&slot)) {
+                    if !w.ports.contains(&egress) {
+                        let ifname = o.interface.as_ref().map(|i| i.name.as_str());
+                        return Err(unsupported(format!(
+                            "flow {:?}: output {:?} added on {}: the XDP engine transmits only \
+                             on the egress interfaces its flows had at start",
+                            c.flow,
+                            o.name,
+                            ifname.unwrap_or("?")
+                        )));
+                    }
+                }
+            }
+            planned.push((c, flow, slot));
+        }
+        // The next hops of the unicast outputs added, so that they start
+        // with their templates.
+        let targets: Vec<(std::net::IpAddr, String)> = planned
+            .iter()
+            .flat_map(|(c, _, _)| &c.added)
+            .filter(|o| o.kind == crate::config::OutputKind::Unicast)
+            .map(|o| {
+                let ifname = o.interface.as_ref().map(|i| i.name.clone());
+                (o.dest.ip(), ifname.unwrap_or_default())
+            })
+            .collect();
+        let mut macs = resolve_now(&targets).into_iter();
+
+        for (c, flow, slot) in planned {
+            let removed: Vec<usize> = c
+                .removed
+                .iter()
+                .filter_map(|o| self.stats.output_slot(slot, o))
+                .collect();
+            // (output slot, spec without MAC, MAC, output)
+            let added: Vec<_> = c
+                .added
+                .iter()
+                .map(|o| {
+                    let mac = match o.kind {
+                        crate::config::OutputKind::Unicast => macs.next().flatten(),
+                        crate::config::OutputKind::Multicast => None,
+                    };
+                    (self.stats.add_output(slot, o), mac, o)
+                })
+                .collect();
+            let mut acks = Vec::new();
+            for (w, handle) in self.workers.iter().enumerate() {
+                let Some(local) = handle.flows.iter().position(|&f| f == slot) else {
+                    continue;
+                };
+                let mut add = Vec::with_capacity(added.len());
+                for &(out_slot, mac, o) in &added {
+                    let egress = o.interface.as_ref().map(|i| i.index).unwrap_or_default();
+                    let tx = handle.ports.iter().position(|&p| p == egress).unwrap_or(0);
+                    let template = spec::replica_spec(flow, o, mac)
+                        .ok()
+                        .flatten()
+                        .and_then(|s| crate::wire::ReplicaTemplate::new(s).ok());
+                    add.push((
+                        out_slot,
+                        worker::OutputSpec {
+                            tx,
+                            template,
+                            mtu: o.interface.as_ref().map_or(1500, |i| i.mtu),
+                        },
+                    ));
+                    if let Some(spec) = unicast_spec(flow, o) {
+                        let _ = self.hops.send(HopChange::Add {
+                            dst: o.dest.ip(),
+                            ifname: o
+                                .interface
+                                .as_ref()
+                                .map(|i| i.name.clone())
+                                .unwrap_or_default(),
+                            mac,
+                            user: NeighUser {
+                                worker: w,
+                                flow: local,
+                                slot: out_slot,
+                                spec,
+                            },
+                        });
+                    }
+                }
+                for &out_slot in &removed {
+                    let _ = self.hops.send(HopChange::Remove {
+                        worker: w,
+                        flow: local,
+                        slot: out_slot,
+                    });
+                }
+                let (done, acked) = std::sync::mpsc::sync_channel(1);
+                let sent = handle.commands.send(Command::Outputs {
+                    flow: local,
+                    remove: removed.clone(),
+                    add,
+                    done,
+                });
+                if sent.is_ok() {
+                    acks.push(acked);
+                }
+            }
+            let deadline = std::time::Instant::now() + APPLY_WAIT;
+            for acked in acks {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if acked.recv_timeout(left).is_err() {
+                    warn!(
+                        "{}: flow {:?}: a worker did not take the change within {} s; it takes \
+                         it between its next two polls",
+                        self.rung,
+                        c.flow,
+                        APPLY_WAIT.as_secs()
+                    );
+                }
+            }
+            for out_slot in removed {
+                self.stats.remove_output(slot, out_slot);
+            }
+        }
+        self.plan = routed;
+        Ok(())
     }
 
     /// The main thread turns VLAN receive offloads back on and detaches

@@ -24,13 +24,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use super::queue::XdpWorker;
+use super::worker::OutputSpec;
 use crate::engine::{PUBLISH_EVERY, STOP_POLL};
 use crate::stats::{Publisher, XdpQueueSnapshot};
 use crate::wire::ReplicaTemplate;
@@ -53,10 +54,26 @@ pub(super) enum Command {
         output: usize,
         template: Option<ReplicaTemplate>,
     },
+    /// A live change of one flow's outputs (by counter slot), taken whole
+    /// between two polls; `done` hears when it is carried out and the
+    /// counters published.
+    Outputs {
+        /// The flow's index in the worker.
+        flow: usize,
+        remove: Vec<usize>,
+        add: Vec<(usize, OutputSpec)>,
+        done: SyncSender<()>,
+    },
 }
 
-/// Applies every command waiting for `w`.
-pub(super) fn apply_commands(w: &mut XdpWorker, commands: &Receiver<Command>) {
+/// Applies every command waiting for `w`; after a change of outputs, the
+/// counters are published (when `publisher` is given) before it is
+/// acknowledged.
+pub(super) fn apply_commands(
+    w: &mut XdpWorker,
+    commands: &Receiver<Command>,
+    publisher: Option<&Publisher>,
+) {
     while let Ok(c) = commands.try_recv() {
         match c {
             Command::Template {
@@ -64,6 +81,25 @@ pub(super) fn apply_commands(w: &mut XdpWorker, commands: &Receiver<Command>) {
                 output,
                 template,
             } => w.set_template(flow, output, template),
+            Command::Outputs {
+                flow,
+                remove,
+                add,
+                done,
+            } => {
+                for slot in remove {
+                    w.remove_output(flow, slot);
+                }
+                for (slot, spec) in add {
+                    if let Err(e) = w.add_output(flow, slot, spec) {
+                        warn!("XDP worker: adding an output: {e}");
+                    }
+                }
+                if let Some(p) = publisher {
+                    p.publish(w.flow_counters());
+                }
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -117,7 +153,7 @@ pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
         }
         if sleep || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
             ctx.publisher.publish(w.flow_counters());
-            apply_commands(&mut w, &ctx.commands);
+            apply_commands(&mut w, &ctx.commands, Some(&ctx.publisher));
             if stopping || last_kernel.elapsed() >= KERNEL_STATS_EVERY {
                 kernel_snapshot(&w, &ctx);
                 last_kernel = Instant::now();

@@ -136,6 +136,10 @@ pub enum WorkerError {
         tx: usize,
         ports: usize,
     },
+    #[error("flow {0}: no such flow in the worker")]
+    NoSuchFlow(usize),
+    #[error("flow {flow}: output slot {slot} is taken")]
+    SlotTaken { flow: usize, slot: usize },
     #[error("flow {flow} ({group} port {port} vlan {vlan:?}) duplicates flow {other}")]
     DuplicateFlow {
         flow: usize,

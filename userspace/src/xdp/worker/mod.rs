@@ -82,6 +82,9 @@ pub struct PollResult {
 /// One output as the loop sees it.
 #[derive(Debug)]
 struct Output {
+    /// Where its counters are in the flow's (`FlowCounters::outputs`):
+    /// its position at start, the next free one when added while running.
+    slot: usize,
     tx: usize,
     /// The egress MTU (see [`OutputSpec::mtu`]).
     mtu: u32,
@@ -93,8 +96,9 @@ struct Output {
 }
 
 impl Output {
-    fn new(tx: usize, mtu: u32, template: Option<ReplicaTemplate>) -> Output {
+    fn new(slot: usize, tx: usize, mtu: u32, template: Option<ReplicaTemplate>) -> Output {
         let mut out = Output {
+            slot,
             tx,
             mtu,
             max_payload: 0,
@@ -257,7 +261,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                         ports: tx.len(),
                     });
                 }
-                outputs.push(Output::new(out.tx, out.mtu, out.template));
+                outputs.push(Output::new(o, out.tx, out.mtu, out.template));
             }
             counters.push(FlowCounters::with_outputs(outputs.len()));
             capped |= flow.limiter.is_some();
@@ -319,15 +323,72 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         self.frames.slot_owner.len() - self.frames.free_slots.len()
     }
 
-    /// Replaces the template of an output (a next hop resolved or changed;
-    /// `None`: unresolved). Out-of-range indices are ignored.
-    pub fn set_template(&mut self, flow: usize, output: usize, template: Option<ReplicaTemplate>) {
+    /// Replaces the template of the output in counter slot `slot` of
+    /// `flow` (a next hop resolved or changed; `None`: unresolved). An
+    /// unknown flow or slot (an output removed meanwhile) is ignored.
+    pub fn set_template(&mut self, flow: usize, slot: usize, template: Option<ReplicaTemplate>) {
         if let Some(f) = self.flows.get_mut(flow)
-            && let Some(out) = f.outputs.get_mut(output)
+            && let Some(out) = f.outputs.iter_mut().find(|o| o.slot == slot)
         {
             out.set_template(template);
             f.derive_limits(&self.cfg);
         }
+    }
+
+    /// Adds an output to `flow` between two polls, its counters in slot
+    /// `slot` (the next one of the flow: slots skipped on the way, which
+    /// this worker never ran, are offered nothing). It is offered every
+    /// datagram received from now on. Allocates (outside the loop).
+    pub fn add_output(
+        &mut self,
+        flow: usize,
+        slot: usize,
+        spec: OutputSpec,
+    ) -> Result<(), WorkerError> {
+        let (Some(f), Some(c)) = (self.flows.get_mut(flow), self.counters.get_mut(flow)) else {
+            return Err(WorkerError::NoSuchFlow(flow));
+        };
+        if spec.tx >= self.tx.len() {
+            return Err(WorkerError::NoSuchPort {
+                flow,
+                output: slot,
+                tx: spec.tx,
+                ports: self.tx.len(),
+            });
+        }
+        if slot < c.outputs.len() || f.outputs.iter().any(|o| o.slot == slot) {
+            return Err(WorkerError::SlotTaken { flow, slot });
+        }
+        let received = c.received;
+        while c.outputs.len() < slot {
+            let mut gap = crate::stats::OutputCounters::joining_at(received);
+            gap.left_at = Some(received);
+            c.outputs.push(gap);
+        }
+        c.outputs
+            .push(crate::stats::OutputCounters::joining_at(received));
+        f.outputs
+            .push(Output::new(slot, spec.tx, spec.mtu, spec.template));
+        f.derive_limits(&self.cfg);
+        Ok(())
+    }
+
+    /// Removes the output in slot `slot` from `flow` between two polls: it
+    /// is offered nothing from now on; its replicas already in TX rings
+    /// complete as usual (their frames come back), its counters stay.
+    /// Unknown ones are ignored.
+    pub fn remove_output(&mut self, flow: usize, slot: usize) {
+        let (Some(f), Some(c)) = (self.flows.get_mut(flow), self.counters.get_mut(flow)) else {
+            return;
+        };
+        let Some(at) = f.outputs.iter().position(|o| o.slot == slot) else {
+            return;
+        };
+        f.outputs.remove(at);
+        if let Some(oc) = c.outputs.get_mut(slot) {
+            oc.left_at = Some(c.received);
+        }
+        f.derive_limits(&self.cfg);
     }
 
     /// Counters of every flow, in the order the flows were given.

@@ -306,9 +306,10 @@ fn fan_out<const INLINE: bool, U: Umem, T: TxPort>(
     // This flow's output counters; taken again after a submit, which may
     // count a refused chain of any flow.
     let mut ocs = &mut counters[f as usize].outputs[..];
-    for (o, out) in flow.outputs.iter().enumerate() {
+    for out in &flow.outputs {
+        let o = out.slot;
         let Some(oc) = ocs.get_mut(o) else {
-            continue; // one counter per output, made in new()
+            continue; // one counter per output, made in new() or add_output()
         };
         let Some(template) = &out.template else {
             oc.dropped[DropReason::NextHopUnresolved as usize] += 1;
@@ -403,7 +404,10 @@ fn drop_unwritable(
     chain_fits: bool,
     slots: bool,
 ) {
-    for (out, oc) in flow.outputs.iter().zip(&mut fc.outputs) {
+    for out in &flow.outputs {
+        let Some(oc) = fc.outputs.get_mut(out.slot) else {
+            continue;
+        };
         let reason = if out.template.is_some() && payload_len > out.max_payload as usize {
             DropReason::MessageTooBig
         } else if out.template.is_none() {

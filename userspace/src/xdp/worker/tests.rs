@@ -243,7 +243,7 @@ fn assert_balanced(w: &W) {
         for (o, oc) in fc.outputs.iter().enumerate() {
             assert_eq!(
                 oc.sent + oc.dropped_total(),
-                fc.received,
+                oc.offered(fc.received),
                 "flow {f} output {o}: {oc:?}, received {}",
                 fc.received
             );
@@ -283,6 +283,117 @@ fn sent(w: &W, flow: usize, output: usize) -> u64 {
 
 fn dropped(w: &W, flow: usize, output: usize, reason: DropReason) -> u64 {
     w.flow_counters()[flow].outputs[output].dropped(reason)
+}
+
+#[test]
+fn outputs_added_and_removed_between_polls_keep_every_count_and_frame() {
+    let mut w = Setup::default().build();
+    let frames: Vec<Vec<u8>> = (0..6).map(|i| frame_v4(&pattern(900, i))).collect();
+    for f in &frames[..3] {
+        deliver(&mut w, f).unwrap();
+    }
+    w.poll();
+    settle(&mut w);
+    // One more datagram, its replicas still in the TX rings when output 0
+    // (slot 0) is removed: they complete, their frames come back.
+    deliver(&mut w, &frames[3]).unwrap();
+    w.poll();
+    assert!(w.replicas_in_flight() > 0);
+    w.remove_output(0, 0);
+    let port0 = take_all(&mut w, 0);
+    assert_eq!(
+        port0.len(),
+        1,
+        "the in-flight replica of the removed output"
+    );
+    assert_eq!(
+        chain_bytes(&w, &port0[0]),
+        expected(&template("10.1.0.2", 6000, None), &frames[3])
+    );
+    complete_chain(&mut w, 0, &port0[0]);
+    settle(&mut w);
+    // A template for the removed slot is ignored; slot 2 joins on port 0.
+    w.set_template(0, 0, Some(template("10.1.0.9", 6000, None)));
+    let t2 = template("10.1.0.3", 6100, None);
+    let spec = OutputSpec {
+        tx: 0,
+        mtu: 9000,
+        template: Some(t2.clone()),
+    };
+    assert_eq!(
+        w.add_output(0, 1, spec.clone()),
+        Err(WorkerError::SlotTaken { flow: 0, slot: 1 })
+    );
+    assert_eq!(
+        w.add_output(
+            0,
+            2,
+            OutputSpec {
+                tx: 2,
+                ..spec.clone()
+            }
+        ),
+        Err(WorkerError::NoSuchPort {
+            flow: 0,
+            output: 2,
+            tx: 2,
+            ports: 2
+        })
+    );
+    assert_eq!(
+        w.add_output(7, 2, spec.clone()),
+        Err(WorkerError::NoSuchFlow(7))
+    );
+    w.add_output(0, 2, spec).unwrap();
+    for f in &frames[4..] {
+        deliver(&mut w, f).unwrap();
+    }
+    w.poll();
+    // Port 0 carries only the added output now, byte-exact, in order.
+    let port0 = take_all(&mut w, 0);
+    assert_eq!(port0.len(), 2);
+    for (chain, frame) in port0.iter().zip(&frames[4..]) {
+        check_chain(chain, 2);
+        assert_eq!(chain_bytes(&w, chain), expected(&t2, frame));
+        complete_chain(&mut w, 0, chain);
+    }
+    // The untouched output got all six, in order.
+    settle(&mut w);
+    let c = &w.flow_counters()[0];
+    assert_eq!(c.received, 6);
+    let o = &c.outputs;
+    assert_eq!(o.len(), 3);
+    assert_eq!((o[0].sent, o[0].joined_at, o[0].left_at), (4, 0, Some(4)));
+    assert_eq!((o[1].sent, o[1].joined_at, o[1].left_at), (6, 0, None));
+    assert_eq!((o[2].sent, o[2].joined_at, o[2].left_at), (2, 4, None));
+    assert_eq!(o[2].sent_bytes, 2 * 900);
+    assert!(o.iter().all(|o| o.dropped_total() == 0), "{o:?}");
+    // Removing again and unknown slots change nothing.
+    w.remove_output(0, 0);
+    w.remove_output(0, 9);
+    assert_eq!(w.flow_counters()[0].outputs[0].left_at, Some(4));
+}
+
+#[test]
+fn an_output_added_past_a_slot_never_seen_is_offered_nothing_there() {
+    let mut w = Setup::default().build();
+    deliver(&mut w, &frame_v4(&pattern(100, 1))).unwrap();
+    w.poll();
+    settle(&mut w);
+    let spec = OutputSpec {
+        tx: 1,
+        mtu: 9000,
+        template: Some(template("10.1.0.4", 6200, None)),
+    };
+    // Slot 2 was another worker's (or lost): slot 3 joins.
+    w.add_output(0, 3, spec).unwrap();
+    deliver(&mut w, &frame_v4(&pattern(100, 2))).unwrap();
+    w.poll();
+    settle(&mut w);
+    let o = &w.flow_counters()[0].outputs;
+    assert_eq!(o.len(), 4);
+    assert_eq!((o[2].offered(2), o[2].sent), (0, 0));
+    assert_eq!((o[3].offered(2), o[3].sent), (1, 1));
 }
 
 #[test]
