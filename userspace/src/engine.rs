@@ -26,6 +26,10 @@ use crate::stats::{Heartbeat, Snapshot};
 /// flag and its mailbox again.
 pub const STOP_POLL: Duration = Duration::from_millis(100);
 
+/// How long an engine's `apply` waits for a worker to take a live change
+/// (an idle one looks at its mailbox every [`STOP_POLL`]).
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
 /// How often a busy worker of any engine publishes its counters (they are
 /// also published when it goes idle and when it stops).
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);

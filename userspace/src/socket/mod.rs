@@ -30,7 +30,6 @@ use worker::Command;
 
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, SyncSender, channel, sync_channel};
-use std::time::Duration;
 
 use log::{info, warn};
 
@@ -52,10 +51,6 @@ pub struct SocketEngine {
     /// Each running flow's mailbox, by flow name.
     mailboxes: Vec<(String, Sender<Command>)>,
 }
-
-/// How long [`SocketEngine::apply`] waits for a worker to take a change
-/// (an idle one looks at its mailbox every [`crate::engine::STOP_POLL`]).
-const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// A flow's sockets, open and ready to run.
 struct Prepared {
@@ -160,11 +155,11 @@ impl SocketEngine {
         let sent = self
             .mailbox(flow)
             .is_some_and(|m| m.send(command(done)).is_ok());
-        if sent && acked.recv_timeout(APPLY_WAIT).is_err() {
+        if sent && acked.recv_timeout(crate::engine::APPLY_WAIT).is_err() {
             warn!(
                 "socket engine: flow {flow:?}: the worker did not take the change within {} s; \
                  it takes it with its next batch",
-                APPLY_WAIT.as_secs()
+                crate::engine::APPLY_WAIT.as_secs()
             );
         }
     }

@@ -63,15 +63,12 @@ use self::queue::{XdpWorker, build_worker, egress_list, queue_count};
 use self::thread::{Command, WorkerCtx, run_worker};
 use self::xsk::BindMode;
 use crate::config::{VlanOffload, XdpAttach};
-use crate::engine::{ApplyError, Engine, Threads};
+use crate::engine::{APPLY_WAIT, ApplyError, Engine, Threads};
 use crate::plan::{FlowPlan, Interface, Plan};
 use crate::stats::{
     FlowXdpSnapshot, Heartbeat, Snapshot, Stats, XdpInterfaceSnapshot, XdpQueueSnapshot,
     XdpSnapshot,
 };
-
-/// Longest wait for the workers to take a live change.
-const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One ingress interface: its program and the snapshots of its queues.
 #[derive(Debug)]
@@ -151,6 +148,28 @@ struct Queue {
     flows: Vec<usize>,
     worker: XdpWorker,
     snap: Arc<Mutex<XdpQueueSnapshot>>,
+}
+
+/// An output added while running, as every worker of its flow gets it.
+#[derive(Debug)]
+struct Added<'a> {
+    /// Its counter slot in the flow.
+    slot: usize,
+    /// `None` while its next hop is unresolved.
+    template: Option<crate::wire::ReplicaTemplate>,
+    mac: Option<[u8; 6]>,
+    /// Its headers but the next hop's MAC, for the next-hop thread (unicast).
+    hop: Option<crate::wire::ReplicaSpec>,
+    output: &'a crate::plan::OutputPlan,
+}
+
+/// The egress interface's name of a routed output (empty: none, which
+/// `apply` refuses).
+fn egress_name(o: &crate::plan::OutputPlan) -> String {
+    o.interface
+        .as_ref()
+        .map(|i| i.name.clone())
+        .unwrap_or_default()
 }
 
 /// What the engine keeps of each worker, for live changes.
@@ -261,6 +280,77 @@ impl XdpEngine {
     /// Every rung skipped on the way, with its reason.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Tells every worker of the flow in stats slot `slot` to remove the
+    /// outputs in slots `removed` and add `added`, and the next-hop thread
+    /// to follow them; waits up to [`APPLY_WAIT`] for the workers.
+    fn change_outputs(&self, name: &str, slot: usize, removed: &[usize], added: &[Added<'_>]) {
+        let mut acks = Vec::new();
+        for (w, handle) in self.workers.iter().enumerate() {
+            let Some(local) = handle.flows.iter().position(|&f| f == slot) else {
+                continue;
+            };
+            let add = added
+                .iter()
+                .map(|a| {
+                    let egress = a.output.interface.as_ref();
+                    let tx = egress.and_then(|e| handle.ports.iter().position(|&p| p == e.index));
+                    let spec = worker::OutputSpec {
+                        // Checked by apply: every worker has the port.
+                        tx: tx.unwrap_or(0),
+                        template: a.template.clone(),
+                        mtu: egress.map_or(1500, |e| e.mtu),
+                    };
+                    (a.slot, spec)
+                })
+                .collect();
+            for a in added {
+                if let Some(spec) = a.hop {
+                    let user = NeighUser {
+                        worker: w,
+                        flow: local,
+                        slot: a.slot,
+                        spec,
+                    };
+                    let _ = self.hops.send(HopChange::Add {
+                        dst: a.output.dest.ip(),
+                        ifname: egress_name(a.output),
+                        mac: a.mac,
+                        user,
+                    });
+                }
+            }
+            for &out_slot in removed {
+                let _ = self.hops.send(HopChange::Remove {
+                    worker: w,
+                    flow: local,
+                    slot: out_slot,
+                });
+            }
+            let (done, acked) = std::sync::mpsc::sync_channel(1);
+            let command = Command::Outputs {
+                flow: local,
+                remove: removed.to_vec(),
+                add,
+                done,
+            };
+            if handle.commands.send(command).is_ok() {
+                acks.push(acked);
+            }
+        }
+        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        for acked in acks {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if acked.recv_timeout(left).is_err() {
+                warn!(
+                    "{}: flow {name:?}: a worker did not take the change within {} s; it takes \
+                     it between its next two polls",
+                    self.rung,
+                    APPLY_WAIT.as_secs()
+                );
+            }
+        }
     }
 
     /// Starts the thread of one rx queue.
@@ -426,25 +516,17 @@ impl Engine for XdpEngine {
                 .flow_slot(&c.flow)
                 .ok_or_else(|| unsupported(format!("flow {:?} is not running", c.flow)))?;
             for o in &c.added {
-                let spec = spec::replica_spec(flow, o, Some([0; 6]))
+                spec::output_template(flow, o, Some([0; 6]))
                     .map_err(|e| ApplyError::Failed(e.to_string()))?;
-                if let Some(spec) = spec {
-                    crate::wire::ReplicaTemplate::new(spec).map_err(|e| {
-                        ApplyError::Failed(format!("flow {:?} output {:?}: {e}", c.flow, o.name))
-                    })?;
-                }
-                let egress = o.interface.as_ref().map(|i| i.index).unwrap_or_default();
-                for w in self.workers.iter().filter(|w| w.flows.contains(&slot)) {
-                    if !w.ports.contains(&egress) {
-                        let ifname = o.interface.as_ref().map(|i| i.name.as_str());
-                        return Err(unsupported(format!(
-                            "flow {:?}: output {:?} added on {}: the XDP engine transmits only \
-                             on the egress interfaces its flows had at start",
-                            c.flow,
-                            o.name,
-                            ifname.unwrap_or("?")
-                        )));
-                    }
+                let egress = o.interface.as_ref().map(|i| i.index);
+                let mut serving = self.workers.iter().filter(|w| w.flows.contains(&slot));
+                if serving.any(|w| egress.is_none_or(|e| !w.ports.contains(&e))) {
+                    let ifname = o.interface.as_ref().map_or("?", |i| i.name.as_str());
+                    return Err(unsupported(format!(
+                        "flow {:?}: output {:?} added on {ifname}: the XDP engine transmits \
+                         only on the egress interfaces its flows had at start",
+                        c.flow, o.name
+                    )));
                 }
             }
             planned.push((c, flow, slot));
@@ -455,10 +537,7 @@ impl Engine for XdpEngine {
             .iter()
             .flat_map(|(c, _, _)| &c.added)
             .filter(|o| o.kind == crate::config::OutputKind::Unicast)
-            .map(|o| {
-                let ifname = o.interface.as_ref().map(|i| i.name.clone());
-                (o.dest.ip(), ifname.unwrap_or_default())
-            })
+            .map(|o| (o.dest.ip(), egress_name(o)))
             .collect();
         let mut macs = resolve_now(&targets).into_iter();
 
@@ -468,8 +547,7 @@ impl Engine for XdpEngine {
                 .iter()
                 .filter_map(|o| self.stats.output_slot(slot, o))
                 .collect();
-            // (output slot, spec without MAC, MAC, output)
-            let added: Vec<_> = c
+            let added: Vec<Added> = c
                 .added
                 .iter()
                 .map(|o| {
@@ -477,79 +555,17 @@ impl Engine for XdpEngine {
                         crate::config::OutputKind::Unicast => macs.next().flatten(),
                         crate::config::OutputKind::Multicast => None,
                     };
-                    (self.stats.add_output(slot, o), mac, o)
+                    Added {
+                        slot: self.stats.add_output(slot, o),
+                        // Checked above, with any MAC.
+                        template: spec::output_template(flow, o, mac).ok().flatten(),
+                        mac,
+                        hop: unicast_spec(flow, o),
+                        output: o,
+                    }
                 })
                 .collect();
-            let mut acks = Vec::new();
-            for (w, handle) in self.workers.iter().enumerate() {
-                let Some(local) = handle.flows.iter().position(|&f| f == slot) else {
-                    continue;
-                };
-                let mut add = Vec::with_capacity(added.len());
-                for &(out_slot, mac, o) in &added {
-                    let egress = o.interface.as_ref().map(|i| i.index).unwrap_or_default();
-                    let tx = handle.ports.iter().position(|&p| p == egress).unwrap_or(0);
-                    let template = spec::replica_spec(flow, o, mac)
-                        .ok()
-                        .flatten()
-                        .and_then(|s| crate::wire::ReplicaTemplate::new(s).ok());
-                    add.push((
-                        out_slot,
-                        worker::OutputSpec {
-                            tx,
-                            template,
-                            mtu: o.interface.as_ref().map_or(1500, |i| i.mtu),
-                        },
-                    ));
-                    if let Some(spec) = unicast_spec(flow, o) {
-                        let _ = self.hops.send(HopChange::Add {
-                            dst: o.dest.ip(),
-                            ifname: o
-                                .interface
-                                .as_ref()
-                                .map(|i| i.name.clone())
-                                .unwrap_or_default(),
-                            mac,
-                            user: NeighUser {
-                                worker: w,
-                                flow: local,
-                                slot: out_slot,
-                                spec,
-                            },
-                        });
-                    }
-                }
-                for &out_slot in &removed {
-                    let _ = self.hops.send(HopChange::Remove {
-                        worker: w,
-                        flow: local,
-                        slot: out_slot,
-                    });
-                }
-                let (done, acked) = std::sync::mpsc::sync_channel(1);
-                let sent = handle.commands.send(Command::Outputs {
-                    flow: local,
-                    remove: removed.clone(),
-                    add,
-                    done,
-                });
-                if sent.is_ok() {
-                    acks.push(acked);
-                }
-            }
-            let deadline = std::time::Instant::now() + APPLY_WAIT;
-            for acked in acks {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if acked.recv_timeout(left).is_err() {
-                    warn!(
-                        "{}: flow {:?}: a worker did not take the change within {} s; it takes \
-                         it between its next two polls",
-                        self.rung,
-                        c.flow,
-                        APPLY_WAIT.as_secs()
-                    );
-                }
-            }
+            self.change_outputs(&c.flow, slot, &removed, &added);
             for out_slot in removed {
                 self.stats.remove_output(slot, out_slot);
             }

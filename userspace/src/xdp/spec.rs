@@ -93,6 +93,23 @@ pub fn replica_spec(
     }))
 }
 
+/// The replica template of `output` ([`replica_spec`] made into headers),
+/// or `None` while its next hop is unknown.
+pub fn output_template(
+    flow: &FlowPlan,
+    output: &OutputPlan,
+    next_hop: Option<[u8; 6]>,
+) -> Result<Option<ReplicaTemplate>, SetupError> {
+    replica_spec(flow, output, next_hop)?
+        .map(ReplicaTemplate::new)
+        .transpose()
+        .map_err(|source| SetupError::Template {
+            flow: flow.name.clone(),
+            output: output.name.clone(),
+            source,
+        })
+}
+
 /// The worker's view of `flow`: `port_of` maps an egress interface to the
 /// index of its TX port in the worker, `next_hop` gives a unicast output's
 /// next-hop MAC when known.
@@ -103,15 +120,7 @@ pub fn flow_spec(
 ) -> Result<FlowSpec, SetupError> {
     let mut outputs = Vec::with_capacity(flow.outputs.len());
     for output in &flow.outputs {
-        let spec = replica_spec(flow, output, next_hop(output))?;
-        let template = spec
-            .map(ReplicaTemplate::new)
-            .transpose()
-            .map_err(|source| SetupError::Template {
-                flow: flow.name.clone(),
-                output: output.name.clone(),
-                source,
-            })?;
+        let template = output_template(flow, output, next_hop(output))?;
         // replica_spec refused outputs without an interface.
         let egress = output
             .interface
