@@ -138,6 +138,9 @@ pub enum WorkerError {
     },
     #[error("flow {0}: no such flow in the worker")]
     NoSuchFlow(usize),
+    /// A flow added under an id other than the next one.
+    #[error("flow {id} added: the next flow id is {next}")]
+    NotNextFlow { id: usize, next: usize },
     #[error("flow {flow}: output slot {slot} is taken")]
     SlotTaken { flow: usize, slot: usize },
     #[error("flow {flow} ({group} port {port} vlan {vlan:?}) duplicates flow {other}")]

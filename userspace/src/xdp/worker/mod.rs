@@ -167,6 +167,9 @@ pub struct Worker<U, R, T> {
     cfg: WorkerConfig,
     frames: Frames,
     flows: Vec<Flow>,
+    /// What each flow claims of the traffic, `None` once removed (its id
+    /// stays taken: ids are the program's `FLOWS` ids).
+    claims: Vec<Option<Claim>>,
     index: FlowIndex,
     counters: Vec<FlowCounters>,
     frame_counters: FrameCounters,
@@ -243,10 +246,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
                 vlan: flow.vlan,
             }
         })?;
-        let mut index = FlowIndex::with_capacity(entries.len());
-        for (key, value) in &entries {
-            index.insert(key, *value);
-        }
+        let index = index_of(&entries);
         let mut counters = Vec::with_capacity(flows.len());
         let mut runs = Vec::with_capacity(flows.len());
         let mut capped = false;
@@ -285,6 +285,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             cfg,
             frames: Frames::new(frame_size, frame_count, cfg.slot_frames, cfg.slot_size),
             flows: runs,
+            claims: claims.into_iter().map(Some).collect(),
             index,
             counters,
             frame_counters: FrameCounters::default(),
@@ -389,6 +390,105 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             oc.left_at = Some(c.received);
         }
         f.derive_limits(&self.cfg);
+    }
+
+    /// Adds a flow between two polls as flow `id`, which must be the next
+    /// one ([`Worker::flow_counters`]' length: ids of removed flows stay
+    /// taken, as in the program's `FLOWS`). It is offered every datagram
+    /// received from now on. Allocates (outside the loop).
+    pub fn add_flow(&mut self, id: usize, flow: FlowSpec) -> Result<(), WorkerError> {
+        if id != self.flows.len() {
+            return Err(WorkerError::NotNextFlow {
+                id,
+                next: self.flows.len(),
+            });
+        }
+        if let Some((o, out)) = flow
+            .outputs
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.tx >= self.tx.len())
+        {
+            return Err(WorkerError::NoSuchPort {
+                flow: id,
+                output: o,
+                tx: out.tx,
+                ports: self.tx.len(),
+            });
+        }
+        let claim = Claim {
+            id: id as u32,
+            group: flow.group,
+            port: flow.port,
+            vlan: flow.vlan,
+            outer_vlan: flow.outer_vlan,
+            source: flow.source,
+        };
+        let mut claims: Vec<Claim> = self.claims.iter().flatten().copied().collect();
+        claims.push(claim);
+        let entries = layout(&claims).map_err(|(_, other)| WorkerError::DuplicateFlow {
+            flow: id,
+            other: other as usize,
+            group: flow.group,
+            port: flow.port,
+            vlan: flow.vlan,
+        })?;
+        let outputs: Vec<Output> = flow
+            .outputs
+            .into_iter()
+            .enumerate()
+            .map(|(o, out)| Output::new(o, out.tx, out.mtu, out.template))
+            .collect();
+        self.counters
+            .push(FlowCounters::with_outputs(outputs.len()));
+        self.capped |= flow.limiter.is_some();
+        let mut run = Flow {
+            outputs,
+            inline_limit: 0,
+            fits_every_mtu: 0,
+            limiter: flow.limiter,
+            health: StreamHealth::new(flow.health),
+        };
+        run.derive_limits(&self.cfg);
+        self.flows.push(run);
+        self.claims.push(Some(claim));
+        self.index = index_of(&entries);
+        Ok(())
+    }
+
+    /// Removes flow `id` between two polls: its datagrams are no longer
+    /// recognised (those still in the RX ring count as `no_flow`), its
+    /// replicas already in TX rings complete as usual, its counters stay
+    /// (every output marked left, its stream health settled). Unknown or
+    /// removed ones are ignored.
+    pub fn remove_flow(&mut self, id: usize) {
+        let (Some(claim), Some(f), Some(c)) = (
+            self.claims.get_mut(id),
+            self.flows.get_mut(id),
+            self.counters.get_mut(id),
+        ) else {
+            return;
+        };
+        if claim.take().is_none() {
+            return;
+        }
+        f.outputs.clear();
+        f.derive_limits(&self.cfg);
+        // Settled once: the final `finish_health` finds it off.
+        std::mem::replace(
+            &mut f.health,
+            StreamHealth::new(crate::health::HealthMode::Off),
+        )
+        .finish(&mut c.health);
+        let received = c.received;
+        for o in &mut c.outputs {
+            o.left_at.get_or_insert(received);
+        }
+        let claims: Vec<Claim> = self.claims.iter().flatten().copied().collect();
+        // A part of a layout that had no conflict has none.
+        if let Ok(entries) = layout(&claims) {
+            self.index = index_of(&entries);
+        }
     }
 
     /// Counters of every flow, in the order the flows were given.
@@ -539,3 +639,12 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
 
 #[cfg(test)]
 mod tests;
+
+/// The flow index over `entries` ([`layout`]).
+fn index_of(entries: &[(fanout_common::FlowKey, fanout_common::FlowValue)]) -> FlowIndex {
+    let mut index = FlowIndex::with_capacity(entries.len());
+    for (key, value) in entries {
+        index.insert(key, *value);
+    }
+    index
+}

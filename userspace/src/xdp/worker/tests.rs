@@ -375,6 +375,120 @@ fn outputs_added_and_removed_between_polls_keep_every_count_and_frame() {
 }
 
 #[test]
+fn flows_added_and_removed_between_polls_keep_every_count_and_frame() {
+    let mut w = Setup::default().build();
+    let radio: IpAddr = "239.1.2.4".parse().unwrap();
+    let tv = |i: u8| frame_v4(&pattern(700, i));
+    let on_radio = |i: u8| frame_from(SRC4.into(), radio, PORT, vec![], &pattern(300, i));
+    // Before it is added, the radio datagram belongs to no flow.
+    deliver(&mut w, &on_radio(0)).unwrap();
+    deliver(&mut w, &tv(0)).unwrap();
+    settle(&mut w);
+    assert_eq!(w.counters().no_flow, 1);
+    let t = template("10.1.0.7", 6300, None);
+    let spec = FlowSpec {
+        group: radio,
+        port: PORT,
+        vlan: None,
+        outer_vlan: None,
+        source: None,
+        limiter: None,
+        health: Default::default(),
+        outputs: vec![OutputSpec {
+            tx: 1,
+            mtu: 9000,
+            template: Some(t.clone()),
+        }],
+    };
+    // Only as the next id, on ports that exist, claiming its own traffic.
+    assert_eq!(
+        w.add_flow(3, spec.clone()),
+        Err(WorkerError::NotNextFlow { id: 3, next: 2 })
+    );
+    let no_port = FlowSpec {
+        outputs: vec![OutputSpec {
+            tx: 2,
+            ..spec.outputs[0].clone()
+        }],
+        ..spec.clone()
+    };
+    assert!(matches!(
+        w.add_flow(2, no_port),
+        Err(WorkerError::NoSuchPort { tx: 2, .. })
+    ));
+    let twice = FlowSpec {
+        group: GROUP4.into(),
+        ..spec.clone()
+    };
+    assert!(matches!(
+        w.add_flow(2, twice),
+        Err(WorkerError::DuplicateFlow {
+            flow: 2,
+            other: 0,
+            ..
+        })
+    ));
+    assert_eq!(w.flow_counters().len(), 2, "a refused flow changes nothing");
+    w.add_flow(2, spec.clone()).unwrap();
+    for i in 1..4 {
+        deliver(&mut w, &on_radio(i)).unwrap();
+        deliver(&mut w, &tv(i)).unwrap();
+    }
+    w.poll();
+    // Port 1: the tv multicast replicas and the radio ones, in order.
+    let port1 = take_all(&mut w, 1);
+    assert_eq!(port1.len(), 6);
+    for (k, chain) in port1.iter().enumerate() {
+        let i = 1 + (k / 2) as u8;
+        let bytes = chain_bytes(&w, chain);
+        if k % 2 == 0 {
+            assert_eq!(bytes, expected(&t, &on_radio(i)), "radio {i}");
+        } else {
+            assert_eq!(
+                bytes,
+                expected(&template("239.9.9.9", 7000, Some(7)), &tv(i)),
+                "tv {i}"
+            );
+        }
+        complete_chain(&mut w, 1, chain);
+    }
+    settle(&mut w);
+    // Removed with a datagram of it still in the RX ring: that one belongs
+    // to no flow any more; the tv flow goes on untouched.
+    deliver(&mut w, &on_radio(4)).unwrap();
+    w.remove_flow(2);
+    deliver(&mut w, &tv(4)).unwrap();
+    settle(&mut w);
+    let c = w.flow_counters();
+    assert_eq!(c.len(), 3);
+    assert_eq!(c[0].received, 5);
+    assert!(
+        c[0].outputs
+            .iter()
+            .all(|o| o.sent == 5 && o.left_at.is_none())
+    );
+    assert_eq!(c[2].received, 3);
+    let o = &c[2].outputs[0];
+    assert_eq!(
+        (o.sent, o.sent_bytes, o.joined_at, o.left_at),
+        (3, 900, 0, Some(3))
+    );
+    assert_eq!(w.counters().no_flow, 2);
+    // Removing again is ignored; the next flow takes id 3, not 2.
+    w.remove_flow(2);
+    assert_eq!(
+        w.add_flow(2, spec.clone()),
+        Err(WorkerError::NotNextFlow { id: 2, next: 3 })
+    );
+    w.add_flow(3, spec).unwrap();
+    deliver(&mut w, &on_radio(5)).unwrap();
+    settle(&mut w);
+    let c = w.flow_counters();
+    assert_eq!((c[2].received, c[3].received), (3, 1));
+    assert_eq!(c[3].outputs[0].sent, 1);
+}
+
+#[test]
 fn an_output_added_past_a_slot_never_seen_is_offered_nothing_there() {
     let mut w = Setup::default().build();
     deliver(&mut w, &frame_v4(&pattern(100, 1))).unwrap();
