@@ -18,8 +18,8 @@
 //! - a bad change (`--ttl 300`, an unknown flow or output) exits 2 with
 //!   the file's message located at the command, and nothing changes;
 //! - a flow added with `fanout ctl add-flow` forwards at once and stops on
-//!   `remove-flow` (the socket engine; the XDP engine refuses, exit 1,
-//!   and keeps running: flows are added to it only at start);
+//!   `remove-flow`, on every engine; the XDP engine refuses (exit 1, and
+//!   nothing changes) a flow on an ingress interface it did not start on;
 //! - `ctl show` says which changes are runtime-only, and SIGHUP returns to
 //!   the file, applying its difference live.
 //!
@@ -329,7 +329,7 @@ fn live_changes(test: &str, kind: EngineKind) {
     })
     .unwrap_or_else(|| panic!("{sent} sent: {}", s.stats));
 
-    // A flow added and removed while running (the socket engine only).
+    // A flow added and removed while running.
     let add_flow = [
         "add-flow",
         "--name",
@@ -348,33 +348,51 @@ fn live_changes(test: &str, kind: EngineKind) {
     let radio = payloads(STREAM, 0, &[LEN], 20);
     let to_radio = SocketAddr::new(RADIO.parse().unwrap(), 5000);
     let radio_tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with(&format!(
+            "flow \"radio\" added ({RADIO}:5000 on {}, 1 output(s))\n",
+            iface::IN0
+        )),
+        "{out}"
+    );
+    send_all(&radio_tx, to_radio, &radio);
+    let got = common::traffic::receive(&radio_rx, radio.len());
+    common::traffic::assert_stream("radio", &got, &radio);
+    let (code, _, err) = ctl(&case, &sock, &["remove-flow", "--flow", "radio"]);
+    assert_eq!(code, Some(0), "{err}");
+    let s = show(&case, &sock);
+    assert_eq!(s.flows.len(), 1);
+    let gone = s.stats.flows.iter().find(|f| f.name == "radio").unwrap();
+    assert!(gone.removed, "{}", s.stats);
+    assert_eq!(gone.received, 20, "{}", s.stats);
+    let o = &gone.outputs[0];
+    assert_eq!((o.sent, o.dropped_total()), (20, 0), "{}", s.stats);
     if kind.is_xdp() {
+        // The program redirected exactly its datagrams to the workers.
+        let xdp = gone.xdp.as_ref().expect("the program's counters");
+        assert_eq!(
+            (xdp.redirected, xdp.lost_before_worker),
+            (20, 0),
+            "{}",
+            s.stats
+        );
+        // A flow on an interface the program does not run on is refused
+        // whole, and the running plan stays.
+        let mut elsewhere = add_flow;
+        elsewhere[4] = iface::OUT0;
+        let (code, out, err) = ctl(&case, &sock, &elsewhere);
         assert_eq!(code, Some(1), "{out}{err}");
         assert!(
-            err.contains("cannot apply this change while running (flow \"radio\" added")
-                && err.trim_end().ends_with("; the running plan stays"),
+            err.contains(&format!(
+                "flow \"radio\" added on {}: the XDP engine attaches to its ingress \
+                 interfaces ({}) only at start",
+                iface::OUT0,
+                iface::IN0
+            )) && err.trim_end().ends_with("; the running plan stays"),
             "{err}"
         );
         assert_eq!(show(&case, &sock).flows.len(), 1);
-    } else {
-        assert_eq!(code, Some(0), "{err}");
-        assert!(
-            out.starts_with(&format!(
-                "flow \"radio\" added ({RADIO}:5000 on {}, 1 output(s))\n",
-                iface::IN0
-            )),
-            "{out}"
-        );
-        send_all(&radio_tx, to_radio, &radio);
-        let got = common::traffic::receive(&radio_rx, radio.len());
-        common::traffic::assert_stream("radio", &got, &radio);
-        let (code, _, err) = ctl(&case, &sock, &["remove-flow", "--flow", "radio"]);
-        assert_eq!(code, Some(0), "{err}");
-        let s = show(&case, &sock);
-        assert_eq!(s.flows.len(), 1);
-        let gone = s.stats.flows.iter().find(|f| f.name == "radio").unwrap();
-        assert!(gone.removed, "{}", s.stats);
-        assert_eq!(gone.received, 20, "{}", s.stats);
     }
     // Not forwarded (any more): the group is left, or never joined. The
     // tv stream proves the path is up meanwhile.

@@ -22,6 +22,15 @@
 //! program's counters, the workers' frame counters and the sockets' kernel
 //! statistics.
 //!
+//! While it runs ([`Engine::apply`]), outputs and flows are added and
+//! removed between two polls of every worker concerned: a flow's keys
+//! leave `FLOWS` before its workers forget it and enter it after they know
+//! it (ids are not reused, so its program counters stay its own), a flow
+//! changed in place keeps its keys throughout. It transmits only on the
+//! egress interfaces, and receives only on the ingress interfaces, it had
+//! at start (their sockets are bound then): a change that needs another is
+//! refused whole.
+//!
 //! Stopping the engine stops every thread; dropping it closes the sockets
 //! (they leave `XSKS`: fail-open) and detaches the programs.
 //!
@@ -51,14 +60,14 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
-use fanout_common::{Counter, FlowCounter};
+use fanout_common::{Counter, FlowCounter, MAX_FLOWS};
 use log::{info, warn};
 
 pub use self::fit::{VlanView, judge, touched_by, vlan_view, vlan_warnings};
 pub use self::ladder::{ObjectSource, Refused};
 use self::ladder::{attach_name, rung_name};
 use self::nexthops::{HopChange, NeighUser, NextHops, resolve_now, routed_egress, unicast_spec};
-use self::program::{AttachMode, XdpProgram};
+use self::program::{AttachMode, FlowsUpdate, XdpProgram};
 use self::queue::{XdpWorker, build_worker, egress_list, queue_count};
 use self::thread::{Command, WorkerCtx, run_worker};
 use self::xsk::BindMode;
@@ -77,13 +86,75 @@ struct Ingress {
     program: XdpProgram,
     attach: AttachMode,
     bind: BindMode,
-    /// Plan index of each flow on the interface, by its id in `FLOWS`.
-    flows: Vec<usize>,
+    /// Its interface index.
+    index: u32,
+    /// Each flow on the interface by its id in `FLOWS` (ids are not
+    /// reused: a removed flow keeps its id and its program counters).
+    flows: Vec<IngressFlow>,
     /// The rx queues with a socket in `XSKS`.
     queue_ids: Vec<u32>,
     queues: Vec<Arc<Mutex<XdpQueueSnapshot>>>,
     /// The VLAN receive offload turned off for the engine's life.
     _vlan_offload: Option<VlanOffloadOff>,
+}
+
+/// One flow of an ingress interface.
+#[derive(Debug)]
+struct IngressFlow {
+    /// Its stats slot.
+    slot: usize,
+    /// `None` once removed.
+    plan: Option<FlowPlan>,
+}
+
+/// The flows in `FLOWS` now, with their ids.
+fn live(flows: &[IngressFlow]) -> Vec<(u32, &FlowPlan)> {
+    (0u32..)
+        .zip(flows)
+        .filter_map(|(id, f)| f.plan.as_ref().map(|p| (id, p)))
+        .collect()
+}
+
+/// A flow added while running, checked: its ingress (position in the
+/// engine's) and its id in that ingress's `FLOWS`.
+#[derive(Debug)]
+struct NewFlow<'a> {
+    ingress: usize,
+    id: u32,
+    flow: &'a FlowPlan,
+}
+
+/// The flows a change removes and adds, checked, with the group
+/// memberships of the added ones already joined.
+#[derive(Debug, Default)]
+struct FlowsChange<'a> {
+    /// (ingress, id) of each flow removed.
+    removed: Vec<(usize, u32)>,
+    added: Vec<NewFlow<'a>>,
+    joined: Vec<(String, socket2::Socket)>,
+}
+
+impl FlowsChange<'_> {
+    fn touches(&self, ingress: usize) -> bool {
+        self.removed.iter().any(|r| r.0 == ingress)
+            || self.added.iter().any(|a| a.ingress == ingress)
+    }
+
+    /// The `FLOWS` of ingress `ingress`, whose flows are `flows`, after
+    /// the change.
+    fn after<'b>(&'b self, ingress: usize, flows: &'b [IngressFlow]) -> Vec<(u32, &'b FlowPlan)> {
+        let mut after: Vec<(u32, &FlowPlan)> = live(flows)
+            .into_iter()
+            .filter(|(id, _)| !self.removed.contains(&(ingress, *id)))
+            .collect();
+        after.extend(
+            self.added
+                .iter()
+                .filter(|a| a.ingress == ingress)
+                .map(|a| (a.id, a.flow)),
+        );
+        after
+    }
 }
 
 /// The VLAN receive offload of an interface, turned off while the engine
@@ -143,6 +214,8 @@ impl Drop for VlanOffloadOff {
 #[derive(Debug)]
 struct Queue {
     ifname: String,
+    /// The ingress interface's index.
+    ingress: u32,
     queue: u32,
     /// Plan index of each of the worker's flows.
     flows: Vec<usize>,
@@ -175,6 +248,8 @@ fn egress_name(o: &crate::plan::OutputPlan) -> String {
 /// What the engine keeps of each worker, for live changes.
 #[derive(Debug)]
 struct WorkerHandle {
+    /// Its ingress interface (index).
+    ingress: u32,
     /// The stats slot (plan index at start) of each of its flows, in its
     /// order.
     flows: Vec<usize>,
@@ -196,7 +271,9 @@ pub struct XdpEngine {
     workers: Vec<WorkerHandle>,
     /// The next-hop thread's live changes.
     hops: Sender<HopChange>,
-    _membership: Vec<socket2::Socket>,
+    /// The kernel sockets holding each flow's group membership, by flow
+    /// name.
+    membership: Vec<(String, socket2::Socket)>,
 }
 
 impl XdpEngine {
@@ -226,7 +303,11 @@ impl XdpEngine {
         let membership = plan
             .flows
             .iter()
-            .filter_map(|flow| join_membership(flow).transpose())
+            .filter_map(|flow| {
+                join_membership(flow)
+                    .map(|joined| joined.map(|sock| (flow.name.clone(), sock)))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let each: Vec<_> = ingress
@@ -248,6 +329,7 @@ impl XdpEngine {
             .iter()
             .zip(&senders)
             .map(|(q, commands)| WorkerHandle {
+                ingress: q.ingress,
                 flows: q.flows.clone(),
                 ports: egress_list(&plan, &q.flows)
                     .iter()
@@ -267,7 +349,7 @@ impl XdpEngine {
             threads: Threads::default(),
             workers,
             hops: hop_changes,
-            _membership: membership,
+            membership,
         };
         // On an error below, dropping `engine` stops what already runs.
         for (q, commands) in queues.into_iter().zip(receivers) {
@@ -339,13 +421,270 @@ impl XdpEngine {
                 acks.push(acked);
             }
         }
+        self.wait_acks(acks, &format!("flow {name:?}'s outputs"));
+    }
+
+    /// Checks the flows `change` removes and adds (on the ingress
+    /// interfaces the engine runs on, transmitting on the egress interfaces
+    /// their workers have) and joins the added ones' groups; changes
+    /// nothing else.
+    fn check_flows<'a>(
+        &self,
+        routed: &'a Plan,
+        change: &crate::plan::PlanChange,
+    ) -> Result<FlowsChange<'a>, ApplyError> {
+        let unsupported = |what: String| ApplyError::Unsupported {
+            engine: self.rung.clone(),
+            what,
+        };
+        let mut out = FlowsChange::default();
+        for name in &change.removed_flows {
+            let found = self.ingress.iter().enumerate().find_map(|(i, g)| {
+                let at = live(&g.flows).into_iter().find(|(_, p)| &p.name == name)?;
+                Some((i, at.0))
+            });
+            out.removed
+                .push(found.ok_or_else(|| unsupported(format!("flow {name:?} is not running")))?);
+        }
+        let added: Vec<&FlowPlan> = change
+            .added_flows
+            .iter()
+            .filter_map(|f| routed.flows.iter().find(|r| r.name == f.name))
+            .collect();
+        let judged = judge(&Plan {
+            engine: routed.engine.clone(),
+            flows: added.iter().map(|&f| f.clone()).collect(),
+        });
+        for (&flow, verdict) in added.iter().zip(judged) {
+            verdict.map_err(|e| unsupported(e.to_string()))?;
+            let Some(i) = self
+                .ingress
+                .iter()
+                .position(|g| g.index == flow.ingress.index)
+            else {
+                let running: Vec<&str> = self.ingress.iter().map(|g| g.ifname.as_str()).collect();
+                return Err(unsupported(format!(
+                    "flow {:?} added on {}: the XDP engine attaches to its ingress interfaces \
+                     ({}) only at start",
+                    flow.name,
+                    flow.ingress.name,
+                    running.join(", ")
+                )));
+            };
+            let id =
+                self.ingress[i].flows.len() + out.added.iter().filter(|a| a.ingress == i).count();
+            if id >= MAX_FLOWS as usize {
+                return Err(unsupported(format!(
+                    "flow {:?} added on {}: {MAX_FLOWS} flows have run on it since start (their \
+                     program ids are not reused until fanout restarts)",
+                    flow.name, flow.ingress.name
+                )));
+            }
+            for o in &flow.outputs {
+                let egress = o.interface.as_ref().map(|e| e.index);
+                let mut serving = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.ingress == flow.ingress.index);
+                if serving.any(|w| egress.is_none_or(|e| !w.ports.contains(&e))) {
+                    return Err(unsupported(format!(
+                        "flow {:?} added: output {:?} on {}: the XDP engine transmits from {} \
+                         only on the egress interfaces its flows had at start",
+                        flow.name,
+                        o.name,
+                        egress_name(o),
+                        flow.ingress.name
+                    )));
+                }
+            }
+            out.added.push(NewFlow {
+                ingress: i,
+                id: id as u32,
+                flow,
+            });
+        }
+        for (i, g) in self.ingress.iter().enumerate() {
+            if out.touches(i) {
+                program::flow_entries(&out.after(i, &g.flows))
+                    .map_err(|e| ApplyError::Failed(e.to_string()))?;
+            }
+        }
+        for a in &out.added {
+            if let Some(sock) =
+                join_membership(a.flow).map_err(|e| ApplyError::Failed(e.to_string()))?
+            {
+                out.joined.push((a.flow.name.clone(), sock));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Carries out a checked [`FlowsChange`], taking the MACs of the added
+    /// flows' unicast outputs from `macs` (in order): the removed flows
+    /// leave `FLOWS` (their traffic goes to the kernel), every worker of
+    /// their ingress takes the change between two polls, then the added
+    /// ones enter `FLOWS`. A flow changed in place keeps its keys in
+    /// `FLOWS` throughout: no window passes its traffic to the kernel.
+    fn change_flows(
+        &mut self,
+        change: FlowsChange<'_>,
+        macs: &mut impl Iterator<Item = Option<[u8; 6]>>,
+    ) -> Result<(), ApplyError> {
+        if change.removed.is_empty() && change.added.is_empty() {
+            return Ok(());
+        }
+        let map_failed = |ifname: &str, e: program::Error| {
+            ApplyError::Failed(format!("{ifname}: updating FLOWS: {e}"))
+        };
+        for (i, g) in self.ingress.iter_mut().enumerate() {
+            if change.touches(i) {
+                let (before, after) = (live(&g.flows), change.after(i, &g.flows));
+                g.program
+                    .update_flows(&before, &after, FlowsUpdate::Drop)
+                    .map_err(|e| map_failed(&g.ifname, e))?;
+            }
+        }
+        let slots: Vec<usize> = change
+            .added
+            .iter()
+            .map(|a| self.stats.add_flow(a.flow))
+            .collect();
+        let hops: Vec<Vec<Option<[u8; 6]>>> = change
+            .added
+            .iter()
+            .map(|a| {
+                a.flow
+                    .outputs
+                    .iter()
+                    .map(|o| match o.kind {
+                        crate::config::OutputKind::Unicast => macs.next().flatten(),
+                        crate::config::OutputKind::Multicast => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let limiters: Vec<_> = change
+            .added
+            .iter()
+            .map(|a| crate::rate::shared(a.flow.cap))
+            .collect();
+        let mut acks = Vec::new();
+        for (w, handle) in self.workers.iter_mut().enumerate() {
+            let Some(i) = self.ingress.iter().position(|g| g.index == handle.ingress) else {
+                continue;
+            };
+            if !change.touches(i) {
+                continue;
+            }
+            let remove: Vec<usize> = change
+                .removed
+                .iter()
+                .filter(|r| r.0 == i)
+                .map(|r| r.1 as usize)
+                .collect();
+            for &flow in &remove {
+                let _ = self.hops.send(HopChange::RemoveFlow { worker: w, flow });
+            }
+            let mut add = Vec::new();
+            for (k, a) in change.added.iter().enumerate() {
+                if a.ingress != i {
+                    continue;
+                }
+                let mut next_hop = hops[k].iter().copied();
+                let spec = spec::flow_spec(
+                    a.flow,
+                    |e| handle.ports.iter().position(|&p| p == e.index).unwrap_or(0),
+                    |_| next_hop.next().flatten(),
+                );
+                // Checked by judge: the templates need only a MAC.
+                let mut spec = match spec {
+                    Ok(spec) => spec,
+                    Err(e) => return Err(ApplyError::Failed(e.to_string())),
+                };
+                spec.limiter = limiters[k].clone();
+                add.push((a.id as usize, slots[k], spec));
+                // Its index in the worker is its id.
+                handle.flows.push(slots[k]);
+                for (o, (output, &mac)) in a.flow.outputs.iter().zip(&hops[k]).enumerate() {
+                    let Some(spec) = unicast_spec(a.flow, output) else {
+                        continue;
+                    };
+                    let user = NeighUser {
+                        worker: w,
+                        flow: a.id as usize,
+                        slot: o,
+                        spec,
+                    };
+                    let _ = self.hops.send(HopChange::Add {
+                        dst: output.dest.ip(),
+                        ifname: egress_name(output),
+                        mac,
+                        user,
+                    });
+                }
+            }
+            let (done, acked) = std::sync::mpsc::sync_channel(1);
+            let command = Command::Flows { remove, add, done };
+            if handle.commands.send(command).is_ok() {
+                acks.push(acked);
+            }
+        }
+        self.wait_acks(acks, "the flows");
+        for &(i, id) in &change.removed {
+            let f = &mut self.ingress[i].flows[id as usize];
+            self.stats.remove_flow(f.slot);
+            if let Some(p) = &f.plan {
+                self.membership.retain(|(name, _)| name != &p.name);
+            }
+        }
+        let FlowsChange {
+            removed,
+            added,
+            joined,
+        } = change;
+        self.membership.extend(joined);
+        let mut failed = None;
+        for (i, g) in self.ingress.iter_mut().enumerate() {
+            let mut after: Vec<(u32, &FlowPlan)> = live(&g.flows)
+                .into_iter()
+                .filter(|(id, _)| !removed.contains(&(i, *id)))
+                .collect();
+            after.extend(
+                added
+                    .iter()
+                    .filter(|a| a.ingress == i)
+                    .map(|a| (a.id, a.flow)),
+            );
+            let before = live(&g.flows);
+            if before.len() == after.len() && before.iter().zip(&after).all(|(b, a)| b.0 == a.0) {
+                continue;
+            }
+            if let Err(e) = g.program.update_flows(&before, &after, FlowsUpdate::Write) {
+                failed.get_or_insert(map_failed(&g.ifname, e));
+            }
+        }
+        for &(i, id) in &removed {
+            self.ingress[i].flows[id as usize].plan = None;
+        }
+        for (a, slot) in added.iter().zip(slots) {
+            self.ingress[a.ingress].flows.push(IngressFlow {
+                slot,
+                plan: Some(a.flow.clone()),
+            });
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Waits up to [`APPLY_WAIT`] in all for the workers' acknowledgements
+    /// of a change of `what`.
+    fn wait_acks(&self, acks: Vec<std::sync::mpsc::Receiver<()>>, what: &str) {
         let deadline = std::time::Instant::now() + APPLY_WAIT;
         for acked in acks {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if acked.recv_timeout(left).is_err() {
                 warn!(
-                    "{}: flow {name:?}: a worker did not take the change within {} s; it takes \
-                     it between its next two polls",
+                    "{}: a worker did not take the change of {what} within {} s; it takes it \
+                     between its next two polls",
                     self.rung,
                     APPLY_WAIT.as_secs()
                 );
@@ -361,6 +700,7 @@ impl XdpEngine {
             flows,
             mut worker,
             snap,
+            ..
         } = q;
         // Templates resolved during the start-up wait.
         thread::apply_commands(&mut worker, &commands, None);
@@ -393,8 +733,7 @@ impl Engine for XdpEngine {
 
     /// The counters, with the XDP section (program, workers, sockets).
     fn snapshot(&self) -> Snapshot {
-        // Flows by slot (their plan index at start): the XDP engine adds
-        // and removes none while running.
+        // Flows by slot, those removed last after the program's counters.
         let mut snap = self.stats.snapshot_by_slot();
         for i in &self.ingress {
             let counts = match i.program.flow_counters(i.flows.len() as u32) {
@@ -404,8 +743,10 @@ impl Engine for XdpEngine {
                     continue;
                 }
             };
-            for (&f, c) in i.flows.iter().zip(counts) {
-                let flow = &mut snap.flows[f];
+            for (f, c) in i.flows.iter().zip(counts) {
+                let Some(flow) = snap.flows.get_mut(f.slot) else {
+                    continue;
+                };
                 let redirected = c.get(FlowCounter::Redirected);
                 flow.xdp = Some(FlowXdpSnapshot {
                     redirected,
@@ -482,11 +823,10 @@ impl Engine for XdpEngine {
         None
     }
 
-    /// Outputs are added and removed live, between two polls of every
-    /// worker of their flow, on the egress interfaces the workers transmit
-    /// on already (their TX sockets are bound at start); flows are added
-    /// and removed only at start. Everything is checked before anything
-    /// changes.
+    /// Outputs and flows are added and removed live, between two polls of
+    /// every worker concerned, on the ingress interfaces the program runs
+    /// on and the egress interfaces the workers transmit on already (both
+    /// are bound at start). Everything is checked before anything changes.
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
         let unsupported = |what: String| ApplyError::Unsupported {
             engine: self.rung.clone(),
@@ -499,13 +839,9 @@ impl Engine for XdpEngine {
             self.plan = routed;
             return Ok(());
         }
-        if !change.removed_flows.is_empty() || !change.added_flows.is_empty() {
-            let first = change.describe().remove(0);
-            return Err(unsupported(format!(
-                "{first}: the XDP engine adds and removes flows only at start"
-            )));
-        }
-        // Checked whole first: templates, and a TX port on every worker.
+        // Checked whole first: the flows, then the outputs' templates and a
+        // TX port on every worker.
+        let flows = self.check_flows(&routed, &change)?;
         let mut planned = Vec::with_capacity(change.outputs.len());
         for c in &change.outputs {
             let Some(flow) = routed.flows.iter().find(|f| f.name == c.flow) else {
@@ -533,13 +869,16 @@ impl Engine for XdpEngine {
         }
         // The next hops of the unicast outputs added, so that they start
         // with their templates.
-        let targets: Vec<(std::net::IpAddr, String)> = planned
+        let targets: Vec<(std::net::IpAddr, String)> = flows
+            .added
             .iter()
-            .flat_map(|(c, _, _)| &c.added)
+            .flat_map(|a| &a.flow.outputs)
+            .chain(planned.iter().flat_map(|(c, _, _)| &c.added))
             .filter(|o| o.kind == crate::config::OutputKind::Unicast)
             .map(|o| (o.dest.ip(), egress_name(o)))
             .collect();
         let mut macs = resolve_now(&targets).into_iter();
+        self.change_flows(flows, &mut macs)?;
 
         for (c, flow, slot) in planned {
             let removed: Vec<usize> = c
@@ -714,6 +1053,7 @@ fn attach(
         program.insert_socket(queue, worker.rx()).map_err(map_err)?;
         queues.push(Queue {
             ifname: iface.name.clone(),
+            ingress: iface.index,
             queue,
             flows: flows.clone(),
             worker,
@@ -725,10 +1065,17 @@ fn attach(
     }
     let ingress = Ingress {
         ifname: iface.name.clone(),
+        index: iface.index,
         program,
         attach: attached.mode,
         bind: bind.unwrap_or(BindMode::Copy),
-        flows,
+        flows: flows
+            .iter()
+            .map(|&f| IngressFlow {
+                slot: f,
+                plan: Some(plan.flows[f].clone()),
+            })
+            .collect(),
         queue_ids: queues.iter().map(|q| q.queue).collect(),
         queues: queues.iter().map(|q| q.snap.clone()).collect(),
         _vlan_offload: vlan_offload,

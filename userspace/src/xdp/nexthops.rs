@@ -113,6 +113,8 @@ pub(super) enum HopChange {
         flow: usize,
         slot: usize,
     },
+    /// A flow removed while running: every output of it in `worker`.
+    RemoveFlow { worker: usize, flow: usize },
 }
 
 /// A next hop to follow: (destination, egress interface).
@@ -231,6 +233,12 @@ impl NextHops {
                 for t in &mut self.targets {
                     t.users
                         .retain(|u| !(u.worker == worker && u.flow == flow && u.slot == slot));
+                }
+                self.targets.retain(|t| !t.users.is_empty());
+            }
+            HopChange::RemoveFlow { worker, flow } => {
+                for t in &mut self.targets {
+                    t.users.retain(|u| !(u.worker == worker && u.flow == flow));
                 }
                 self.targets.retain(|t| !t.users.is_empty());
             }

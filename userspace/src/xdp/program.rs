@@ -170,6 +170,15 @@ const MAPS: [&str; 5] = [
     FLOW_COUNTERS_MAP,
 ];
 
+/// A step of [`XdpProgram::update_flows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowsUpdate {
+    /// Delete the keys of the flows that go.
+    Drop,
+    /// Write the entries of the flows that come or change.
+    Write,
+}
+
 /// One flow's `FLOW_COUNTERS`, summed over the CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowCounts(pub [u64; FlowCounter::COUNT as usize]);
@@ -550,6 +559,50 @@ impl XdpProgram {
                 op: format!("insert {key:?} => {value:?}"),
                 source: Box::new(source),
             })?;
+        }
+        Ok(())
+    }
+
+    /// Takes `FLOWS` from the entries of `before` to those of `after`
+    /// (both as [`XdpProgram::insert_flows`] takes them) in two steps, so
+    /// that no flow in both ever passes to the kernel: [`FlowsUpdate::drop`]
+    /// deletes the keys `after` has not; [`FlowsUpdate::write`] writes
+    /// every entry of `after` (each element update is atomic: a key whose
+    /// flow id changes points at one of the two ids at any time).
+    pub fn update_flows(
+        &mut self,
+        before: &[(u32, &FlowPlan)],
+        after: &[(u32, &FlowPlan)],
+        step: FlowsUpdate,
+    ) -> Result<(), Error> {
+        let before = flow_entries(before)?;
+        let after = flow_entries(after)?;
+        let mut map = self.flows()?;
+        match step {
+            FlowsUpdate::Drop => {
+                for (key, _) in before
+                    .iter()
+                    .filter(|(k, _)| after.iter().all(|(a, _)| a != k))
+                {
+                    map.remove(key).map_err(|source| Error::Map {
+                        map: FLOWS_MAP,
+                        op: format!("remove {key:?}"),
+                        source: Box::new(source),
+                    })?;
+                }
+            }
+            FlowsUpdate::Write => {
+                for (key, value) in after {
+                    if before.contains(&(key, value)) {
+                        continue;
+                    }
+                    map.insert(key, value, 0).map_err(|source| Error::Map {
+                        map: FLOWS_MAP,
+                        op: format!("insert {key:?} => {value:?}"),
+                        source: Box::new(source),
+                    })?;
+                }
+            }
         }
         Ok(())
     }

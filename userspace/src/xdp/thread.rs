@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::queue::XdpWorker;
-use super::worker::OutputSpec;
+use super::worker::{FlowSpec, OutputSpec};
 use crate::engine::{PUBLISH_EVERY, STOP_POLL};
 use crate::stats::{Publisher, XdpQueueSnapshot};
 use crate::wire::ReplicaTemplate;
@@ -64,6 +64,17 @@ pub(super) enum Command {
         add: Vec<(usize, OutputSpec)>,
         done: SyncSender<()>,
     },
+    /// A live change of the worker's flows, taken whole between two polls
+    /// (removals first, so that a flow changed in place hands its traffic
+    /// over within one gap); `done` hears when it is carried out and the
+    /// counters published.
+    Flows {
+        /// Flow ids (indices in the worker) removed.
+        remove: Vec<usize>,
+        /// Each added flow's id (the next ones) and its stats slot.
+        add: Vec<(usize, usize, FlowSpec)>,
+        done: SyncSender<()>,
+    },
 }
 
 /// Applies every command waiting for `w`; after a change of outputs, the
@@ -93,6 +104,25 @@ pub(super) fn apply_commands(
                 for (slot, spec) in add {
                     if let Err(e) = w.add_output(flow, slot, spec) {
                         warn!("XDP worker: adding an output: {e}");
+                    }
+                }
+                if let Some(p) = publisher {
+                    p.publish(w.flow_counters());
+                }
+                let _ = done.send(());
+            }
+            Command::Flows { remove, add, done } => {
+                for id in remove {
+                    w.remove_flow(id);
+                }
+                for (id, slot, spec) in add {
+                    match w.add_flow(id, spec) {
+                        Ok(()) => {
+                            if let Some(p) = publisher {
+                                p.add_flow(slot);
+                            }
+                        }
+                        Err(e) => warn!("XDP worker: adding a flow: {e}"),
                     }
                 }
                 if let Some(p) = publisher {
