@@ -55,7 +55,9 @@ pub struct SocketEngine {
 /// A flow's sockets, open and ready to run.
 struct Prepared {
     flow: FlowPlan,
-    rx: open::ReceiveSocket,
+    /// `None`: handed over by the flow's previous worker (a flow changed
+    /// in place), or opened when it starts.
+    rx: Option<open::ReceiveSocket>,
     outputs: Vec<open::OutputSocket>,
 }
 
@@ -75,8 +77,8 @@ impl SocketEngine {
         let mut gro_logged = false;
         let mut prepared = Vec::with_capacity(plan.flows.len());
         for flow in &plan.flows {
-            let p = engine.prepare(flow)?;
-            if !p.rx.gro && !gro_logged {
+            let p = engine.prepare(flow, true)?;
+            if p.rx.as_ref().is_some_and(|rx| !rx.gro) && !gro_logged {
                 info!(
                     "socket engine: UDP GRO not accepted by the kernel; receiving one datagram per slot"
                 );
@@ -90,25 +92,33 @@ impl SocketEngine {
         Ok(engine)
     }
 
-    /// Opens the sockets of `flow`.
-    fn prepare(&self, flow: &FlowPlan) -> Result<Prepared, Error> {
-        let rx = open::open_receive(flow)?;
+    /// Opens the sockets of `flow`: its outputs', and its receive socket
+    /// when `open_rx` (otherwise the previous worker of a flow changed in
+    /// place hands its own over).
+    fn prepare(&self, flow: &FlowPlan, open_rx: bool) -> Result<Prepared, Error> {
+        let rx = if open_rx {
+            Some(open::open_receive(flow)?)
+        } else {
+            None
+        };
         let outputs = flow
             .outputs
             .iter()
             .map(|o| open::open_output(flow, o, self.caps))
             .collect::<Result<Vec<_>, _>>()?;
-        info!(
-            "socket engine: flow {:?}: {}:{} joined on {}{}, {} output(s)",
-            flow.name,
-            flow.group,
-            flow.port,
-            rx.iface,
-            flow.source
-                .map(|s| format!(" from source {s}"))
-                .unwrap_or_default(),
-            outputs.len()
-        );
+        if let Some(rx) = &rx {
+            info!(
+                "socket engine: flow {:?}: {}:{} joined on {}{}, {} output(s)",
+                flow.name,
+                flow.group,
+                flow.port,
+                rx.iface,
+                flow.source
+                    .map(|s| format!(" from source {s}"))
+                    .unwrap_or_default(),
+                outputs.len()
+            );
+        }
         Ok(Prepared {
             flow: flow.clone(),
             rx,
@@ -118,13 +128,17 @@ impl SocketEngine {
 
     /// Starts the worker of `p`, its counters in flow slot `slot`.
     fn spawn(&mut self, p: Prepared, slot: usize) -> Result<(), Error> {
+        let rx = match p.rx {
+            Some(rx) => rx,
+            None => open::open_receive(&p.flow)?,
+        };
         let (mailbox, commands) = channel();
         let publisher = self
             .stats
             .publisher(&format!("flow {:?}", p.flow.name), &[slot]);
         let w = worker::Worker::new(
             &p.flow,
-            p.rx,
+            rx,
             p.outputs,
             self.batch,
             (publisher, commands),
@@ -215,15 +229,34 @@ impl Engine for SocketEngine {
                 .map_err(failed)?;
             opened.push(sockets);
         }
-        let flows = change
+        // A flow changed in place that receives the same datagrams keeps
+        // its receive socket: no datagram is lost or taken twice between
+        // its two workers, and its membership never lapses.
+        let keeps_rx = |f: &FlowPlan| {
+            change.removed_flows.contains(&f.name)
+                && self
+                    .plan
+                    .flows
+                    .iter()
+                    .any(|old| old.name == f.name && same_receive(old, f))
+        };
+        let mut flows = change
             .added_flows
             .iter()
-            .map(|f| self.prepare(f))
+            .map(|f| self.prepare(f, !keeps_rx(f)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(failed)?;
 
         for name in &change.removed_flows {
-            self.tell(name, |done| Command::Stop { done });
+            let (done, stopped) = sync_channel(1);
+            let sent = self
+                .mailbox(name)
+                .is_some_and(|m| m.send(Command::Stop { done }).is_ok());
+            let rx = if sent {
+                stopped.recv_timeout(crate::engine::APPLY_WAIT).ok()
+            } else {
+                None
+            };
             if !self.threads.retire(&format!("fanout-{name}")) {
                 warn!("socket engine: flow {name:?}: its worker panicked");
             }
@@ -231,7 +264,19 @@ impl Engine for SocketEngine {
             if let Some(slot) = self.stats.flow_slot(name) {
                 self.stats.remove_flow(slot);
             }
-            info!("socket engine: flow {name:?} removed: its group left");
+            match flows
+                .iter_mut()
+                .find(|p| p.flow.name == *name && p.rx.is_none())
+            {
+                Some(next) => {
+                    info!(
+                        "socket engine: flow {name:?} changed: its receive socket (and what is \
+                         queued in it) goes on in the new worker"
+                    );
+                    next.rx = rx;
+                }
+                None => info!("socket engine: flow {name:?} removed: its group left"),
+            }
         }
         for (c, sockets) in change.outputs.iter().zip(opened) {
             let Some(flow) = self.stats.flow_slot(&c.flow) else {
@@ -274,4 +319,24 @@ impl Engine for SocketEngine {
     fn stop(&mut self) -> Result<(), String> {
         self.threads.stop()
     }
+}
+
+/// Whether `a` and `b` receive the same datagrams on the same socket: same
+/// ingress, group, port, VLAN tags and source.
+fn same_receive(a: &FlowPlan, b: &FlowPlan) -> bool {
+    (
+        a.ingress.index,
+        a.group,
+        a.port,
+        a.vlan,
+        a.outer_vlan,
+        a.source,
+    ) == (
+        b.ingress.index,
+        b.group,
+        b.port,
+        b.vlan,
+        b.outer_vlan,
+        b.source,
+    )
 }

@@ -62,8 +62,9 @@ pub(super) struct Worker {
     outputs: Vec<(usize, OutputSocket)>,
     /// Changes from [`super::SocketEngine::apply`], taken between batches.
     commands: Receiver<Command>,
-    /// Where to say that the worker ended on [`Command::Stop`].
-    stopped: Option<SyncSender<()>>,
+    /// Where to hand the receive socket over when the worker ends on
+    /// [`Command::Stop`].
+    stopped: Option<SyncSender<ReceiveSocket>>,
     batch: usize,
     /// The flow's counters, this thread's own; published through `publisher`.
     counters: FlowCounters,
@@ -84,8 +85,10 @@ pub(super) enum Command {
         add: Vec<(usize, OutputSocket)>,
         done: SyncSender<()>,
     },
-    /// The flow was removed: publish the last counters and end.
-    Stop { done: SyncSender<()> },
+    /// The flow was removed: publish the last counters, end, and hand the
+    /// receive socket over on `done` (with what is queued in it), for a
+    /// flow changed in place to go on from the next datagram.
+    Stop { done: SyncSender<ReceiveSocket> },
 }
 
 /// The `sendmmsg`/`recvmmsg` headers of a worker (not `Send`: they hold raw
@@ -269,7 +272,7 @@ impl Worker {
         self.health.finish(&mut self.counters.health);
         self.publisher.publish(std::slice::from_ref(&self.counters));
         if let Some(done) = self.stopped.take() {
-            let _ = done.send(());
+            let _ = done.send(self.rx);
         }
         debug!("socket engine: flow {:?}: worker stopped", self.flow_name);
     }
