@@ -47,28 +47,26 @@ const LEN: usize = 1000;
 /// Outputs added (and each removed again): 2 changes each.
 const ADDED: usize = 50;
 
-/// `fanout ctl` in the edge namespace: exit status, stdout, stderr.
-fn ctl(case: &Case, socket: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = case
-        .lab
-        .edge
-        .command(common::FANOUT)
-        .arg("ctl")
-        .arg("--control")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `ctl add-flow` of the radio flow on `interface` with one `--output`.
+fn add_radio<'a>(interface: &'a str, output: &'a str) -> [&'a str; 11] {
+    [
+        "add-flow",
+        "--name",
+        "radio",
+        "--interface",
+        interface,
+        "--group",
+        RADIO,
+        "--port",
+        "5000",
+        "--output",
+        output,
+    ]
 }
 
 /// `ctl show --json`.
 fn show(case: &Case, socket: &std::path::Path) -> fanout::control::Show {
-    let (code, out, err) = ctl(case, socket, &["show", "--json"]);
+    let (code, out, err) = case.ctl(socket, &["show", "--json"]);
     assert_eq!(code, Some(0), "{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -191,8 +189,7 @@ fn live_changes(test: &str, kind: EngineKind) {
 
     // c{j} is added, then c{j-1} removed: two outputs overlap at each step.
     for (j, (name, at, _)) in added.iter().enumerate() {
-        let (code, out, err) = ctl(
-            &case,
+        let (code, out, err) = case.ctl(
             &sock,
             &[
                 "add-output",
@@ -215,11 +212,8 @@ fn live_changes(test: &str, kind: EngineKind) {
         );
         if j > 0 {
             let gone = &added[j - 1].0;
-            let (code, out, err) = ctl(
-                &case,
-                &sock,
-                &["remove-output", "--flow", "tv", "--output", gone],
-            );
+            let (code, out, err) =
+                case.ctl(&sock, &["remove-output", "--flow", "tv", "--output", gone]);
             assert_eq!(code, Some(0), "remove {gone}: {err}");
             assert!(
                 out.starts_with(&format!("flow \"tv\": output \"{gone}\" removed\n")),
@@ -250,17 +244,12 @@ fn live_changes(test: &str, kind: EngineKind) {
         .unwrap_or_else(|| panic!("{name} is sent to"));
     }
     let last = &added[ADDED - 1].0;
-    let (code, _, err) = ctl(
-        &case,
-        &sock,
-        &["remove-output", "--flow", "tv", "--output", last],
-    );
+    let (code, _, err) = case.ctl(&sock, &["remove-output", "--flow", "tv", "--output", last]);
     assert_eq!(code, Some(0), "{err}");
 
     // Bad changes: the file's messages, exit 2, nothing changes.
     let before = show(&case, &sock);
-    let (code, _, err) = ctl(
-        &case,
+    let (code, _, err) = case.ctl(
         &sock,
         &[
             "add-output",
@@ -277,8 +266,7 @@ fn live_changes(test: &str, kind: EngineKind) {
         err.trim_end(),
         "error: fanout ctl add-output: flow[0].output[2].ttl = 300: out of range (1..=255)"
     );
-    let (code, _, err) = ctl(
-        &case,
+    let (code, _, err) = case.ctl(
         &sock,
         &[
             "add-output",
@@ -294,11 +282,7 @@ fn live_changes(test: &str, kind: EngineKind) {
         "error: fanout ctl add-output: --flow = \"nope\": no such flow in the running \
          configuration (its flows: \"tv\")"
     );
-    let (code, _, err) = ctl(
-        &case,
-        &sock,
-        &["remove-output", "--flow", "tv", "--output", "c0"],
-    );
+    let (code, _, err) = case.ctl(&sock, &["remove-output", "--flow", "tv", "--output", "c0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.starts_with(
@@ -330,21 +314,10 @@ fn live_changes(test: &str, kind: EngineKind) {
     .unwrap_or_else(|| panic!("{sent} sent: {}", s.stats));
 
     // A flow added and removed while running.
-    let add_flow = [
-        "add-flow",
-        "--name",
-        "radio",
-        "--interface",
-        iface::IN0,
-        "--group",
-        RADIO,
-        "--port",
-        "5000",
-        "--output",
-        &format!("unicast={}:6403,ttl=9", addr::SNK1_V4),
-    ];
+    let output = format!("unicast={}:6403,ttl=9", addr::SNK1_V4);
+    let add_flow = add_radio(iface::IN0, &output);
     let radio_rx = unicast_receiver(&lab.sink, (addr::SNK1_V4, 6403));
-    let (code, out, err) = ctl(&case, &sock, &add_flow);
+    let (code, out, err) = case.ctl(&sock, &add_flow);
     let radio = payloads(STREAM, 0, &[LEN], 20);
     let to_radio = SocketAddr::new(RADIO.parse().unwrap(), 5000);
     let radio_tx = sender(&lab.src, (addr::SRC0_V4, 0));
@@ -359,7 +332,7 @@ fn live_changes(test: &str, kind: EngineKind) {
     send_all(&radio_tx, to_radio, &radio);
     let got = common::traffic::receive(&radio_rx, radio.len());
     common::traffic::assert_stream("radio", &got, &radio);
-    let (code, _, err) = ctl(&case, &sock, &["remove-flow", "--flow", "radio"]);
+    let (code, _, err) = case.ctl(&sock, &["remove-flow", "--flow", "radio"]);
     assert_eq!(code, Some(0), "{err}");
     let s = show(&case, &sock);
     assert_eq!(s.flows.len(), 1);
@@ -379,9 +352,7 @@ fn live_changes(test: &str, kind: EngineKind) {
         );
         // A flow on an interface the program does not run on is refused
         // whole, and the running plan stays.
-        let mut elsewhere = add_flow;
-        elsewhere[4] = iface::OUT0;
-        let (code, out, err) = ctl(&case, &sock, &elsewhere);
+        let (code, out, err) = case.ctl(&sock, &add_radio(iface::OUT0, &output));
         assert_eq!(code, Some(1), "{out}{err}");
         assert!(
             err.contains(&format!(
@@ -493,23 +464,8 @@ fn auto_adds_a_flow_on_the_socket_engine_beside_xdp() {
     common::traffic::assert_stream("a", &common::traffic::receive(&rx_a, 20), &first);
 
     let radio_rx = unicast_receiver(&lab.sink, (addr::SNK1_V4, 6403));
-    let (code, out, err) = ctl(
-        &case,
-        &sock,
-        &[
-            "add-flow",
-            "--name",
-            "radio",
-            "--interface",
-            iface::IN0,
-            "--group",
-            RADIO,
-            "--port",
-            "5000",
-            "--output",
-            &format!("unicast={}:6403", addr::SNK1_V4),
-        ],
-    );
+    let output = format!("unicast={}:6403", addr::SNK1_V4);
+    let (code, out, err) = case.ctl(&sock, &add_radio(iface::IN0, &output));
     assert_eq!(code, Some(0), "{err}");
     assert!(out.starts_with("flow \"radio\" added ("), "{out}");
     let s = show(&case, &sock);
@@ -534,7 +490,7 @@ fn auto_adds_a_flow_on_the_socket_engine_beside_xdp() {
     send_all(&tx, tv, &second);
     common::traffic::assert_stream("a", &common::traffic::receive(&rx_a, 20), &second);
 
-    let (code, _, err) = ctl(&case, &sock, &["remove-flow", "--flow", "radio"]);
+    let (code, _, err) = case.ctl(&sock, &["remove-flow", "--flow", "radio"]);
     assert_eq!(code, Some(0), "{err}");
     let (snap, f) = engine.stop();
     assert!(
@@ -585,7 +541,7 @@ fn flow_changed_in_place(test: &str, kind: EngineKind) {
         let at = stream.sent();
         wait_until(DEADLINE, || (stream.sent() > at + 200).then_some(())).expect("the stream runs");
         std::fs::write(case.files.path("fanout.toml"), file).unwrap();
-        let (code, out, err) = ctl(&case, &sock, &["reload"]);
+        let (code, out, err) = case.ctl(&sock, &["reload"]);
         assert_eq!(code, Some(0), "reload {k}: {out}{err}");
         let s = show(&case, &sock);
         let tvs = s.stats.flows.iter().filter(|f| f.name == "tv").count();

@@ -345,26 +345,6 @@ fn wait_for_log(p: &Process, want: &str) {
         .unwrap_or_else(|| panic!("never logged {want:?}:\n{}", p.stderr_so_far()));
 }
 
-/// `fanout ctl` run in the edge namespace against `socket`: exit status,
-/// stdout, stderr.
-fn ctl(case: &Case, socket: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = case
-        .lab
-        .edge
-        .command(common::FANOUT)
-        .arg("ctl")
-        .arg("--control")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The control socket: root only (0600, owned by root; `nobody` is refused
 /// at connect); `fanout ctl show --json` gives the running plan (ingress,
 /// outputs, the engine of the flow) and every counter exact after a stream,
@@ -409,7 +389,7 @@ fn control_socket(test: &str, kind: EngineKind) {
 
     forward(lab, &rx, 7, &[1000], 20);
     let show = |case: &Case| -> fanout::control::Show {
-        let (code, out, err) = ctl(case, &sock, &["show", "--json"]);
+        let (code, out, err) = case.ctl(&sock, &["show", "--json"]);
         assert_eq!(code, Some(0), "{err}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
@@ -438,7 +418,7 @@ fn control_socket(test: &str, kind: EngineKind) {
     assert_eq!((f.received, f.received_bytes), (20, 20_000));
     assert_eq!(f.output("a").unwrap().sent, 20);
     assert_eq!(f.output("a").unwrap().dropped_total(), 0);
-    let (code, human, _) = ctl(&case, &sock, &["show"]);
+    let (code, human, _) = case.ctl(&sock, &["show"]);
     assert_eq!(code, Some(0));
     assert!(
         human.contains("flow tv: 239.7.3.1:5000 on in0 (index "),
@@ -489,12 +469,12 @@ fn control_socket(test: &str, kind: EngineKind) {
     .unwrap_or_else(|| panic!("the paced stream, {got} received: {:?}", s.stats));
 
     // reload: unchanged, then a bad file refused; the plan stays.
-    let (code, out, err) = ctl(&case, &sock, &["reload"]);
+    let (code, out, err) = case.ctl(&sock, &["reload"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("is unchanged: nothing to apply"), "{out}");
     let path = case.files.path("fanout.toml");
     std::fs::write(&path, config.replace("port = 5000", "port = 70000")).unwrap();
-    let (code, _, err) = ctl(&case, &sock, &["reload"]);
+    let (code, _, err) = case.ctl(&sock, &["reload"]);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(
         err.trim_end(),

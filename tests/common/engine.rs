@@ -132,6 +132,26 @@ pub struct Case {
 }
 
 impl Case {
+    /// `fanout ctl --control SOCKET ARGS...` in the edge namespace: exit
+    /// status, stdout, stderr.
+    pub fn ctl(&self, socket: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self
+            .lab
+            .edge
+            .command(FANOUT)
+            .arg("ctl")
+            .arg("--control")
+            .arg(socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// [`Case::unpinned`], with the sinks' neighbours pinned on the edge
     /// ([`pin_neighbours`]).
     pub fn new(test: &str, kind: EngineKind) -> Option<Case> {
