@@ -64,6 +64,19 @@ fn add_radio<'a>(interface: &'a str, output: &'a str) -> [&'a str; 11] {
     ]
 }
 
+/// The tv stream from the source, paced at about 1000 datagrams/s, at most
+/// `count` datagrams and `max` long.
+fn tv_stream(lab: &fanout::lab::Lab, count: u64, max: Duration) -> Stream {
+    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
+    Stream::start(
+        tx,
+        SocketAddr::new(GROUP.parse().unwrap(), 5000),
+        (STREAM, LEN),
+        count,
+        max,
+    )
+}
+
 /// `ctl show --json`.
 fn show(case: &Case, socket: &std::path::Path) -> fanout::control::Show {
     let (code, out, err) = case.ctl(socket, &["show", "--json"]);
@@ -177,14 +190,7 @@ fn live_changes(test: &str, kind: EngineKind) {
     let sock = engine.control.clone();
 
     // About 1000 datagrams/s while the changes are made; bounded.
-    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
-    let stream = Stream::start(
-        tx,
-        SocketAddr::new(GROUP.parse().unwrap(), 5000),
-        (STREAM, LEN),
-        200_000,
-        Duration::from_secs(90),
-    );
+    let stream = tv_stream(lab, 200_000, Duration::from_secs(90));
     wait_until(DEADLINE, || (stream.sent() > 50).then_some(())).expect("the stream starts");
 
     // c{j} is added, then c{j-1} removed: two outputs overlap at each step.
@@ -527,14 +533,7 @@ fn flow_changed_in_place(test: &str, kind: EngineKind) {
     let base = config(kind);
     let engine = case.start(&base);
     let sock = engine.control.clone();
-    let tx = sender(&lab.src, (addr::SRC0_V4, 0));
-    let stream = Stream::start(
-        tx,
-        SocketAddr::new(GROUP.parse().unwrap(), 5000),
-        (STREAM, LEN),
-        20_000,
-        Duration::from_secs(60),
-    );
+    let stream = tv_stream(lab, 20_000, Duration::from_secs(60));
     let health_off = base.replace("port = 5000\n", "port = 5000\nhealth = \"off\"\n");
     assert_ne!(health_off, base);
     for (k, file) in [&health_off, &base, &health_off].into_iter().enumerate() {

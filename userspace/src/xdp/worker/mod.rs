@@ -134,6 +134,23 @@ struct Flow {
 }
 
 impl Flow {
+    fn new(
+        outputs: Vec<Output>,
+        limiter: Option<SharedLimiter>,
+        health: crate::health::HealthMode,
+        cfg: &WorkerConfig,
+    ) -> Self {
+        let mut run = Flow {
+            outputs,
+            inline_limit: 0,
+            fits_every_mtu: 0,
+            limiter,
+            health: StreamHealth::new(health),
+        };
+        run.derive_limits(cfg);
+        run
+    }
+
     /// Recomputes what depends on the outputs' templates.
     fn derive_limits(&mut self, cfg: &WorkerConfig) {
         self.fits_every_mtu = self
@@ -265,15 +282,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             }
             counters.push(FlowCounters::with_outputs(outputs.len()));
             capped |= flow.limiter.is_some();
-            let mut run = Flow {
-                outputs,
-                inline_limit: 0,
-                fits_every_mtu: 0,
-                limiter: flow.limiter,
-                health: StreamHealth::new(flow.health),
-            };
-            run.derive_limits(&cfg);
-            runs.push(run);
+            runs.push(Flow::new(outputs, flow.limiter, flow.health, &cfg));
         }
         let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
         let stages = (0..tx.len()).map(|_| Stage::new(tx_batch)).collect();
@@ -442,15 +451,8 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         self.counters
             .push(FlowCounters::with_outputs(outputs.len()));
         self.capped |= flow.limiter.is_some();
-        let mut run = Flow {
-            outputs,
-            inline_limit: 0,
-            fits_every_mtu: 0,
-            limiter: flow.limiter,
-            health: StreamHealth::new(flow.health),
-        };
-        run.derive_limits(&self.cfg);
-        self.flows.push(run);
+        self.flows
+            .push(Flow::new(outputs, flow.limiter, flow.health, &self.cfg));
         self.claims.push(Some(claim));
         self.index = index_of(&entries);
         Ok(())
