@@ -527,7 +527,7 @@ impl XdpEngine {
     /// `FLOWS` throughout: no window passes its traffic to the kernel.
     fn change_flows(
         &mut self,
-        change: FlowsChange<'_>,
+        mut change: FlowsChange<'_>,
         macs: &mut impl Iterator<Item = Option<[u8; 6]>>,
     ) -> Result<(), ApplyError> {
         if change.removed.is_empty() && change.added.is_empty() {
@@ -637,32 +637,18 @@ impl XdpEngine {
                 self.membership.retain(|(name, _)| name != &p.name);
             }
         }
-        let FlowsChange {
-            removed,
-            added,
-            joined,
-        } = change;
-        self.membership.extend(joined);
+        self.membership.append(&mut change.joined);
         let mut failed = None;
         for (i, g) in self.ingress.iter_mut().enumerate() {
-            let mut after: Vec<(u32, &FlowPlan)> = live(&g.flows)
-                .into_iter()
-                .filter(|(id, _)| !removed.contains(&(i, *id)))
-                .collect();
-            after.extend(
-                added
-                    .iter()
-                    .filter(|a| a.ingress == i)
-                    .map(|a| (a.id, a.flow)),
-            );
-            let before = live(&g.flows);
-            if before.len() == after.len() && before.iter().zip(&after).all(|(b, a)| b.0 == a.0) {
+            if !change.touches(i) {
                 continue;
             }
+            let (before, after) = (live(&g.flows), change.after(i, &g.flows));
             if let Err(e) = g.program.update_flows(&before, &after, FlowsUpdate::Write) {
                 failed.get_or_insert(map_failed(&g.ifname, e));
             }
         }
+        let FlowsChange { removed, added, .. } = change;
         for &(i, id) in &removed {
             self.ingress[i].flows[id as usize].plan = None;
         }
