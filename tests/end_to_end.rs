@@ -2578,10 +2578,24 @@ fn tv_to(kind: EngineKind, group: Ipv4Addr, to: SocketAddr) -> String {
     )
 }
 
+/// The capability bits the main and the next-hop threads keep:
+/// `CAP_NET_ADMIN` and `CAP_NET_RAW` (the AF_XDP socket of a TX port added
+/// live), and `CAP_NET_ADMIN`, on XDP; nothing on the socket engine.
+fn xdp_kept(kind: EngineKind) -> (u64, u64) {
+    const NET_ADMIN: u64 = 1 << 12;
+    const NET_RAW: u64 = 1 << 13;
+    if kind.is_xdp() {
+        (NET_ADMIN | NET_RAW, NET_ADMIN)
+    } else {
+        (0, 0)
+    }
+}
+
 /// Least privilege: once the engine runs, every worker thread holds no
 /// capability (effective, permitted, bounding: what it could exec gets
-/// none either), and the main and next-hop threads of an XDP engine keep
-/// `CAP_NET_ADMIN` only (the socket engine's main thread keeps nothing);
+/// none either), the next-hop thread of an XDP engine keeps `CAP_NET_ADMIN`
+/// only and its main thread `CAP_NET_ADMIN` and `CAP_NET_RAW` (the socket
+/// engine's main thread keeps nothing);
 /// `fanout run` says so, and the engine still forwards every datagram.
 fn least_privilege(test: &str, kind: EngineKind) {
     let Some(case) = Case::new(test, kind) else {
@@ -2593,14 +2607,15 @@ fn least_privilege(test: &str, kind: EngineKind) {
     let config = tv_to(kind, group, to);
     let rx = unicast_receiver(&lab.sink, to);
     let engine = case.start(&config);
-    const NET_ADMIN: u64 = 1 << 12;
-    let control = if kind.is_xdp() { NET_ADMIN } else { 0 };
+    let (main, neigh) = xdp_kept(kind);
     let pid = engine.process.id();
     let threads = thread_caps(pid);
     let mut workers = 0;
     for (tid, name, sets) in &threads {
-        let want = if *tid == pid || name == "fanout-neigh" {
-            [control; 3]
+        let want = if *tid == pid {
+            [main; 3]
+        } else if name == "fanout-neigh" {
+            [neigh; 3]
         } else {
             assert!(
                 name.starts_with("fanout-"),
@@ -2626,7 +2641,7 @@ fn least_privilege(test: &str, kind: EngineKind) {
         "{snap}"
     );
     let kept = if kind.is_xdp() {
-        "CAP_NET_ADMIN"
+        "CAP_NET_ADMIN, CAP_NET_RAW"
     } else {
         "none"
     };
@@ -3113,12 +3128,13 @@ fn as_another_user(test: &str, kind: EngineKind) {
         ],
         "fanout run is {pid}, as nobody"
     );
-    const NET_ADMIN: u64 = 1 << 12;
-    let control = if kind.is_xdp() { NET_ADMIN } else { 0 };
+    let (main, neigh) = xdp_kept(kind);
     let threads = thread_caps(pid);
     for (tid, name, sets) in &threads {
-        let want = if *tid == pid || name == "fanout-neigh" {
-            control
+        let want = if *tid == pid {
+            main
+        } else if name == "fanout-neigh" {
+            neigh
         } else {
             0
         };

@@ -20,6 +20,9 @@
 //! - a flow added with `fanout ctl add-flow` forwards at once and stops on
 //!   `remove-flow`, on every engine; the XDP engine refuses (exit 1, and
 //!   nothing changes) a flow on an ingress interface it did not start on;
+//! - an output added on an egress interface the flow did not use at start
+//!   (on XDP: a TX socket bound live) receives a contiguous run to the
+//!   stream's end while the untouched output misses nothing;
 //! - `ctl show` says which changes are runtime-only, and SIGHUP returns to
 //!   the file, applying its difference live.
 //!
@@ -584,3 +587,101 @@ for_each_engine!(flow_changed_in_place:
     a_flow_changed_in_place_loses_nothing,
     a_flow_changed_in_place_loses_nothing_xdp_native,
     a_flow_changed_in_place_loses_nothing_xdp_generic);
+
+/// An output added on an egress interface that none of the flow's outputs
+/// used at start (here out1: `b` routed there): on XDP every worker of the
+/// flow first binds a TX socket on it (said in the log, its kernel
+/// statistics in the snapshot). While a paced stream runs, `a` receives
+/// every datagram in order, byte-exact, and `b` a contiguous run from its
+/// first datagram on, exactly as many as counted sent.
+fn output_on_a_new_egress(test: &str, kind: EngineKind) {
+    let Some(case) = Case::new(test, kind) else {
+        return;
+    };
+    let lab = &case.lab;
+    let a = Collector::start(unicast_receiver(&lab.sink, (addr::SNK0_V4, 6401)));
+    let b = Collector::start(unicast_receiver(&lab.sink, (addr::SNK1_V4, 6402)));
+    let full = config(kind);
+    let only_a = full
+        .split("\n  [[flow.output]]\n  name = \"b\"")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(only_a, full);
+    let engine = case.start(&only_a);
+    let sock = engine.control.clone();
+    let stream = tv_stream(lab, 20_000, Duration::from_secs(60));
+    wait_until(DEADLINE, || (stream.sent() > 200).then_some(())).expect("the stream runs");
+    let b_at = format!("{}:6402", addr::SNK1_V4);
+    let (code, out, err) = case.ctl(
+        &sock,
+        &[
+            "add-output",
+            "--flow",
+            "tv",
+            "--unicast",
+            &b_at,
+            "--name",
+            "b",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "flow \"tv\": output \"b\" added (unicast {b_at})\n"
+        )),
+        "{out}"
+    );
+    if kind.is_xdp() {
+        // Every queue's snapshot (refreshed every 200 ms) lists both.
+        let mut s = show(&case, &sock);
+        wait_until(DEADLINE, || {
+            s = show(&case, &sock);
+            let xdp = s.stats.xdp.as_ref()?;
+            xdp.interfaces[0]
+                .queues
+                .iter()
+                .all(|q| q.tx_sockets.keys().eq([iface::OUT0, iface::OUT1]))
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("TX sockets on out0 and out1\n{}", s.stats));
+    }
+    let at = stream.sent();
+    wait_until(DEADLINE, || (stream.sent() > at + 500).then_some(())).expect("the stream runs");
+    let sent = stream.stop();
+    let mut s = show(&case, &sock);
+    wait_until(DEADLINE, || {
+        s = show(&case, &sock);
+        let f = s.stats.flow("tv")?;
+        let b = f.output("b")?;
+        (f.received == sent && f.output("a")?.sent == sent && b.sent == b.offered).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{sent} sent: {}", s.stats));
+    let (snap, f) = engine.stop();
+    if kind.is_xdp() {
+        assert!(
+            f.stderr.contains(&format!(
+                "{} queue 0: TX port 1 added on {} for a live change",
+                iface::IN0,
+                iface::OUT1
+            )),
+            "{}",
+            f.stderr
+        );
+    }
+    let got = seqs(&a.finish(), "a");
+    assert_eq!(got, (0..sent).collect::<Vec<_>>(), "a\n{snap}");
+    let tv = snap.flow("tv").unwrap();
+    let o = tv.output("b").unwrap();
+    assert_eq!(o.dropped_total(), 0, "{snap}");
+    assert!(o.sent >= 500, "{snap}");
+    let got = seqs(&b.finish(), "b");
+    assert_eq!(got.len() as u64, o.sent, "b\n{snap}");
+    let first = contiguous(&got, "b").unwrap();
+    assert_eq!(first + o.sent, sent, "b: to the stream's end\n{snap}");
+}
+
+for_each_engine!(output_on_a_new_egress:
+    an_output_on_a_new_egress_interface_is_added_live,
+    an_output_on_a_new_egress_interface_is_added_live_xdp_native,
+    an_output_on_a_new_egress_interface_is_added_live_xdp_generic);

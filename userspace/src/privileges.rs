@@ -11,10 +11,13 @@
 //!
 //! - workers (XDP and socket): nothing. Their sockets, rings and maps are
 //!   open already; no system call they make checks a capability.
-//! - the XDP next-hop thread and the main thread of an XDP engine:
-//!   `CAP_NET_ADMIN`, for `ip neigh replace ... use` (asking the kernel to
-//!   resolve a next hop), for turning a VLAN receive offload back on at
-//!   exit, and for detaching the program where no BPF link holds it.
+//! - the XDP next-hop thread: `CAP_NET_ADMIN`, for `ip neigh replace ...
+//!   use` (asking the kernel to resolve a next hop);
+//! - the main thread of an XDP engine: `CAP_NET_ADMIN`, for turning a VLAN
+//!   receive offload back on at exit and for detaching the program where
+//!   no BPF link holds it, and `CAP_NET_RAW`, for the AF_XDP socket of a
+//!   TX port a live change adds (the main thread opens it, the worker binds
+//!   it).
 //!
 //! Dropping needs `CAP_SETPCAP` for the bounding set; without it, only the
 //! sets the thread has are narrowed.
@@ -28,8 +31,11 @@
 pub use caps::Capability;
 use caps::{CapSet, CapsHashSet};
 
-/// What an XDP engine's main and next-hop threads keep.
-pub const XDP_CONTROL: &[Capability] = &[Capability::CAP_NET_ADMIN];
+/// What an XDP engine's main thread keeps.
+pub const XDP_CONTROL: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
+
+/// What an XDP engine's next-hop thread keeps.
+pub const XDP_NEIGH: &[Capability] = &[Capability::CAP_NET_ADMIN];
 
 /// Narrows the calling thread to `keep`; see the module documentation.
 pub fn drop_thread(keep: &[Capability]) -> Result<(), caps::errors::CapsError> {
@@ -99,7 +105,8 @@ mod tests {
 
     #[test]
     fn names_are_the_kernels() {
-        assert_eq!(names(XDP_CONTROL), "CAP_NET_ADMIN");
+        assert_eq!(names(XDP_CONTROL), "CAP_NET_ADMIN, CAP_NET_RAW");
+        assert_eq!(names(XDP_NEIGH), "CAP_NET_ADMIN");
         assert_eq!(names(&[]), "none");
     }
 }

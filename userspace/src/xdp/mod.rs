@@ -26,10 +26,12 @@
 //! removed between two polls of every worker concerned: a flow's keys
 //! leave `FLOWS` before its workers forget it and enter it after they know
 //! it (ids are not reused, so its program counters stay its own), a flow
-//! changed in place keeps its keys throughout. It transmits only on the
-//! egress interfaces, and receives only on the ingress interfaces, it had
-//! at start (their sockets are bound then): a change that needs another is
-//! refused whole.
+//! changed in place keeps its keys throughout. An output on an egress
+//! interface a worker has no TX socket for gets one first: the worker binds
+//! it on its UMEM between two polls (header slots are sized at start for
+//! [`queue::SPARE_PORTS`] such ports). It receives only on the ingress
+//! interfaces it had at start (their programs are attached then): a change
+//! that needs another is refused whole.
 //!
 //! Stopping the engine stops every thread; dropping it closes the sockets
 //! (they leave `XSKS`: fail-open) and detaches the programs.
@@ -248,8 +250,12 @@ fn egress_name(o: &crate::plan::OutputPlan) -> String {
 /// What the engine keeps of each worker, for live changes.
 #[derive(Debug)]
 struct WorkerHandle {
-    /// Its ingress interface (index).
+    /// Its ingress interface (index) and name, and its rx queue.
     ingress: u32,
+    ifname: String,
+    queue: u32,
+    /// The TX ports its header-slot pool is sized for.
+    slot_ports: usize,
     /// The stats slot (plan index at start) of each of its flows, in its
     /// order.
     flows: Vec<usize>,
@@ -328,14 +334,20 @@ impl XdpEngine {
         let workers = queues
             .iter()
             .zip(&senders)
-            .map(|(q, commands)| WorkerHandle {
-                ingress: q.ingress,
-                flows: q.flows.clone(),
-                ports: egress_list(&plan, &q.flows)
+            .map(|(q, commands)| {
+                let ports: Vec<u32> = egress_list(&plan, &q.flows)
                     .iter()
                     .map(|i| i.index)
-                    .collect(),
-                commands: commands.clone(),
+                    .collect();
+                WorkerHandle {
+                    ingress: q.ingress,
+                    ifname: q.ifname.clone(),
+                    queue: q.queue,
+                    slot_ports: ports.len() + queue::SPARE_PORTS as usize,
+                    flows: q.flows.clone(),
+                    ports,
+                    commands: commands.clone(),
+                }
             })
             .collect();
         let (hop_changes, hop_rx) = channel();
@@ -432,6 +444,7 @@ impl XdpEngine {
         &self,
         routed: &'a Plan,
         change: &crate::plan::PlanChange,
+        ports: &mut Vec<(usize, Interface)>,
     ) -> Result<FlowsChange<'a>, ApplyError> {
         let unsupported = |what: String| ApplyError::Unsupported {
             engine: self.rung.clone(),
@@ -481,21 +494,9 @@ impl XdpEngine {
                 )));
             }
             for o in &flow.outputs {
-                let egress = o.interface.as_ref().map(|e| e.index);
-                let mut serving = self
-                    .workers
-                    .iter()
-                    .filter(|w| w.ingress == flow.ingress.index);
-                if serving.any(|w| egress.is_none_or(|e| !w.ports.contains(&e))) {
-                    return Err(unsupported(format!(
-                        "flow {:?} added: output {:?} on {}: the XDP engine transmits from {} \
-                         only on the egress interfaces its flows had at start",
-                        flow.name,
-                        o.name,
-                        egress_name(o),
-                        flow.ingress.name
-                    )));
-                }
+                let what = format!("flow {:?} added: output {:?}", flow.name, o.name);
+                self.ports_needed(|w| w.ingress == flow.ingress.index, o, &what, ports)
+                    .map_err(unsupported)?;
             }
             out.added.push(NewFlow {
                 ingress: i,
@@ -517,6 +518,98 @@ impl XdpEngine {
             }
         }
         Ok(out)
+    }
+
+    /// Adds to `need` the (worker, egress interface) of each TX port that
+    /// the workers `serving` lack for output `o` (`what`, for the
+    /// message); an error when a port cannot be added while running.
+    fn ports_needed(
+        &self,
+        serving: impl Fn(&WorkerHandle) -> bool,
+        o: &crate::plan::OutputPlan,
+        what: &str,
+        need: &mut Vec<(usize, Interface)>,
+    ) -> Result<(), String> {
+        let Some(e) = o.interface.as_ref() else {
+            return Err(format!("{what}: no egress interface"));
+        };
+        for (w, h) in self.workers.iter().enumerate().filter(|(_, h)| serving(h)) {
+            if h.ports.contains(&e.index) || need.iter().any(|(n, i)| *n == w && i == e) {
+                continue;
+            }
+            if e.index == h.ingress {
+                return Err(format!(
+                    "{what} on {}: the XDP engine transmits on an ingress interface only from \
+                     the socket bound at start, and no flow of {} sent there then",
+                    e.name, h.ifname
+                ));
+            }
+            need.push((w, e.clone()));
+        }
+        Ok(())
+    }
+
+    /// Binds a TX socket on each (worker, egress interface) of `need`, one
+    /// at a time, each acknowledged by its worker between two polls. The
+    /// first failure refuses the change; the ports bound before it stay
+    /// (unused until an output needs them).
+    fn add_ports(&mut self, need: &[(usize, Interface)]) -> Result<(), ApplyError> {
+        let sizes = queue::ring_sizes(&self.plan);
+        for (w, egress) in need {
+            let h = &mut self.workers[*w];
+            let failed = |why: String| {
+                ApplyError::Failed(format!(
+                    "{} queue {}: binding an AF_XDP TX socket on {}: {why}",
+                    h.ifname, h.queue, egress.name
+                ))
+            };
+            // Opened here: the worker keeps no capability.
+            let socket =
+                xsk::open_socket(egress.index, h.queue).map_err(|e| failed(e.to_string()))?;
+            let (done, acked) = std::sync::mpsc::sync_channel(1);
+            let command = Command::AddPort {
+                ingress: h.ifname.clone(),
+                queue: h.queue,
+                egress: egress.clone(),
+                socket,
+                sizes,
+                port: h.ports.len(),
+                done,
+            };
+            if h.commands.send(command).is_err() {
+                return Err(failed("its worker has stopped".into()));
+            }
+            match acked.recv_timeout(APPLY_WAIT) {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err(failed(why)),
+                Err(_) => {
+                    return Err(failed(format!(
+                        "its worker did not answer within {} s",
+                        APPLY_WAIT.as_secs()
+                    )));
+                }
+            }
+            h.ports.push(egress.index);
+            info!(
+                "{} queue {}: TX port {} added on {} for a live change",
+                h.ifname,
+                h.queue,
+                h.ports.len() - 1,
+                egress.name
+            );
+            if h.ports.len() > h.slot_ports {
+                warn!(
+                    "{} queue {}: {} TX ports share header slots sized for {} at start: under \
+                     overload a replica may find none (counted no_slot); a restart sizes them \
+                     for every port",
+                    h.ifname,
+                    h.queue,
+                    h.ports.len(),
+                    h.slot_ports
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Carries out a checked [`FlowsChange`], taking the MACs of the added
@@ -688,16 +781,17 @@ impl XdpEngine {
             snap,
             ..
         } = q;
+        let mut egress = egress_list(&self.plan, &flows)
+            .into_iter()
+            .map(|i| i.name.clone())
+            .collect();
         // Templates resolved during the start-up wait.
-        thread::apply_commands(&mut worker, &commands, None);
+        thread::apply_commands(&mut worker, &commands, None, &mut egress);
         let name = format!("{ifname} queue {queue}");
         let ctx = WorkerCtx {
             publisher: self.stats.publisher(&name, &flows),
             name,
-            egress: egress_list(&self.plan, &flows)
-                .into_iter()
-                .map(|i| i.name.clone())
-                .collect(),
+            egress,
             stop: self.threads.stop_flag(),
             commands,
             snap,
@@ -811,8 +905,9 @@ impl Engine for XdpEngine {
 
     /// Outputs and flows are added and removed live, between two polls of
     /// every worker concerned, on the ingress interfaces the program runs
-    /// on and the egress interfaces the workers transmit on already (both
-    /// are bound at start). Everything is checked before anything changes.
+    /// on (attached at start); a worker gets a TX socket on each egress
+    /// interface it lacks first. Everything is checked before anything
+    /// changes.
     fn apply(&mut self, plan: &Plan) -> Result<(), ApplyError> {
         let unsupported = |what: String| ApplyError::Unsupported {
             engine: self.rung.clone(),
@@ -827,7 +922,8 @@ impl Engine for XdpEngine {
         }
         // Checked whole first: the flows, then the outputs' templates and a
         // TX port on every worker.
-        let flows = self.check_flows(&routed, &change)?;
+        let mut ports = Vec::new();
+        let flows = self.check_flows(&routed, &change, &mut ports)?;
         let mut planned = Vec::with_capacity(change.outputs.len());
         for c in &change.outputs {
             let Some(flow) = routed.flows.iter().find(|f| f.name == c.flow) else {
@@ -840,19 +936,14 @@ impl Engine for XdpEngine {
             for o in &c.added {
                 spec::output_template(flow, o, Some([0; 6]))
                     .map_err(|e| ApplyError::Failed(e.to_string()))?;
-                let egress = o.interface.as_ref().map(|i| i.index);
-                let mut serving = self.workers.iter().filter(|w| w.flows.contains(&slot));
-                if serving.any(|w| egress.is_none_or(|e| !w.ports.contains(&e))) {
-                    let ifname = o.interface.as_ref().map_or("?", |i| i.name.as_str());
-                    return Err(unsupported(format!(
-                        "flow {:?}: output {:?} added on {ifname}: the XDP engine transmits \
-                         only on the egress interfaces its flows had at start",
-                        c.flow, o.name
-                    )));
-                }
+                let what = format!("flow {:?}: output {:?} added", c.flow, o.name);
+                self.ports_needed(|w| w.flows.contains(&slot), o, &what, &mut ports)
+                    .map_err(unsupported)?;
             }
             planned.push((c, flow, slot));
         }
+        // Every check passed: the TX ports the change needs, then the change.
+        self.add_ports(&ports)?;
         // The next hops of the unicast outputs added, so that they start
         // with their templates.
         let targets: Vec<(std::net::IpAddr, String)> = flows

@@ -279,7 +279,7 @@ impl NextHops {
         threads
             .spawn_keeping(
                 "fanout-neigh".into(),
-                crate::privileges::XDP_CONTROL,
+                crate::privileges::XDP_NEIGH,
                 move || self.follow(&senders, &changes, &stop),
             )
             .map_err(|source| Refused::Io {

@@ -2,7 +2,8 @@
 //! the [`Worker`] that serves it.
 //!
 //! Contract: [`build_worker`] maps one UMEM per queue (header-slot frames
-//! for every descriptor that can be in flight on its TX rings, then
+//! for every descriptor that can be in flight on its TX rings and on
+//! [`SPARE_PORTS`] more added while running ([`bind_port`]), then
 //! [`RX_FRAMES`] receive frames that all fit in the fill ring), binds the
 //! receiving socket to the queue (zero-copy asked, copy taken when refused,
 //! said as [`BindMode`]), adds one TX socket per egress interface of the
@@ -12,6 +13,7 @@
 //! names the interface and queue.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use log::{info, warn};
@@ -63,6 +65,71 @@ pub(super) fn egress_list<'a>(plan: &'a Plan, flows: &[usize]) -> Vec<&'a Interf
     out
 }
 
+/// Header-slot room for this many egress interfaces beyond those a worker
+/// starts with: TX ports added while running ([`bind_port`]) find their
+/// slots (4 MiB of UMEM per rx queue). Past it they share the pool, and a
+/// replica that finds no slot under overload is counted `no_slot`.
+pub(super) const SPARE_PORTS: u32 = 4;
+
+/// The ring sizes of a worker's sockets.
+pub(super) fn ring_sizes(plan: &Plan) -> RingSizes {
+    RingSizes {
+        tx_budget: plan.engine.tx_budget,
+        // Room in the fill ring for every receive frame, so that a frame
+        // never waits in userspace for a slot there (`fill_short` stays a
+        // signal).
+        fill: RX_FRAMES,
+        ..RingSizes::default()
+    }
+}
+
+fn xsk_err(ifname: &str, queue: u32) -> impl FnOnce(xsk::Error) -> Refused {
+    let ifname = ifname.to_owned();
+    move |source| Refused::Xsk {
+        ifname,
+        queue,
+        source,
+    }
+}
+
+/// A TX socket on `egress` for the worker of `ingress` queue `queue`, on
+/// its UMEM (already bound to the ingress queue): on the egress's tx
+/// queue `queue` modulo its count. Used at start, and for a port added
+/// while running on the `socket` the engine's thread opened
+/// ([`xsk::open_socket`]: the worker has no `CAP_NET_RAW`).
+pub(super) fn bind_port(
+    umem: &XskUmem,
+    socket: Option<OwnedFd>,
+    ingress: &str,
+    queue: u32,
+    egress: &Interface,
+    sizes: RingSizes,
+) -> Result<TxSocket, Refused> {
+    let txq = queue_count(&egress.name, "tx").map_err(|source| Refused::Io {
+        what: format!("counting the tx queues of {}", egress.name),
+        source,
+    })?;
+    let q = queue % txq;
+    let t = match socket {
+        Some(fd) => umem.bind_tx_on(fd, egress.index, q, sizes),
+        None => umem.bind_tx(egress.index, q, sizes),
+    }
+    .map_err(xsk_err(&egress.name, q))?;
+    if umem.mode() != Some(BindMode::ZeroCopy) {
+        info!(
+            "AF_XDP TX {} (from {ingress} queue {queue}): copy mode sends {} descriptors per wakeup{}",
+            egress.name,
+            t.budget(),
+            if t.budget() == xsk::KERNEL_TX_BUDGET {
+                " (the kernel's default)"
+            } else {
+                " (XDP_MAX_TX_SKB_BUDGET)"
+            }
+        );
+    }
+    Ok(t)
+}
+
 /// The UMEM, the sockets and the worker of one rx queue.
 pub(super) fn build_worker(
     plan: &Plan,
@@ -71,27 +138,13 @@ pub(super) fn build_worker(
     limiters: &[Option<SharedLimiter>],
     queue: u32,
 ) -> Result<(XdpWorker, BindMode), Refused> {
-    let xsk_err = |ifname: &str, queue: u32| {
-        let ifname = ifname.to_owned();
-        move |source| Refused::Xsk {
-            ifname,
-            queue,
-            source,
-        }
-    };
     let egress = egress_list(plan, flows);
-    let mut sizes = RingSizes {
-        tx_budget: plan.engine.tx_budget,
-        ..RingSizes::default()
-    };
-    let ports = egress.len() as u32;
+    let sizes = ring_sizes(plan);
+    let ports = egress.len() as u32 + SPARE_PORTS;
     // Header slots for every descriptor that can be in a TX ring or its
     // completion ring at once, per port (a slot per replica at most).
     let per_frame = xsk::FRAME_SIZE / worker::DEFAULT_SLOT_SIZE;
-    let slot_frames = (ports.max(1) * (sizes.tx + sizes.completion)).div_ceil(per_frame);
-    // Room in the fill ring for every receive frame, so that a frame never
-    // waits in userspace for a slot there (`fill_short` stays a signal).
-    sizes.fill = RX_FRAMES;
+    let slot_frames = (ports * (sizes.tx + sizes.completion)).div_ceil(per_frame);
     let mut umem = XskUmem::new(slot_frames + RX_FRAMES).map_err(xsk_err(&iface.name, queue))?;
     let ingress_is_egress = egress.iter().any(|e| e.index == iface.index);
     let (mut rx, own_tx) = umem
@@ -108,29 +161,7 @@ pub(super) fn build_worker(
             })?);
             continue;
         }
-        let txq = queue_count(&e.name, "tx").map_err(|source| Refused::Io {
-            what: format!("counting the tx queues of {}", e.name),
-            source,
-        })?;
-        tx.push(
-            umem.bind_tx(e.index, queue % txq, sizes)
-                .map_err(xsk_err(&e.name, queue % txq))?,
-        );
-    }
-    if mode == BindMode::Copy {
-        for (e, t) in egress.iter().zip(&tx) {
-            info!(
-                "AF_XDP TX {} (from {} queue {queue}): copy mode sends {} descriptors per wakeup{}",
-                e.name,
-                iface.name,
-                t.budget(),
-                if t.budget() == xsk::KERNEL_TX_BUDGET {
-                    " (the kernel's default)"
-                } else {
-                    " (XDP_MAX_TX_SKB_BUDGET)"
-                }
-            );
-        }
+        tx.push(bind_port(&umem, None, &iface.name, queue, e, sizes)?);
     }
     let batch = plan.engine.batch_size.clamp(1, 1024);
     set_wakeup(

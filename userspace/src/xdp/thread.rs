@@ -3,12 +3,13 @@
 //! Contract: the thread polls while there is work (received packets,
 //! completions, replicas in flight) and waits on its socket only when idle,
 //! looking at the stop flag and its [`Command`]s at least every
-//! [`STOP_POLL`]. Commands (a next hop's template today, the live plan
-//! changes later) are applied between two polls, never inside one. The
-//! worker's counters are published whole ([`crate::stats::Publisher`]) at
-//! least every [`PUBLISH_EVERY`] while busy, whenever it goes idle, and last
-//! when it stops; the queue's frame counters and the sockets' kernel
-//! statistics go to its [`XdpQueueSnapshot`] every [`KERNEL_STATS_EVERY`].
+//! [`STOP_POLL`]. Commands (a next hop's template, the live plan changes,
+//! a TX socket bound on another egress interface) are applied between two
+//! polls, never inside one. The worker's counters are published whole
+//! ([`crate::stats::Publisher`]) at least every [`PUBLISH_EVERY`] while
+//! busy, whenever it goes idle, and last when it stops; the queue's frame
+//! counters and the sockets' kernel statistics go to its
+//! [`XdpQueueSnapshot`] every [`KERNEL_STATS_EVERY`].
 //! On stop (its socket already out of `XSKS`) it keeps polling up to
 //! [`DRAIN`] while its RX ring holds frames and for the completions of what
 //! it handed to the TX rings, so that those replicas leave and the final
@@ -23,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -32,7 +34,9 @@ use log::{info, warn};
 
 use super::queue::XdpWorker;
 use super::worker::{FlowSpec, OutputSpec};
+use super::xsk::RingSizes;
 use crate::engine::{PUBLISH_EVERY, STOP_POLL};
+use crate::plan::Interface;
 use crate::stats::{Publisher, XdpQueueSnapshot};
 use crate::wire::ReplicaTemplate;
 
@@ -64,6 +68,20 @@ pub(super) enum Command {
         add: Vec<(usize, OutputSpec)>,
         done: SyncSender<()>,
     },
+    /// An egress interface a live change needs: bind a TX socket on it
+    /// (on the worker's UMEM) and add it as TX port `port`, which must be
+    /// the next one; `done` hears the outcome.
+    AddPort {
+        /// The worker's ingress interface and queue, for the log.
+        ingress: String,
+        queue: u32,
+        egress: Interface,
+        /// The AF_XDP socket to bind, opened by the engine's thread.
+        socket: OwnedFd,
+        sizes: RingSizes,
+        port: usize,
+        done: SyncSender<Result<(), String>>,
+    },
     /// A live change of the worker's flows, taken whole between two polls
     /// (removals first, so that a flow changed in place hands its traffic
     /// over within one gap); `done` hears when it is carried out and the
@@ -79,11 +97,13 @@ pub(super) enum Command {
 
 /// Applies every command waiting for `w`; after a change of outputs, the
 /// counters are published (when `publisher` is given) before it is
-/// acknowledged.
+/// acknowledged. A TX port added appends its interface's name to
+/// `egress`.
 pub(super) fn apply_commands(
     w: &mut XdpWorker,
     commands: &Receiver<Command>,
     publisher: Option<&Publisher>,
+    egress: &mut Vec<String>,
 ) {
     while let Ok(c) = commands.try_recv() {
         match c {
@@ -111,6 +131,28 @@ pub(super) fn apply_commands(
                 }
                 let _ = done.send(());
             }
+            Command::AddPort {
+                ingress,
+                queue,
+                egress: e,
+                socket,
+                sizes,
+                port,
+                done,
+            } => {
+                let added = if w.tx().len() == port {
+                    add_port(w, socket, &ingress, queue, &e, sizes)
+                } else {
+                    Err(format!(
+                        "the worker has {} TX ports, {port} were expected",
+                        w.tx().len()
+                    ))
+                };
+                if added.is_ok() {
+                    egress.push(e.name);
+                }
+                let _ = done.send(added);
+            }
             Command::Flows { remove, add, done } => {
                 for id in remove {
                     w.remove_flow(id);
@@ -134,6 +176,31 @@ pub(super) fn apply_commands(
     }
 }
 
+/// Binds a TX socket on `egress` and adds it as the worker's next port,
+/// on busy polling when the worker's socket is.
+fn add_port(
+    w: &mut XdpWorker,
+    socket: OwnedFd,
+    ingress: &str,
+    queue: u32,
+    egress: &Interface,
+    sizes: RingSizes,
+) -> Result<(), String> {
+    let mut tx = super::queue::bind_port(w.umem(), Some(socket), ingress, queue, egress, sizes)
+        .map_err(|e| e.to_string())?;
+    if let Some(bp) = w.rx().busy_poll()
+        && let Err(e) = tx.set_busy_poll(bp)
+    {
+        warn!(
+            "AF_XDP {ingress} queue {queue}: busy polling refused on the TX socket of {} ({e}); \
+             it stays on need_wakeup",
+            egress.name
+        );
+    }
+    w.add_port(tx);
+    Ok(())
+}
+
 /// What a worker thread needs besides its worker.
 pub(super) struct WorkerCtx {
     /// `in0 queue 0`, for the log.
@@ -149,7 +216,7 @@ pub(super) struct WorkerCtx {
 }
 
 /// Runs `w` until the stop flag; see the module documentation.
-pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
+pub(super) fn run_worker(mut w: XdpWorker, mut ctx: WorkerCtx) {
     let mut last_publish = Instant::now();
     let mut last_kernel = Instant::now() - KERNEL_STATS_EVERY;
     // Busy polling: how long an idle worker keeps polling (each poll runs
@@ -183,7 +250,7 @@ pub(super) fn run_worker(mut w: XdpWorker, ctx: WorkerCtx) {
         }
         if sleep || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
             ctx.publisher.publish(w.flow_counters());
-            apply_commands(&mut w, &ctx.commands, Some(&ctx.publisher));
+            apply_commands(&mut w, &ctx.commands, Some(&ctx.publisher), &mut ctx.egress);
             if stopping || last_kernel.elapsed() >= KERNEL_STATS_EVERY {
                 kernel_snapshot(&w, &ctx);
                 last_kernel = Instant::now();

@@ -345,6 +345,17 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
         }
     }
 
+    /// Adds a TX port between two polls (an egress interface a live change
+    /// needs, its socket on this worker's UMEM) and returns its index for
+    /// [`OutputSpec::tx`]. It shares the header-slot pool of the others.
+    /// Allocates (outside the loop).
+    pub fn add_port(&mut self, tx: T) -> usize {
+        self.tx.push(tx);
+        self.stages
+            .push(Stage::new(self.cfg.tx_batch.max(MAX_TX_CHAIN)));
+        self.tx.len() - 1
+    }
+
     /// Adds an output to `flow` between two polls, its counters in slot
     /// `slot` (the next one of the flow: slots skipped on the way, which
     /// this worker never ran, are offered nothing). It is offered every

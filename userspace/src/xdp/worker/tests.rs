@@ -489,6 +489,55 @@ fn flows_added_and_removed_between_polls_keep_every_count_and_frame() {
 }
 
 #[test]
+fn a_port_added_between_polls_carries_an_output_added_on_it() {
+    let mut w = Setup::default().build();
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| frame_v4(&pattern(900, i))).collect();
+    deliver(&mut w, &frames[0]).unwrap();
+    w.poll();
+    // Port 2 does not exist yet: refused, nothing changes.
+    let t = template("10.3.0.2", 6200, None);
+    let spec = OutputSpec {
+        tx: 2,
+        mtu: 9000,
+        template: Some(t.clone()),
+    };
+    assert_eq!(
+        w.add_output(0, 2, spec.clone()),
+        Err(WorkerError::NoSuchPort {
+            flow: 0,
+            output: 2,
+            tx: 2,
+            ports: 2
+        })
+    );
+    // Added while a replica of the first datagram is still in port 0's ring.
+    assert!(w.replicas_in_flight() > 0);
+    assert_eq!(w.add_port(MemTx::new(256, 256)), 2);
+    assert_eq!(w.tx().len(), 3);
+    w.add_output(0, 2, spec).unwrap();
+    for f in &frames[1..] {
+        deliver(&mut w, f).unwrap();
+    }
+    w.poll();
+    let port2 = take_all(&mut w, 2);
+    assert_eq!(port2.len(), 3, "the datagrams received after the add");
+    for (chain, frame) in port2.iter().zip(&frames[1..]) {
+        check_chain(chain, 2);
+        assert_eq!(chain_bytes(&w, chain), expected(&t, frame));
+        complete_chain(&mut w, 2, chain);
+    }
+    settle(&mut w);
+    let c = &w.flow_counters()[0];
+    assert_eq!(c.received, 4);
+    let o = &c.outputs;
+    assert_eq!(o.len(), 3);
+    assert_eq!((o[0].sent, o[1].sent), (4, 4), "untouched outputs");
+    assert_eq!((o[2].sent, o[2].joined_at, o[2].left_at), (3, 1, None));
+    assert_eq!(o[2].sent_bytes, 3 * 900);
+    assert!(w.census().is_consistent());
+}
+
+#[test]
 fn an_output_added_past_a_slot_never_seen_is_offered_nothing_there() {
     let mut w = Setup::default().build();
     deliver(&mut w, &frame_v4(&pattern(100, 1))).unwrap();

@@ -41,7 +41,7 @@ pub use busy_poll::{BusyPoll, BusyPollRefused};
 pub use ring::{ConsumerRing, Layout, ProducerRing, ReadBatch, WriteBatch};
 pub use setup::{BindMode, Error, FRAME_SIZE, RingSizes};
 pub use socket::{KERNEL_TX_BUDGET, RxSocket, RxStats, TxSocket, TxStats};
-pub use umem::XskUmem;
+pub use umem::{XskUmem, open_socket};
 
 #[cfg(test)]
 mod tests {

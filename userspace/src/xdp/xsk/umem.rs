@@ -141,6 +141,20 @@ impl XskUmem {
     /// (`XDP_SHARED_UMEM`; it inherits the owner's mode and `XDP_USE_SG`)
     /// with its own completion ring.
     pub fn bind_tx(&self, ifindex: u32, queue: u32, sizes: RingSizes) -> Result<TxSocket, Error> {
+        let fd = open_socket(ifindex, queue)?;
+        self.bind_tx_on(fd, ifindex, queue, sizes)
+    }
+
+    /// [`XskUmem::bind_tx`] on a socket [`open_socket`] made: a thread
+    /// without `CAP_NET_RAW` (a running worker) binds what one with it
+    /// opened.
+    pub fn bind_tx_on(
+        &self,
+        fd: OwnedFd,
+        ifindex: u32,
+        queue: u32,
+        sizes: RingSizes,
+    ) -> Result<TxSocket, Error> {
         sizes.check()?;
         let owner = self.owner.as_ref().ok_or(Error::State("not bound yet"))?;
         if (owner.ifindex, owner.queue) == (ifindex, queue) {
@@ -154,7 +168,6 @@ impl XskUmem {
             queue,
             source,
         };
-        let fd = sys::xsk_socket().map_err(|e| sys_err("socket(AF_XDP)", e))?;
         let rings = Rings::create(fd.as_fd(), sizes, true, false, true)
             .map_err(|(call, e)| sys_err(call, e))?;
         sys::bind(
@@ -190,6 +203,17 @@ impl XskUmem {
         );
         start
     }
+}
+
+/// An AF_XDP socket for [`XskUmem::bind_tx_on`] (`ifindex` and `queue` name
+/// it in the error). Needs `CAP_NET_RAW`.
+pub fn open_socket(ifindex: u32, queue: u32) -> Result<OwnedFd, Error> {
+    sys::xsk_socket().map_err(|source| Error::Sys {
+        call: "socket(AF_XDP)",
+        ifindex,
+        queue,
+        source,
+    })
 }
 
 impl Umem for XskUmem {
