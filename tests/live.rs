@@ -588,19 +588,29 @@ for_each_engine!(flow_changed_in_place:
     a_flow_changed_in_place_loses_nothing_xdp_native,
     a_flow_changed_in_place_loses_nothing_xdp_generic);
 
-/// An output added on an egress interface that none of the flow's outputs
-/// used at start (here out1: `b` routed there): on XDP every worker of the
-/// flow first binds a TX socket on it (said in the log, its kernel
-/// statistics in the snapshot). While a paced stream runs, `a` receives
-/// every datagram in order, byte-exact, and `b` a contiguous run from its
-/// first datagram on, exactly as many as counted sent.
+/// Outputs added on egress interfaces that none of the flow's outputs used
+/// at start: `b` routed through out1, and `back` through in0, the ingress
+/// itself. On XDP every worker of the flow first gets a TX port there (a
+/// socket bound live on out1, the receiving socket's own TX ring on in0;
+/// said in the log, their kernel statistics in the snapshot). While a paced
+/// stream runs, `a` receives every datagram in order, byte-exact, and each
+/// added one a contiguous run from its first datagram to the stream's end,
+/// exactly as many as counted sent.
 fn output_on_a_new_egress(test: &str, kind: EngineKind) {
     let Some(case) = Case::new(test, kind) else {
         return;
     };
     let lab = &case.lab;
     let a = Collector::start(unicast_receiver(&lab.sink, (addr::SNK0_V4, 6401)));
-    let b = Collector::start(unicast_receiver(&lab.sink, (addr::SNK1_V4, 6402)));
+    let added = [
+        ("b", SocketAddr::new(addr::SNK1_V4.into(), 6402), &lab.sink),
+        (
+            "back",
+            SocketAddr::new(addr::SRC0_V4.into(), 6409),
+            &lab.src,
+        ),
+    ]
+    .map(|(name, at, ns)| (name, at, Collector::start(unicast_receiver(ns, at))));
     let full = config(kind);
     let only_a = full
         .split("\n  [[flow.output]]\n  name = \"b\"")
@@ -611,29 +621,33 @@ fn output_on_a_new_egress(test: &str, kind: EngineKind) {
     let engine = case.start(&only_a);
     let sock = engine.control.clone();
     let stream = tv_stream(lab, 20_000, Duration::from_secs(60));
-    wait_until(DEADLINE, || (stream.sent() > 200).then_some(())).expect("the stream runs");
-    let b_at = format!("{}:6402", addr::SNK1_V4);
-    let (code, out, err) = case.ctl(
-        &sock,
-        &[
-            "add-output",
-            "--flow",
-            "tv",
-            "--unicast",
-            &b_at,
-            "--name",
-            "b",
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}{err}");
-    assert!(
-        out.starts_with(&format!(
-            "flow \"tv\": output \"b\" added (unicast {b_at})\n"
-        )),
-        "{out}"
-    );
+    for (name, at, _) in &added {
+        let at_stream = stream.sent();
+        wait_until(DEADLINE, || (stream.sent() > at_stream + 200).then_some(()))
+            .expect("the stream runs");
+        let at = at.to_string();
+        let (code, out, err) = case.ctl(
+            &sock,
+            &[
+                "add-output",
+                "--flow",
+                "tv",
+                "--unicast",
+                &at,
+                "--name",
+                name,
+            ],
+        );
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(
+            out.starts_with(&format!(
+                "flow \"tv\": output \"{name}\" added (unicast {at})\n"
+            )),
+            "{out}"
+        );
+    }
     if kind.is_xdp() {
-        // Every queue's snapshot (refreshed every 200 ms) lists both.
+        // Every queue's snapshot (refreshed every 200 ms) lists the three.
         let mut s = show(&case, &sock);
         wait_until(DEADLINE, || {
             s = show(&case, &sock);
@@ -641,10 +655,14 @@ fn output_on_a_new_egress(test: &str, kind: EngineKind) {
             xdp.interfaces[0]
                 .queues
                 .iter()
-                .all(|q| q.tx_sockets.keys().eq([iface::OUT0, iface::OUT1]))
+                .all(|q| {
+                    q.tx_sockets
+                        .keys()
+                        .eq([iface::IN0, iface::OUT0, iface::OUT1])
+                })
                 .then_some(())
         })
-        .unwrap_or_else(|| panic!("TX sockets on out0 and out1\n{}", s.stats));
+        .unwrap_or_else(|| panic!("TX sockets on in0, out0 and out1\n{}", s.stats));
     }
     let at = stream.sent();
     wait_until(DEADLINE, || (stream.sent() > at + 500).then_some(())).expect("the stream runs");
@@ -653,32 +671,33 @@ fn output_on_a_new_egress(test: &str, kind: EngineKind) {
     wait_until(DEADLINE, || {
         s = show(&case, &sock);
         let f = s.stats.flow("tv")?;
-        let b = f.output("b")?;
-        (f.received == sent && f.output("a")?.sent == sent && b.sent == b.offered).then_some(())
+        let done = |name| f.output(name).is_some_and(|o| o.sent == o.offered);
+        (f.received == sent && f.output("a")?.sent == sent && done("b") && done("back"))
+            .then_some(())
     })
     .unwrap_or_else(|| panic!("{sent} sent: {}", s.stats));
     let (snap, f) = engine.stop();
     if kind.is_xdp() {
-        assert!(
-            f.stderr.contains(&format!(
-                "{} queue 0: TX port 1 added on {} for a live change",
-                iface::IN0,
-                iface::OUT1
-            )),
-            "{}",
-            f.stderr
-        );
+        for (port, ifname) in [(1, iface::OUT1), (2, iface::IN0)] {
+            let said = format!(
+                "{} queue 0: TX port {port} added on {ifname} for a live change",
+                iface::IN0
+            );
+            assert!(f.stderr.contains(&said), "{said}\n{}", f.stderr);
+        }
     }
     let got = seqs(&a.finish(), "a");
     assert_eq!(got, (0..sent).collect::<Vec<_>>(), "a\n{snap}");
     let tv = snap.flow("tv").unwrap();
-    let o = tv.output("b").unwrap();
-    assert_eq!(o.dropped_total(), 0, "{snap}");
-    assert!(o.sent >= 500, "{snap}");
-    let got = seqs(&b.finish(), "b");
-    assert_eq!(got.len() as u64, o.sent, "b\n{snap}");
-    let first = contiguous(&got, "b").unwrap();
-    assert_eq!(first + o.sent, sent, "b: to the stream's end\n{snap}");
+    for (name, _, c) in added {
+        let o = tv.output(name).unwrap();
+        assert_eq!(o.dropped_total(), 0, "{name}\n{snap}");
+        assert!(o.sent >= 500, "{name}\n{snap}");
+        let got = seqs(&c.finish(), name);
+        assert_eq!(got.len() as u64, o.sent, "{name}\n{snap}");
+        let first = contiguous(&got, name).unwrap();
+        assert_eq!(first + o.sent, sent, "{name}: to the stream's end\n{snap}");
+    }
 }
 
 for_each_engine!(output_on_a_new_egress:

@@ -29,9 +29,11 @@
 //! changed in place keeps its keys throughout. An output on an egress
 //! interface a worker has no TX socket for gets one first: the worker binds
 //! it on its UMEM between two polls (header slots are sized at start for
-//! [`queue::SPARE_PORTS`] such ports). It receives only on the ingress
-//! interfaces it had at start (their programs are attached then): a change
-//! that needs another is refused whole.
+//! [`queue::SPARE_PORTS`] such ports; on its own ingress, the receiving
+//! socket's TX ring, made at start for this, serves). It receives only on
+//! the ingress interfaces it had at start: attaching needs capabilities
+//! the running engine has dropped ([`crate::privileges`]), so a change that
+//! needs another ingress is refused whole.
 //!
 //! Stopping the engine stops every thread; dropping it closes the sockets
 //! (they leave `XSKS`: fail-open) and detaches the programs.
@@ -222,6 +224,8 @@ struct Queue {
     /// Plan index of each of the worker's flows.
     flows: Vec<usize>,
     worker: XdpWorker,
+    /// The ingress socket's TX ring, when no port uses it.
+    own_tx: Option<xsk::TxSocket>,
     snap: Arc<Mutex<XdpQueueSnapshot>>,
 }
 
@@ -478,7 +482,9 @@ impl XdpEngine {
                 let running: Vec<&str> = self.ingress.iter().map(|g| g.ifname.as_str()).collect();
                 return Err(unsupported(format!(
                     "flow {:?} added on {}: the XDP engine attaches to its ingress interfaces \
-                     ({}) only at start",
+                     ({}) only at start (loading the program needs CAP_BPF, dropped once it \
+                     runs); restart fanout, or use mode = \"auto\", which runs such a flow on \
+                     the socket engine",
                     flow.name,
                     flow.ingress.name,
                     running.join(", ")
@@ -522,7 +528,7 @@ impl XdpEngine {
 
     /// Adds to `need` the (worker, egress interface) of each TX port that
     /// the workers `serving` lack for output `o` (`what`, for the
-    /// message); an error when a port cannot be added while running.
+    /// message); an error for an output without an egress interface.
     fn ports_needed(
         &self,
         serving: impl Fn(&WorkerHandle) -> bool,
@@ -536,13 +542,6 @@ impl XdpEngine {
         for (w, h) in self.workers.iter().enumerate().filter(|(_, h)| serving(h)) {
             if h.ports.contains(&e.index) || need.iter().any(|(n, i)| *n == w && i == e) {
                 continue;
-            }
-            if e.index == h.ingress {
-                return Err(format!(
-                    "{what} on {}: the XDP engine transmits on an ingress interface only from \
-                     the socket bound at start, and no flow of {} sent there then",
-                    e.name, h.ifname
-                ));
             }
             need.push((w, e.clone()));
         }
@@ -563,9 +562,13 @@ impl XdpEngine {
                     h.ifname, h.queue, egress.name
                 ))
             };
-            // Opened here: the worker keeps no capability.
-            let socket =
-                xsk::open_socket(egress.index, h.queue).map_err(|e| failed(e.to_string()))?;
+            // Opened here: the worker keeps no capability. On its own
+            // ingress, the receiving socket's TX ring serves.
+            let socket = if egress.index == h.ingress {
+                None
+            } else {
+                Some(xsk::open_socket(egress.index, h.queue).map_err(|e| failed(e.to_string()))?)
+            };
             let (done, acked) = std::sync::mpsc::sync_channel(1);
             let command = Command::AddPort {
                 ingress: h.ifname.clone(),
@@ -778,20 +781,24 @@ impl XdpEngine {
             queue,
             flows,
             mut worker,
+            own_tx,
             snap,
             ..
         } = q;
-        let mut egress = egress_list(&self.plan, &flows)
-            .into_iter()
-            .map(|i| i.name.clone())
-            .collect();
+        let mut ports = thread::Ports {
+            egress: egress_list(&self.plan, &flows)
+                .into_iter()
+                .map(|i| i.name.clone())
+                .collect(),
+            own_tx,
+        };
         // Templates resolved during the start-up wait.
-        thread::apply_commands(&mut worker, &commands, None, &mut egress);
+        thread::apply_commands(&mut worker, &commands, None, &mut ports);
         let name = format!("{ifname} queue {queue}");
         let ctx = WorkerCtx {
             publisher: self.stats.publisher(&name, &flows),
             name,
-            egress,
+            ports,
             stop: self.threads.stop_flag(),
             commands,
             snap,
@@ -1119,7 +1126,11 @@ fn attach(
     let mut bind = None;
     let mut queues = Vec::new();
     for queue in 0..count {
-        let (worker, mode) = build_worker(plan, iface, &flows, &limiters, queue)?;
+        let queue::Built {
+            worker,
+            mode,
+            own_tx,
+        } = build_worker(plan, iface, &flows, &limiters, queue)?;
         if bind.is_none() && mode == BindMode::Copy {
             notes.push(format!(
                 "{} queue {queue}: AF_XDP zero-copy skipped: the driver refused it (EOPNOTSUPP)",
@@ -1134,6 +1145,7 @@ fn attach(
             queue,
             flows: flows.clone(),
             worker,
+            own_tx,
             snap: Arc::new(Mutex::new(XdpQueueSnapshot {
                 queue,
                 ..XdpQueueSnapshot::default()

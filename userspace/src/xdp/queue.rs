@@ -6,9 +6,11 @@
 //! [`SPARE_PORTS`] more added while running ([`bind_port`]), then
 //! [`RX_FRAMES`] receive frames that all fit in the fill ring), binds the
 //! receiving socket to the queue (zero-copy asked, copy taken when refused,
-//! said as [`BindMode`]), adds one TX socket per egress interface of the
-//! queue's flows on the same UMEM (the ingress socket itself when it is
-//! also an egress), sets the wakeup strategy, and builds the worker from
+//! said as [`BindMode`]) with a TX ring of its own, adds one TX socket per
+//! egress interface of the queue's flows on the same UMEM (the ingress
+//! socket's TX ring when the ingress is also an egress; otherwise that ring
+//! is returned aside, for a port added on the ingress while running), sets
+//! the wakeup strategy, and builds the worker from
 //! the flows' specs with their templates not yet resolved. Every error
 //! names the interface and queue.
 
@@ -130,6 +132,14 @@ pub(super) fn bind_port(
     Ok(t)
 }
 
+/// One rx queue's worker, as [`build_worker`] makes it.
+pub(super) struct Built {
+    pub(super) worker: XdpWorker,
+    pub(super) mode: BindMode,
+    /// The ingress socket's TX ring when no port uses it yet.
+    pub(super) own_tx: Option<TxSocket>,
+}
+
 /// The UMEM, the sockets and the worker of one rx queue.
 pub(super) fn build_worker(
     plan: &Plan,
@@ -137,7 +147,7 @@ pub(super) fn build_worker(
     flows: &[usize],
     limiters: &[Option<SharedLimiter>],
     queue: u32,
-) -> Result<(XdpWorker, BindMode), Refused> {
+) -> Result<Built, Refused> {
     let egress = egress_list(plan, flows);
     let sizes = ring_sizes(plan);
     let ports = egress.len() as u32 + SPARE_PORTS;
@@ -146,12 +156,10 @@ pub(super) fn build_worker(
     let per_frame = xsk::FRAME_SIZE / worker::DEFAULT_SLOT_SIZE;
     let slot_frames = (ports * (sizes.tx + sizes.completion)).div_ceil(per_frame);
     let mut umem = XskUmem::new(slot_frames + RX_FRAMES).map_err(xsk_err(&iface.name, queue))?;
-    let ingress_is_egress = egress.iter().any(|e| e.index == iface.index);
-    let (mut rx, own_tx) = umem
-        .bind_rx(iface.index, queue, sizes, ingress_is_egress)
+    let (mut rx, mut own_tx) = umem
+        .bind_rx(iface.index, queue, sizes, true)
         .map_err(xsk_err(&iface.name, queue))?;
     let mode = umem.mode().unwrap_or(BindMode::Copy);
-    let mut own_tx = own_tx;
     let mut tx = Vec::with_capacity(egress.len());
     for e in &egress {
         if e.index == iface.index {
@@ -200,7 +208,11 @@ pub(super) fn build_worker(
         queue,
         source,
     })?;
-    Ok((worker, mode))
+    Ok(Built {
+        worker,
+        mode,
+        own_tx,
+    })
 }
 
 /// Puts a worker's sockets on `busy` (preferred busy polling) or leaves

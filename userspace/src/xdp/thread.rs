@@ -34,7 +34,7 @@ use log::{info, warn};
 
 use super::queue::XdpWorker;
 use super::worker::{FlowSpec, OutputSpec};
-use super::xsk::RingSizes;
+use super::xsk::{RingSizes, TxSocket};
 use crate::engine::{PUBLISH_EVERY, STOP_POLL};
 use crate::plan::Interface;
 use crate::stats::{Publisher, XdpQueueSnapshot};
@@ -76,8 +76,10 @@ pub(super) enum Command {
         ingress: String,
         queue: u32,
         egress: Interface,
-        /// The AF_XDP socket to bind, opened by the engine's thread.
-        socket: OwnedFd,
+        /// The AF_XDP socket to bind, opened by the engine's thread;
+        /// `None`: the egress is the worker's ingress, whose socket's own
+        /// TX ring ([`Ports::own_tx`]) becomes the port.
+        socket: Option<OwnedFd>,
         sizes: RingSizes,
         port: usize,
         done: SyncSender<Result<(), String>>,
@@ -95,15 +97,23 @@ pub(super) enum Command {
     },
 }
 
+/// A worker's TX ports as its thread names them, and the ingress socket's
+/// own TX ring while no port uses it.
+#[derive(Debug)]
+pub(super) struct Ports {
+    /// The egress interface's name of each TX port.
+    pub(super) egress: Vec<String>,
+    pub(super) own_tx: Option<TxSocket>,
+}
+
 /// Applies every command waiting for `w`; after a change of outputs, the
 /// counters are published (when `publisher` is given) before it is
-/// acknowledged. A TX port added appends its interface's name to
-/// `egress`.
+/// acknowledged. A TX port added goes into `ports`.
 pub(super) fn apply_commands(
     w: &mut XdpWorker,
     commands: &Receiver<Command>,
     publisher: Option<&Publisher>,
-    egress: &mut Vec<String>,
+    ports: &mut Ports,
 ) {
     while let Ok(c) = commands.try_recv() {
         match c {
@@ -141,7 +151,7 @@ pub(super) fn apply_commands(
                 done,
             } => {
                 let added = if w.tx().len() == port {
-                    add_port(w, socket, &ingress, queue, &e, sizes)
+                    add_port(w, socket, &mut ports.own_tx, &ingress, queue, &e, sizes)
                 } else {
                     Err(format!(
                         "the worker has {} TX ports, {port} were expected",
@@ -149,7 +159,7 @@ pub(super) fn apply_commands(
                     ))
                 };
                 if added.is_ok() {
-                    egress.push(e.name);
+                    ports.egress.push(e.name);
                 }
                 let _ = done.send(added);
             }
@@ -176,18 +186,25 @@ pub(super) fn apply_commands(
     }
 }
 
-/// Binds a TX socket on `egress` and adds it as the worker's next port,
-/// on busy polling when the worker's socket is.
+/// Binds a TX socket on `egress` (`socket`; `None`: the ingress socket's
+/// own TX ring, `own_tx`) and adds it as the worker's next port, on busy
+/// polling when the worker's socket is.
 fn add_port(
     w: &mut XdpWorker,
-    socket: OwnedFd,
+    socket: Option<OwnedFd>,
+    own_tx: &mut Option<TxSocket>,
     ingress: &str,
     queue: u32,
     egress: &Interface,
     sizes: RingSizes,
 ) -> Result<(), String> {
-    let mut tx = super::queue::bind_port(w.umem(), Some(socket), ingress, queue, egress, sizes)
-        .map_err(|e| e.to_string())?;
+    let mut tx = match socket {
+        Some(fd) => super::queue::bind_port(w.umem(), Some(fd), ingress, queue, egress, sizes)
+            .map_err(|e| e.to_string())?,
+        None => own_tx
+            .take()
+            .ok_or("the ingress socket's TX ring is a port already")?,
+    };
     if let Some(bp) = w.rx().busy_poll()
         && let Err(e) = tx.set_busy_poll(bp)
     {
@@ -211,8 +228,8 @@ pub(super) struct WorkerCtx {
     /// Where the worker's flow counters go.
     pub(super) publisher: Publisher,
     pub(super) snap: Arc<Mutex<XdpQueueSnapshot>>,
-    /// Egress interface name of each TX port.
-    pub(super) egress: Vec<String>,
+    /// Its TX ports' names, and the ingress socket's spare TX ring.
+    pub(super) ports: Ports,
 }
 
 /// Runs `w` until the stop flag; see the module documentation.
@@ -250,7 +267,7 @@ pub(super) fn run_worker(mut w: XdpWorker, mut ctx: WorkerCtx) {
         }
         if sleep || stopping || last_publish.elapsed() >= PUBLISH_EVERY {
             ctx.publisher.publish(w.flow_counters());
-            apply_commands(&mut w, &ctx.commands, Some(&ctx.publisher), &mut ctx.egress);
+            apply_commands(&mut w, &ctx.commands, Some(&ctx.publisher), &mut ctx.ports);
             if stopping || last_kernel.elapsed() >= KERNEL_STATS_EVERY {
                 kernel_snapshot(&w, &ctx);
                 last_kernel = Instant::now();
@@ -353,7 +370,7 @@ fn kernel_snapshot(w: &XdpWorker, ctx: &WorkerCtx) {
     let tx_sockets = w
         .tx()
         .iter()
-        .zip(&ctx.egress)
+        .zip(&ctx.ports.egress)
         .map(|(t, name)| (name.clone(), xdp_stats(t.kernel_stats())))
         .collect();
     let mut snap = ctx.snap.lock().unwrap_or_else(|e| e.into_inner());
