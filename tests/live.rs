@@ -80,6 +80,31 @@ fn tv_stream(lab: &fanout::lab::Lab, count: u64, max: Duration) -> Stream {
     )
 }
 
+/// `ctl add-output` of unicast output `name` to `at` on flow tv (through
+/// `interface`, else where the route says): exits 0 and says so.
+fn add_output(
+    case: &Case,
+    sock: &std::path::Path,
+    name: &str,
+    at: SocketAddr,
+    interface: Option<&str>,
+) {
+    let at_text = at.to_string();
+    let mut args = vec!["add-output", "--flow", "tv", "--unicast", &at_text];
+    if let Some(i) = interface {
+        args.extend(["--interface", i]);
+    }
+    args.extend(["--name", name]);
+    let (code, out, err) = case.ctl(sock, &args);
+    assert_eq!(code, Some(0), "add {name}: {out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "flow \"tv\": output \"{name}\" added (unicast {at})\n(runtime-only: "
+        )),
+        "{out}"
+    );
+}
+
 /// `ctl show --json`.
 fn show(case: &Case, socket: &std::path::Path) -> fanout::control::Show {
     let (code, out, err) = case.ctl(socket, &["show", "--json"]);
@@ -198,27 +223,7 @@ fn live_changes(test: &str, kind: EngineKind) {
 
     // c{j} is added, then c{j-1} removed: two outputs overlap at each step.
     for (j, (name, at, _)) in added.iter().enumerate() {
-        let (code, out, err) = case.ctl(
-            &sock,
-            &[
-                "add-output",
-                "--flow",
-                "tv",
-                "--unicast",
-                &at.to_string(),
-                "--interface",
-                iface::OUT0,
-                "--name",
-                name,
-            ],
-        );
-        assert_eq!(code, Some(0), "add {name}: {err}");
-        assert!(
-            out.starts_with(&format!(
-                "flow \"tv\": output \"{name}\" added (unicast {at})\n(runtime-only: "
-            )),
-            "{out}"
-        );
+        add_output(&case, &sock, name, *at, Some(iface::OUT0));
         if j > 0 {
             let gone = &added[j - 1].0;
             let (code, out, err) =
@@ -625,26 +630,7 @@ fn output_on_a_new_egress(test: &str, kind: EngineKind) {
         let at_stream = stream.sent();
         wait_until(DEADLINE, || (stream.sent() > at_stream + 200).then_some(()))
             .expect("the stream runs");
-        let at = at.to_string();
-        let (code, out, err) = case.ctl(
-            &sock,
-            &[
-                "add-output",
-                "--flow",
-                "tv",
-                "--unicast",
-                &at,
-                "--name",
-                name,
-            ],
-        );
-        assert_eq!(code, Some(0), "{out}{err}");
-        assert!(
-            out.starts_with(&format!(
-                "flow \"tv\": output \"{name}\" added (unicast {at})\n"
-            )),
-            "{out}"
-        );
+        add_output(&case, &sock, name, *at, None);
     }
     if kind.is_xdp() {
         // Every queue's snapshot (refreshed every 200 ms) lists the three.
