@@ -180,7 +180,8 @@ fn xdp_redirects_flows_to_af_xdp_and_transmits_chains() {
             .unwrap();
         let mut tx_in = tx_in.expect("TX ring on the rx socket");
         assert_eq!(umem.mode(), Some(BindMode::Copy), "veth has no zero-copy");
-        let mut tx = umem.bind_tx(oa_index, 0, RingSizes::default()).unwrap();
+        let fd = fanout::xdp::xsk::open_socket(oa_index, 0).unwrap();
+        let mut tx = umem.bind_tx(fd, oa_index, 0, RingSizes::default()).unwrap();
         prog.insert_socket(0, &rx).unwrap();
         fill_frames(&mut rx, RX_FRAMES, umem.frame_size());
 

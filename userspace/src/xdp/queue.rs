@@ -112,11 +112,13 @@ pub(super) fn bind_port(
         source,
     })?;
     let q = queue % txq;
-    let t = match socket {
-        Some(fd) => umem.bind_tx_on(fd, egress.index, q, sizes),
-        None => umem.bind_tx(egress.index, q, sizes),
-    }
-    .map_err(xsk_err(&egress.name, q))?;
+    let fd = match socket {
+        Some(fd) => fd,
+        None => xsk::open_socket(egress.index, q).map_err(xsk_err(&egress.name, q))?,
+    };
+    let t = umem
+        .bind_tx(fd, egress.index, q, sizes)
+        .map_err(xsk_err(&egress.name, q))?;
     if umem.mode() != Some(BindMode::ZeroCopy) {
         info!(
             "AF_XDP TX {} (from {ingress} queue {queue}): copy mode sends {} descriptors per wakeup{}",

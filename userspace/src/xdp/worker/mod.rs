@@ -284,8 +284,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
             capped |= flow.limiter.is_some();
             runs.push(Flow::new(outputs, flow.limiter, flow.health, &cfg));
         }
-        let tx_batch = cfg.tx_batch.max(MAX_TX_CHAIN);
-        let stages = (0..tx.len()).map(|_| Stage::new(tx_batch)).collect();
+        let stages = (0..tx.len()).map(|_| Stage::for_port(&cfg)).collect();
         let rx_len = cfg.batch_size.max(MAX_RX_CHAIN);
         let mut worker = Self {
             umem,
@@ -351,8 +350,7 @@ impl<U: Umem, R: RxPort, T: TxPort> Worker<U, R, T> {
     /// Allocates (outside the loop).
     pub fn add_port(&mut self, tx: T) -> usize {
         self.tx.push(tx);
-        self.stages
-            .push(Stage::new(self.cfg.tx_batch.max(MAX_TX_CHAIN)));
+        self.stages.push(Stage::for_port(&self.cfg));
         self.tx.len() - 1
     }
 

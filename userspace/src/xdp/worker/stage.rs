@@ -1,6 +1,7 @@
 //! Descriptors waiting to be handed to one TX port: whole chains, each
 //! headed by its header slot, in a fixed array.
 
+use super::config::{MAX_TX_CHAIN, WorkerConfig};
 use super::ring::Desc;
 
 /// Descriptors waiting to be handed to one TX port.
@@ -13,7 +14,10 @@ pub(super) struct Stage {
 }
 
 impl Stage {
-    pub(super) fn new(cap: usize) -> Self {
+    /// The stage of one TX port: room for a TX batch, and at least one
+    /// whole chain.
+    pub(super) fn for_port(cfg: &WorkerConfig) -> Self {
+        let cap = cfg.tx_batch.max(MAX_TX_CHAIN);
         Self {
             buf: vec![Desc::default(); cap].into_boxed_slice(),
             len: 0,

@@ -139,16 +139,10 @@ impl XskUmem {
 
     /// A TX-only socket on `queue` of another interface, sharing this UMEM
     /// (`XDP_SHARED_UMEM`; it inherits the owner's mode and `XDP_USE_SG`)
-    /// with its own completion ring.
-    pub fn bind_tx(&self, ifindex: u32, queue: u32, sizes: RingSizes) -> Result<TxSocket, Error> {
-        let fd = open_socket(ifindex, queue)?;
-        self.bind_tx_on(fd, ifindex, queue, sizes)
-    }
-
-    /// [`XskUmem::bind_tx`] on a socket [`open_socket`] made: a thread
-    /// without `CAP_NET_RAW` (a running worker) binds what one with it
-    /// opened.
-    pub fn bind_tx_on(
+    /// with its own completion ring, on `fd` from [`open_socket`] (so that a
+    /// thread without `CAP_NET_RAW`, a running worker, binds what one with
+    /// it opened).
+    pub fn bind_tx(
         &self,
         fd: OwnedFd,
         ifindex: u32,
@@ -205,7 +199,7 @@ impl XskUmem {
     }
 }
 
-/// An AF_XDP socket for [`XskUmem::bind_tx_on`] (`ifindex` and `queue` name
+/// An AF_XDP socket for [`XskUmem::bind_tx`] (`ifindex` and `queue` name
 /// it in the error). Needs `CAP_NET_RAW`.
 pub fn open_socket(ifindex: u32, queue: u32) -> Result<OwnedFd, Error> {
     sys::xsk_socket().map_err(|source| Error::Sys {
